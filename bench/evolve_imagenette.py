@@ -1,0 +1,134 @@
+"""Benchmark: the SquishedNets evolution on Imagenette, measured, into docs/benchmarks.md.
+
+    python bench/evolve_imagenette.py                      # evolve (about 40-60 min on 2 cores) + measure
+    python bench/evolve_imagenette.py --measure-only RUN   # measure an existing run again
+
+Budget (documented, fixed): 112 px, ancestor from ../shared/weights/squeezenet1_1_imagenet.pth trained
+3 epochs, 15 generations x 2 epochs, R = 0.93 on parameters, round_to 8, min_filters 4, distillation
+from the parent at weight 0.5, 10 % of every class held out (seed 0).
+
+Prints per generation: params, MB, MACs, top-1, ONNX Runtime images/s at batch 1 (CPU, one session,
+measured side by side in this process), and the training throughput against the network's pure compute
+throughput (forward + backward + step on a batch already in memory).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+SHARED = PROJECT.parent / "shared"
+
+EVOLVE_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
+                str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"), "--image-size", "112", "--generations", "15",
+                "--epochs", "2", "--ancestor-epochs", "3", "--env-factor", "0.93", "--round-to", "8",
+                "--min-filters", "4", "--distill-weight", "0.5", "--seed", "0", "--batch-size", "64", "--lr", "0.02"]
+
+
+def onnxruntime_images_per_second(path: Path, batch: int, seconds: float = 3.0) -> float:
+    """ONNX Runtime CPU throughput: 200 ms warm-up, then as many runs as fit in ``seconds``."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    x = np.random.default_rng(0).standard_normal((batch, 3, shape[2], shape[3])).astype(np.float32)
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:
+        session.run(None, {"input_0": x})
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"input_0": x})
+        runs += 1
+    return runs * batch / (time.perf_counter() - start)
+
+
+def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 1920) -> dict:
+    """The real training step (cached uint8 -> augment -> forward/backward/step) against pure compute
+    (the same model and batch on a tensor already in memory), measured back to back, twice each."""
+    import torch
+    from device.preprocess import PreprocessSpec
+    from host.data import CachedImages, cache_split, scan_folder
+    from host.evolve import load_weights
+    from host.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
+    config = json.loads((run / "config.json").read_text())
+    spec = PreprocessSpec.square(image_size)
+    split = scan_folder(config["data"], config["val_fraction"], config["seed"])
+    train = cache_split(split.train, spec, run / "cache", "train")
+    subset = CachedImages(train.images[:images], train.labels[:images], train.paths[:images], [])
+    cpu = torch.device("cpu")
+    compute, pipeline = [], []
+    for attempt in range(2):
+        model = load_weights(run / "gen-00" / "offspring-0.pt", "cpu").to(memory_format=torch.channels_last)
+        compute.append(compute_throughput(model, batch_size, image_size, cpu, steps=images // batch_size))
+        settings = TrainSettings(epochs=1, batch_size=batch_size)
+        optimizer, scheduler = make_optimizer(model, settings, images // batch_size)
+        stats = train_one_epoch(model, subset, spec, optimizer, scheduler, settings, attempt, cpu)
+        pipeline.append(stats["images_per_second"])
+    return {"compute_images_per_second": max(compute), "training_images_per_second": max(pipeline),
+            "training_vs_compute": max(pipeline) / max(compute)}
+
+
+def measure(run: Path) -> list[dict]:
+    from host.lineage import Lineage
+    lineage = Lineage(run / "lineage.sqlite")
+    rows = []
+    for g in lineage.generations():
+        fps1 = onnxruntime_images_per_second(run / g["onnx"], 1)
+        lineage.set_local_fps(g["generation"], fps1)
+        rows.append({"generation": g["generation"], "params": g["params"], "size_mb": g["size_bytes"] / 1e6,
+                     "macs_m": g["macs"] / 1e6, "top1": g["top1"], "top5": g["top5"], "ort_batch1": fps1,
+                     "train_seconds": g["train_seconds"]})
+        print(f"gen {g['generation']:02d}: {g['params']:>8,} params {g['size_bytes'] / 1e6:6.3f} MB "
+              f"{g['macs'] / 1e6:6.1f} M MACs top-1 {100 * g['top1']:5.1f} %  ORT b1 {fps1:7.0f} img/s", flush=True)
+    lineage.close()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", default=str(PROJECT / "runs" / "bench-imagenette"))
+    parser.add_argument("--measure-only", action="store_true")
+    args = parser.parse_args()
+    run = Path(args.run)
+    command = [sys.executable, "-m", "host.cli", *EVOLVE_FLAGS, "--out", str(run)]
+    if not args.measure_only:
+        if (run / "config.json").is_file():
+            command = [sys.executable, "-m", "host.cli", "--resume", str(run)]
+        start = time.time()
+        subprocess.run(command, check=True, cwd=PROJECT)
+        print(f"evolution took {time.time() - start:.0f} s")
+    rows = measure(run)
+    # training throughput: the ancestor's last epoch (from its checkpointed stats) vs pure compute now
+    from host.lineage import Lineage
+    lineage = Lineage(run / "lineage.sqlite")
+    ancestor = lineage.generation(0)
+    lineage.close()
+    lineage = Lineage(run / "lineage.sqlite")
+    epochs = lineage.epochs()
+    lineage.close()
+    train_ips = {"mean_images_per_second_during_run": float(np.mean([e["images_per_second"] for e in epochs])),
+                 "epochs": len(epochs)} if epochs else None
+    ratio = training_ratio(run, 112, 64)
+    result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
+              f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.processor() or 'CPU'}",
+              "command": "python bench/evolve_imagenette.py", "evolve_flags": " ".join(EVOLVE_FLAGS),
+              "generations": rows, "ancestor_train_seconds": ancestor["train_seconds"], "training": train_ips,
+              **ratio}
+    first, last = rows[0], rows[-1]
+    result["speedup_last_vs_ancestor_ort_b1"] = last["ort_batch1"] / first["ort_batch1"]
+    result["top1_drop_points"] = 100 * (first["top1"] - last["top1"])
+    (run / "bench.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "generations"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

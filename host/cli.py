@@ -1,0 +1,99 @@
+"""``host-evolve``: argument parsing, then one call into host.evolve."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from host import config as config_module
+from host.errors import HostError
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="host-evolve",
+        description="Breed ever smaller SqueezeNet v1.1 descendants by deep evolutionary synthesis and export "
+                    "every generation to ONNX.")
+    parser.add_argument("--data", help="image-folder tree: DIR/<class>/*.jpg or DIR/train|val/<class>")
+    parser.add_argument("--out", help="run folder (default runs/evolve, runs/demo with --demo)")
+    parser.add_argument("--generations", type=int, help="offspring generations after the ancestor (default 15)")
+    parser.add_argument("--epochs", type=int, help="training epochs per offspring (default 2)")
+    parser.add_argument("--ancestor-epochs", type=int, help="training epochs of the ancestor (default 3)")
+    parser.add_argument("--image-size", type=int, help="square input size in pixels (default 112)")
+    parser.add_argument("--env-factor", type=float, help="R: expected offspring cost / parent's (default 0.93)")
+    parser.add_argument("--budget", choices=("params", "macs"), help="what R budgets (default params)")
+    parser.add_argument("--offspring", type=int, help="K offspring per generation, the fittest kept (default 1)")
+    parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 8)")
+    parser.add_argument("--min-filters", type=int, help="filters every layer keeps at least (default 4)")
+    parser.add_argument("--distill-weight", type=float, help="weight of distillation from the parent (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of split, sampling and training (default 0)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default 64)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 0.02)")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--config", help="TOML file of settings; flags win over it")
+    parser.add_argument("--pretrained", help="torchvision-layout squeezenet1_1 state_dict for the ancestor")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in RUN where it stopped")
+    parser.add_argument("--demo", action="store_true",
+                        help="evolve on a built-in generated dataset (no data, no network, minutes on a CPU)")
+    return parser
+
+
+FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
+             "offspring", "round_to", "min_filters", "distill_weight", "seed", "batch_size", "lr", "device",
+             "pretrained")
+
+
+def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
+    flags = {key: getattr(args, key) for key in FLAG_KEYS}
+    if args.resume:
+        saved = config_module.load_saved(Path(args.resume) / "config.json").to_dict()
+        overrides = {k: v for k, v in flags.items() if v is not None and k not in ("out",)}
+        if overrides.keys() - {"generations", "device"}:
+            raise HostError(f"--resume {args.resume}: only --generations and --device may change on resume; "
+                            f"got {', '.join(sorted(overrides))}")
+        return config_module.resolve(saved, dict(overrides, out=args.resume))
+    file_values = config_module.load_toml(args.config) if args.config else {}
+    if args.demo:
+        from host.demo import DEFAULT_DEMO_OUT, demo_values
+        file_values = {**demo_values(args.out or DEFAULT_DEMO_OUT), **file_values}
+        flags["data"] = flags["data"] or file_values["data"]
+    config = config_module.resolve(file_values, flags)
+    if not config.data:
+        raise HostError("no data: give --data DIR (an image-folder tree), --demo for the built-in dataset, "
+                        "or --resume RUN")
+    return config
+
+
+def evolve_main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = get_args_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+        from host.evolve import evolve  # torch is imported only once the arguments are known to be good
+        summary = evolve(config)
+    except HostError as error:
+        print(f"host-evolve: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nhost-evolve: interrupted; continue with: host-evolve --resume {args.resume or args.out}",
+              file=sys.stderr)
+        return 130
+    print_outcome(config, summary)
+    return 0
+
+
+def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
+    gens = summary["generations"]
+    first, last = gens[0], gens[-1]
+    print(f"\n{len(gens)} generations in {config.out}: {first['size_mb']:.3f} MB -> {last['size_mb']:.3f} MB "
+          f"({first['size_bytes'] / last['size_bytes']:.2f}x smaller), top-1 {100 * first['top1']:.1f} % -> "
+          f"{100 * last['top1']:.1f} %; Pareto front: generations {summary['pareto']}")
+    print(f"report: {Path(config.out) / 'report.png'}, summary: {Path(config.out) / 'summary.json'}")
+    print("serve it to devices:   host-serve --run", config.out)
+    print(f"classify live:          device-serve --model {Path(config.out) / last['onnx']} --source synthetic "
+          "--http 8080")
+
+
+if __name__ == "__main__":
+    sys.exit(evolve_main())

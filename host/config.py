@@ -1,0 +1,119 @@
+"""The evolution's configuration: defaults here, a TOML file over them, command-line flags over that."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from host.errors import HostError
+
+
+@dataclass
+class EvolveConfig:
+    data: str = ""  # image-folder tree: DIR/<class>/*.jpg or DIR/train/<class> + DIR/val/<class>
+    out: str = "runs/evolve"  # the run folder (RUN): lineage.sqlite, gen-XX/, summary.json, report.png
+    generations: int = 15  # offspring generations after the ancestor (gen-00)
+    epochs: int = 2  # training epochs of every offspring
+    ancestor_epochs: int = 3  # training epochs of the ancestor (SqueezeNet v1.1, conv10 -> N classes)
+    image_size: int = 112  # square input side, pixels (the device resizes whole frames to it)
+    env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
+    budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
+    offspring: int = 1  # K offspring per generation; the fittest (top-1) becomes the parent
+    min_filters: int = 4  # every layer keeps at least this many filters
+    round_to: int = 8  # kept counts rounded up to a multiple of this (8 suits GPUs; 1 = off)
+    seed: int = 0  # one seed for the split, sampling, shuffling and augmentation
+    batch_size: int = 64
+    lr: float = 0.02  # peak SGD learning rate for batch_size
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    crop_scale: float = 0.25  # smallest area share of the random resized crop (1.0 = flip only)
+    distill_weight: float = 0.0  # >0: offspring also learn from their parent's soft labels (T=2)
+    val_fraction: float = 0.1  # held out per class when DIR has no val folder
+    pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
+    dropout: float = 0.5
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cache_dir: str = ""  # decoded-image cache ("" = RUN/cache)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+KNOWN_KEYS = tuple(f.name for f in fields(EvolveConfig))
+
+
+def check_keys(values: dict, source: str) -> None:
+    unknown = sorted(set(values) - set(KNOWN_KEYS))
+    if unknown:
+        raise HostError(f"{source}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(KNOWN_KEYS)}")
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise HostError(f"--config {path}: no such file")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise HostError(f"--config {path} is not valid TOML: {error}") from error
+    values = values.get("evolve", values)  # a [evolve] table or top-level keys
+    check_keys(values, f"--config {path}")
+    return values
+
+
+def resolve(file_values: dict, flag_values: dict) -> EvolveConfig:
+    """Defaults < file < flags (flags given as None are 'not set'). Types are checked against the defaults."""
+    merged = EvolveConfig().to_dict()
+    merged.update(file_values)
+    merged.update({k: v for k, v in flag_values.items() if v is not None})
+    check_keys(merged, "configuration")
+    for field in fields(EvolveConfig):
+        default, value = getattr(EvolveConfig, field.name), merged[field.name]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            merged[field.name] = value = float(value)
+        if type(value) is not type(default):
+            raise HostError(f"config key {field.name} = {value!r} should be a {type(default).__name__} "
+                            f"(default {default!r})")
+    config = EvolveConfig(**merged)
+    validate(config)
+    return config
+
+
+def validate(config: EvolveConfig) -> None:
+    problems = []
+    if config.generations < 0:
+        problems.append(f"generations = {config.generations} must be >= 0")
+    if config.epochs < 1 or config.ancestor_epochs < 0:
+        problems.append(f"epochs = {config.epochs} must be >= 1 and ancestor_epochs >= 0")
+    if not 0 < config.env_factor <= 1:
+        problems.append(f"env_factor = {config.env_factor} must be in (0, 1] (the paper's R, e.g. 0.93)")
+    if config.budget not in ("params", "macs"):
+        problems.append(f"budget = {config.budget!r} must be 'params' or 'macs'")
+    if config.offspring < 1:
+        problems.append(f"offspring = {config.offspring} must be >= 1")
+    if config.image_size < 32:
+        problems.append(f"image_size = {config.image_size} must be >= 32 (SqueezeNet downsamples 16x)")
+    if config.batch_size < 2:
+        problems.append(f"batch_size = {config.batch_size} must be >= 2")
+    if config.round_to < 1 or config.min_filters < 1:
+        problems.append("round_to and min_filters must be >= 1")
+    if not 0 < config.crop_scale <= 1:
+        problems.append(f"crop_scale = {config.crop_scale} must be in (0, 1]")
+    if not 0 <= config.distill_weight <= 1:
+        problems.append(f"distill_weight = {config.distill_weight} must be in [0, 1]")
+    if problems:
+        raise HostError("invalid configuration: " + "; ".join(problems))
+
+
+def save(config: EvolveConfig, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_saved(path: Path) -> EvolveConfig:
+    if not path.is_file():
+        raise HostError(f"--resume {path.parent}: no config.json there; is it a run folder written by host-evolve?")
+    values = json.loads(path.read_text())
+    check_keys(values, str(path))
+    return EvolveConfig(**values)

@@ -1,0 +1,202 @@
+"""Image-folder datasets, decoded once with OpenCV into a uint8 cache, and batch augmentation in torch.
+
+Decoding JPEGs would starve training on 2 cores, so every image is decoded and resized *once*, with
+the device's own preprocessing (device.preprocess), into a uint8 memmap per split and image size.
+Training then reads uint8 batches from it and augments them on the fly (random resized crop and
+flip as one batched affine resample); evaluation normalises the cached images exactly as the device
+does, so the accuracy measured here is the accuracy the device will see.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from device.preprocess import PreprocessSpec
+from host.errors import HostError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VAL_FOLDER_NAMES = ("val", "valid", "validation", "test")
+
+
+@dataclass
+class FolderSplit:
+    """What a data folder holds: class folders, readable labels, and (path, class index) per split."""
+    root: Path
+    classes: list[str]  # folder names, sorted; the class index is the position here
+    labels: list[str]  # readable names (labels.txt), same order
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    val_source: str  # "folder" or "held-out 10% of train (seed 0)"
+
+
+def _list_images(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_folders(root: Path) -> dict[str, list[str]]:
+    return {d.name: _list_images(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
+def read_labels_file(root: Path, classes: list[str]) -> list[str]:
+    """labels.txt lines "n01440764 tench" (or just one name per line, in class order) -> readable labels."""
+    path = root / "labels.txt"
+    if not path.is_file():
+        return list(classes)
+    mapping, plain = {}, []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        key, _, rest = line.partition(" ")
+        mapping[key] = rest.strip() or key
+        plain.append(line)
+    if all(c in mapping for c in classes):
+        return [mapping[c] for c in classes]
+    if len(plain) == len(classes):
+        return plain
+    return list(classes)
+
+
+def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> FolderSplit:
+    """Find the classes and images of ``root``: ``root/<class>/*`` or ``root/train/<class>`` + ``root/val/<class>``.
+
+    Without a val folder, a stratified, seeded ``val_fraction`` of every class is held out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise HostError(f"--data {root}: no such folder. Give an image-folder tree: DIR/<class>/*.jpg "
+                        "or DIR/train/<class> + DIR/val/<class>")
+    train_dir = root / "train"
+    val_dir = next((root / n for n in VAL_FOLDER_NAMES if (root / n).is_dir()), None)
+    if train_dir.is_dir():
+        train_classes = _class_folders(train_dir)
+        val_classes = _class_folders(val_dir) if val_dir is not None else None
+    else:
+        train_classes, val_classes = _class_folders(root), None
+        train_dir = root
+    train_classes = {c: files for c, files in train_classes.items() if files}
+    if len(train_classes) < 2:
+        found = ", ".join(f"{c} ({len(f)} images)" for c, f in _class_folders(train_dir).items()) or "no class folders"
+        raise HostError(f"--data {train_dir}: found {found}; a classifier needs at least 2 class folders with "
+                        f"images ({', '.join(IMAGE_EXTENSIONS)}) in them, as DIR/<class>/*.jpg")
+    classes = sorted(train_classes)
+    train, val = [], []
+    if val_classes is not None:
+        unknown = sorted(set(c for c, f in val_classes.items() if f) - set(classes))
+        if unknown:
+            raise HostError(f"--data {val_dir}: classes {unknown} are not in {train_dir}; "
+                            "the val folder must use the train folder's class names")
+        for index, name in enumerate(classes):
+            train += [(p, index) for p in train_classes[name]]
+            val += [(p, index) for p in val_classes.get(name, [])]
+        source = f"folder {val_dir.name}/"
+    else:
+        if not 0.0 < val_fraction < 1.0:
+            raise HostError(f"val_fraction {val_fraction} must be in (0, 1) when {root} has no val folder")
+        rng = np.random.default_rng(seed)
+        for index, name in enumerate(classes):
+            files = train_classes[name]
+            order = rng.permutation(len(files))
+            n_val = max(1, int(round(len(files) * val_fraction))) if len(files) > 1 else 0
+            val += [(files[i], index) for i in sorted(order[:n_val])]
+            train += [(files[i], index) for i in sorted(order[n_val:])]
+        source = f"held-out {val_fraction:.0%} of each class (seed {seed})"
+    if not val:
+        raise HostError(f"--data {root}: the validation split is empty; add images to the val folder "
+                        "or more images per class")
+    return FolderSplit(root, classes, read_labels_file(root, classes), train, val, source)
+
+
+@dataclass
+class CachedImages:
+    """Decoded, resized images of one split: uint8 N x H x W x 3 (RGB) and int64 labels."""
+    images: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    skipped: list[tuple[str, str]]  # (path, reason) of files that could not be decoded
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _decode(path: str, spec: PreprocessSpec) -> np.ndarray | None:
+    data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, copes with any file name
+    frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if frame is None else spec.resize_frame(frame)
+
+
+def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: str | Path, name: str,
+                threads: int = 2) -> CachedImages:
+    """Decode ``items`` once into ``cache_dir``; later calls (and resumed runs) reuse the cache."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps([items, spec.to_dict()]).encode()).hexdigest()[:16]
+    stem = cache_dir / f"{name}-{spec.height}x{spec.width}-{key}"
+    manifest_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".u8")
+    shape_hw = (spec.height, spec.width, 3)
+    if manifest_path.is_file() and data_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(len(manifest["labels"]),) + shape_hw)
+        return CachedImages(images, np.asarray(manifest["labels"], dtype=np.int64), manifest["paths"],
+                            [tuple(s) for s in manifest["skipped"]])
+
+    tmp = data_path.with_suffix(".u8.partial")
+    buffer = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(1, len(items)),) + shape_hw)
+    kept_paths, kept_labels, skipped = [], [], []
+    # cv2 releases the GIL while decoding, so threads use every core
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        decoded = pool.map(lambda item: _decode(item[0], spec), items)
+        for (path, label), image in tqdm(zip(items, decoded), total=len(items), desc=f"decode {name}",
+                                         unit="img", leave=False):
+            if image is None:
+                skipped.append((path, "not a decodable image"))
+                continue
+            buffer[len(kept_labels)] = image
+            kept_paths.append(path)
+            kept_labels.append(label)
+    buffer.flush()
+    del buffer
+    os.truncate(tmp, len(kept_labels) * int(np.prod(shape_hw)))
+    os.replace(tmp, data_path)
+    manifest_tmp = manifest_path.with_suffix(".json.partial")
+    manifest_tmp.write_text(json.dumps({"labels": kept_labels, "paths": kept_paths, "skipped": skipped}))
+    os.replace(manifest_tmp, manifest_path)  # the manifest lands last: its presence means the cache is whole
+    return cache_split(items, spec, cache_dir, name, threads)
+
+
+def normalize_batch(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W with the device's normalisation (same scale and offset)."""
+    scale, offset = (torch.from_numpy(a).to(batch.device).view(1, 3, 1, 1) for a in spec.affine())
+    return batch.permute(0, 3, 1, 2).float() * scale + offset
+
+
+def augment_batch(batch: torch.Tensor, generator: torch.Generator, scale=(0.25, 1.0),
+                  ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Random resized crop + horizontal flip of a normalised N x 3 x H x W batch, as one affine resample."""
+    n = batch.shape[0]
+    area = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)
+    log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = torch.exp(log_ratio)
+    width = torch.sqrt(area * aspect).clamp(max=1.0)  # fraction of the image's width
+    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    centre_x = (torch.rand(n, generator=generator) * 2 - 1) * (1 - width)
+    centre_y = (torch.rand(n, generator=generator) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = width * flip
+    theta[:, 0, 2] = centre_x
+    theta[:, 1, 1] = height
+    theta[:, 1, 2] = centre_y
+    grid = F.affine_grid(theta.to(batch.device, batch.dtype), list(batch.shape), align_corners=False)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -1,0 +1,229 @@
+"""The evolution: ancestor -> generation after generation of offspring, each trained, measured, exported.
+
+Resumable at epoch granularity: after every epoch the offspring in training is checkpointed atomically;
+an offspring that finished is in the lineage with its weights; a generation is in the lineage once its
+ONNX is exported. ``evolve(config)`` on a run folder that already has some of these continues from there.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from device.preprocess import PreprocessSpec
+from host import config as config_module
+from host.config import EvolveConfig
+from host.data import CachedImages, cache_split, normalize_batch, scan_folder
+from host.errors import HostError
+from host.export import export_generation
+from host.genome import Genome
+from host.layout import RunLayout
+from host.lineage import Lineage
+from host.model import SqueezeNet, load_pretrained
+from host.report import refresh
+from host.surgery import cluster_strengths, inherit
+from host.synthesis import sample_offspring, solve_lambda
+from host.train import (TrainSettings, derive_seed, evaluate, make_optimizer, pick_device, steps_per_epoch,
+                        train_one_epoch)
+
+log = logging.getLogger("squishednets.evolve")
+
+
+@dataclass
+class Dataset:
+    train: CachedImages
+    val: CachedImages
+    labels: list[str]
+    spec: PreprocessSpec
+
+
+def atomic_torch_save(obj, path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_dataset(config: EvolveConfig, layout: RunLayout, lineage: Lineage) -> Dataset:
+    split = scan_folder(config.data, config.val_fraction, config.seed)
+    spec = PreprocessSpec.square(config.image_size)
+    cache = config.cache_dir or layout.cache
+    train = cache_split(split.train, spec, cache, "train")
+    val = cache_split(split.val, spec, cache, "val")
+    for name, part in (("train", train), ("val", val)):
+        if part.skipped:
+            lineage.add_skipped(part.skipped, name)
+            log.warning("skipped %d unreadable file(s) in the %s split, e.g. %s (listed in lineage.sqlite, "
+                        "table skipped_files)", len(part.skipped), name, part.skipped[0][0])
+    if len(train) == 0 or len(val) == 0:
+        raise HostError(f"--data {config.data}: no decodable images in the {'train' if not len(train) else 'val'} "
+                        "split")
+    log.info("data %s: %d classes, %d train / %d val images (val: %s), %d skipped", config.data,
+             len(split.classes), len(train), len(val), split.val_source, len(train.skipped) + len(val.skipped))
+    return Dataset(train, val, split.labels, spec)
+
+
+def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
+    images = torch.from_numpy(np.asarray(data.val.images[:count]))
+    return normalize_batch(images, data.spec).contiguous().numpy()
+
+
+def load_weights(path, device) -> SqueezeNet:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=state.get("dropout", 0.5))
+    model.load_state_dict(state["model"])
+    return model.to(device)
+
+
+class Evolution:
+    def __init__(self, config: EvolveConfig):
+        self.config = config
+        self.layout = RunLayout(config.out)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.lineage = Lineage(self.layout.lineage)
+        config_module.save(config, self.layout.config)
+        self.lineage.save_config(config.to_dict())
+        self.device = pick_device(config.device)
+        self.data = load_dataset(config, self.layout, self.lineage)
+        self.num_classes = len(self.data.labels)
+
+    def settings(self, epochs: int) -> TrainSettings:
+        c = self.config
+        return TrainSettings(epochs=epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
+                             label_smoothing=c.label_smoothing, distill_weight=c.distill_weight,
+                             crop_scale=c.crop_scale)
+
+    # -- one offspring ---------------------------------------------------------------------------
+    def new_offspring(self, generation: int, index: int, parent: SqueezeNet | None) -> tuple[SqueezeNet, float | None]:
+        c = self.config
+        if parent is None:
+            model = SqueezeNet(Genome.squeezenet1_1(self.num_classes), dropout=c.dropout)
+            torch.manual_seed(derive_seed(c.seed, 0, index, 999))
+            model.reset_parameters()
+            if c.pretrained:
+                load_pretrained(model, c.pretrained)
+            return model, None
+        strengths = cluster_strengths(parent)
+        lam = solve_lambda(strengths, self.num_classes, c.env_factor, kind=c.budget, image_size=c.image_size,
+                           min_filters=c.min_filters, round_to=c.round_to)
+        rng = np.random.default_rng(derive_seed(c.seed, generation, index, 12345))
+        kept = sample_offspring(strengths, lam, rng, min_filters=c.min_filters, round_to=c.round_to)
+        return inherit(parent.cpu(), kept), lam
+
+    def breed(self, generation: int, index: int, parent: SqueezeNet | None) -> dict:
+        """Train one offspring to the end (resuming from the checkpoint if it is this one's) and record it."""
+        c, layout = self.config, self.layout
+        epochs = c.ancestor_epochs if parent is None else c.epochs
+        settings = self.settings(epochs)
+        checkpoint = None
+        if layout.checkpoint.is_file():
+            checkpoint = torch.load(layout.checkpoint, map_location="cpu", weights_only=False)
+            if (checkpoint["generation"], checkpoint["offspring"]) != (generation, index):
+                checkpoint = None  # a leftover of a finished offspring
+        if checkpoint is not None:
+            model = SqueezeNet(Genome.from_dict(checkpoint["genome"]), dropout=c.dropout)
+            model.load_state_dict(checkpoint["model"])
+            lam, first_epoch, train_seconds = checkpoint["lambda"], checkpoint["epochs_done"], checkpoint["train_seconds"]
+            log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
+        else:
+            model, lam = self.new_offspring(generation, index, parent)
+            first_epoch, train_seconds = 0, 0.0
+        model = model.to(self.device).to(memory_format=torch.channels_last)
+        teacher = parent if (parent is not None and c.distill_weight > 0) else None
+        if teacher is not None:
+            teacher = teacher.to(self.device).to(memory_format=torch.channels_last)
+        optimizer, scheduler = make_optimizer(model, settings, max(1, epochs) * steps_per_epoch(
+            len(self.data.train), settings.batch_size))
+        if checkpoint is not None:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        for epoch in range(first_epoch, epochs):
+            stats = train_one_epoch(model, self.data.train, self.data.spec, optimizer, scheduler, settings,
+                                    derive_seed(c.seed, generation, index, epoch), self.device, teacher,
+                                    desc=f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}")
+            train_seconds += stats["seconds"]
+            self.lineage.add_epoch(generation, index, epoch, stats)
+            atomic_torch_save({"generation": generation, "offspring": index, "epochs_done": epoch + 1,
+                               "genome": model.genome.to_dict(), "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "lambda": lam, "train_seconds": train_seconds, "last_epoch": stats},
+                              layout.checkpoint)
+            tqdm.write(f"  gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}: loss {stats['loss']:.3f}, "
+                       f"train top-1 {100 * stats['train_top1']:.1f} %, {stats['images_per_second']:.0f} img/s")
+        scores = evaluate(model, self.data.val, self.data.spec, self.device)
+        weights = layout.offspring_weights(generation, index)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"genome": model.genome.to_dict(), "model": model.state_dict(), "dropout": c.dropout},
+                          weights)
+        genome = model.genome
+        row = {"generation": generation, "offspring": index, "parent": None if parent is None else generation - 1,
+               "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
+               "macs": genome.macs(c.image_size), "top1": scores["top1"], "top5": scores["top5"],
+               "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights)}
+        self.lineage.add_offspring(row)
+        return row
+
+    # -- one generation --------------------------------------------------------------------------
+    def run_generation(self, generation: int, parent: SqueezeNet | None) -> dict:
+        c = self.config
+        done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
+        count = 1 if parent is None else c.offspring
+        for index in range(count):
+            if index not in done:
+                done[index] = self.breed(generation, index, parent)
+        # the fittest: best top-1, then the smaller
+        best = max(done.values(), key=lambda r: (r["top1"], -r["params"]))
+        model = load_weights(self.layout.root / best["weights"], "cpu")
+        folder = self.layout.generation_dir(generation)
+        card = export_generation(model, folder, spec=self.data.spec, labels=self.data.labels, generation=generation,
+                                 parity_images=parity_images(self.data),
+                                 extra_card={"top1": best["top1"], "top5": best["top5"], "parent": best["parent"],
+                                             "env_factor": None if parent is None else c.env_factor})
+        row = dict(best, env_factor=None if parent is None else c.env_factor, onnx=self.layout.relative(folder / "model.onnx"),
+                   sha256=card["sha256"], labels=self.layout.relative(folder / "labels.txt"),
+                   card=self.layout.relative(folder / "card.json"))
+        self.lineage.add_generation(row)
+        self.layout.checkpoint.unlink(missing_ok=True)
+        return row
+
+    def run(self) -> dict:
+        c = self.config
+        finished = {row["generation"]: row for row in self.lineage.generations()}
+        total = c.generations + 1
+        bar = tqdm(range(total), desc="evolution", unit="gen", dynamic_ncols=True, initial=0)
+        parent = None
+        for generation in bar:
+            if generation in finished:
+                row = finished[generation]
+            else:
+                row = self.run_generation(generation, parent)
+                tqdm.write(describe(row))
+                refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+            parent = load_weights(self.layout.root / row["weights"], "cpu")
+        bar.close()
+        summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+        # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
+        return summary
+
+
+def describe(row: dict) -> str:
+    return (f"gen {row['generation']:02d}: {row['params']:,} params ({row['size_bytes'] / 1e6:.3f} MB), "
+            f"{row['macs'] / 1e6:.1f} M MACs, top-1 {100 * row['top1']:.1f} %, top-5 {100 * row['top5']:.1f} %, "
+            f"trained {row['train_seconds']:.0f} s -> {row['onnx']}")
+
+
+def evolve(config: EvolveConfig) -> dict:
+    start = time.time()
+    evolution = Evolution(config)
+    try:
+        summary = evolution.run()
+    finally:
+        evolution.lineage.close()
+    log.info("run %s finished in %.0f s", config.out, time.time() - start)
+    return summary

@@ -1,0 +1,123 @@
+"""Export a generation to ONNX: opset 13, ``input_0``/``output_0``, dynamic batch, simplified, checked,
+compared with torch under ONNX Runtime on real images, with labels, preprocessing and genome in its
+metadata, and labels.txt + card.json beside it (what jetson-inference and device-serve load)."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from device.preprocess import METADATA_KEY, PreprocessSpec
+from host.errors import HostError
+from host.model import SqueezeNet
+
+OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6, the last for TX1) stops at opset 13
+INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(HostError):
+    """The exported ONNX does not match the torch model (or does not pass the checker)."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec) -> onnx.ModelProto:
+    """Trace the model to an opset-13 ONNX with a dynamic batch axis and simplify it."""
+    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(1, 3, spec.height, spec.width)
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                      output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                      do_constant_folding=True)
+    proto = onnx.load_model_from_string(buffer.getvalue())
+    try:
+        from onnxsim import simplify
+    except ImportError as error:
+        raise HostError("onnx-simplifier is not installed: pip install 'squishednets[host]'") from error
+    simplified, ok = simplify(proto)
+    if not ok:
+        raise ExportError("onnx-simplifier could not validate the simplified model; export without it is unsafe")
+    return simplified
+
+
+def add_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in entries.items():
+        prop = existing.get(key) or proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tolerance: float = PARITY_TOLERANCE) -> float:
+    """Max |ORT - torch| over ``images`` (float NCHW), at batch 1 and the whole batch; raise above ``tolerance``."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(proto_bytes, providers=["CPUExecutionProvider"])
+    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    worst = 0.0
+    for batch in (images[:1], images):
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        worst = max(worst, float(np.abs(got - expected[:len(batch)]).max()))
+    if not worst <= tolerance:
+        raise ExportError(f"ONNX Runtime and torch disagree: max |difference| = {worst:.3g} on {len(images)} real "
+                          f"images (allowed {tolerance:g}); the export is not faithful, the run stops here")
+    return worst
+
+
+def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, labels: list[str],
+                      generation: int, parity_images: np.ndarray, extra_card: dict | None = None) -> dict:
+    """Write ``folder/{model.onnx, labels.txt, card.json}``; return the card (with sha256 and parity)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    genome = model.genome
+    proto = onnx_from_model(model, spec)
+    add_metadata(proto, {
+        "labels": json.dumps(labels),
+        METADATA_KEY: spec.to_json(),
+        "genome": genome.to_json(),
+        "generation": str(generation),
+        "producer": "squishednets host-evolve",
+    })
+    proto.producer_name = "squishednets"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"generation {generation}: the exported ONNX fails onnx.checker: {error}") from error
+    data = proto.SerializeToString()
+    difference = check_parity(data, model, parity_images)
+    atomic_write_bytes(folder / "model.onnx", data)
+    atomic_write_bytes(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
+    card = {"generation": generation, "onnx": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(),
+            "opset": OPSET, "input": {"name": INPUT_NAME, "shape": ["batch", 3, spec.height, spec.width],
+                                      "dtype": "float32"},
+            "output": {"name": OUTPUT_NAME, "shape": ["batch", genome.num_classes], "meaning": "logits"},
+            "labels": labels, "preprocess": spec.to_dict(), "genome": genome.to_dict(), "params": genome.params,
+            "size_bytes": genome.size_bytes, "macs": genome.macs(spec.height),
+            "parity_max_abs_difference": difference,
+            "jetson_inference": "imagenet --model=model.onnx --input_blob=input_0 --output_blob=output_0 "
+                                "--labels=labels.txt"}
+    card.update(extra_card or {})
+    atomic_write_bytes(folder / "card.json", json.dumps(card, indent=2).encode("utf-8"))
+    return card

@@ -1,0 +1,141 @@
+"""The run's lineage: one SQLite file (WAL) with the resolved config, every offspring, every generation,
+skipped input files and the devices' reports. The only writer is the evolution (rank 0) and host-serve."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offspring (
+    generation INTEGER NOT NULL, offspring INTEGER NOT NULL, parent INTEGER, genome TEXT NOT NULL,
+    params INTEGER NOT NULL, size_bytes INTEGER NOT NULL, macs INTEGER NOT NULL,
+    top1 REAL NOT NULL, top5 REAL NOT NULL, train_seconds REAL NOT NULL, lambda REAL, weights TEXT NOT NULL,
+    created_at REAL NOT NULL, PRIMARY KEY (generation, offspring));
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY, parent INTEGER, offspring INTEGER NOT NULL, genome TEXT NOT NULL,
+    params INTEGER NOT NULL, size_bytes INTEGER NOT NULL, macs INTEGER NOT NULL,
+    top1 REAL NOT NULL, top5 REAL NOT NULL, train_seconds REAL NOT NULL, env_factor REAL, lambda REAL,
+    onnx TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, weights TEXT NOT NULL, labels TEXT NOT NULL,
+    card TEXT NOT NULL, local_fps REAL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS epochs (
+    generation INTEGER NOT NULL, offspring INTEGER NOT NULL, epoch INTEGER NOT NULL, loss REAL NOT NULL,
+    train_top1 REAL NOT NULL, seconds REAL NOT NULL, images_per_second REAL NOT NULL,
+    PRIMARY KEY (generation, offspring, epoch));
+CREATE TABLE IF NOT EXISTS skipped_files (path TEXT PRIMARY KEY, reason TEXT NOT NULL, split TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+    model_sha256 TEXT NOT NULL, generation INTEGER, kind TEXT NOT NULL, fps REAL, body TEXT NOT NULL,
+    received_at REAL NOT NULL, UNIQUE (device_id, sequence));
+"""
+
+GENERATION_FIELDS = ("generation", "parent", "offspring", "genome", "params", "size_bytes", "macs", "top1", "top5",
+                     "train_seconds", "env_factor", "lambda", "onnx", "sha256", "weights", "labels", "card",
+                     "local_fps")
+
+
+class Lineage:
+    """Thin, explicit access to lineage.sqlite. Every write is its own committed transaction."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- config --------------------------------------------------------------------------------
+    def save_config(self, config: dict) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)",
+                                [(k, json.dumps(v)) for k, v in config.items()])
+
+    def config(self) -> dict:
+        return {row["key"]: json.loads(row["value"]) for row in self.db.execute("SELECT key, value FROM config")}
+
+    # -- offspring and generations -------------------------------------------------------------
+    def add_offspring(self, row: dict) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO offspring (generation, offspring, parent, genome, params, size_bytes, macs, "
+                "top1, top5, train_seconds, lambda, weights, created_at) VALUES "
+                "(:generation, :offspring, :parent, :genome, :params, :size_bytes, :macs, :top1, :top5, "
+                ":train_seconds, :lambda, :weights, :created_at)", {"created_at": time.time(), **row})
+
+    def offspring(self, generation: int) -> list[dict]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM offspring WHERE generation = ? ORDER BY offspring", (generation,))]
+
+    def add_epoch(self, generation: int, offspring: int, epoch: int, stats: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (generation, offspring, epoch, stats["loss"], stats["train_top1"], stats["seconds"],
+                             stats["images_per_second"]))
+
+    def epochs(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM epochs ORDER BY generation, offspring, epoch")]
+
+    def add_generation(self, row: dict) -> None:
+        values = {field: row.get(field) for field in GENERATION_FIELDS}
+        values["created_at"] = time.time()
+        with self.db:
+            self.db.execute(f"INSERT INTO generations ({', '.join(values)}) VALUES "
+                            f"({', '.join(':' + k for k in values)})", values)
+
+    def generations(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM generations ORDER BY generation")]
+
+    def generation(self, number: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM generations WHERE generation = ?", (number,)).fetchone()
+        return dict(row) if row else None
+
+    def generation_by_sha256(self, sha256: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM generations WHERE sha256 = ?", (sha256,)).fetchone()
+        return dict(row) if row else None
+
+    def set_local_fps(self, generation: int, fps: float) -> None:
+        with self.db:
+            self.db.execute("UPDATE generations SET local_fps = ? WHERE generation = ?", (fps, generation))
+
+    # -- skipped inputs ------------------------------------------------------------------------
+    def add_skipped(self, skipped: list[tuple[str, str]], split: str) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO skipped_files (path, reason, split) VALUES (?, ?, ?)",
+                                [(path, reason, split) for path, reason in skipped])
+
+    def skipped(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM skipped_files ORDER BY path")]
+
+    # -- device reports (host-serve) -----------------------------------------------------------
+    def add_device_report(self, device_id: str, sequence: int, model_sha256: str, kind: str, fps: float | None,
+                          body: dict) -> bool:
+        """Store a report once; a resend (same device and sequence) is ignored. Returns whether it was new."""
+        generation = self.generation_by_sha256(model_sha256)
+        with self.db:
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO device_reports (device_id, sequence, model_sha256, generation, kind, fps, "
+                "body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, sequence, model_sha256, generation["generation"] if generation else None, kind, fps,
+                 json.dumps(body, sort_keys=True), time.time()))
+        return cursor.rowcount == 1
+
+    def device_reports(self, generation: int | None = None) -> list[dict]:
+        query, args = "SELECT * FROM device_reports", ()
+        if generation is not None:
+            query, args = query + " WHERE generation = ?", (generation,)
+        rows = [dict(r) for r in self.db.execute(query + " ORDER BY id", args)]
+        for row in rows:
+            row["body"] = json.loads(row["body"])
+        return rows
+
+    def measured_fps(self) -> dict[int, float]:
+        """Per generation, the latest device-reported fps (from final or benchmark reports)."""
+        rows = self.db.execute("SELECT generation, fps FROM device_reports WHERE generation IS NOT NULL "
+                               "AND fps IS NOT NULL ORDER BY id")
+        return {row["generation"]: row["fps"] for row in rows}

@@ -1,0 +1,111 @@
+"""SqueezeNet v1.1 built from a genome, in torchvision's layout (so its state_dicts load as they are)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from host.errors import HostError
+from host.genome import FIRE_NAMES, POOL_AFTER, Genome
+
+
+class Fire(nn.Module):
+    """torchvision's Fire: squeeze 1x1 -> (expand1x1 | expand3x3) concatenated on channels."""
+
+    def __init__(self, in_channels: int, squeeze: int, expand1x1: int, expand3x3: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_channels, squeeze, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class SqueezeNet(nn.Module):
+    """SqueezeNet v1.1 (torchvision's ``features``/``classifier`` indices) with the genome's widths."""
+
+    def __init__(self, genome: Genome, dropout: float = 0.5):
+        super().__init__()
+        self.genome = genome
+        layers: list[nn.Module] = [nn.Conv2d(3, genome.conv1, kernel_size=3, stride=2), nn.ReLU(inplace=True),
+                                   nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)]
+        channels = genome.conv1
+        for name, (squeeze, e1, e3) in zip(FIRE_NAMES, genome.fires):
+            layers.append(Fire(channels, squeeze, e1, e3))
+            channels = e1 + e3
+            if name in POOL_AFTER:
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
+        self.features = nn.Sequential(*layers)
+        conv10 = nn.Conv2d(channels, genome.num_classes, kernel_size=1)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), conv10, nn.ReLU(inplace=True),
+                                        nn.AdaptiveAvgPool2d((1, 1)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # torchvision's initialisation (kaiming-uniform convs, conv10 normal(0, 0.01), zero biases), except
+        # conv10's bias starts at 1: conv10 is followed by a ReLU, and with zero bias a from-scratch net
+        # often pushes every logit below zero in its first steps and never recovers (measured: loss stuck
+        # at ln N); with bias 1 the logits start alive.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                if module is self.conv10:
+                    nn.init.normal_(module.weight, mean=0.0, std=0.01)
+                    nn.init.constant_(module.bias, 1.0)
+                else:
+                    nn.init.kaiming_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
+
+    @property
+    def conv10(self) -> nn.Conv2d:
+        return self.classifier[1]
+
+    def named_layers(self) -> dict[str, nn.Conv2d]:
+        """{'conv1': conv, 'fire2.squeeze': conv, ..., 'conv10': conv} in network order."""
+        layers = {"conv1": self.features[0]}
+        fires = [m for m in self.features if isinstance(m, Fire)]
+        for name, fire in zip(FIRE_NAMES, fires):
+            layers[f"{name}.squeeze"] = fire.squeeze
+            layers[f"{name}.expand1x1"] = fire.expand1x1
+            layers[f"{name}.expand3x3"] = fire.expand3x3
+        layers["conv10"] = self.conv10
+        return layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_pretrained(model: SqueezeNet, path: str | Path) -> None:
+    """Load a torchvision-layout ``squeezenet1_1`` state_dict from a local file; conv10 stays freshly initialised.
+
+    Every other tensor must match the model's shape (the ancestor has SqueezeNet v1.1's widths).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HostError(f"--pretrained {path}: no such file. Give a torchvision-layout squeezenet1_1 state_dict, "
+                        "e.g. ../shared/weights/squeezenet1_1_imagenet.pth")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file; all mean the same to the user
+        raise HostError(f"--pretrained {path} is not a readable torch state_dict ({error})") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    wanted = {k: v for k, v in own.items() if not k.startswith("classifier.1.")}
+    missing = [k for k in wanted if k not in state]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in wanted.items() if k in state and state[k].shape != v.shape]
+    if missing or wrong:
+        raise HostError(f"--pretrained {path} does not fit SqueezeNet v1.1's layout: missing {missing[:5]}, "
+                        f"mismatched {wrong[:5]}. Use torchvision's squeezenet1_1 weights (not 1.0).")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=False)

@@ -1,0 +1,98 @@
+"""summary.json and report.png of a run, made from the lineage alone (so they can be redrawn any time)."""
+from __future__ import annotations
+
+import json
+
+from host.layout import RunLayout
+from host.lineage import Lineage
+
+
+def pareto_front(points: list[dict]) -> list[int]:
+    """Generations not dominated in (smaller size, higher top-1): no other is at least as small and as accurate
+    and strictly better in one of the two."""
+    front = []
+    for p in points:
+        dominated = any(q["size_bytes"] <= p["size_bytes"] and q["top1"] >= p["top1"]
+                        and (q["size_bytes"] < p["size_bytes"] or q["top1"] > p["top1"]) for q in points)
+        if not dominated:
+            front.append(p["generation"])
+    return sorted(front)
+
+
+def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str]) -> dict:
+    measured = lineage.measured_fps()
+    generations = []
+    for row in lineage.generations():
+        generations.append({
+            "generation": row["generation"], "parent": row["parent"], "offspring": row["offspring"],
+            "params": row["params"], "size_bytes": row["size_bytes"], "size_mb": row["size_bytes"] / 1e6,
+            "macs": row["macs"], "top1": row["top1"], "top5": row["top5"], "train_seconds": row["train_seconds"],
+            "env_factor": row["env_factor"], "lambda": row["lambda"], "onnx": row["onnx"], "sha256": row["sha256"],
+            "labels": row["labels"], "card": row["card"], "genome": json.loads(row["genome"]),
+            "local_fps": row["local_fps"], "device_fps": measured.get(row["generation"])})
+    ancestor = generations[0] if generations else None
+    return {"generations": generations, "pareto": pareto_front(generations), "preprocess": preprocess,
+            "labels": labels, "config": lineage.config(), "skipped_files": len(lineage.skipped()),
+            "compression": (ancestor["size_bytes"] / generations[-1]["size_bytes"]) if ancestor else None}
+
+
+def write_summary(layout: RunLayout, summary: dict) -> None:
+    tmp = layout.summary.with_name("summary.json.partial")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(layout.summary)
+
+
+def plot_report(layout: RunLayout, summary: dict) -> None:
+    """report.png: top-1 against size (Pareto front marked), and size/MACs/fps per generation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gens = summary["generations"]
+    if not gens:
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    sizes = [g["size_mb"] for g in gens]
+    top1 = [100 * g["top1"] for g in gens]
+    left.plot(sizes, top1, "o-", color="tab:blue", alpha=0.5, label="generations (lineage)")
+    for g, x, y in zip(gens, sizes, top1):
+        left.annotate(str(g["generation"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = [g for g in gens if g["generation"] in summary["pareto"]]
+    left.plot([g["size_mb"] for g in front], [100 * g["top1"] for g in front], "s", color="tab:red",
+              markersize=9, fillstyle="none", label="Pareto front")
+    left.set_xlabel("model size, MB (fp32 weights)")
+    left.set_ylabel("top-1, %")
+    left.set_title("Accuracy against size")
+    left.invert_xaxis()
+    left.grid(alpha=0.3)
+    left.legend()
+
+    numbers = [g["generation"] for g in gens]
+    right.plot(numbers, sizes, "o-", label="size, MB")
+    right.plot(numbers, [g["macs"] / gens[0]["macs"] * sizes[0] for g in gens], "^--",
+               label="MACs (scaled to gen 0's size)")
+    right.set_xlabel("generation")
+    right.set_ylabel("MB")
+    right.grid(alpha=0.3)
+    fps_axis = right.twinx()
+    for key, style, name in (("local_fps", "g.-", "local fps (ONNX Runtime)"), ("device_fps", "m*-", "device fps")):
+        points = [(g["generation"], g[key]) for g in gens if g.get(key)]
+        if points:
+            fps_axis.plot(*zip(*points), style, label=name)
+    fps_axis.set_ylabel("images/s")
+    lines = right.get_legend_handles_labels()
+    more = fps_axis.get_legend_handles_labels()
+    right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+    right.set_title("Size, compute and speed by generation")
+    figure.tight_layout()
+    tmp = layout.report.with_name("report.partial.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    tmp.replace(layout.report)
+
+
+def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str]) -> dict:
+    summary = build_summary(layout, lineage, preprocess, labels)
+    write_summary(layout, summary)
+    plot_report(layout, summary)
+    return summary

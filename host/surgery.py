@@ -1,0 +1,55 @@
+"""Model surgery: build the offspring from the parent's kept filters, with coupled channels handled.
+
+The couplings of SqueezeNet, explicit:
+- conv1's outputs feed fire2.squeeze (the max-pool passes channels through);
+- a squeeze feeds both expands of its fire;
+- the concat [expand1x1 | expand3x3] of a fire feeds the next squeeze (or conv10), so expand3x3's
+  filter j is input channel ``expand1x1_width + j`` of the consumer: the concat offset.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from host.genome import FIRE_NAMES, Genome
+from host.model import SqueezeNet
+
+
+def cluster_strengths(model: SqueezeNet) -> dict[str, np.ndarray]:
+    """Strength of every synaptic cluster (output filter) of every prunable conv: sum of |w| over the filter."""
+    return {name: conv.weight.detach().abs().sum(dim=(1, 2, 3)).double().cpu().numpy()
+            for name, conv in model.named_layers().items() if name != "conv10"}
+
+
+def input_indices(genome: Genome, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For every conv, the parent's input channels that survive, given each producer's kept filters."""
+    inputs = {"conv1": np.arange(3)}
+    producer = kept["conv1"]
+    for name, (_, e1_width, _) in zip(FIRE_NAMES, genome.fires):
+        inputs[f"{name}.squeeze"] = producer
+        inputs[f"{name}.expand1x1"] = kept[f"{name}.squeeze"]
+        inputs[f"{name}.expand3x3"] = kept[f"{name}.squeeze"]
+        # the concat: expand3x3's channels come after all of the *parent's* expand1x1 channels
+        producer = np.concatenate([kept[f"{name}.expand1x1"], e1_width + kept[f"{name}.expand3x3"]])
+    inputs["conv10"] = producer
+    return inputs
+
+
+def inherit(parent: SqueezeNet, kept: dict[str, np.ndarray]) -> SqueezeNet:
+    """A new network with only the kept filters, each with the weights it had in the parent."""
+    genome = parent.genome
+    child_genome = Genome.from_layer_widths(genome.num_classes, {name: len(idx) for name, idx in kept.items()})
+    child = SqueezeNet(child_genome, dropout=parent.classifier[0].p)
+    inputs = input_indices(genome, kept)
+    parent_layers, child_layers = parent.named_layers(), child.named_layers()
+    with torch.no_grad():
+        for name, conv in parent_layers.items():
+            out_idx = torch.as_tensor(kept[name] if name in kept else np.arange(conv.out_channels), dtype=torch.long)
+            in_idx = torch.as_tensor(inputs[name], dtype=torch.long)
+            child_layers[name].weight.copy_(conv.weight[out_idx][:, in_idx])
+            child_layers[name].bias.copy_(conv.bias[out_idx])
+    return child
+
+
+def keep_all(model: SqueezeNet) -> dict[str, np.ndarray]:
+    return {name: np.arange(len(s)) for name, s in cluster_strengths(model).items()}

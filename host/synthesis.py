@@ -1,0 +1,110 @@
+"""Deep evolutionary synthesis: the heredity model, pure functions on arrays (no torch).
+
+1. Every output filter of every prunable conv is a *synaptic cluster*; its strength s_c = sum |w|.
+2. The probability that a cluster survives into the offspring is
+       P(keep c) = min(1, lambda * exp(s_c / z_l - 1)),   z_l = max strength in layer l,
+   so the strongest filter of a layer survives with min(1, lambda) and weak ones are likely to die.
+3. The environment factor R < 1 is the resource budget: lambda is solved by bisection so that the
+   *expected* cost (parameters, or MACs) of the offspring is R x the parent's.
+4. Offspring are sampled with a seeded generator; every layer keeps at least ``min_filters``, and
+   ``round_to`` rounds the kept count up (with the next strongest filters) to a multiple that suits
+   the hardware. Both are part of the expectation in step 3, computed exactly from the
+   Poisson-binomial distribution of each layer's kept count.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from host.errors import HostError
+from host.genome import expected_cost
+
+LAMBDA_MAX = math.e  # at lambda = e every filter (s_c >= 0) has P = 1
+
+
+def keep_probabilities(strengths: np.ndarray, lam: float) -> np.ndarray:
+    """P(keep c) = min(1, lam * exp(s_c / z - 1)) for one layer's cluster strengths."""
+    strengths = np.asarray(strengths, dtype=np.float64)
+    z = strengths.max()
+    if z <= 0:  # a dead layer: every filter is equally (un)likely
+        return np.full(strengths.shape, min(1.0, lam / math.e))
+    return np.minimum(1.0, lam * np.exp(strengths / z - 1.0))
+
+
+def kept_count_pmf(probabilities: np.ndarray) -> np.ndarray:
+    """Distribution of the number of survivors (Poisson-binomial), pmf[k] = P(k filters kept)."""
+    pmf = np.ones(1)
+    certain = int(np.sum(probabilities >= 1.0))
+    for p in probabilities[probabilities < 1.0]:
+        pmf = np.concatenate([pmf * (1.0 - p), [0.0]]) + np.concatenate([[0.0], pmf * p])
+    return np.concatenate([np.zeros(certain), pmf])
+
+
+def final_count(kept: int, width: int, min_filters: int, round_to: int) -> int:
+    """The kept count after the floor (``min_filters``) and the rounding up to ``round_to``."""
+    count = max(kept, min(min_filters, width))
+    if round_to > 1:
+        count = int(math.ceil(count / round_to) * round_to)
+    return min(count, width)
+
+
+def expected_width(probabilities: np.ndarray, min_filters: int, round_to: int) -> float:
+    width = len(probabilities)
+    if round_to <= 1 and min_filters <= 0:
+        return float(probabilities.sum())
+    pmf = kept_count_pmf(probabilities)
+    counts = np.array([final_count(k, width, min_filters, round_to) for k in range(width + 1)], dtype=np.float64)
+    return float(pmf @ counts)
+
+
+def expected_offspring_cost(strengths: dict, lam: float, num_classes: int, image_size: int, kind: str,
+                            min_filters: int, round_to: int) -> float:
+    widths = {name: expected_width(keep_probabilities(s, lam), min_filters, round_to) for name, s in strengths.items()}
+    return expected_cost(num_classes, widths, image_size, kind)
+
+
+def solve_lambda(strengths: dict, num_classes: int, env_factor: float, *, kind: str = "params",
+                 image_size: int = 224, min_filters: int = 1, round_to: int = 1, tolerance: float = 1e-4) -> float:
+    """The lambda whose expected offspring cost is ``env_factor`` x the parent's (bisection; cost grows with lambda)."""
+    if not 0.0 < env_factor <= 1.0:
+        raise HostError(f"environment factor R={env_factor} must be in (0, 1]: it is the offspring's share "
+                        "of the parent's resources (the paper uses values just below 1, e.g. 0.93)")
+    parent_widths = {name: float(len(s)) for name, s in strengths.items()}
+    target = env_factor * expected_cost(num_classes, parent_widths, image_size, kind)
+
+    def cost(lam: float) -> float:
+        return expected_offspring_cost(strengths, lam, num_classes, image_size, kind, min_filters, round_to)
+
+    low, high = 0.0, LAMBDA_MAX
+    if cost(low) >= target:  # even the floor of min_filters everywhere costs more than the budget
+        return low
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        if cost(mid) < target:
+            low = mid
+        else:
+            high = mid
+        if high - low < tolerance * LAMBDA_MAX:
+            break
+    return 0.5 * (low + high)
+
+
+def sample_offspring(strengths: dict, lam: float, rng: np.random.Generator, *, min_filters: int = 1,
+                     round_to: int = 1) -> dict:
+    """Sample which clusters survive: {layer: sorted indices of the kept filters}.
+
+    Layers are drawn in the dict's order from ``rng``, so the same seed gives the same offspring.
+    """
+    kept = {}
+    for name, layer_strengths in strengths.items():
+        layer_strengths = np.asarray(layer_strengths, dtype=np.float64)
+        width = len(layer_strengths)
+        survive = rng.random(width) < keep_probabilities(layer_strengths, lam)
+        target = final_count(int(survive.sum()), width, min_filters, round_to)
+        if target > survive.sum():  # top up with the strongest of the filters that died
+            order = np.argsort(-layer_strengths, kind="stable")
+            extra = [i for i in order if not survive[i]][: target - int(survive.sum())]
+            survive[extra] = True
+        kept[name] = np.flatnonzero(survive)
+    return kept

@@ -1,0 +1,158 @@
+"""Training and evaluation: SGD with momentum, warm-up + cosine, label smoothing, optional distillation.
+
+Everything random is drawn from generators seeded by (run seed, generation, offspring, epoch), so an
+epoch gives the same result whether the run went straight through or was killed and resumed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from device.preprocess import PreprocessSpec
+from host.data import CachedImages, augment_batch, normalize_batch
+
+
+@dataclass
+class TrainSettings:
+    epochs: int  # passes over the training split
+    batch_size: int = 64
+    lr: float = 0.02  # peak learning rate (after warm-up), for this batch size
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # not applied to biases
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.1  # share of all steps spent ramping the lr up linearly
+    distill_weight: float = 0.0  # 0: plain labels; >0: mix in KL(teacher || student) at this weight
+    distill_temperature: float = 2.0
+    crop_scale: float = 0.25  # smallest area share of the random resized crop
+
+
+def derive_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (run seed, generation, offspring, epoch ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings, steps_total: int):
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": settings.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=settings.lr, momentum=settings.momentum, nesterov=True)
+    warmup = max(1, int(settings.warmup_fraction * steps_total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps_total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    return max(1, n_images // batch_size)  # the last partial batch is dropped (BatchNorm-free, but keeps steps even)
+
+
+def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, optimizer, scheduler,
+                    settings: TrainSettings, seed: int, device: torch.device, teacher: nn.Module | None = None,
+                    desc: str = "train") -> dict:
+    """One pass over ``data`` in a seeded order with seeded augmentation. Returns loss, accuracy, images/s."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout
+    model.train()
+    if teacher is not None:
+        teacher.eval()
+    order = torch.randperm(len(data), generator=generator).numpy()
+    n_steps = steps_per_epoch(len(data), settings.batch_size)
+    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    memory_format = torch.channels_last  # faster on CUDA and, with oneDNN, on CPU too (1.7x measured here)
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(range(n_steps), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    for step in bar:
+        index = np.sort(order[step * settings.batch_size:(step + 1) * settings.batch_size])
+        images = torch.from_numpy(np.asarray(data.images[index])).to(device, non_blocking=True)
+        labels = torch.from_numpy(data.labels[index]).to(device, non_blocking=True)
+        inputs = augment_batch(normalize_batch(images, spec), generator, scale=(settings.crop_scale, 1.0)).contiguous(memory_format=memory_format)
+        with amp:
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+            if teacher is not None and settings.distill_weight > 0:
+                with torch.no_grad():
+                    teacher_logits = teacher(inputs)
+                t = settings.distill_temperature
+                distill = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                                   reduction="batchmean", log_target=True) * t * t
+                loss = (1 - settings.distill_weight) * loss + settings.distill_weight * distill
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total_loss += float(loss) * len(index)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(index)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    elapsed = time.perf_counter() - start
+    return {"loss": total_loss / max(1, seen), "train_top1": correct / max(1, seen), "seconds": elapsed,
+            "images_per_second": seen / max(elapsed, 1e-9)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: torch.device,
+            batch_size: int = 256) -> torch.Tensor:
+    """Logits for every image of ``data``, preprocessed exactly as on the device."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(data), batch_size):
+        images = torch.from_numpy(np.asarray(data.images[start:start + batch_size])).to(device)
+        outputs.append(model(normalize_batch(images, spec)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0, 1)
+
+
+def evaluate(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: torch.device) -> dict:
+    logits = predict(model, data, spec, device)
+    labels = torch.from_numpy(data.labels)
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    return {"top1": float((topk[:, 0] == labels).float().mean()),
+            "top5": float((topk == labels[:, None]).any(1).float().mean())}
+
+
+def compute_throughput(model: nn.Module, batch_size: int, image_size: int, device: torch.device,
+                       steps: int = 20) -> float:
+    """Images/s of forward + backward + SGD step on a batch already in memory: the ceiling for training."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    inputs = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(
+        memory_format=torch.channels_last)
+    labels = torch.randint(0, model.genome.num_classes, (batch_size,), device=device)
+    for i in range(steps + 3):
+        if i == 3:
+            start = time.perf_counter()
+        loss = F.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - start)

@@ -1,0 +1,88 @@
+"""The heredity model: probabilities, the solved lambda, seeded sampling, floors and rounding."""
+import numpy as np
+import pytest
+
+from host.errors import HostError
+from host.genome import Genome
+from host.model import SqueezeNet
+from host.surgery import cluster_strengths
+from host.synthesis import (expected_width, final_count, keep_probabilities, kept_count_pmf, sample_offspring,
+                            solve_lambda)
+
+
+@pytest.fixture(scope="module")
+def strengths():
+    import torch
+    torch.manual_seed(0)
+    return cluster_strengths(SqueezeNet(Genome.squeezenet1_1(10)))
+
+
+def widths(kept):
+    return Genome.from_layer_widths(10, {name: len(idx) for name, idx in kept.items()})
+
+
+def test_probabilities_grow_with_strength_and_the_strongest_gets_min_1_lambda():
+    s = np.array([0.1, 0.5, 1.0, 2.0, 4.0])
+    for lam in (0.3, 0.9, 1.5):
+        p = keep_probabilities(s, lam)
+        assert np.all(np.diff(p) >= 0) and np.all(np.diff(p[p < 1]) > 0)
+        assert p[-1] == pytest.approx(min(1.0, lam))
+        assert np.all((0 <= p) & (p <= 1))
+
+
+def test_kept_count_pmf_is_the_poisson_binomial():
+    p = np.array([0.2, 0.5, 1.0, 0.9])
+    pmf = kept_count_pmf(p)
+    assert pmf.sum() == pytest.approx(1.0)
+    assert pmf @ np.arange(len(pmf)) == pytest.approx(p.sum())
+    rng = np.random.default_rng(1)
+    draws = (rng.random((200_000, 4)) < p).sum(1)
+    assert np.bincount(draws, minlength=5) / len(draws) == pytest.approx(pmf, abs=0.005)
+
+
+@pytest.mark.parametrize("round_to,min_filters", [(1, 1), (8, 4)])
+def test_mean_offspring_params_is_r_times_the_parents(strengths, round_to, min_filters):
+    parent = Genome.squeezenet1_1(10).params
+    for r in (0.93, 0.7):
+        lam = solve_lambda(strengths, 10, r, round_to=round_to, min_filters=min_filters)
+        rng = np.random.default_rng(0)
+        params = [widths(sample_offspring(strengths, lam, rng, round_to=round_to, min_filters=min_filters)).params
+                  for _ in range(300)]
+        # stated tolerance: the mean of 300 offspring is within 1 % of R x parent
+        assert np.mean(params) / parent == pytest.approx(r, rel=0.01)
+
+
+def test_macs_budget_targets_compute(strengths):
+    parent = Genome.squeezenet1_1(10).macs(112)
+    lam = solve_lambda(strengths, 10, 0.8, kind="macs", image_size=112)
+    rng = np.random.default_rng(0)
+    macs = [widths(sample_offspring(strengths, lam, rng)).macs(112) for _ in range(200)]
+    assert np.mean(macs) / parent == pytest.approx(0.8, rel=0.01)
+
+
+def test_same_seed_same_offspring_other_seed_other_offspring(strengths):
+    lam = solve_lambda(strengths, 10, 0.9)
+    a = sample_offspring(strengths, lam, np.random.default_rng(42))
+    b = sample_offspring(strengths, lam, np.random.default_rng(42))
+    c = sample_offspring(strengths, lam, np.random.default_rng(43))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_floor_and_rounding_top_up_with_the_strongest():
+    strengths = {"conv1": np.arange(1.0, 33.0)}  # filter i has strength i + 1
+    kept = sample_offspring(strengths, 0.0, np.random.default_rng(0), min_filters=5, round_to=8)["conv1"]
+    assert list(kept) == list(range(24, 32))  # nothing survives by chance; 5 -> rounded to 8, the 8 strongest
+    assert final_count(3, 16, 4, 8) == 8 and final_count(9, 12, 4, 8) == 12 and final_count(9, 64, 1, 1) == 9
+
+
+def test_expected_width_accounts_for_floor_and_rounding():
+    p = np.full(20, 0.3)
+    rng = np.random.default_rng(0)
+    sampled = [final_count(int((rng.random(20) < p).sum()), 20, 4, 8) for _ in range(100_000)]
+    assert expected_width(p, 4, 8) == pytest.approx(np.mean(sampled), rel=0.01)
+
+
+def test_r_outside_zero_one_is_refused(strengths):
+    with pytest.raises(HostError, match="must be in \\(0, 1\\]"):
+        solve_lambda(strengths, 10, 1.2)
