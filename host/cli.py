@@ -27,6 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 8)")
     parser.add_argument("--min-filters", type=int, help="filters every layer keeps at least (default 4)")
     parser.add_argument("--distill-weight", type=float, help="weight of distillation from the parent (default 0)")
+    parser.add_argument("--crop-scale", type=float, help="smallest area share of the random crop (default 0.25)")
+    parser.add_argument("--val-fraction", type=float, help="held out per class without a val folder (default 0.1)")
     parser.add_argument("--seed", type=int, help="seed of split, sampling and training (default 0)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 64)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default 0.02)")
@@ -40,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
-             "offspring", "round_to", "min_filters", "distill_weight", "seed", "batch_size", "lr", "device",
+             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "seed", "batch_size", "lr", "device",
              "pretrained")
 
 

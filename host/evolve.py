@@ -70,7 +70,7 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, lineage: Lineage) -> D
 
 
 def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
-    images = torch.from_numpy(np.asarray(data.val.images[:count]))
+    images = torch.from_numpy(np.array(data.val.images[:count]))
     return normalize_batch(images, data.spec).contiguous().numpy()
 
 
@@ -130,10 +130,13 @@ class Evolution:
             model = SqueezeNet(Genome.from_dict(checkpoint["genome"]), dropout=c.dropout)
             model.load_state_dict(checkpoint["model"])
             lam, first_epoch, train_seconds = checkpoint["lambda"], checkpoint["epochs_done"], checkpoint["train_seconds"]
+            history = checkpoint["history"]
+            for epoch, stats in enumerate(history):
+                self.lineage.add_epoch(generation, index, epoch, stats)
             log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
         else:
             model, lam = self.new_offspring(generation, index, parent)
-            first_epoch, train_seconds = 0, 0.0
+            first_epoch, train_seconds, history = 0, 0.0, []
         model = model.to(self.device).to(memory_format=torch.channels_last)
         teacher = parent if (parent is not None and c.distill_weight > 0) else None
         if teacher is not None:
@@ -148,12 +151,15 @@ class Evolution:
                                     derive_seed(c.seed, generation, index, epoch), self.device, teacher,
                                     desc=f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}")
             train_seconds += stats["seconds"]
-            self.lineage.add_epoch(generation, index, epoch, stats)
+            history.append(stats)
+            # the checkpoint first, then the lineage row: a kill between the two loses no epoch (the row is
+            # written again from the checkpoint's history on resume), a kill before both redoes this epoch
             atomic_torch_save({"generation": generation, "offspring": index, "epochs_done": epoch + 1,
                                "genome": model.genome.to_dict(), "model": model.state_dict(),
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "lambda": lam, "train_seconds": train_seconds, "last_epoch": stats},
+                               "lambda": lam, "train_seconds": train_seconds, "history": history},
                               layout.checkpoint)
+            self.lineage.add_epoch(generation, index, epoch, stats)
             tqdm.write(f"  gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}: loss {stats['loss']:.3f}, "
                        f"train top-1 {100 * stats['train_top1']:.1f} %, {stats['images_per_second']:.0f} img/s")
         scores = evaluate(model, self.data.val, self.data.spec, self.device)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,13 @@ def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec) -> onnx.ModelProto:
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(1, 3, spec.height, spec.width)
     buffer = io.BytesIO()
-    torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
-                      output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                      do_constant_folding=True)
+    # The TorchScript exporter, on purpose: it writes opset 13 directly, which TensorRT 8.2 (the last
+    # for the TX1) needs; the dynamo exporter starts at opset 18 and down-converts.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load_model_from_string(buffer.getvalue())
     try:
         from onnxsim import simplify

@@ -107,7 +107,7 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
             loss.backward()
             optimizer.step()
         scheduler.step()
-        total_loss += float(loss) * len(index)
+        total_loss += loss.item() * len(index)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(index)
         if step % 10 == 0:
@@ -124,7 +124,7 @@ def predict(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: 
     model.eval()
     outputs = []
     for start in range(0, len(data), batch_size):
-        images = torch.from_numpy(np.asarray(data.images[start:start + batch_size])).to(device)
+        images = torch.from_numpy(np.array(data.images[start:start + batch_size])).to(device)
         outputs.append(model(normalize_batch(images, spec)).float().cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0, 1)
 

@@ -1,0 +1,36 @@
+"""Configuration: TOML under flags, unknown keys listed, bad values named."""
+import pytest
+
+from host.cli import get_args_parser, resolve_config
+from host.config import KNOWN_KEYS, load_toml, resolve
+from host.errors import HostError
+
+
+def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path):
+    path = tmp_path / "evolve.toml"
+    path.write_text('[evolve]\ndata = "x"\ngenerations = 4\nenv_factor = 0.8\n')
+    args = get_args_parser().parse_args(["--config", str(path), "--generations", "7"])
+    config = resolve_config(args)
+    assert (config.data, config.generations, config.env_factor, config.epochs) == ("x", 7, 0.8, 2)
+
+
+def test_unknown_keys_are_an_error_that_lists_the_known_ones(tmp_path):
+    path = tmp_path / "evolve.toml"
+    path.write_text("data = 'x'\ngenerashuns = 4\n")
+    with pytest.raises(HostError) as error:
+        load_toml(path)
+    assert "generashuns" in str(error.value) and all(key in str(error.value) for key in KNOWN_KEYS)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"env_factor": 1.5}, "env_factor"), ({"generations": "many"}, "should be a int"),
+    ({"budget": "watts"}, "budget"), ({"epochs": 0}, "epochs"),
+])
+def test_bad_values_are_named(values, message):
+    with pytest.raises(HostError, match=message):
+        resolve({"data": "x", **values}, {})
+
+
+def test_no_data_is_refused_with_the_ways_out():
+    with pytest.raises(HostError, match="--data DIR.*--demo.*--resume"):
+        resolve_config(get_args_parser().parse_args([]))

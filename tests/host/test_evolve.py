@@ -1,0 +1,105 @@
+"""The evolution end to end on real JPEGs: lineage, exports, summary, report; kill -9 and resume."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from host.config import resolve
+from host.demo import write_demo_dataset
+from host.evolve import evolve
+from host.export import sha256_of
+from host.genome import Genome
+
+SETTINGS = {"image_size": 32, "epochs": 1, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
+            "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=60, size=40)
+
+
+def flags(data, out, **extra):
+    values = dict(SETTINGS, data=str(data), out=str(out), **extra)
+    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+
+
+def test_a_lineage_of_smaller_generations_each_exported(shapes, tmp_path):
+    run = tmp_path / "run"
+    summary = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=2, offspring=2,
+                                      distill_weight=0.5)))
+    gens = summary["generations"]
+    assert [g["generation"] for g in gens] == [0, 1, 2] and [g["parent"] for g in gens] == [None, 0, 1]
+    assert gens[0]["params"] > gens[1]["params"] > gens[2]["params"]
+    for g in gens:
+        assert sha256_of(run / g["onnx"]) == g["sha256"]
+        assert Genome.from_dict(g["genome"]).params == g["params"] == g["size_bytes"] // 4
+        assert (run / g["card"]).is_file() and (run / g["labels"]).read_text().split() == summary["labels"]
+        assert 0 <= g["top1"] <= 1 and g["macs"] > 0
+    assert set(summary["pareto"]) <= {0, 1, 2} and summary["pareto"]
+    assert summary["preprocess"]["height"] == 32
+    assert (run / "report.png").stat().st_size > 10_000
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["generations"][2]["onnx"] == "gen-02/model.onnx"
+    db = sqlite3.connect(run / "lineage.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # K = 2: two offspring trained per generation, the fitter one became the generation
+    rows = db.execute("SELECT generation, offspring, top1, params FROM offspring ORDER BY 1, 2").fetchall()
+    assert [(g, k) for g, k, _, _ in rows] == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1)]
+    for number in (1, 2):
+        best = max((r for r in rows if r[0] == number), key=lambda r: (r[2], -r[3]))
+        assert gens[number]["offspring"] == best[1]
+    assert json.loads(db.execute("SELECT value FROM config WHERE key='env_factor'").fetchone()[0]) == 0.75
+    assert not (run / "checkpoint.pt").exists()
+
+
+def epochs_done(run):
+    try:
+        db = sqlite3.connect(f"file:{run / 'lineage.sqlite'}?mode=ro", uri=True, timeout=1)
+        rows = db.execute("SELECT generation, offspring, epoch, seconds FROM epochs ORDER BY 1, 2, 3").fetchall()
+        db.close()
+        return rows
+    except sqlite3.Error:
+        return []
+
+
+def host_evolve(*args):
+    return [sys.executable, "-m", "host.cli", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_loses_and_repeats_nothing(shapes, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    extra = {"generations": 3, "epochs": 2}
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in both runs: bit-identical arithmetic
+    subprocess.run(host_evolve(*flags(shapes, straight, **extra)), check=True, env=env, capture_output=True)
+
+    process = subprocess.Popen(host_evolve(*flags(shapes, killed, **extra)), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(epochs_done(killed)) < 4 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = epochs_done(killed)
+    assert 4 <= len(before) < 8, "the kill should land mid-run"
+
+    result = subprocess.run(host_evolve("--resume", str(killed)), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = epochs_done(killed)
+    assert after[:len(before)] == before  # finished epochs were kept, not trained again
+    assert [(g, k, e) for g, k, e, _ in after] == [(g, k, e) for g, k, e, _ in epochs_done(straight)]
+    a = json.loads((straight / "summary.json").read_text())["generations"]
+    b = json.loads((killed / "summary.json").read_text())["generations"]
+    assert [g["generation"] for g in b] == [0, 1, 2, 3]  # no generation twice, none missing
+    assert [(g["genome"], g["top1"], g["sha256"]) for g in b] == [(g["genome"], g["top1"], g["sha256"]) for g in a]
+
+
+def test_resume_of_a_folder_that_is_not_a_run_says_so(tmp_path):
+    result = subprocess.run(host_evolve("--resume", str(tmp_path)), capture_output=True, text=True)
+    assert result.returncode == 2 and "no config.json" in result.stderr and "Traceback" not in result.stderr

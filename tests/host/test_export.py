@@ -1,0 +1,61 @@
+"""ONNX export: the contract (opset, names, dynamic batch, metadata), the checker, and parity with torch."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from device.preprocess import PreprocessSpec
+from host.export import ExportError, check_parity, export_generation, sha256_of
+from host.genome import Genome
+from host.model import SqueezeNet
+
+GENOME = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    torch.manual_seed(0)
+    model = SqueezeNet(GENOME).eval()
+    spec = PreprocessSpec.square(40)
+    images = np.random.default_rng(0).standard_normal((4, 3, 40, 40)).astype(np.float32)
+    card = export_generation(model, tmp_path / "gen-03", spec=spec, labels=["ant", "bee", "cow"], generation=3,
+                             parity_images=images)
+    return model, spec, card, tmp_path / "gen-03"
+
+
+def test_export_follows_the_onnx_contract(exported):
+    model, spec, card, folder = exported
+    proto = onnx.load(folder / "model.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 13
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "input_0" and out.name == "output_0"
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3, 40, 40]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["labels"]) == ["ant", "bee", "cow"]
+    assert PreprocessSpec.from_json(meta["preprocess"]) == spec
+    assert Genome.from_dict(json.loads(meta["genome"])) == GENOME
+    assert (folder / "labels.txt").read_text().splitlines() == ["ant", "bee", "cow"]
+    assert card["sha256"] == sha256_of(folder / "model.onnx")
+    assert json.loads((folder / "card.json").read_text())["params"] == GENOME.params
+
+
+def test_onnxruntime_matches_torch_at_any_batch(exported):
+    model, _, card, folder = exported
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((5, 3, 40, 40)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(["output_0"], {"input_0": x})[0], expected, atol=1e-4)
+    assert card["parity_max_abs_difference"] <= 1e-4
+
+
+def test_a_model_that_disagrees_stops_the_export_and_shows_the_difference(exported):
+    model, _, _, folder = exported
+    other = SqueezeNet(GENOME).eval()  # different weights
+    x = np.random.default_rng(2).standard_normal((2, 3, 40, 40)).astype(np.float32)
+    with pytest.raises(ExportError, match=r"max \|difference\| = [0-9.e-]+ on 2 real images"):
+        check_parity((folder / "model.onnx").read_bytes(), other, x)
