@@ -81,7 +81,8 @@ def evolve_main(argv: list[str] | None = None) -> int:
         print(f"\nhost-evolve: interrupted; continue with: host-evolve --resume {args.resume or args.out}",
               file=sys.stderr)
         return 130
-    print_outcome(config, summary)
+    if summary:  # ranks other than 0 of a torchrun job return an empty summary
+        print_outcome(config, summary)
     return 0
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from device.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
+from host.distributed import World, barrier, init_world, local_device, shutdown
 from host.data import CachedImages, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation
@@ -50,14 +51,18 @@ def atomic_torch_save(obj, path) -> None:
     os.replace(tmp, path)
 
 
-def load_dataset(config: EvolveConfig, layout: RunLayout, lineage: Lineage) -> Dataset:
+def load_dataset(config: EvolveConfig, layout: RunLayout, lineage: Lineage, world: World = World()) -> Dataset:
     split = scan_folder(config.data, config.val_fraction, config.seed)
     spec = PreprocessSpec.square(config.image_size)
     cache = config.cache_dir or layout.cache
+    if world.is_main:  # rank 0 decodes, the others wait and read its cache
+        cache_split(split.train, spec, cache, "train")
+        cache_split(split.val, spec, cache, "val")
+    barrier(world)
     train = cache_split(split.train, spec, cache, "train")
     val = cache_split(split.val, spec, cache, "val")
     for name, part in (("train", train), ("val", val)):
-        if part.skipped:
+        if part.skipped and world.is_main:
             lineage.add_skipped(part.skipped, name)
             log.warning("skipped %d unreadable file(s) in the %s split, e.g. %s (listed in lineage.sqlite, "
                         "table skipped_files)", len(part.skipped), name, part.skipped[0][0])
@@ -85,12 +90,18 @@ class Evolution:
     def __init__(self, config: EvolveConfig):
         self.config = config
         self.layout = RunLayout(config.out)
-        self.layout.root.mkdir(parents=True, exist_ok=True)
+        device = pick_device(config.device)
+        self.world = init_world(device)
+        self.device = local_device(device, self.world)
+        if self.world.is_main:  # only rank 0 ever writes to the run folder
+            self.layout.root.mkdir(parents=True, exist_ok=True)
+            Lineage(self.layout.lineage).close()
+            config_module.save(config, self.layout.config)
+        barrier(self.world)
         self.lineage = Lineage(self.layout.lineage)
-        config_module.save(config, self.layout.config)
-        self.lineage.save_config(config.to_dict())
-        self.device = pick_device(config.device)
-        self.data = load_dataset(config, self.layout, self.lineage)
+        if self.world.is_main:
+            self.lineage.save_config(config.to_dict())
+        self.data = load_dataset(config, self.layout, self.lineage, self.world)
         self.num_classes = len(self.data.labels)
 
     def settings(self, epochs: int) -> TrainSettings:
@@ -122,6 +133,7 @@ class Evolution:
         epochs = c.ancestor_epochs if parent is None else c.epochs
         settings = self.settings(epochs)
         checkpoint = None
+        barrier(self.world)  # every rank sees the same checkpoint
         if layout.checkpoint.is_file():
             checkpoint = torch.load(layout.checkpoint, map_location="cpu", weights_only=False)
             if (checkpoint["generation"], checkpoint["offspring"]) != (generation, index):
@@ -132,7 +144,8 @@ class Evolution:
             lam, first_epoch, train_seconds = checkpoint["lambda"], checkpoint["epochs_done"], checkpoint["train_seconds"]
             history = checkpoint["history"]
             for epoch, stats in enumerate(history):
-                self.lineage.add_epoch(generation, index, epoch, stats)
+                if self.world.is_main:
+                    self.lineage.add_epoch(generation, index, epoch, stats)
             log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
         else:
             model, lam = self.new_offspring(generation, index, parent)
@@ -149,9 +162,11 @@ class Evolution:
         for epoch in range(first_epoch, epochs):
             stats = train_one_epoch(model, self.data.train, self.data.spec, optimizer, scheduler, settings,
                                     derive_seed(c.seed, generation, index, epoch), self.device, teacher,
-                                    desc=f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}")
+                                    desc=f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}", world=self.world)
             train_seconds += stats["seconds"]
             history.append(stats)
+            if not self.world.is_main:
+                continue
             # the checkpoint first, then the lineage row: a kill between the two loses no epoch (the row is
             # written again from the checkpoint's history on resume), a kill before both redoes this epoch
             atomic_torch_save({"generation": generation, "offspring": index, "epochs_done": epoch + 1,
@@ -164,15 +179,18 @@ class Evolution:
                        f"train top-1 {100 * stats['train_top1']:.1f} %, {stats['images_per_second']:.0f} img/s")
         scores = evaluate(model, self.data.val, self.data.spec, self.device)
         weights = layout.offspring_weights(generation, index)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save({"genome": model.genome.to_dict(), "model": model.state_dict(), "dropout": c.dropout},
-                          weights)
+        if self.world.is_main:
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"genome": model.genome.to_dict(), "model": model.state_dict(), "dropout": c.dropout},
+                              weights)
         genome = model.genome
         row = {"generation": generation, "offspring": index, "parent": None if parent is None else generation - 1,
                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
                "macs": genome.macs(c.image_size), "top1": scores["top1"], "top5": scores["top5"],
                "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights)}
-        self.lineage.add_offspring(row)
+        if self.world.is_main:
+            self.lineage.add_offspring(row)
+        barrier(self.world)
         return row
 
     # -- one generation --------------------------------------------------------------------------
@@ -185,6 +203,9 @@ class Evolution:
                 done[index] = self.breed(generation, index, parent)
         # the fittest: best top-1, then the smaller
         best = max(done.values(), key=lambda r: (r["top1"], -r["params"]))
+        if not self.world.is_main:
+            barrier(self.world)  # rank 0 exports and records; the others only need the weights, already written
+            return dict(best)
         model = load_weights(self.layout.root / best["weights"], "cpu")
         folder = self.layout.generation_dir(generation)
         card = export_generation(model, folder, spec=self.data.spec, labels=self.data.labels, generation=generation,
@@ -196,23 +217,27 @@ class Evolution:
                    card=self.layout.relative(folder / "card.json"))
         self.lineage.add_generation(row)
         self.layout.checkpoint.unlink(missing_ok=True)
+        barrier(self.world)
         return row
 
     def run(self) -> dict:
         c = self.config
         finished = {row["generation"]: row for row in self.lineage.generations()}
         total = c.generations + 1
-        bar = tqdm(range(total), desc="evolution", unit="gen", dynamic_ncols=True, initial=0)
+        bar = tqdm(range(total), desc="evolution", unit="gen", dynamic_ncols=True, disable=not self.world.is_main)
         parent = None
         for generation in bar:
             if generation in finished:
                 row = finished[generation]
             else:
                 row = self.run_generation(generation, parent)
-                tqdm.write(describe(row))
-                refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+                if self.world.is_main:
+                    tqdm.write(describe(row))
+                    refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
             parent = load_weights(self.layout.root / row["weights"], "cpu")
         bar.close()
+        if not self.world.is_main:
+            return {}
         summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
@@ -231,5 +256,6 @@ def evolve(config: EvolveConfig) -> dict:
         summary = evolution.run()
     finally:
         evolution.lineage.close()
+        shutdown(evolution.world)
     log.info("run %s finished in %.0f s", config.out, time.time() - start)
     return summary

@@ -209,6 +209,34 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     return app
 
 
+class BackgroundServer:
+    """host-serve on a thread of this process (tests, notebooks): ``start()`` returns once it listens."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="host-serve", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> "BackgroundServer":
+        import time
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise HostError("host-serve did not start (is the port in use?)")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 def parse_bind(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
