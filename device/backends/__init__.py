@@ -1,0 +1,70 @@
+"""Backends: one interface (device.backends.base.Backend) over ONNX Runtime and TensorRT.
+
+``open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print)`` resolves the
+model (path or host-serve URL), reads its ModelInfo, and opens the backend asked for. ``auto`` takes
+TensorRT when TensorRT, pycuda and a GPU are all there, else ONNX Runtime, and says why in ``backend.why``.
+"""
+from device.backends.base import PRECISIONS, Backend
+from device.errors import DeviceError
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def choose_backend(requested, precision, tensorrt_check=None):
+    """(backend name, precision, why) for ``requested``; ``tensorrt_check() -> (ok, reason)``."""
+    if requested not in BACKENDS:
+        raise DeviceError("backend {!r} is not one of {}".format(requested, ", ".join(BACKENDS)))
+    if precision not in PRECISIONS:
+        raise DeviceError("precision {!r} is not one of {}".format(precision, ", ".join(PRECISIONS)))
+    if requested != "auto":
+        return requested, precision, "asked for {}".format(requested)
+    if tensorrt_check is None:
+        from device.backends.tensorrt_backend import tensorrt_ready as tensorrt_check
+    ok, reason = tensorrt_check()
+    if ok:
+        return "tensorrt", precision, "auto: {}".format(reason)
+    why = "auto: {}, so ONNX Runtime".format(reason)
+    if precision != "fp32":
+        why += "; {} needs TensorRT, running fp32".format(precision)
+        precision = "fp32"
+    return "onnxruntime", precision, why
+
+
+def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print,
+                 expected_sha256=None, **options):
+    """Open ``model_path`` (a path or a host-serve URL) on ``backend``; returns a Backend.
+
+    ``options``: ``workspace_mb``, ``opt_batch``, ``calibration_dir`` (INT8), ``device_index`` for TensorRT;
+    ``providers``, ``threads`` for ONNX Runtime. Raises DeviceError with a clear message on bad input.
+    """
+    from device.model_info import ModelInfo
+    from device.model_source import default_cache_dir, resolve_model
+    name, precision, why = choose_backend(backend, precision)
+    if int(max_batch) < 1:
+        raise DeviceError("max_batch {} must be at least 1".format(max_batch))
+    cache_dir = cache_dir or default_cache_dir()
+    info = ModelInfo.from_onnx(resolve_model(model_path, cache_dir=cache_dir, expected_sha256=expected_sha256))
+    if name == "tensorrt":
+        from device.backends.tensorrt_backend import TensorRTBackend
+        allowed = ("workspace_mb", "opt_batch", "calibration_dir", "device_index")
+        _check_options(options, allowed, name)
+        opened = TensorRTBackend(info, precision, max_batch, why, cache_dir, log, **options)
+    else:
+        from device.backends.onnxruntime_backend import OnnxRuntimeBackend
+        _check_options(options, ("providers", "threads", "workspace_mb", "opt_batch", "calibration_dir"), name)
+        options.pop("opt_batch", None)  # TensorRT-only settings, harmless when auto fell back
+        options.pop("calibration_dir", None)
+        opened = OnnxRuntimeBackend(info, precision, max_batch, why, cache_dir, **options)
+    if log is not None:
+        log("backend: {} {} ({})".format(opened.name, opened.precision, why))
+    return opened
+
+
+def _check_options(options, allowed, name):
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DeviceError("backend {} does not take option(s) {}; it takes {}".format(
+            name, ", ".join(unknown), ", ".join(allowed)))
+
+
+__all__ = ["Backend", "BACKENDS", "PRECISIONS", "choose_backend", "open_backend"]

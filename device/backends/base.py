@@ -1,0 +1,105 @@
+"""The one backend interface: load a model, take a float32 NCHW batch, give back logits (N, classes)."""
+import platform
+import sys
+import time
+
+import numpy as np
+
+from device.errors import DeviceError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Backend(object):
+    """A loaded model ready to infer. Subclasses set ``name`` and implement ``_infer`` (one batch no
+    larger than ``max_batch``); this class checks inputs, splits big batches, warms up and describes."""
+
+    name = "base"
+
+    def __init__(self, info, precision, max_batch, why=""):
+        self.info = info  # device.model_info.ModelInfo
+        self.precision = precision
+        self.max_batch = int(max_batch)
+        self.why = why
+        self.input_name = info.input_name
+        self.input_shape = tuple(info.input_shape)
+        self.output_name = info.output_name
+
+    # -- the interface ---------------------------------------------------------------------------
+    def infer(self, batch):
+        """float32 N x C x H x W (any N) -> float32 logits N x classes, in batches of at most ``max_batch``."""
+        batch = self.check_batch(batch)
+        if len(batch) <= self.max_batch:
+            return self._infer(batch)
+        return np.concatenate([self._infer(batch[start:start + self.max_batch])
+                               for start in range(0, len(batch), self.max_batch)])
+
+    def warmup(self, seconds=0.2):
+        """Run zeros through the network for ``seconds`` (at least once); returns the number of runs."""
+        batch = np.zeros((1,) + self.input_shape[1:], dtype=np.float32)
+        runs, end = 0, time.time() + float(seconds)
+        while runs == 0 or time.time() < end:
+            self.infer(batch)
+            runs += 1
+        return runs
+
+    def network_only(self, batch):
+        """A no-argument callable that runs the network once on ``batch`` already placed on the device and
+        waits for it: the time without host-device copies. None where there are no copies to leave out
+        (a CPU provider), in which case :meth:`infer` is the network time."""
+        return None
+
+    def run_in_context(self, function):
+        """Call ``function()`` where this backend's device work must happen (the CUDA thread for TensorRT);
+        the benchmark runs its timing loops through this so that no thread hop is timed."""
+        return function()
+
+    def describe(self):
+        """backend, precision, versions, device; what every measurement is recorded with."""
+        return {"backend": self.name, "precision": self.precision, "why": self.why,
+                "model_sha256": self.info.sha256, "input_name": self.input_name,
+                "input_shape": [d if d is not None else -1 for d in self.input_shape], "max_batch": self.max_batch,
+                "versions": {"python": platform.python_version(), "numpy": np.__version__},
+                "host": {"machine": platform.machine(), "system": platform.system(), "node": platform.node(),
+                         "processor": _cpu_name()}}
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- for subclasses --------------------------------------------------------------------------
+    def _infer(self, batch):
+        raise NotImplementedError
+
+    def check_batch(self, batch):
+        """float32, C-contiguous, shape N x C x H x W matching the model; DeviceError otherwise."""
+        batch = np.asarray(batch)
+        expected = self.input_shape[1:]
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(expected) or len(batch) == 0:
+            raise DeviceError("{} backend: input of shape {} does not fit model input {} {} (N x {}); "
+                              "preprocess frames with the model's PreprocessSpec".format(
+                                  self.name, tuple(batch.shape), self.input_name, _shape_text(self.input_shape),
+                                  " x ".join(str(d) for d in expected)))
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _shape_text(shape):
+    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo", "r") as handle:
+            for line in handle:
+                if line.startswith(("model name", "Hardware")):
+                    return line.split(":", 1)[1].strip()
+    except (IOError, OSError):
+        pass
+    return platform.processor() or sys.platform

@@ -1,0 +1,206 @@
+"""TensorRT with pycuda: a cached engine, page-locked host buffers and device buffers sized for the largest
+batch, one stream, and every CUDA call on one thread holding the primary context (device.backends.cuda_thread).
+"""
+import numpy as np
+
+from device.backends.base import Backend
+from device.backends.cuda_thread import CudaThread
+from device.backends.tensorrt_io import io_for
+from engines import tensorrt_api as api
+from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, cached_engine_from_onnx, calibration_signature
+from engines.errors import EngineError
+from engines.gpu import gpu_info_from_pycuda
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, info, precision="fp32", max_batch=8, why="", cache_dir=None, log=print,
+                 workspace_mb=DEFAULT_WORKSPACE_MB, opt_batch=None, calibration_dir=None, device_index=0):
+        Backend.__init__(self, info, precision, max_batch, why)
+        if info.input_shape[0] is not None:  # a fixed-batch ONNX: the profile is that batch
+            self.max_batch = opt_batch = info.input_shape[0]
+        self.settings = BuildSettings(precision, 1 if info.input_shape[0] is None else self.max_batch,
+                                      opt_batch, self.max_batch, workspace_mb)
+        self._log = log
+        self._cache_dir = cache_dir
+        self._calibration_dir = calibration_dir
+        self._device_index = device_index
+        api.import_tensorrt()  # both before any thread starts, each with a message that says how to get it
+        import_pycuda()
+        self._thread = CudaThread(device_index=device_index, name="tensorrt-cuda")
+        try:
+            self._thread.call(self._open)
+        except BaseException:
+            self._thread.close()
+            raise
+
+    # -- on the CUDA thread ----------------------------------------------------------------------
+    def _open(self):
+        trt = api.import_tensorrt()
+        import pycuda.driver as cuda
+        self._trt, self._cuda = trt, cuda
+        self.gpu = gpu_info_from_pycuda(cuda, self._device_index)
+        if self.settings.precision == "int8" and api.has_precision_flags(trt):
+            from calibration.policy import require_int8
+            require_int8(self.gpu)  # TX1: refuse before any calibration or build work, suggesting FP16
+        entry, data, self.sidecar, self.built = cached_engine_from_onnx(
+            trt, self.info, self.settings, self.gpu, self._cache_dir, self._calibrator_factory, self._log)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(data)
+        if self.engine is None:  # valid sidecar, but TensorRT will not take it (driver/library changed): once more
+            self._log("engine: TensorRT could not deserialize {}; rebuilding it".format(entry.engine_path))
+            entry.invalidate()
+            entry, data, self.sidecar, self.built = cached_engine_from_onnx(
+                trt, self.info, self.settings, self.gpu, self._cache_dir, self._calibrator_factory, self._log)
+            self.engine = self._runtime.deserialize_cuda_engine(data)
+            if self.engine is None:
+                raise EngineError("TensorRT {} cannot deserialize the engine it just built ({}); see its log".format(
+                    api.version_of(trt), entry.engine_path))
+        self.engine_path = entry.engine_path
+        self.context = self.engine.create_execution_context()
+        self.io = io_for(trt, self.engine, self.context)
+        self.stream = cuda.Stream()
+        self._host, self._device, addresses = {}, {}, {}
+        for tensor in self.io.tensors:
+            shape = self.io.max_shape(tensor.name) if tensor.is_input else None
+            if shape is None:  # outputs: their shape at the largest input batch
+                for inp in self.io.tensors:
+                    if inp.is_input:
+                        self.io.set_input_shape(inp.name, self.io.max_shape(inp.name))
+                shape = self.io.output_shape(tensor.name)
+            count = int(np.prod(shape))
+            self._host[tensor.name] = cuda.pagelocked_empty(count, tensor.dtype)
+            self._device[tensor.name] = cuda.mem_alloc(self._host[tensor.name].nbytes)
+            addresses[tensor.name] = int(self._device[tensor.name])
+        self.io.bind(addresses)
+        self._in = [t for t in self.io.tensors if t.is_input][0]
+        self._out = [t for t in self.io.tensors if t.name == self.output_name] or \
+            [t for t in self.io.tensors if not t.is_input]
+        self._out = self._out[0]
+
+    def _calibrator_factory(self, cache_path):
+        from calibration.calibrator import entropy_calibrator
+        from calibration.dataset import CalibrationSet
+        dataset = None
+        if self._calibration_dir:
+            dataset = CalibrationSet(self._calibration_dir, self.info.spec, batch_size=self.settings.opt_batch)
+        signature = calibration_signature(self._cache_dir, self.info, api.version_of(self._trt), dataset)
+        return entropy_calibrator(self._trt, self._cuda, dataset, cache_path, self._log), signature
+
+    def _stage_input(self, batch):
+        count = batch.size
+        host = self._host[self._in.name][:count]
+        np.copyto(host, batch.reshape(-1), casting="same_kind")  # float32 -> the engine's input type
+        self._cuda.memcpy_htod_async(self._device[self._in.name], host, self.stream)
+        self.io.set_input_shape(self._in.name, batch.shape)
+
+    def _infer_here(self, batch):
+        self._stage_input(batch)
+        self.io.execute(self.stream.handle)
+        shape = self.io.output_shape(self._out.name)
+        count = int(np.prod(shape))
+        host = self._host[self._out.name][:count]
+        self._cuda.memcpy_dtoh_async(host, self._device[self._out.name], self.stream)
+        self.stream.synchronize()
+        return host.reshape(shape).astype(np.float32)  # a copy: the page-locked buffer is reused
+
+    def _network_only_here(self, batch):
+        self._stage_input(batch)
+        self.stream.synchronize()
+        io, stream = self.io, self.stream
+
+        def run():
+            io.execute(stream.handle)
+            stream.synchronize()
+        return run
+
+    # -- the interface ---------------------------------------------------------------------------
+    def _infer(self, batch):
+        return self._thread.call(self._infer_here, batch)
+
+    def network_only(self, batch):
+        return self._thread.call(self._network_only_here, self.check_batch(batch))
+
+    def run_in_context(self, function):
+        return self._thread.call(function)
+
+    def describe(self):
+        described = Backend.describe(self)
+        described["versions"]["tensorrt"] = api.version_of(self._trt)
+        try:
+            import pycuda
+            described["versions"]["pycuda"] = getattr(pycuda, "VERSION_TEXT", "?")
+            described["versions"]["cuda_driver"] = self._thread.call(self._cuda.get_driver_version)
+        except (ImportError, AttributeError):
+            pass
+        described["gpu"] = self.gpu.to_dict()
+        described["device"] = self.gpu.name
+        described["io_path"] = self.io.path
+        described["engine"] = {"path": self.engine_path, "built_now": self.built,
+                               "batch_profile": list(self.settings.batch_profile),
+                               "workspace_mb": self.settings.workspace_mb,
+                               "build_seconds": self.sidecar.get("build_seconds")}
+        free, total = self._thread.call(self._cuda.mem_get_info)
+        described["gpu"]["free_memory_mb"] = round(free / 2.0 ** 20, 1)
+        described["gpu"]["mem_available_mb"] = _mem_available_mb()  # Jetson: the GPU shares this RAM
+        return described
+
+    def close(self):
+        thread = getattr(self, "_thread", None)
+        if thread is None:
+            return
+
+        def release():  # free CUDA objects on their own thread, before the context goes
+            for name in ("context", "engine", "_runtime", "stream"):
+                if hasattr(self, name):
+                    setattr(self, name, None)
+            self._host, self._device = {}, {}
+        try:
+            thread.call(release)
+        finally:
+            thread.close()
+            self._thread = None
+
+
+def import_pycuda():
+    try:
+        import pycuda.driver as cuda
+    except ImportError as error:
+        raise EngineError("pycuda is not importable ({}): on JetPack 4.6 pip install 'pycuda<=2022.1' (needs nvcc "
+                          "on PATH), elsewhere pip install pycuda; or use --backend onnxruntime".format(error))
+    return cuda
+
+
+def _mem_available_mb():
+    try:
+        with open("/proc/meminfo", "r") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except (IOError, OSError):
+        pass
+    return None
+
+
+def tensorrt_ready(device_index=0):
+    """(True, description) when tensorrt and pycuda import and a CUDA GPU is there; else (False, why not)."""
+    try:
+        import tensorrt
+    except ImportError as error:
+        return False, "TensorRT's Python bindings are not importable ({})".format(error)
+    try:
+        import pycuda.driver as cuda
+    except ImportError as error:
+        return False, "TensorRT {} is here but pycuda is not ({}; pip install 'pycuda<=2022.1' on JetPack " \
+                      "4.6)".format(api.version_of(tensorrt), error)
+    try:
+        cuda.init()
+        count = cuda.Device.count()
+    except Exception as error:  # pycuda raises its own LogicError/RuntimeError when no driver or GPU
+        return False, "no usable CUDA GPU ({})".format(error)
+    if count <= device_index:
+        return False, "no CUDA GPU {} (found {})".format(device_index, count)
+    return True, "TensorRT {} and {} found".format(api.version_of(tensorrt), cuda.Device(device_index).name())
+

@@ -1,0 +1,305 @@
+"""What the device needs to know about a generation's ONNX file, read from the file alone.
+
+``ModelInfo.from_onnx(path)`` returns the input/output names and shapes, the labels, the preprocessing spec
+the host trained with and the genome, all from the ONNX ``metadata_props`` (DESIGN.md, Contracts: ONNX).
+
+The file is read with a small protobuf wire-format reader rather than the ``onnx`` package: a Jetson with
+TensorRT has no reason to carry ``onnx`` (and its protobuf pins) just to read six fields, and a reader that
+walks the bytes itself can say exactly why a file is not an ONNX model.
+"""
+import hashlib
+import json
+import os
+
+from device.errors import DeviceError
+from device.preprocess import METADATA_KEY, PreprocessSpec
+
+#: ONNX TensorProto.DataType values this project meets.
+ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
+              16: "bfloat16"}
+
+
+def sha256_of_file(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelInfo(object):
+    """A generation's ONNX as the device sees it. Build with :meth:`from_onnx`.
+
+    Attributes: ``path``, ``sha256``, ``labels`` (list of str), ``spec`` (PreprocessSpec), ``spec_source``
+    ("metadata" or "default"), ``genome`` (dict or None), ``generation`` (int or None), ``num_classes``,
+    ``input_name``, ``input_shape`` (tuple; the batch dim is None when dynamic), ``input_dtype``,
+    ``output_name``, ``output_shape``, ``opsets`` ({domain: version}), ``metadata`` (all metadata_props).
+    """
+
+    def __init__(self, path, sha256, input_name, input_shape, input_dtype, output_name, output_shape,
+                 labels, spec, spec_source, genome, generation, opsets, metadata, ir_version):
+        self.path = path
+        self.sha256 = sha256
+        self.input_name = input_name
+        self.input_shape = input_shape
+        self.input_dtype = input_dtype
+        self.output_name = output_name
+        self.output_shape = output_shape
+        self.labels = labels
+        self.spec = spec
+        self.spec_source = spec_source
+        self.genome = genome
+        self.generation = generation
+        self.opsets = opsets
+        self.metadata = metadata
+        self.ir_version = ir_version
+
+    @property
+    def num_classes(self):
+        return len(self.labels)
+
+    @property
+    def dynamic_batch(self):
+        return self.input_shape[0] is None
+
+    def to_dict(self):
+        return {"path": self.path, "sha256": self.sha256, "input_name": self.input_name,
+                "input_shape": list(self.input_shape), "input_dtype": self.input_dtype,
+                "output_name": self.output_name, "output_shape": list(self.output_shape),
+                "num_classes": self.num_classes, "labels": list(self.labels), "preprocess": self.spec.to_dict(),
+                "preprocess_source": self.spec_source, "genome": self.genome, "generation": self.generation,
+                "opsets": dict(self.opsets), "ir_version": self.ir_version}
+
+    def __repr__(self):
+        return "ModelInfo({!r}, input {} {}, {} classes)".format(self.path, self.input_name, self.input_shape,
+                                                                self.num_classes)
+
+    @classmethod
+    def from_onnx(cls, path):
+        """Read and check ``path``; raise DeviceError naming the file and the fix when it cannot be used."""
+        path = os.path.abspath(str(path))
+        if not os.path.exists(path):
+            raise DeviceError("model {} does not exist: give the path of a generation's model.onnx "
+                              "(RUN/gen-XX/model.onnx) or a host-serve URL".format(path))
+        if os.path.isdir(path):
+            if os.path.isfile(os.path.join(path, "model.onnx")):
+                path = os.path.join(path, "model.onnx")
+            else:
+                raise DeviceError("model {} is a folder without model.onnx: give the .onnx file".format(path))
+        with open(path, "rb") as handle:
+            data = handle.read()
+        model = _read_model(data, path)
+        return cls._from_parsed(path, hashlib.sha256(data).hexdigest(), model)
+
+    @classmethod
+    def _from_parsed(cls, path, sha256, model):
+        graph = model["graph"]
+        initializer_names = set(graph["initializers"])
+        inputs = [value for value in graph["inputs"] if value["name"] not in initializer_names]
+        if len(inputs) != 1:
+            raise DeviceError("model {} has {} inputs ({}); the device runs image classifiers with one NCHW "
+                              "input (export with host-evolve)".format(
+                                  path, len(inputs), ", ".join(v["name"] for v in inputs) or "none"))
+        if len(graph["outputs"]) < 1:
+            raise DeviceError("model {} has no graph output".format(path))
+        given, output = inputs[0], graph["outputs"][0]
+        shape = given["shape"]
+        if given["dtype"] not in ("float32", "float16") or shape is None or len(shape) != 4 \
+                or shape[1] not in (1, 3) or not all(isinstance(d, int) and d >= 8 for d in shape[2:]):
+            raise DeviceError("model {}: input {!r} is {} {}, not an NCHW image batch (float, N x 3 x H x W with "
+                              "fixed H, W >= 8); the device runs the image classifiers host-evolve exports".format(
+                                  path, given["name"], given["dtype"], _shape_text(shape)))
+        input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+        out_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (output["shape"] or ()))
+        metadata = model["metadata"]
+        labels = _labels(path, metadata, out_shape)
+        spec_source = "metadata"
+        if METADATA_KEY in metadata:
+            spec = PreprocessSpec.from_json(metadata[METADATA_KEY])
+            if (spec.height, spec.width) != tuple(input_shape[2:]):
+                raise DeviceError("model {}: its preprocess metadata says {}x{} but its input is {}x{}; the file "
+                                  "was edited after export, export it again".format(
+                                      path, spec.height, spec.width, input_shape[2], input_shape[3]))
+        else:  # a foreign ONNX: jetson-inference's defaults at the input size
+            spec, spec_source = PreprocessSpec(input_shape[2], input_shape[3]), "default"
+        genome = None
+        if "genome" in metadata:
+            try:
+                genome = json.loads(metadata["genome"])
+            except ValueError:
+                raise DeviceError("model {}: its genome metadata is not JSON; export it again".format(path))
+        generation = None
+        if metadata.get("generation", "").strip().lstrip("-").isdigit():
+            generation = int(metadata["generation"])
+        return cls(path, sha256, given["name"], input_shape, given["dtype"], output["name"], out_shape, labels,
+                   spec, spec_source, genome, generation, model["opsets"], metadata, model["ir_version"])
+
+
+def _shape_text(shape):
+    if shape is None:
+        return "of unknown shape"
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
+
+
+def _labels(path, metadata, out_shape):
+    classes = out_shape[1] if len(out_shape) == 2 else None
+    labels = None
+    if "labels" in metadata:
+        try:
+            labels = [str(label) for label in json.loads(metadata["labels"])]
+        except (ValueError, TypeError):
+            raise DeviceError("model {}: its labels metadata is not a JSON list; export it again".format(path))
+    else:
+        beside = os.path.join(os.path.dirname(path), "labels.txt")
+        if os.path.isfile(beside):
+            with open(beside, "r") as handle:
+                labels = [line.strip() for line in handle if line.strip()]
+    if labels is None:
+        if classes is None:
+            raise DeviceError("model {}: no labels in its metadata or beside it (labels.txt) and its output "
+                              "shape {} does not give the class count".format(path, _shape_text(out_shape)))
+        labels = ["class {}".format(i) for i in range(classes)]
+    if classes is not None and classes != len(labels):
+        raise DeviceError("model {}: {} labels but {} outputs; the labels belong to another model".format(
+            path, len(labels), classes))
+    return labels
+
+
+# -- protobuf wire format: just enough of onnx.proto to read a model's interface and metadata ----------------
+
+class _NotProtobuf(Exception):
+    pass
+
+
+def _varint(data, pos):
+    result, shift = 0, 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise _NotProtobuf("truncated varint at byte {}".format(pos))
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data):
+    """Yield (field number, wire type, value) of one message; value is an int or a memoryview."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _NotProtobuf("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 1:
+            value, pos = None, pos + 8
+        elif wire == 5:
+            value, pos = None, pos + 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value, pos = data[pos:pos + length], pos + length
+        else:
+            raise _NotProtobuf("wire type {} (groups are not used by ONNX)".format(wire))
+        if pos > end:
+            raise _NotProtobuf("a field runs past the end of the data")
+        yield number, wire, value
+
+
+def _text(view):
+    return bytes(view).decode("utf-8", "replace")
+
+
+def _signed(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _value_info(data):
+    info = {"name": "", "dtype": None, "shape": None}
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == 2:
+            info["name"] = _text(value)
+        elif number == 2 and wire == 2:  # TypeProto
+            for t_number, t_wire, t_value in _fields(value):
+                if t_number == 1 and t_wire == 2:  # TypeProto.Tensor
+                    for f_number, f_wire, f_value in _fields(t_value):
+                        if f_number == 1 and f_wire == 0:
+                            info["dtype"] = ELEM_TYPES.get(f_value, "type {}".format(f_value))
+                        elif f_number == 2 and f_wire == 2:
+                            info["shape"] = _shape(f_value)
+    return info
+
+
+def _shape(data):
+    dims = []
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == 2:
+            dim = None
+            for d_number, d_wire, d_value in _fields(value):
+                if d_number == 1 and d_wire == 0:
+                    dim = _signed(d_value)
+                elif d_number == 2 and d_wire == 2:
+                    dim = _text(d_value)  # a symbolic size such as "batch"
+            dims.append(dim)
+    return dims
+
+
+def _graph(data):
+    graph = {"inputs": [], "outputs": [], "initializers": [], "nodes": 0}
+    for number, wire, value in _fields(data):
+        if wire != 2:
+            continue
+        if number == 1:
+            graph["nodes"] += 1
+        elif number == 5:  # TensorProto: only its name (field 8) matters here
+            for t_number, t_wire, t_value in _fields(value):
+                if t_number == 8 and t_wire == 2:
+                    graph["initializers"].append(_text(t_value))
+        elif number == 11:
+            graph["inputs"].append(_value_info(value))
+        elif number == 12:
+            graph["outputs"].append(_value_info(value))
+    return graph
+
+
+def _read_model(data, path):
+    """Parse the ModelProto fields the device uses; DeviceError when ``data`` is not an ONNX model."""
+    not_onnx = ("model {} is not an ONNX model ({{}}); give the model.onnx that host-evolve exported "
+                "(RUN/gen-XX/model.onnx)".format(path))
+    if not data:
+        raise DeviceError(not_onnx.format("the file is empty"))
+    view = memoryview(data)
+    model = {"ir_version": None, "graph": None, "opsets": {}, "metadata": {}}
+    try:
+        for number, wire, value in _fields(view):
+            if number == 1 and wire == 0:
+                model["ir_version"] = value
+            elif number == 7 and wire == 2:
+                model["graph"] = _graph(value)
+            elif number == 8 and wire == 2:
+                domain, version = "", None
+                for o_number, o_wire, o_value in _fields(value):
+                    if o_number == 1 and o_wire == 2:
+                        domain = _text(o_value)
+                    elif o_number == 2 and o_wire == 0:
+                        version = o_value
+                model["opsets"][domain or "ai.onnx"] = version
+            elif number == 14 and wire == 2:
+                key, text = "", ""
+                for m_number, m_wire, m_value in _fields(value):
+                    if m_number == 1 and m_wire == 2:
+                        key = _text(m_value)
+                    elif m_number == 2 and m_wire == 2:
+                        text = _text(m_value)
+                model["metadata"][key] = text
+    except _NotProtobuf as error:
+        raise DeviceError(not_onnx.format("it does not parse as protobuf: {}; a truncated download or another "
+                                          "kind of file".format(error)))
+    if model["ir_version"] is None or not 1 <= model["ir_version"] <= 100 or model["graph"] is None:
+        raise DeviceError(not_onnx.format("no ONNX ir_version and graph in it"))
+    if not model["graph"]["outputs"]:
+        raise DeviceError(not_onnx.format("its graph has no outputs"))
+    return model

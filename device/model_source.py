@@ -1,0 +1,186 @@
+"""Where a model comes from: a local path, or host-serve's URL (downloaded once, sha256-checked, cached).
+
+host-serve answers ``GET /models/<generation>/model.onnx`` with an ``X-SHA256`` header and
+``GET /generations`` with ``[{"generation", "sha256", "onnx_url", ...}]``. A URL may carry the expected
+digest as a fragment (``http://host:8700/models/3/model.onnx#sha256=<hex>``), or the caller passes it.
+
+The cache holds one file per digest, ``<cache>/models/<sha256>.onnx``, written atomically, so a model is
+downloaded once however many URLs name it, and a half-written file is never taken for a model.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from device.errors import DeviceError
+from device.model_info import sha256_of_file
+
+from urllib.error import HTTPError, URLError
+from urllib.parse import urldefrag, urljoin
+from urllib.request import Request, urlopen
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+TIMEOUT_S = 30.0
+
+
+def default_cache_dir():
+    """``$SQUISHEDNETS_CACHE`` or ``~/.cache/squishednets``: models and engines live below it."""
+    return os.environ.get("SQUISHEDNETS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "squishednets")
+
+
+def is_url(text):
+    return str(text).startswith(("http://", "https://"))
+
+
+def _normal_sha256(value, where):
+    if value is None:
+        return None
+    value = str(value).strip().lower()
+    if not _SHA256.match(value):
+        raise DeviceError("{} {!r} is not a sha256 (64 hex digits)".format(where, value))
+    return value
+
+
+def split_url(url):
+    """``url#sha256=<hex>`` -> (url without the fragment, hex or None)."""
+    base, fragment = urldefrag(url)
+    expected = None
+    for part in fragment.split("&") if fragment else ():
+        key, _, value = part.partition("=")
+        if key == "sha256":
+            expected = _normal_sha256(value, "the URL's sha256 fragment")
+    return base, expected
+
+
+def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOUT_S, log=None):
+    """Return a local path to the model; download and verify it when given a URL.
+
+    A path is used in place (checked against ``expected_sha256`` when one is given). A URL is fetched unless
+    a cached file already has the expected digest (from the argument, the ``#sha256=`` fragment or the
+    server's ``X-SHA256`` header). Any mismatch deletes the download and raises DeviceError.
+    """
+    expected = _normal_sha256(expected_sha256, "expected sha256")
+    text = str(path_or_url)
+    if not is_url(text):
+        path = os.path.abspath(os.path.expanduser(text))
+        if not os.path.isfile(path):
+            raise DeviceError("model {} does not exist (or is not a file): give a generation's model.onnx or a "
+                              "host-serve URL such as http://HOST:8700/models/3/model.onnx".format(text))
+        if expected is not None:
+            actual = sha256_of_file(path)
+            if actual != expected:
+                raise DeviceError("model {} has sha256 {} but {} was expected: it is not the generation you "
+                                  "asked for".format(path, actual, expected))
+        return path
+    url, from_fragment = split_url(text)
+    if expected is not None and from_fragment is not None and expected != from_fragment:
+        raise DeviceError("model URL {} says sha256 {} but {} was expected: they must agree".format(
+            text, from_fragment, expected))
+    expected = expected or from_fragment
+    folder = os.path.join(cache_dir or default_cache_dir(), "models")
+    if expected is not None and _cached(folder, expected):
+        return _cached(folder, expected)
+    return _download(url, folder, expected, timeout, log)
+
+
+def _cached(folder, sha256):
+    path = os.path.join(folder, sha256 + ".onnx")
+    return path if os.path.isfile(path) else None
+
+
+def _open(url, timeout):
+    try:
+        return urlopen(Request(url, headers={"User-Agent": "squishednets-device"}), timeout=timeout)
+    except HTTPError as error:
+        raise DeviceError("model URL {} answered HTTP {} {}: check the generation number (GET /generations on "
+                          "host-serve lists them)".format(url, error.code, error.reason))
+    except (URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise DeviceError("model URL {} is unreachable ({}): is host-serve running and reachable from this "
+                          "device (host-serve --bind 0.0.0.0:8700)?".format(url, reason))
+
+
+def _download(url, folder, expected, timeout, log):
+    response = _open(url, timeout)
+    try:
+        announced = response.headers.get("X-SHA256")
+        announced = _normal_sha256(announced, "header X-SHA256 from {}".format(url)) if announced else None
+        if expected is not None and announced is not None and expected != announced:
+            raise DeviceError("model URL {} serves sha256 {} but {} was expected: the host has another model "
+                              "under that URL now".format(url, announced, expected))
+        want = expected or announced
+        if want is not None and _cached(folder, want):
+            return _cached(folder, want)  # downloaded before: leave the body unread
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+        digest = hashlib.sha256()
+        handle, partial = tempfile.mkstemp(prefix=".download-", suffix=".partial", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                while True:
+                    try:
+                        block = response.read(1 << 16)
+                    except (OSError, ValueError) as error:
+                        raise DeviceError("model URL {}: the download broke off ({}); try again".format(url, error))
+                    if not block:
+                        break
+                    digest.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = digest.hexdigest()
+            if want is not None and actual != want:
+                raise DeviceError("model URL {}: the download has sha256 {} but {} was expected; it was corrupted "
+                                  "or the host changed it; nothing was kept".format(url, actual, want))
+            final = os.path.join(folder, actual + ".onnx")
+            if os.path.exists(final):  # another process finished the same model first
+                os.remove(partial)
+            else:
+                os.rename(partial, final)
+            if log is not None:
+                log("model {} -> {} (sha256 verified)".format(url, final) if want else
+                    "model {} -> {} (no sha256 to check against: pass #sha256=<hex>)".format(url, final))
+            return final
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    finally:
+        response.close()
+
+
+def list_generations(base_url, timeout=TIMEOUT_S):
+    """host-serve's ``GET /generations``: a list of dicts with ``generation``, ``sha256``, ``onnx_url``.
+
+    ``onnx_url`` is made absolute and given its ``#sha256=`` fragment, ready for :func:`resolve_model`.
+    """
+    url = urljoin(base_url.rstrip("/") + "/", "generations")
+    response = _open(url, timeout)
+    try:
+        generations = json.loads(response.read().decode("utf-8"))
+    except ValueError as error:
+        raise DeviceError("{} did not answer JSON ({}): is it host-serve?".format(url, error))
+    finally:
+        response.close()
+    if isinstance(generations, dict):
+        generations = generations.get("generations", [])
+    for entry in generations:
+        if entry.get("onnx_url"):
+            entry["onnx_url"] = urljoin(url, entry["onnx_url"])
+            if entry.get("sha256"):
+                entry["onnx_url"] = urldefrag(entry["onnx_url"])[0] + "#sha256=" + entry["sha256"]
+    return generations
+
+
+def copy_into_cache(path, cache_dir=None):
+    """Put a local model into the cache under its digest (for devices that receive files by hand)."""
+    folder = os.path.join(cache_dir or default_cache_dir(), "models")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    final = os.path.join(folder, sha256_of_file(path) + ".onnx")
+    if not os.path.exists(final):
+        partial = final + ".partial"
+        shutil.copyfile(path, partial)
+        os.rename(partial, final)
+    return final

@@ -1,0 +1,200 @@
+"""ONNX -> serialized TensorRT engine (``engine_from_onnx``), and the cached form every caller uses
+(``cached_engine_from_onnx``): explicit batch, a small workspace that a 4 GB Jetson survives, FP32/FP16/INT8,
+one optimisation profile (min/opt/max batch) and a timing cache on disk.
+
+Both take the ``tensorrt`` module as an argument (imported lazily by the caller), which is also how the
+tests drive the exact call sequence with a recording stand-in.
+"""
+import json
+import os
+import time
+
+from engines import tensorrt_api as api
+from engines.cache import CacheEntry, EngineKey, atomic_write
+from engines.errors import EngineError
+
+DEFAULT_WORKSPACE_MB = 256  # TX1: 4 GB shared by CPU and GPU; bigger builds get killed for memory
+
+
+class BuildSettings(object):
+    """What to build: ``precision`` (fp32|fp16|int8), batch profile ``min_batch <= opt_batch <= max_batch``,
+    ``workspace_mb`` (builder scratch memory)."""
+
+    def __init__(self, precision="fp32", min_batch=1, opt_batch=None, max_batch=8,
+                 workspace_mb=DEFAULT_WORKSPACE_MB):
+        if precision not in api.PRECISIONS:
+            raise EngineError("precision {!r} is not one of {}".format(precision, ", ".join(api.PRECISIONS)))
+        opt_batch = max_batch if opt_batch is None else opt_batch
+        if not 1 <= int(min_batch) <= int(opt_batch) <= int(max_batch):
+            raise EngineError("batch profile min {} / opt {} / max {} must satisfy 1 <= min <= opt <= max".format(
+                min_batch, opt_batch, max_batch))
+        if int(workspace_mb) < 16:
+            raise EngineError("workspace {} MB is too small for any useful tactic: use 64 MB or more".format(
+                workspace_mb))
+        self.precision = precision
+        self.min_batch, self.opt_batch, self.max_batch = int(min_batch), int(opt_batch), int(max_batch)
+        self.workspace_mb = int(workspace_mb)
+
+    @property
+    def batch_profile(self):
+        return (self.min_batch, self.opt_batch, self.max_batch)
+
+    def to_dict(self):
+        return {"precision": self.precision, "batch_profile": list(self.batch_profile),
+                "workspace_mb": self.workspace_mb}
+
+
+def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
+    """How to get ``precision`` from this TensorRT: a dict with ``flags`` (BuilderFlag names to set),
+    ``strongly_typed`` and ``notes``; EngineError where it cannot be had, saying what to do instead."""
+    plan = {"flags": [], "strongly_typed": False, "notes": []}
+    flags_exist = api.has_precision_flags(trt)
+    if onnx_dtype == "float16":
+        # An FP16 ONNX (host export with fp16) carries its own types: build it strongly typed.
+        if precision == "int8":
+            raise EngineError("this ONNX is FP16; INT8 needs the FP32 ONNX (and a calibration set)")
+        plan["strongly_typed"] = True
+        plan["notes"].append("FP16 ONNX built strongly typed: its types decide each layer's precision")
+        return plan
+    if not flags_exist:  # TensorRT 11+: no FP16/INT8 builder flags, no implicit calibration
+        if precision == "fp16":
+            raise EngineError("TensorRT {} has no FP16 builder flag: precision comes from the ONNX itself. Export "
+                              "an FP16 ONNX on the host and give that model, or run --precision fp32".format(
+                                  api.version_of(trt)))
+        if precision == "int8":
+            raise EngineError("TensorRT {} removed implicit INT8 calibration: INT8 needs an ONNX with "
+                              "Q/DQ (quantize/dequantize) nodes made by a quantization tool (e.g. NVIDIA "
+                              "ModelOpt); use --precision fp32 or an FP16 ONNX here".format(api.version_of(trt)))
+        return plan
+    if precision in ("fp16", "int8"):
+        fast = api.platform_flag(builder, "platform_has_fast_fp16")
+        if fast is False:
+            plan["notes"].append("this GPU has no fast FP16: FP16 layers may be no faster than FP32")
+        plan["flags"].append("FP16")  # with INT8: layers that cannot run INT8 fall back to FP16, not FP32
+    if precision == "int8":
+        from calibration.policy import require_int8
+        if gpu is not None:
+            plan["notes"].append(require_int8(gpu, api.platform_flag(builder, "platform_has_fast_int8")))
+        elif api.platform_flag(builder, "platform_has_fast_int8") is False:
+            raise EngineError("INT8 is refused: TensorRT reports no fast INT8 on this GPU; use --precision fp16")
+        plan["flags"].append("INT8")
+    return plan
+
+
+def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, calibrator=None, gpu=None,
+                     log=print):
+    """Build and return the serialized engine (bytes) for ``onnx_path`` (``info``: its ModelInfo).
+
+    The sequence: Builder -> network (explicit batch) -> OnnxParser.parse -> builder config (workspace,
+    precision, optimisation profile, timing cache, calibrator) -> build_serialized_network -> save the
+    timing cache. Parser errors are reported in full.
+    """
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    plan = precision_plan(trt, builder, settings.precision, info.input_dtype, gpu)
+    network = builder.create_network(api.network_creation_flags(trt, plan["strongly_typed"]))
+    parser = trt.OnnxParser(network, logger)
+    with open(onnx_path, "rb") as handle:
+        data = handle.read()
+    if not parser.parse(data):
+        errors = api.parser_errors(parser)
+        raise EngineError("TensorRT {}'s ONNX parser rejected {} with {} error(s):\n  {}\nThe device side needs "
+                          "opset <= 13 for TensorRT 8.2 (this file: {}); re-export with host-evolve".format(
+                              api.version_of(trt), onnx_path, len(errors), "\n  ".join(errors) or "(no details)",
+                              info.opsets))
+    config = builder.create_builder_config()
+    workspace_call = api.set_workspace(trt, config, settings.workspace_mb << 20)
+    for flag in plan["flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    channels, height, width = info.input_shape[1:]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(info.input_name, (settings.min_batch, channels, height, width),
+                      (settings.opt_batch, channels, height, width), (settings.max_batch, channels, height, width))
+    config.add_optimization_profile(profile)
+    if "INT8" in plan["flags"]:
+        if calibrator is None:
+            raise EngineError("INT8 needs a calibrator (a calibration image folder or its cache)")
+        config.int8_calibrator = calibrator
+        if hasattr(config, "set_calibration_profile"):  # dynamic shapes: calibrate at the profile's opt shape
+            config.set_calibration_profile(profile)
+    timing_cache = None
+    if timing_cache_path is not None and hasattr(config, "create_timing_cache"):
+        old = b""
+        if os.path.isfile(timing_cache_path):
+            with open(timing_cache_path, "rb") as handle:
+                old = handle.read()
+        timing_cache = config.create_timing_cache(old)
+        config.set_timing_cache(timing_cache, False)  # False: a mismatched cache is an error, not ignored
+    for note in plan["notes"]:
+        log("engine: " + note)
+    log("engine: building {} {} (batch {}/{}/{}, workspace {} MB via {}) with TensorRT {}; this takes minutes "
+        "on a Jetson".format(os.path.basename(onnx_path), settings.precision, settings.min_batch,
+                             settings.opt_batch, settings.max_batch, settings.workspace_mb, workspace_call,
+                             api.version_of(trt)))
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError("TensorRT {} could not build an engine for {} at {} (see its log above); if the "
+                          "process ran out of memory, lower --workspace-mb or --max-batch".format(
+                              api.version_of(trt), onnx_path, settings.precision))
+    if timing_cache is not None:
+        atomic_write(timing_cache_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+def calibration_paths(cache_dir, info, trt_version):
+    """(calibration cache, its sidecar) for a model under ``cache_dir``."""
+    stem = "{}-trt{}".format(info.sha256[:16], trt_version)
+    folder = os.path.join(cache_dir, "calibration")
+    return os.path.join(folder, stem + ".cache"), os.path.join(folder, stem + ".json")
+
+
+def calibration_signature(cache_dir, info, trt_version, dataset):
+    """The INT8 part of the engine key: the dataset's signature; a stale calibration cache is dropped."""
+    cache_path, sidecar_path = calibration_paths(cache_dir, info, trt_version)
+    if dataset is None:
+        if not os.path.isfile(cache_path) or not os.path.isfile(sidecar_path):
+            raise EngineError("INT8 needs a calibration set: give an image folder (--calibration DIR, e.g. the "
+                              "training images) the first time; its cache {} is reused afterwards".format(cache_path))
+        with open(sidecar_path, "r") as handle:
+            return json.load(handle)["signature"]
+    signature = dataset.signature()
+    if os.path.isfile(sidecar_path):
+        with open(sidecar_path, "r") as handle:
+            if json.load(handle).get("signature") != signature and os.path.isfile(cache_path):
+                os.remove(cache_path)  # made from other images: calibrate again
+    atomic_write(sidecar_path, json.dumps({"signature": signature, "folder": dataset.folder,
+                                           "images": len(dataset.files)}).encode("utf-8"))
+    return signature
+
+
+def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_factory=None, log=print):
+    """Return (CacheEntry, engine bytes, sidecar dict, built: bool) for ``info`` (a ModelInfo).
+
+    Loads the cached engine when its sidecar proves it is the one asked for; otherwise builds it (with the
+    timing cache kept beside the engines) and stores it atomically. ``calibrator_factory(cache_path)``
+    returns (calibrator, signature) and is only called for INT8 builds.
+    """
+    trt_version = api.version_of(trt)
+    calibration = None
+    calibrator = None
+    if settings.precision == "int8" and api.has_precision_flags(trt):
+        if calibrator_factory is None:
+            raise EngineError("INT8 needs a calibration set: give an image folder (--calibration DIR)")
+        calibrator, calibration = calibrator_factory(calibration_paths(cache_dir, info, trt_version)[0])
+    key = EngineKey(info.sha256, trt_version, gpu.name, gpu.capability_text, settings.precision,
+                    settings.batch_profile, calibration)
+    folder = os.path.join(cache_dir, "engines")
+    entry = CacheEntry(folder, key)
+    reason = entry.check()
+    if reason is None:
+        log("engine: cached {}".format(entry.engine_path))
+        return entry, entry.read(), entry.sidecar(), False
+    log("engine: building, because {}".format(reason))
+    timing_cache_path = os.path.join(folder, "timing-trt{}-{}.cache".format(trt_version, gpu.slug()))
+    started = time.time()
+    engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, gpu, log)
+    sidecar = entry.store(engine, {"build_seconds": round(time.time() - started, 2), "onnx_path": info.path,
+                                   "settings": settings.to_dict(), "gpu": gpu.to_dict()})
+    log("engine: stored {} ({:.1f} MB, {:.1f} s)".format(entry.engine_path, len(engine) / 1e6,
+                                                          sidecar["build_seconds"]))
+    return entry, engine, sidecar, True

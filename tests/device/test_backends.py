@@ -1,0 +1,92 @@
+"""The ONNX Runtime backend on a real exported tiny model (logits equal torch's), open_backend's choices
+and its errors."""
+import numpy as np
+import pytest
+
+from device.backends import choose_backend, open_backend
+from device.backends.onnxruntime_backend import provider_plan
+from device.errors import DeviceError
+from tests.engines.tiny_onnx import SIZE, tiny_model, tiny_onnx
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    opened = open_backend(tiny_onnx(), backend="onnxruntime", max_batch=4,
+                          cache_dir=str(tmp_path_factory.mktemp("cache")), log=None)
+    yield opened
+    opened.close()
+
+
+def test_logits_equal_torch(backend):
+    import torch
+    images = np.random.RandomState(1).standard_normal((6, 3, SIZE, SIZE)).astype(np.float32)
+    with torch.no_grad():
+        expected = tiny_model().eval()(torch.from_numpy(images)).numpy()
+    got = backend.infer(images)  # 6 > max_batch 4: split into 4 + 2
+    assert got.shape == (6, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(backend.infer(images[0]), expected[:1], atol=1e-4, rtol=1e-4)  # CHW accepted
+
+
+def test_interface_attributes_and_describe(backend):
+    assert backend.name == "onnxruntime" and backend.precision == "fp32"
+    assert backend.input_name == "input_0" and backend.input_shape == (None, 3, SIZE, SIZE)
+    assert backend.why == "asked for onnxruntime"
+    described = backend.describe()
+    assert described["backend"] == "onnxruntime" and described["precision"] == "fp32"
+    assert described["providers"] == ["CPUExecutionProvider"] and "onnxruntime" in described["versions"]
+    assert described["model_sha256"] == backend.info.sha256
+    assert backend.warmup(0.01) >= 1
+    assert backend.network_only(np.zeros((1, 3, SIZE, SIZE), np.float32)) is None  # CPU: no copies
+
+
+def test_wrong_input_shape_is_a_clear_error(backend):
+    with pytest.raises(DeviceError, match="does not fit model input input_0"):
+        backend.infer(np.zeros((1, 3, SIZE + 1, SIZE), np.float32))
+
+
+def test_auto_without_tensorrt_chooses_onnxruntime_and_says_why():
+    assert choose_backend("auto", "fp32", lambda: (False, "no TensorRT here")) == \
+        ("onnxruntime", "fp32", "auto: no TensorRT here, so ONNX Runtime")
+    name, precision, why = choose_backend("auto", "fp16", lambda: (False, "no GPU"))
+    assert (name, precision) == ("onnxruntime", "fp32") and "fp16 needs TensorRT" in why
+    assert choose_backend("auto", "int8", lambda: (True, "TensorRT 8.2.1 and Tegra X1 found"))[:2] == \
+        ("tensorrt", "int8")
+
+
+def test_auto_opens_here(tmp_path):
+    opened = open_backend(tiny_onnx(), cache_dir=str(tmp_path), log=None)
+    assert opened.name == "onnxruntime" and opened.why.startswith("auto: ")
+    opened.close()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"backend": "openvino"}, "backend 'openvino' is not one of auto, onnxruntime, tensorrt"),
+    ({"precision": "fp8"}, "precision 'fp8' is not one of fp32, fp16, int8"),
+    ({"backend": "onnxruntime", "precision": "int8"}, "INT8 is not offered on the onnxruntime backend"),
+    ({"backend": "onnxruntime", "precision": "fp16"}, "fp16 on the onnxruntime backend needs"),
+    ({"backend": "onnxruntime", "bogus": 1}, "does not take option"),
+])
+def test_bad_choices(tmp_path, kwargs, message):
+    with pytest.raises(DeviceError, match=message):
+        open_backend(tiny_onnx(), cache_dir=str(tmp_path), log=None, **kwargs)
+
+
+def test_provider_plan_orders_tensorrt_cuda_cpu():
+    providers, precision = provider_plan(["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                          "CPUExecutionProvider"], "fp16", "float32", "/cache", 256)
+    assert [p if isinstance(p, str) else p[0] for p in providers] == \
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers[0][1]["trt_fp16_enable"] == "True" and precision == "fp16"
+    assert provider_plan(["CPUExecutionProvider"], "fp16", "float16")[0] == ["CPUExecutionProvider"]
+
+
+def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here; this checks the message where it is not")
+    except ImportError:
+        pass
+    with pytest.raises(DeviceError):
+        open_backend(tiny_onnx(), backend="tensorrt", cache_dir=str(tmp_path), log=None)

@@ -1,0 +1,97 @@
+"""TensorRT backend pieces: the 8.2 vs 8.5+/10 I/O path choice and calls (on recording stand-ins that are not
+TensorRT), the one-thread CUDA executor (with a recording context), and the real thing under markers."""
+import threading
+
+import numpy as np
+import pytest
+
+from device.backends.cuda_thread import CudaThread
+from device.backends.tensorrt_io import BindingsIO, TensorAddressIO, io_for
+from tests.engines.recording_tensorrt import (RecordingContext10, RecordingContext82, RecordingEngine10,
+                                              RecordingEngine82, recording_tensorrt)
+from tests.engines.tiny_onnx import SIZE, tiny_model, tiny_onnx
+
+
+def test_trt82_path_uses_bindings_and_execute_async_v2():
+    trt = recording_tensorrt("8.2.1.8")
+    context = RecordingContext82(trt.calls)
+    io = io_for(trt, RecordingEngine82(), context)
+    assert isinstance(io, BindingsIO) and "execute_async_v2" in io.path
+    assert [(t.name, t.is_input, t.dtype) for t in io.tensors] == [("input_0", True, np.float32),
+                                                                  ("output_0", False, np.float32)]
+    assert io.max_shape("input_0") == (8, 3, 32, 32)
+    io.bind({"input_0": 1000, "output_0": 2000})
+    io.set_input_shape("input_0", (4, 3, 32, 32))
+    assert io.output_shape("output_0") == (4, 3)
+    io.execute(77)
+    assert trt.calls[-2:] == [("set_binding_shape", (0, (4, 3, 32, 32))), ("execute_async_v2", ((1000, 2000), 77))]
+
+
+def test_trt10_path_uses_tensor_addresses_and_execute_async_v3():
+    trt = recording_tensorrt("10.3.0")
+    context = RecordingContext10(trt.calls)
+    io = io_for(trt, RecordingEngine10(), context)
+    assert isinstance(io, TensorAddressIO) and "execute_async_v3" in io.path
+    assert io.max_shape("input_0") == (8, 3, 32, 32)
+    io.bind({"input_0": 1000, "output_0": 2000})
+    io.set_input_shape("input_0", (2, 3, 32, 32))
+    assert io.output_shape("output_0") == (2, 3)
+    io.execute(77)
+    assert trt.calls == [("set_tensor_address", ("input_0", 1000)), ("set_tensor_address", ("output_0", 2000)),
+                         ("set_input_shape", ("input_0", (2, 3, 32, 32))), ("execute_async_v3", 77)]
+
+
+def test_cuda_thread_runs_every_call_on_its_one_thread():
+    record = {"opened": [], "released": []}
+
+    def recording_context():
+        record["opened"].append(threading.current_thread().name)
+        return lambda: record["released"].append(threading.current_thread().name)
+    worker = CudaThread(recording_context, name="recording-cuda")
+    seen = set(worker.call(lambda: threading.current_thread().name) for _ in range(5))
+    callers = []
+    threads = [threading.Thread(target=lambda: callers.append(worker.call(lambda: threading.current_thread().name)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == set(callers) == {"recording-cuda"} and record["opened"] == ["recording-cuda"]
+    assert worker.call(lambda: worker.call(lambda: 42)) == 42  # re-entrant: no deadlock
+    with pytest.raises(ZeroDivisionError):
+        worker.call(lambda: 1 / 0)
+    worker.close()
+    assert record["released"] == ["recording-cuda"]
+
+
+def test_cuda_thread_reports_a_failed_context():
+    def failing():
+        raise RuntimeError("no CUDA device")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        CudaThread(failing)
+
+
+def _tensorrt_and_gpu():
+    from device.backends.tensorrt_backend import tensorrt_ready
+    return tensorrt_ready()
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_real_tensorrt_logits_match_torch(tmp_path):
+    ok, reason = _tensorrt_and_gpu()
+    if not ok:
+        pytest.skip("needs TensorRT, pycuda and a CUDA GPU: " + reason)
+    import torch
+    from device.backends import open_backend
+    images = np.random.RandomState(2).standard_normal((5, 3, SIZE, SIZE)).astype(np.float32)
+    with torch.no_grad():
+        expected = tiny_model().eval()(torch.from_numpy(images)).numpy()
+    with open_backend(tiny_onnx(), backend="tensorrt", max_batch=4, cache_dir=str(tmp_path), log=None) as opened:
+        np.testing.assert_allclose(opened.infer(images), expected, atol=1e-3, rtol=1e-3)
+        assert opened.describe()["engine"]["built_now"]
+        run = opened.network_only(images[:4])
+        opened.run_in_context(run)
+    with open_backend(tiny_onnx(), backend="tensorrt", max_batch=4, cache_dir=str(tmp_path), log=None) as again:
+        assert not again.describe()["engine"]["built_now"]  # loaded from the cache
+        np.testing.assert_allclose(again.infer(images), expected, atol=1e-3, rtol=1e-3)

@@ -1,0 +1,66 @@
+"""device-bench: the library function's figures and the CLI's JSON, exit codes and error messages."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from device.backends import open_backend
+from device.bench import benchmark, main, parse_batches
+from device.errors import DeviceError
+from tests.engines.tiny_onnx import tiny_onnx
+
+
+def test_benchmark_library_function(tmp_path):
+    with open_backend(tiny_onnx(), backend="onnxruntime", max_batch=4, cache_dir=str(tmp_path), log=None) as opened:
+        result = benchmark(opened, batch=4, seconds=0.05, warmup_s=0.01)
+    assert result["batch"] == 4 and result["backend"] == "onnxruntime" and result["precision"] == "fp32"
+    copies = result["with_copies"]
+    assert copies["runs"] >= 10 and copies["throughput_ips"] > 0
+    latency = copies["latency_ms"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    assert copies["throughput_ips"] == pytest.approx(4 * copies["runs"] / copies["seconds"], rel=1e-2)
+    assert "no host-device copies" in result["network_only"]["note"]
+
+
+def test_cli_json_records_backend_precision_versions(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["--model", tiny_onnx(), "--backend", "onnxruntime", "--batch", "1,2", "--seconds", "0.05",
+                 "--warmup", "0.01", "--cache-dir", str(tmp_path), "--json", "--out", str(out)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(out.read_text())
+    assert [r["batch"] for r in report["results"]] == [1, 2]
+    assert report["backend"]["backend"] == "onnxruntime" and report["backend"]["precision"] == "fp32"
+    assert "onnxruntime" in report["backend"]["versions"] and "python" in report["backend"]["versions"]
+    assert report["model_sha256"] == report["backend"]["model_sha256"] and report["generation"] == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "/no/such/model.onnx"], "does not exist"),
+    (["--model", "TINY", "--backend", "cuda"], "backend 'cuda' is not one of"),
+    (["--model", "TINY", "--precision", "fp64"], "precision 'fp64' is not one of"),
+    (["--model", "TINY", "--batch", "1,x"], "is not a batch size"),
+    (["--model", "TINY", "--batch", "0"], "must be integers >= 1"),
+    (["--model", "TINY", "--seconds", "0"], "--seconds must be > 0"),
+    (["--model", "http://127.0.0.1:9/models/0/model.onnx"], "unreachable"),
+])
+def test_cli_bad_input_exits_2_with_a_message(argv, message, capsys, tmp_path):
+    argv = [tiny_onnx() if arg == "TINY" else arg for arg in argv] + ["--cache-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("device-bench: error: ") and message in err and "Traceback" not in err
+
+
+def test_cli_not_onnx_in_a_fresh_process_has_no_traceback(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("not a model")
+    done = subprocess.run([sys.executable, "-m", "device.bench", "--model", str(bad)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert done.returncode == 2 and "is not an ONNX model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_parse_batches():
+    assert parse_batches("1,8") == [1, 8] and parse_batches("4") == [4]
+    with pytest.raises(DeviceError):
+        parse_batches("")

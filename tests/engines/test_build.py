@@ -1,0 +1,125 @@
+"""The builder sequence and the TensorRT-version paths, driven by recording stand-ins (tests/engines/
+recording_tensorrt.py: they record calls, they are not TensorRT), on a real exported ONNX and a real cache."""
+import os
+
+import pytest
+
+from device.model_info import ModelInfo
+from engines import tensorrt_api as api
+from engines.build import BuildSettings, cached_engine_from_onnx, engine_from_onnx
+from engines.errors import EngineError
+from engines.gpu import GpuInfo
+from tests.engines.recording_tensorrt import recording_tensorrt
+from tests.engines.tiny_onnx import tiny_onnx
+
+TX1 = GpuInfo("NVIDIA Tegra X1", (5, 3), 4 << 30)
+ORIN = GpuInfo("Orin", (8, 7), 8 << 30)
+
+
+@pytest.fixture(scope="module")
+def info():
+    return ModelInfo.from_onnx(tiny_onnx())
+
+
+def quiet(message):
+    pass
+
+
+def test_trt82_sequence_fp16(info, tmp_path):
+    trt = recording_tensorrt("8.2.1.8")
+    timing = str(tmp_path / "timing.cache")
+    engine = engine_from_onnx(trt, info.path, info, BuildSettings("fp16", 1, 1, 8, 256), timing, log=quiet)
+    assert engine == b"RECORDING-ENGINE-8.2.1.8"
+    names = trt.calls.names()
+    assert names == ["Logger", "Builder", "create_network", "OnnxParser", "parse", "create_builder_config",
+                     "config.max_workspace_size", "config.set_flag", "profile.set_shape",
+                     "config.add_optimization_profile", "config.create_timing_cache", "config.set_timing_cache",
+                     "build_serialized_network"]
+    calls = dict(trt.calls)
+    assert calls["create_network"] == 1  # 1 << EXPLICIT_BATCH
+    assert calls["config.max_workspace_size"] == 256 << 20
+    assert calls["config.set_flag"] == "FP16"
+    assert calls["profile.set_shape"] == ("input_0", (1, 3, 32, 32), (1, 3, 32, 32), (8, 3, 32, 32))
+    assert calls["config.set_timing_cache"] is False
+    assert open(timing, "rb").read() == b"+timings"  # saved after the build, read back next time
+    engine_from_onnx(trt, info.path, info, BuildSettings("fp32"), timing, log=quiet)
+    assert ("config.create_timing_cache", b"+timings") in trt.calls
+
+
+def test_trt10_uses_memory_pool_and_no_fp16_for_fp32(info):
+    trt = recording_tensorrt("10.3.0")
+    engine_from_onnx(trt, info.path, info, BuildSettings("fp32", workspace_mb=128), log=quiet)
+    calls = dict(trt.calls)
+    assert calls["config.set_memory_pool_limit"] == ("WORKSPACE", 128 << 20)
+    assert "config.max_workspace_size" not in calls and "config.set_flag" not in calls
+
+
+def test_parser_errors_are_shown_in_full(info):
+    trt = recording_tensorrt("8.2.1.8", parse_ok=False)
+    with pytest.raises(EngineError) as caught:
+        engine_from_onnx(trt, info.path, info, BuildSettings(), log=quiet)
+    text = str(caught.value)
+    assert "2 error(s)" in text and "In node 0 (importConv)" in text and "full description 1" in text
+    assert "code=UNSUPPORTED_NODE" in text and "opset" in text
+
+
+def test_failed_build_says_what_to_try(info):
+    trt = recording_tensorrt("8.2.1.8", build_ok=False)
+    with pytest.raises(EngineError, match="workspace"):
+        engine_from_onnx(trt, info.path, info, BuildSettings(), log=quiet)
+
+
+def test_trt11_has_no_precision_flags(info):
+    trt = recording_tensorrt("11.0.0")
+    assert not api.has_precision_flags(trt)
+    assert api.network_creation_flags(trt) == 0
+    engine_from_onnx(trt, info.path, info, BuildSettings("fp32"), log=quiet)
+    with pytest.raises(EngineError, match="FP16 ONNX"):
+        engine_from_onnx(trt, info.path, info, BuildSettings("fp16"), log=quiet)
+    with pytest.raises(EngineError, match="Q/DQ"):
+        engine_from_onnx(trt, info.path, info, BuildSettings("int8"), log=quiet)
+
+
+def test_int8_refused_on_tx1_suggesting_fp16(info):
+    trt = recording_tensorrt("8.2.1.8", fast_int8=False)
+    with pytest.raises(Exception, match="fp16"):
+        engine_from_onnx(trt, info.path, info, BuildSettings("int8"), calibrator=object(), gpu=TX1, log=quiet)
+    assert "build_serialized_network" not in trt.calls.names()
+
+
+def test_int8_sequence_sets_calibrator_and_profile(info):
+    trt = recording_tensorrt("8.2.1.8", fast_int8=True)
+    calibrator = object()
+    engine_from_onnx(trt, info.path, info, BuildSettings("int8"), calibrator=calibrator, gpu=ORIN, log=quiet)
+    calls = trt.calls
+    assert ("config.set_flag", "INT8") in calls and ("config.set_flag", "FP16") in calls
+    assert ("config.int8_calibrator", calibrator) in calls and "config.set_calibration_profile" in calls.names()
+
+
+def test_settings_are_checked():
+    with pytest.raises(EngineError, match="precision"):
+        BuildSettings("fp8")
+    with pytest.raises(EngineError, match="min <= opt <= max"):
+        BuildSettings("fp32", 1, 9, 8)
+
+
+def test_cached_engine_built_once_then_loaded_then_rebuilt_when_truncated(info, tmp_path):
+    trt = recording_tensorrt("8.2.1.8")
+    settings = BuildSettings("fp16", 1, 1, 8)
+    entry, data, sidecar, built = cached_engine_from_onnx(trt, info, settings, TX1, str(tmp_path), log=quiet)
+    assert built and data == b"RECORDING-ENGINE-8.2.1.8"
+    assert sidecar["key"]["gpu_name"] == "NVIDIA Tegra X1" and sidecar["key"]["compute_capability"] == "5.3"
+    assert sidecar["key"]["onnx_sha256"] == info.sha256 and sidecar["key"]["batch_profile"] == [1, 1, 8]
+    assert os.path.isfile(os.path.join(str(tmp_path), "engines", "timing-trt8.2.1.8-NVIDIA-Tegra-X1-sm53.cache"))
+    builds = trt.calls.names().count("build_serialized_network")
+    _, again, _, built = cached_engine_from_onnx(trt, info, settings, TX1, str(tmp_path), log=quiet)
+    assert not built and again == data and trt.calls.names().count("build_serialized_network") == builds
+    with open(entry.engine_path, "r+b") as handle:
+        handle.truncate(4)
+    messages = []
+    _, rebuilt, _, built = cached_engine_from_onnx(trt, info, settings, TX1, str(tmp_path), log=messages.append)
+    assert built and rebuilt == data and any("truncated" in m for m in messages)
+    # another TensorRT or GPU is a different key: a separate build, the first entry untouched
+    other = recording_tensorrt("10.3.0")
+    other_entry, _, _, built = cached_engine_from_onnx(other, info, settings, ORIN, str(tmp_path), log=quiet)
+    assert built and other_entry.engine_path != entry.engine_path and entry.check() is None
