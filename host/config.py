@@ -32,6 +32,13 @@ class EvolveConfig:
     val_fraction: float = 0.1  # held out per class when DIR has no val folder
     pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
     dropout: float = 0.5
+    target_fps: float = 0.0  # >0: steer R by measured speed and stop when a generation reaches this fps
+    latency_from: str = "local"  # where fps is measured: "local" (ONNX Runtime here) or "device:ID"
+    env_floor: float = 0.5  # the harshest R the speed rule may choose
+    top1_floor: float = 0.0  # stop when a generation's top-1 falls below this (the best ones are kept)
+    fps_weight: float = 0.0  # K > 1 with a target: fitness = top1 + fps_weight * min(1, fps / target) (local)
+    latency_timeout: float = 900.0  # seconds to wait for a device's report of a generation
+    latency_seconds: float = 2.0  # duration of each local speed measurement
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str = ""  # decoded-image cache ("" = RUN/cache)
 
@@ -101,6 +108,14 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"crop_scale = {config.crop_scale} must be in (0, 1]")
     if not 0 <= config.distill_weight <= 1:
         problems.append(f"distill_weight = {config.distill_weight} must be in [0, 1]")
+    if config.target_fps < 0 or not 0 < config.env_floor <= config.env_factor:
+        problems.append(f"target_fps = {config.target_fps} must be >= 0 and 0 < env_floor ({config.env_floor}) "
+                        f"<= env_factor ({config.env_factor})")
+    if not (config.latency_from == "local" or (config.latency_from.startswith("device:") and
+                                                len(config.latency_from) > 7)):
+        problems.append(f"latency_from = {config.latency_from!r} must be 'local' or 'device:ID'")
+    if config.fps_weight > 0 and (config.target_fps <= 0 or config.latency_from != "local"):
+        problems.append("fps_weight needs target_fps > 0 and latency_from = 'local' (offspring are measured here)")
     if problems:
         raise HostError("invalid configuration: " + "; ".join(problems))
 

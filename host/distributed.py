@@ -69,6 +69,15 @@ def sum_across(world: World, *values: float) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def broadcast(world: World, value):
+    """Rank 0's ``value`` on every rank (a measured fps, a decision)."""
+    if not world.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -18,10 +18,11 @@ from tqdm import tqdm
 from device.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
-from host.distributed import World, barrier, init_world, local_device, shutdown
+from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
+from host.latency import local_fps, next_env_factor, parse_latency_source, wait_for_device_fps
 from host.data import CachedImages, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
-from host.export import export_generation
+from host.export import export_generation, onnx_from_model
 from host.genome import Genome
 from host.layout import RunLayout
 from host.lineage import Lineage
@@ -111,7 +112,8 @@ class Evolution:
                              crop_scale=c.crop_scale)
 
     # -- one offspring ---------------------------------------------------------------------------
-    def new_offspring(self, generation: int, index: int, parent: SqueezeNet | None) -> tuple[SqueezeNet, float | None]:
+    def new_offspring(self, generation: int, index: int, parent: SqueezeNet | None,
+                      env_factor: float) -> tuple[SqueezeNet, float | None]:
         c = self.config
         if parent is None:
             model = SqueezeNet(Genome.squeezenet1_1(self.num_classes), dropout=c.dropout)
@@ -121,13 +123,13 @@ class Evolution:
                 load_pretrained(model, c.pretrained)
             return model, None
         strengths = cluster_strengths(parent)
-        lam = solve_lambda(strengths, self.num_classes, c.env_factor, kind=c.budget, image_size=c.image_size,
+        lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
                            min_filters=c.min_filters, round_to=c.round_to)
         rng = np.random.default_rng(derive_seed(c.seed, generation, index, 12345))
         kept = sample_offspring(strengths, lam, rng, min_filters=c.min_filters, round_to=c.round_to)
         return inherit(parent.cpu(), kept), lam
 
-    def breed(self, generation: int, index: int, parent: SqueezeNet | None) -> dict:
+    def breed(self, generation: int, index: int, parent: SqueezeNet | None, env_factor: float) -> dict:
         """Train one offspring to the end (resuming from the checkpoint if it is this one's) and record it."""
         c, layout = self.config, self.layout
         epochs = c.ancestor_epochs if parent is None else c.epochs
@@ -148,7 +150,7 @@ class Evolution:
                     self.lineage.add_epoch(generation, index, epoch, stats)
             log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
         else:
-            model, lam = self.new_offspring(generation, index, parent)
+            model, lam = self.new_offspring(generation, index, parent, env_factor)
             first_epoch, train_seconds, history = 0, 0.0, []
         model = model.to(self.device).to(memory_format=torch.channels_last)
         teacher = parent if (parent is not None and c.distill_weight > 0) else None
@@ -188,21 +190,37 @@ class Evolution:
                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
                "macs": genome.macs(c.image_size), "top1": scores["top1"], "top5": scores["top5"],
                "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights)}
+        if c.fps_weight > 0 and parent is not None and self.world.is_main:
+            row["local_fps"] = self.offspring_fps(model)
         if self.world.is_main:
             self.lineage.add_offspring(row)
         barrier(self.world)
         return row
 
+    def offspring_fps(self, model: SqueezeNet) -> float:
+        """Local ONNX Runtime speed of an offspring that is not exported yet (fitness with --fps-weight)."""
+        path = self.layout.root / "offspring-speed.onnx"
+        path.write_bytes(onnx_from_model(model, self.data.spec).SerializeToString())
+        try:
+            return local_fps(path, self.config.latency_seconds)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def fitness(self, row: dict) -> tuple:
+        """Best top-1 (plus the speed bonus with --fps-weight), then the smaller."""
+        c = self.config
+        bonus = c.fps_weight * min(1.0, row["local_fps"] / c.target_fps) if row.get("local_fps") else 0.0
+        return (row["top1"] + bonus, -row["params"])
+
     # -- one generation --------------------------------------------------------------------------
-    def run_generation(self, generation: int, parent: SqueezeNet | None) -> dict:
+    def run_generation(self, generation: int, parent: SqueezeNet | None, env_factor: float) -> dict:
         c = self.config
         done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
         count = 1 if parent is None else c.offspring
         for index in range(count):
             if index not in done:
-                done[index] = self.breed(generation, index, parent)
-        # the fittest: best top-1, then the smaller
-        best = max(done.values(), key=lambda r: (r["top1"], -r["params"]))
+                done[index] = self.breed(generation, index, parent, env_factor)
+        best = max(done.values(), key=self.fitness)
         if not self.world.is_main:
             barrier(self.world)  # rank 0 exports and records; the others only need the weights, already written
             return dict(best)
@@ -211,8 +229,8 @@ class Evolution:
         card = export_generation(model, folder, spec=self.data.spec, labels=self.data.labels, generation=generation,
                                  parity_images=parity_images(self.data),
                                  extra_card={"top1": best["top1"], "top5": best["top5"], "parent": best["parent"],
-                                             "env_factor": None if parent is None else c.env_factor})
-        row = dict(best, env_factor=None if parent is None else c.env_factor, onnx=self.layout.relative(folder / "model.onnx"),
+                                             "env_factor": None if parent is None else env_factor})
+        row = dict(best, env_factor=None if parent is None else env_factor, onnx=self.layout.relative(folder / "model.onnx"),
                    sha256=card["sha256"], labels=self.layout.relative(folder / "labels.txt"),
                    card=self.layout.relative(folder / "card.json"))
         self.lineage.add_generation(row)
@@ -220,25 +238,57 @@ class Evolution:
         barrier(self.world)
         return row
 
+    def measured_fps(self, row: dict) -> float:
+        """The generation's fps from the configured source, measured once and kept in the lineage."""
+        fps = None
+        if self.world.is_main:
+            stored = self.lineage.generation(row["generation"])
+            fps = stored.get("measured_fps") if stored else None
+            if fps is None:
+                kind, device_id = parse_latency_source(self.config.latency_from)
+                if kind == "local":
+                    fps = local_fps(self.layout.root / row["onnx"], self.config.latency_seconds)
+                else:
+                    tqdm.write(f"  waiting for device {device_id} to report generation {row['generation']} ...")
+                    fps = wait_for_device_fps(self.lineage, device_id, row["sha256"], self.config.latency_timeout)
+                self.lineage.set_measured_fps(row["generation"], fps, self.config.latency_from)
+        return broadcast(self.world, fps)
+
     def run(self) -> dict:
         c = self.config
         finished = {row["generation"]: row for row in self.lineage.generations()}
         total = c.generations + 1
         bar = tqdm(range(total), desc="evolution", unit="gen", dynamic_ncols=True, disable=not self.world.is_main)
-        parent = None
+        parent, env_factor, stopped = None, c.env_factor, None
         for generation in bar:
             if generation in finished:
                 row = finished[generation]
             else:
-                row = self.run_generation(generation, parent)
+                row = self.run_generation(generation, parent, env_factor)
                 if self.world.is_main:
                     tqdm.write(describe(row))
-                    refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+            if c.target_fps > 0:
+                fps = self.measured_fps(row)
+                env_factor = next_env_factor(fps, c.target_fps, c.env_floor, c.env_factor)
+                if self.world.is_main:
+                    tqdm.write(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
+                               + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))
+                if fps >= c.target_fps:
+                    stopped = f"target {c.target_fps:g} fps met by generation {generation} ({fps:.0f} fps)"
+            if c.top1_floor > 0 and row["top1"] < c.top1_floor:
+                stopped = (f"top-1 {100 * row['top1']:.1f} % of generation {generation} fell below the floor "
+                           f"{100 * c.top1_floor:.1f} %")
+            if self.world.is_main and generation not in finished:
+                refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+            if stopped:
+                break
             parent = load_weights(self.layout.root / row["weights"], "cpu")
         bar.close()
         if not self.world.is_main:
             return {}
-        summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+        summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stopped)
+        if stopped:
+            tqdm.write(f"stopped: {stopped}")
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
 

@@ -13,13 +13,13 @@ CREATE TABLE IF NOT EXISTS offspring (
     generation INTEGER NOT NULL, offspring INTEGER NOT NULL, parent INTEGER, genome TEXT NOT NULL,
     params INTEGER NOT NULL, size_bytes INTEGER NOT NULL, macs INTEGER NOT NULL,
     top1 REAL NOT NULL, top5 REAL NOT NULL, train_seconds REAL NOT NULL, lambda REAL, weights TEXT NOT NULL,
-    created_at REAL NOT NULL, PRIMARY KEY (generation, offspring));
+    local_fps REAL, created_at REAL NOT NULL, PRIMARY KEY (generation, offspring));
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY, parent INTEGER, offspring INTEGER NOT NULL, genome TEXT NOT NULL,
     params INTEGER NOT NULL, size_bytes INTEGER NOT NULL, macs INTEGER NOT NULL,
     top1 REAL NOT NULL, top5 REAL NOT NULL, train_seconds REAL NOT NULL, env_factor REAL, lambda REAL,
     onnx TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, weights TEXT NOT NULL, labels TEXT NOT NULL,
-    card TEXT NOT NULL, local_fps REAL, created_at REAL NOT NULL);
+    card TEXT NOT NULL, local_fps REAL, measured_fps REAL, fps_source TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS epochs (
     generation INTEGER NOT NULL, offspring INTEGER NOT NULL, epoch INTEGER NOT NULL, loss REAL NOT NULL,
     train_top1 REAL NOT NULL, seconds REAL NOT NULL, images_per_second REAL NOT NULL,
@@ -46,6 +46,17 @@ class Lineage:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Runs made by an older version gain the newer columns (all nullable)."""
+        wanted = {"generations": {"measured_fps": "REAL", "fps_source": "TEXT"}, "offspring": {"local_fps": "REAL"}}
+        for table, columns in wanted.items():
+            have = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    with self.db:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -64,9 +75,10 @@ class Lineage:
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO offspring (generation, offspring, parent, genome, params, size_bytes, macs, "
-                "top1, top5, train_seconds, lambda, weights, created_at) VALUES "
+                "top1, top5, train_seconds, lambda, weights, local_fps, created_at) VALUES "
                 "(:generation, :offspring, :parent, :genome, :params, :size_bytes, :macs, :top1, :top5, "
-                ":train_seconds, :lambda, :weights, :created_at)", {"created_at": time.time(), **row})
+                ":train_seconds, :lambda, :weights, :local_fps, :created_at)",
+                {"created_at": time.time(), "local_fps": None, **row})
 
     def offspring(self, generation: int) -> list[dict]:
         return [dict(r) for r in self.db.execute(
@@ -98,6 +110,14 @@ class Lineage:
     def generation_by_sha256(self, sha256: str) -> dict | None:
         row = self.db.execute("SELECT * FROM generations WHERE sha256 = ?", (sha256,)).fetchone()
         return dict(row) if row else None
+
+    def set_measured_fps(self, generation: int, fps: float, source: str) -> None:
+        """The fps that steers the evolution (local ONNX Runtime or a device's report), and where it came from."""
+        with self.db:
+            self.db.execute("UPDATE generations SET measured_fps = ?, fps_source = ? WHERE generation = ?",
+                            (fps, source, generation))
+            if source == "local":
+                self.db.execute("UPDATE generations SET local_fps = ? WHERE generation = ?", (fps, generation))
 
     def set_local_fps(self, generation: int, fps: float) -> None:
         with self.db:

@@ -19,7 +19,8 @@ def pareto_front(points: list[dict]) -> list[int]:
     return sorted(front)
 
 
-def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str]) -> dict:
+def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
+                  stopped: str | None = None) -> dict:
     measured = lineage.measured_fps()
     generations = []
     for row in lineage.generations():
@@ -29,10 +30,16 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "macs": row["macs"], "top1": row["top1"], "top5": row["top5"], "train_seconds": row["train_seconds"],
             "env_factor": row["env_factor"], "lambda": row["lambda"], "onnx": row["onnx"], "sha256": row["sha256"],
             "labels": row["labels"], "card": row["card"], "genome": json.loads(row["genome"]),
-            "local_fps": row["local_fps"], "device_fps": measured.get(row["generation"])})
+            "local_fps": row["local_fps"], "device_fps": measured.get(row["generation"]),
+            "measured_fps": row.get("measured_fps"), "fps_source": row.get("fps_source")})
     ancestor = generations[0] if generations else None
-    return {"generations": generations, "pareto": pareto_front(generations), "preprocess": preprocess,
-            "labels": labels, "config": lineage.config(), "skipped_files": len(lineage.skipped()),
+    config = lineage.config()
+    floor = config.get("top1_floor") or 0.0
+    eligible = [g for g in generations if g["top1"] >= floor]
+    best = min(eligible, key=lambda g: (g["size_bytes"], -g["top1"]))["generation"] if eligible else None
+    return {"generations": generations, "stopped": stopped, "best_generation": best,
+            "target_fps": config.get("target_fps") or None, "pareto": pareto_front(generations), "preprocess": preprocess,
+            "labels": labels, "config": config, "skipped_files": len(lineage.skipped()),
             "compression": (ancestor["size_bytes"] / generations[-1]["size_bytes"]) if ancestor else None}
 
 
@@ -80,6 +87,8 @@ def plot_report(layout: RunLayout, summary: dict) -> None:
         if points:
             fps_axis.plot(*zip(*points), style, label=name)
     fps_axis.set_ylabel("images/s")
+    if summary.get("target_fps"):
+        fps_axis.axhline(summary["target_fps"], color="grey", linestyle=":", label="target fps")
     lines = right.get_legend_handles_labels()
     more = fps_axis.get_legend_handles_labels()
     right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
@@ -91,8 +100,9 @@ def plot_report(layout: RunLayout, summary: dict) -> None:
     tmp.replace(layout.report)
 
 
-def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str]) -> dict:
-    summary = build_summary(layout, lineage, preprocess, labels)
+def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
+            stopped: str | None = None) -> dict:
+    summary = build_summary(layout, lineage, preprocess, labels, stopped)
     write_summary(layout, summary)
     plot_report(layout, summary)
     return summary

@@ -1,0 +1,254 @@
+"""The serve loop: capture -> preprocess -> infer -> top-k -> overlay -> output, pipelined.
+
+Three stages run at once, joined by queues two frames deep (one would overlap; two absorb jitter):
+
+    reader thread      (device/sources.py)   grabs frames (live: newest only; files: lock-step)
+    preprocess thread                         resize + normalise frame n+1 while frame n is inferred
+    inference thread = the caller's thread    backend.infer only (TensorRT runs every CUDA call on its own
+                                              CUDA thread, device/backends/cuda_thread.py; nothing else
+                                              here touches CUDA but a 1 s memory sample, sent there too)
+    output thread                             softmax, top-k, smoothing, overlay, page/window, telemetry
+
+So the inference thread never waits for CPU work as long as the CPU stages are each faster than the
+network: the loop runs at the bare backend's speed (device-bench), which bench/serve_loop.py checks.
+Python 3.6, numpy, OpenCV; the backend is anything with ``infer(nchw float32) -> logits``.
+"""
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+
+from device.errors import DeviceError
+from device.overlay import draw_overlay
+
+_END = object()
+
+
+def softmax(logits):
+    """Row-wise softmax of (N, C) logits, stable for large values."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(probabilities, labels, k=5):
+    """[(label, probability), ...] of the ``k`` most likely classes, best first."""
+    probabilities = np.asarray(probabilities).reshape(-1)
+    k = min(k, probabilities.size)
+    best = np.argpartition(-probabilities, k - 1)[:k]
+    best = best[np.argsort(-probabilities[best], kind="stable")]
+    return [(labels[i] if i < len(labels) else str(i), round(float(probabilities[i]), 6)) for i in best]
+
+
+class Smoother(object):
+    """Exponential moving average of the class probabilities: ``alpha`` 0 is off, 0.8 is steady."""
+
+    def __init__(self, alpha=0.0):
+        if not 0.0 <= alpha < 1.0:
+            raise DeviceError("--smoothing {} must be in [0, 1): 0 is off, 0.8 steadies a flickering label".format(
+                alpha))
+        self.alpha = alpha
+        self.state = None
+
+    def __call__(self, probabilities):
+        if self.alpha == 0.0:
+            return probabilities
+        if self.state is None or self.state.shape != probabilities.shape:
+            self.state = probabilities.copy()
+        else:
+            self.state = self.alpha * self.state + (1.0 - self.alpha) * probabilities
+        return self.state
+
+
+def display_available():
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class ServeLoop(object):
+    """Runs the pipeline until the source ends, ``frames`` frames are classified, ``duration_s`` passes,
+    ``stop()`` is called, or Ctrl-C. ``run()`` must be called on the thread that owns the backend (CUDA)."""
+
+    def __init__(self, backend, spec, labels, reader, telemetry, hub=None, display=False, top=5, smoothing=0.0,
+                 frames=None, duration_s=None, status_every_s=None, log=print, window_title="device-serve"):
+        self.backend = backend
+        self.spec = spec
+        self.labels = list(labels)
+        self.reader = reader
+        self.telemetry = telemetry
+        self.hub = hub
+        self.display = display
+        self.top = top
+        self.smoother = Smoother(smoothing)
+        self.frames = frames
+        self.duration_s = duration_s
+        self.status_every_s = status_every_s
+        self.log = log
+        self.window_title = window_title
+        self.inferred = 0
+        self.errors = []
+        self._stop = threading.Event()
+        self._to_infer = queue.Queue(maxsize=2)
+        self._to_output = queue.Queue(maxsize=2)
+
+    def stop(self):
+        self._stop.set()
+
+    # -- the inference thread (the caller's) --------------------------------------------------
+    def run(self):
+        """Run to the end; return the final telemetry snapshot. Raises DeviceError if a stage failed."""
+        preprocess = threading.Thread(target=self._guard, args=(self._preprocess_stage,), name="preprocess",
+                                      daemon=True)
+        output = threading.Thread(target=self._guard, args=(self._output_stage,), name="output", daemon=True)
+        self.telemetry.start()
+        started = time.monotonic()
+        next_cuda_sample = started
+        preprocess.start()
+        output.start()
+        try:
+            while not self._stop.is_set():
+                if self.duration_s is not None and time.monotonic() - started >= self.duration_s:
+                    break
+                if self.frames is not None and self.inferred >= self.frames:
+                    break
+                try:
+                    item = self._to_infer.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                frame, tensor = item
+                begin = time.monotonic()
+                logits = self.backend.infer(tensor)
+                self.telemetry.stage("infer", (time.monotonic() - begin) * 1000.0)
+                self.inferred += 1
+                self._put(self._to_output, (frame, logits))
+                if self.backend.name == "tensorrt" and time.monotonic() >= next_cuda_sample:
+                    # GPU memory through pycuda, where the backend's CUDA context lives
+                    self.telemetry.sample_cuda(self.backend.run_in_context)
+                    next_cuda_sample = time.monotonic() + 1.0
+        except KeyboardInterrupt:
+            self.log("device-serve: interrupted; finishing")
+        finally:
+            self._end_output(output)
+            preprocess.join(timeout=2.0)
+        if self.errors:
+            raise self.errors[0]
+        return self.telemetry.snapshot()
+
+    def _end_output(self, output):
+        """Let the output stage finish the frames already inferred, then stop every stage."""
+        deadline = time.monotonic() + 10.0
+        while output.is_alive() and time.monotonic() < deadline:
+            try:
+                self._to_output.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        output.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._stop.set()
+
+    def _put(self, target, item):
+        """Put, waiting while the next stage is busy; give up (False) once the loop is stopping."""
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _guard(self, stage):
+        try:
+            stage()
+        except DeviceError as error:
+            self.errors.append(error)
+        except Exception as error:  # keep the message, end the run cleanly rather than hang the pipeline
+            self.errors.append(DeviceError("{} failed: {}: {}".format(stage.__name__.strip("_"),
+                                                                      type(error).__name__, error)))
+        finally:
+            if self.errors:
+                self._stop.set()
+
+    # -- the preprocess thread ---------------------------------------------------------------
+    def _preprocess_stage(self):
+        while not self._stop.is_set():
+            frame = self.reader.get(timeout=0.1)
+            if frame is False:
+                continue
+            if frame is None:
+                break
+            begin = time.monotonic()
+            tensor = self.spec(frame.image)
+            self.telemetry.stage("capture", frame.read_ms)
+            self.telemetry.stage("preprocess", (time.monotonic() - begin) * 1000.0)
+            if not self._put(self._to_infer, (frame, tensor)):
+                return
+        self._put(self._to_infer, _END)
+
+    # -- the output thread -------------------------------------------------------------------
+    def _output_stage(self):
+        window = self._open_window() if self.display else False
+        next_status = time.monotonic() + (self.status_every_s or 0)
+        try:
+            while True:
+                try:
+                    item = self._to_output.get(timeout=0.1)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if item is _END:
+                    return
+                frame, logits = item
+                begin = time.monotonic()
+                probabilities = self.smoother(softmax(np.asarray(logits).reshape(1, -1))[0])
+                best = top_k(probabilities, self.labels, self.top)
+                now = time.monotonic()
+                self.telemetry.stage("postprocess", (now - begin) * 1000.0)
+                if window or (self.hub is not None and self.hub.watched):
+                    begin = now
+                    draw_overlay(frame.image, best, self.telemetry.rate.recent(now), self.telemetry.network_fps())
+                    now = time.monotonic()
+                    self.telemetry.stage("overlay", (now - begin) * 1000.0)
+                begin = now
+                if self.hub is not None:
+                    self.hub.publish(frame.image)
+                if window:
+                    import cv2
+                    cv2.imshow(self.window_title, frame.image)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        self.log("device-serve: window closed; finishing")
+                        self._stop.set()
+                now = time.monotonic()
+                self.telemetry.stage("output", (now - begin) * 1000.0)
+                self.telemetry.frame_done((now - frame.captured) * 1000.0, best)
+                if self.status_every_s and now >= next_status:
+                    self.log(status_line(self.telemetry.snapshot()))
+                    next_status = now + self.status_every_s
+        finally:
+            if window:
+                import cv2
+                cv2.destroyAllWindows()
+
+    def _open_window(self):
+        if not display_available():
+            self.log("device-serve: --display asked for but there is no display (DISPLAY unset); running headless")
+            return False
+        import cv2
+        cv2.namedWindow(self.window_title, cv2.WINDOW_NORMAL)
+        return True
+
+
+def status_line(snapshot):
+    """The one-line status jetson-inference users know, with both fps figures named."""
+    top = snapshot.get("top") or []
+    best = "{:05.2f}% {}".format(100.0 * top[0][1], top[0][0]) if top else "-"
+    latency = snapshot["latency_ms"]["p50"]
+    return ("device-serve: {frames} frames | {fps:.1f} FPS end-to-end | Network {net:.1f} FPS | {best} | "
+            "latency p50 {lat} ms | dropped {dropped} | RSS {rss} MB".format(
+                frames=snapshot["frames"], fps=snapshot.get("fps_recent") or 0.0, net=snapshot["network_fps"],
+                best=best, lat="-" if latency is None else "{:.2f}".format(latency), dropped=snapshot["dropped"],
+                rss=snapshot["rss_mb"]))

@@ -1,0 +1,236 @@
+"""device-serve: classify a live source with a generation's model, show it, measure it, report it.
+
+    device-serve --model PATH|URL [--source SRC | --camera [ID|csi://N]] [--backend auto|onnxruntime|tensorrt]
+                 [--precision fp32|fp16|int8] [--http [HOST:]PORT] [--report-to URL] [--token T]
+                 [--frames N] [--duration S] [--headless] [--stats-json PATH]
+
+SRC: a video file, an image folder, rtsp://..., /dev/videoN, csi://N, a camera index, or synthetic.
+Bad input (missing model, unknown source, unreachable camera) ends with one line naming it and the fix,
+exit status 2, no traceback.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from device.errors import DeviceError
+from device.sources import SOURCE_HELP
+
+EXIT_BAD_INPUT = 2
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(prog="device-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a generation's model.onnx, or a host-serve URL "
+                        "(http://HOST:8700/models/N/model.onnx); sha256-checked")
+    parser.add_argument("--sha256", help="the model's expected sha256 (checked before anything starts)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--source", help="what to classify: " + SOURCE_HELP)
+    where.add_argument("--camera", nargs="?", const="0", metavar="ID|csi://N",
+                       help="a camera: an index (default 0), /dev/videoN or csi://N")
+    parser.add_argument("--loop", action="store_true", help="play a video file or image folder again at its end")
+    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--cache-dir", help="where engines and downloaded models are kept")
+    parser.add_argument("--http", metavar="[HOST:]PORT",
+                        help="serve the live page (MJPEG, top-5, fps, latency, memory), /stats and /metrics; "
+                             "a bare port binds to loopback, 0.0.0.0:PORT shares it on the network")
+    parser.add_argument("--display", action="store_true", help="show the annotated frames in a window")
+    parser.add_argument("--headless", action="store_true", help="no window; print a status line every second")
+    parser.add_argument("--status-every", type=float, default=1.0, metavar="S",
+                        help="seconds between status lines (0: none; default %(default)s)")
+    parser.add_argument("--top", type=int, default=5, help="how many classes the page and reports show")
+    parser.add_argument("--smoothing", type=float, default=0.0,
+                        help="moving average of the probabilities, 0 (off) to 0.99 (default %(default)s)")
+    parser.add_argument("--warmup", type=float, default=0.5, metavar="S",
+                        help="seconds of backend warm-up before the first frame (default %(default)s)")
+    parser.add_argument("--frames", type=int, help="stop after N classified frames")
+    parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--stats-json", metavar="PATH", help="write the final figures here")
+    parser.add_argument("--report-to", metavar="URL", help="host-serve's address, e.g. http://HOST:8700")
+    parser.add_argument("--token", help="host-serve's bearer token (or SQUISHEDNETS_TOKEN)")
+    parser.add_argument("--report-every", type=float, default=10.0, metavar="S",
+                        help="seconds between periodic reports (default %(default)s)")
+    parser.add_argument("--spool-dir", help="where undelivered reports wait (default ~/.local/state/squishednets/"
+                                            "reports)")
+    parser.add_argument("--spool-limit", type=int, default=1000, help="most reports kept waiting (default "
+                                                                       "%(default)s)")
+    parser.add_argument("--device-id", help="this device's name in the reports (default: hostname + random "
+                                            "suffix, kept in the spool folder)")
+    return parser
+
+
+def check_args(args):
+    if args.frames is not None and args.frames < 1:
+        raise DeviceError("--frames {} must be at least 1".format(args.frames))
+    if args.duration is not None and args.duration <= 0:
+        raise DeviceError("--duration {} must be positive (seconds)".format(args.duration))
+    if not 1 <= args.top <= 100:
+        raise DeviceError("--top {} must be between 1 and 100".format(args.top))
+    if args.report_every <= 0:
+        raise DeviceError("--report-every {} must be positive (seconds)".format(args.report_every))
+    if args.spool_limit < 1:
+        raise DeviceError("--spool-limit {} must be at least 1".format(args.spool_limit))
+    if args.source is None and args.camera is None:
+        raise DeviceError("nothing to classify: give --source SRC ({}) or --camera".format(SOURCE_HELP))
+    if args.http:
+        from device.web import parse_http_address
+        parse_http_address(args.http)
+    if args.stats_json:
+        folder = os.path.dirname(os.path.abspath(args.stats_json))
+        if not os.path.isdir(folder):
+            raise DeviceError("--stats-json {}: folder {} does not exist".format(args.stats_json, folder))
+
+
+def serve(args, log=print):
+    """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict)."""
+    from device.loop import ServeLoop, display_available
+    from device.reports import ReportSpool, Reporter
+    from device.sources import FrameReader, open_source
+    from device.telemetry import Telemetry, platform_info
+
+    check_args(args)
+    source_text = args.source if args.source is not None else args.camera
+    if args.camera is not None and not (args.camera.isdigit() or args.camera.startswith(("csi://", "/dev/video"))):
+        raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN or csi://N".format(args.camera))
+    reporter = None
+    if args.report_to:  # check the address before anything slow starts
+        from device.reports import reports_url
+        reports_url(args.report_to)
+
+    # 1. the model, refused before anything starts if it is missing or not what was asked for
+    from device.model_info import ModelInfo
+    from device.model_source import resolve_model
+    model_path = resolve_model(args.model, cache_dir=args.cache_dir, expected_sha256=args.sha256)
+    info = ModelInfo.from_onnx(model_path)
+    # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
+    source = open_source(source_text, loop=args.loop, log=log)
+    reader = telemetry = live = None
+    try:
+        # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
+        from device.backends import open_backend
+        backend = open_backend(model_path, backend=args.backend, precision=args.precision, max_batch=1,
+                               cache_dir=args.cache_dir, log=log)
+        try:
+            log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
+                os.path.basename(model_path), source.describe(), backend.name, backend.precision,
+                info.num_classes, info.spec.width, info.spec.height))
+            if args.warmup > 0:
+                backend.warmup(args.warmup)
+            telemetry = Telemetry(backend.name, backend.precision, info.sha256)
+            telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0)
+            platform = platform_info()
+            base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
+                           "platform": platform}
+
+            reader = FrameReader(source, log=log)
+            hub = None
+            if args.http:
+                from device.web import FrameHub, LiveServer, parse_http_address
+                host, port = parse_http_address(args.http)
+                hub = FrameHub()
+                live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
+                                  title="squishednets {}".format(os.path.basename(model_path)), log=log).start()
+                log("device-serve: live page at {}".format(live.url))
+            if args.report_to:
+                spool = ReportSpool(args.spool_dir, limit=args.spool_limit, device_id=args.device_id, log=log)
+                token = args.token or os.environ.get("SQUISHEDNETS_TOKEN")
+                reporter = Reporter(args.report_to, spool,
+                                    lambda: _report_body(base_report, _snapshot(telemetry, reader, reporter)),
+                                    token=token, interval_s=args.report_every, log=log).start()
+            display = args.display and not args.headless
+            if args.display and not display_available():
+                log("device-serve: no display here (DISPLAY unset); running headless")
+                display = False
+            loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
+                             top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
+                             status_every_s=args.status_every or None, log=log)
+            reader.start()
+            loop.run()
+            final = _snapshot(telemetry, reader, reporter)
+            final["backend_info"] = _describe(backend)
+        finally:
+            backend.close()
+    finally:
+        if reader is not None:
+            reader.close()
+        else:
+            source.close()
+        if live is not None:
+            live.close()
+        if telemetry is not None:
+            telemetry.close()
+    if reporter is not None:
+        reporter.close(_report_body(base_report, final))
+        final.update(reporter.status())
+    figures = stats_json(final)
+    if args.stats_json:
+        tmp = args.stats_json + ".partial"
+        with open(tmp, "w") as handle:
+            json.dump(figures, handle, indent=2, sort_keys=True)
+        os.replace(tmp, args.stats_json)
+    log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end, Network {network_fps:.1f} FPS, "
+        "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
+    return figures
+
+
+def _snapshot(telemetry, reader, reporter):
+    snapshot = telemetry.snapshot()
+    if reader is not None:
+        snapshot["dropped"] = reader.dropped
+        snapshot["source_gaps"] = len(reader.gaps)
+        snapshot["reconnecting"] = reader.reconnecting
+        snapshot["skipped"] = getattr(reader.source, "skipped", 0)
+    if reporter is not None:
+        snapshot.update(reporter.status())
+    return snapshot
+
+
+def _report_body(base, snapshot):
+    body = dict(base)
+    stats = dict(snapshot)
+    stats.pop("backend_info", None)
+    body["stats"] = stats
+    return body
+
+
+def _describe(backend):
+    try:
+        return backend.describe()
+    except Exception as error:  # a describe() failure must not lose the run's figures
+        return {"error": str(error)}
+
+
+def stats_json(snapshot):
+    """The --stats-json figures (DESIGN.md contract keys first, then the rest of the snapshot)."""
+    figures = {key: snapshot.get(key) for key in ("frames", "fps", "latency_ms", "stages_ms", "dropped", "rss_mb",
+                                                  "gpu_mem_mb", "backend", "precision", "model_sha256")}
+    for key, value in snapshot.items():
+        figures.setdefault(key, value)
+    if figures.get("first_frame_at") and figures.get("process_started_at"):
+        figures["startup_s"] = round(figures["first_frame_at"] - figures["process_started_at"], 3)
+    return figures
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    # OpenCV's own warnings (a camera that cannot be opened...) would repeat our one-line error in its words
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    try:
+        serve(args, log=_log)
+    except DeviceError as error:
+        print("device-serve: error: {}".format(error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("device-serve: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _log(message):
+    print(message, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""Frame sources for device-serve: cameras, CSI, V4L2, RTSP, video files, image folders, a synthetic scene.
+
+Python 3.6, numpy and OpenCV only. Two reading modes, chosen by the source:
+
+* live sources (a camera, ``csi://N``, ``/dev/videoN``, ``rtsp://``) are read by a thread that keeps only
+  the newest frame and counts the ones the loop never took (``dropped``): a slow loop shows old frames
+  never, lag never grows. A lost camera is reopened with back-off and the gap is logged.
+* recorded sources (a video file, an image folder, ``synthetic``) are read in lock-step through a short
+  queue: nothing is dropped, so a measurement over a file is the loop's own speed. The end of the file
+  ends the run cleanly (or starts it again with ``loop=True``).
+"""
+import glob
+import math
+import os
+import queue
+import re
+import threading
+import time
+
+import numpy as np
+
+from device.errors import DeviceError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265", ".ts",
+                    ".mjpeg", ".mjpg", ".wmv", ".flv", ".gif")
+SOURCE_HELP = ("a camera index (0), csi://N, /dev/videoN, rtsp://..., a video file, an image folder, "
+               "or 'synthetic'")
+
+
+class Frame(object):
+    """One captured frame: ``index`` (0, 1, ... as read), BGR ``image``, ``captured`` (time.monotonic()),
+    ``read_ms`` (time spent in the read call: the capture stage)."""
+    __slots__ = ("index", "image", "captured", "read_ms")
+
+    def __init__(self, index, image, captured, read_ms):
+        self.index = index
+        self.image = image
+        self.captured = captured
+        self.read_ms = read_ms
+
+
+# -- parsing ----------------------------------------------------------------------------------
+class SourceSpec(object):
+    """What a source argument means: ``kind`` in camera, csi, v4l2, rtsp, file, folder, synthetic."""
+
+    LIVE_KINDS = ("camera", "csi", "v4l2", "rtsp")
+
+    def __init__(self, kind, target, text):
+        self.kind = kind
+        self.target = target
+        self.text = text
+
+    @property
+    def live(self):
+        return self.kind in self.LIVE_KINDS
+
+    def __repr__(self):
+        return "SourceSpec({!r}, {!r})".format(self.kind, self.target)
+
+
+def parse_source(text):
+    """Map a ``--source`` / ``--camera`` argument to a :class:`SourceSpec`; raise DeviceError if unknown."""
+    text = str(text).strip()
+    if not text:
+        raise DeviceError("the source is empty: give " + SOURCE_HELP)
+    if text == "synthetic":
+        return SourceSpec("synthetic", None, text)
+    if re.match(r"^\d+$", text):
+        return SourceSpec("camera", int(text), text)
+    match = re.match(r"^csi://(\d+)$", text)
+    if match:
+        return SourceSpec("csi", int(match.group(1)), text)
+    if text.startswith("csi://"):
+        raise DeviceError("source {!r}: a CSI camera is csi://N with N the sensor id, e.g. csi://0".format(text))
+    match = re.match(r"^/dev/video(\d+)$", text)
+    if match:
+        return SourceSpec("v4l2", text, text)
+    if re.match(r"^rtsps?://", text):
+        return SourceSpec("rtsp", text, text)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text):
+        raise DeviceError("source {!r}: unknown scheme; use {}".format(text, SOURCE_HELP))
+    if os.path.isdir(text):
+        return SourceSpec("folder", text, text)
+    if os.path.isfile(text):
+        if text.lower().endswith(IMAGE_EXTENSIONS):
+            return SourceSpec("folder", text, text)  # a single image: a folder of one
+        return SourceSpec("file", text, text)
+    if text.lower().endswith(VIDEO_EXTENSIONS) or text.lower().endswith(IMAGE_EXTENSIONS):
+        raise DeviceError("source {!r}: no such file; check the path".format(text))
+    raise DeviceError("source {!r} is not {}".format(text, SOURCE_HELP))
+
+
+def csi_pipeline(sensor_id, width=1280, height=720, fps=30, out_width=None, out_height=None):
+    """The nvarguscamerasrc GStreamer pipeline for a Jetson CSI camera (REFERENCE.md); ``drop=true
+    max-buffers=1`` keeps the appsink from queueing stale frames (without it, lag grows)."""
+    out_width = out_width or width
+    out_height = out_height or height
+    return ("nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM),width={},height={},format=NV12,"
+            "framerate={}/1 ! nvvidconv ! video/x-raw,width={},height={},format=BGRx ! videoconvert ! "
+            "video/x-raw,format=BGR ! appsink drop=true max-buffers=1".format(
+                sensor_id, width, height, fps, out_width, out_height))
+
+
+def rtsp_pipeline(url, latency_ms=200):
+    """RTSP through GStreamer, dropping late buffers rather than queueing them."""
+    return ("rtspsrc location={} latency={} drop-on-latency=true ! decodebin ! videoconvert ! "
+            "video/x-raw,format=BGR ! appsink drop=true max-buffers=1".format(url, latency_ms))
+
+
+def opencv_has_gstreamer():
+    import cv2
+    for line in cv2.getBuildInformation().splitlines():
+        if "GStreamer" in line:
+            return "YES" in line
+    return False
+
+
+# -- sources ----------------------------------------------------------------------------------
+class CaptureSource(object):
+    """Anything cv2.VideoCapture opens: cameras, CSI, V4L2 devices, RTSP streams, video files."""
+
+    def __init__(self, spec, loop=False, width=1280, height=720):
+        self.spec = spec
+        self.loop = loop
+        self.width = width
+        self.height = height
+        self.live = spec.live
+        self.capture = None
+
+    def describe(self):
+        return self.spec.text
+
+    def open(self):
+        """Open (or reopen) the capture; raise DeviceError with the fix if it cannot be opened."""
+        import cv2
+        self.close()
+        kind, target = self.spec.kind, self.spec.target
+        if kind == "csi":
+            if not opencv_has_gstreamer():
+                raise DeviceError("source {}: this OpenCV has no GStreamer (pip's wheels lack it); on a Jetson use "
+                                  "JetPack's OpenCV (python3-opencv) or the l4t-ml container".format(self.spec.text))
+            capture = cv2.VideoCapture(csi_pipeline(target, self.width, self.height), cv2.CAP_GSTREAMER)
+        elif kind == "rtsp":
+            if opencv_has_gstreamer():
+                capture = cv2.VideoCapture(rtsp_pipeline(target), cv2.CAP_GSTREAMER)
+            else:
+                capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+        elif kind in ("camera", "v4l2"):
+            node = target if kind == "v4l2" else "/dev/video{}".format(target)
+            if os.path.isdir("/dev") and not os.path.exists(node):
+                raise DeviceError("{} could not be opened: {} does not exist (ls /dev/video* lists the cameras; "
+                                  "in a container pass --device {})".format(self.spec.text, node, node))
+            capture = cv2.VideoCapture(target, cv2.CAP_V4L2)
+            if capture.isOpened():
+                capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 only: no queue of stale frames in the driver
+                capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+                capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        else:
+            capture = cv2.VideoCapture(target)
+        if not capture.isOpened():
+            capture.release()
+            raise DeviceError(_open_failure(self.spec))
+        self.capture = capture
+
+    def read(self):
+        """The next BGR frame, or None at the end of a file or when a live source fails."""
+        if self.capture is None:
+            return None
+        ok, image = self.capture.read()
+        if ok and image is not None:
+            return image
+        if self.loop and not self.live:
+            import cv2
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self.capture.read()
+            if ok and image is not None:
+                return image
+        return None
+
+    def close(self):
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+def _open_failure(spec):
+    if spec.kind == "camera":
+        return ("camera {} could not be opened: is it plugged in (ls /dev/video*), not used by another program, "
+                "and passed to the container (--device /dev/video{})?".format(spec.target, spec.target))
+    if spec.kind == "v4l2":
+        return ("{} could not be opened: check that it exists, that you may read it (group 'video'), and that no "
+                "other program holds it".format(spec.target))
+    if spec.kind == "csi":
+        return ("CSI camera {} could not be opened: check the ribbon cable, that nvargus-daemon runs, and in a "
+                "container -v /tmp/argus_socket:/tmp/argus_socket".format(spec.text))
+    if spec.kind == "rtsp":
+        return "RTSP stream {} could not be opened: check the URL, the network and the credentials".format(spec.text)
+    return ("video file {} could not be opened: OpenCV cannot decode it (try re-encoding to H.264 MP4 or MJPEG "
+            "AVI)".format(spec.text))
+
+
+class ImageFolderSource(object):
+    """The images of a folder (sorted by name), or one image. Unreadable files are skipped and counted."""
+
+    live = False
+
+    def __init__(self, spec, loop=False, log=print):
+        self.spec = spec
+        self.loop = loop
+        self.log = log
+        self.paths = []
+        self.position = 0
+        self.skipped = 0
+
+    def describe(self):
+        return "{} ({} images)".format(self.spec.text, len(self.paths))
+
+    def open(self):
+        path = self.spec.target
+        if os.path.isfile(path):
+            self.paths = [path]
+        else:
+            self.paths = sorted(p for p in glob.glob(os.path.join(path, "*"))
+                                if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
+        if not self.paths:
+            raise DeviceError("image folder {} holds no images ({}): add some or give another source".format(
+                path, ", ".join(IMAGE_EXTENSIONS)))
+        self.position = 0
+
+    def read(self):
+        import cv2
+        misses = 0
+        while True:
+            if self.position >= len(self.paths):
+                if not self.loop or misses >= len(self.paths):
+                    return None
+                self.position = 0
+            path = self.paths[self.position]
+            self.position += 1
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+            if image is not None:
+                return image
+            misses += 1
+            self.skipped += 1
+            self.log("skipped unreadable image {} (not a decodable image)".format(path))
+
+    def close(self):
+        pass
+
+
+class SyntheticSource(object):
+    """A moving test scene made on the fly (no files, no camera): a colour gradient that drifts, a bouncing
+    disc and a frame counter. Deterministic: frame i is always the same picture."""
+
+    live = False
+
+    def __init__(self, spec=None, width=640, height=480, frames=None):
+        self.spec = spec or SourceSpec("synthetic", None, "synthetic")
+        self.width = width
+        self.height = height
+        self.frames = frames
+        self.index = 0
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        self._xs = xs / width
+        self._ys = ys / height
+
+    def describe(self):
+        return "synthetic {}x{}".format(self.width, self.height)
+
+    def open(self):
+        self.index = 0
+
+    def read(self):
+        import cv2
+        if self.frames is not None and self.index >= self.frames:
+            return None
+        t = self.index / 30.0
+        image = np.empty((self.height, self.width, 3), np.uint8)
+        image[..., 0] = (127 + 127 * np.sin(2 * math.pi * (self._xs + 0.10 * t))).astype(np.uint8)
+        image[..., 1] = (127 + 127 * np.sin(2 * math.pi * (self._ys + 0.07 * t))).astype(np.uint8)
+        image[..., 2] = (127 + 127 * np.cos(2 * math.pi * (self._xs + self._ys + 0.05 * t))).astype(np.uint8)
+        x = int((0.5 + 0.4 * math.sin(1.3 * t)) * self.width)
+        y = int((0.5 + 0.4 * math.cos(0.9 * t)) * self.height)
+        cv2.circle(image, (x, y), max(8, self.height // 8), (255, 255, 255), -1)
+        cv2.putText(image, "synthetic {}".format(self.index), (10, self.height - 12), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6, (0, 0, 0), 2)
+        self.index += 1
+        return image
+
+    def close(self):
+        pass
+
+
+def open_source(text, loop=False, log=print, width=1280, height=720):
+    """Parse ``text`` and open the source; raise DeviceError (one line, with the fix) if it cannot be opened."""
+    spec = parse_source(text)
+    if spec.kind == "folder":
+        source = ImageFolderSource(spec, loop=loop, log=log)
+    elif spec.kind == "synthetic":
+        source = SyntheticSource(spec)
+    else:
+        source = CaptureSource(spec, loop=loop, width=width, height=height)
+    source.open()
+    if spec.kind == "file":
+        # A file OpenCV "opens" but cannot decode yields nothing: say so now, not after the backend is built.
+        first = source.read()
+        if first is None:
+            source.close()
+            raise DeviceError(_open_failure(spec))
+        source.open()
+    return source
+
+
+# -- the reader thread --------------------------------------------------------------------------
+_END = object()
+
+
+class FrameReader(object):
+    """Reads a source on its own thread. ``get(timeout)`` returns the next :class:`Frame`, or None at the end.
+
+    Live sources: only the newest frame is kept; a frame replaced before the loop took it counts in
+    ``dropped``. A failed read reopens the source with exponential back-off (``backoff_s`` doubling up to
+    ``max_backoff_s``); each gap is logged and kept in ``gaps`` as (seconds, frames_before).
+    Recorded sources: a queue of ``depth`` frames, read in lock-step; nothing is dropped.
+    """
+
+    def __init__(self, source, log=print, depth=2, backoff_s=0.25, max_backoff_s=8.0, live=None, reconnect=None):
+        self.source = source
+        self.log = log
+        self.live = source.live if live is None else live
+        self.reconnect = source.live if reconnect is None else reconnect
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.read_count = 0
+        self.dropped = 0
+        self.gaps = []
+        self.reconnecting = False
+        self.error = None
+        self._stop = threading.Event()
+        self._queue = queue.Queue(maxsize=depth)
+        self._newest = None
+        self._ended = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    # -- consumer side
+    def get(self, timeout=None):
+        """The next frame; None once the source has ended (or the reader was closed). Raises the reader's
+        error (a DeviceError) if reading failed for good. ``timeout`` None waits as long as it takes;
+        on a timeout, returns False (no frame yet, not ended)."""
+        if self.live:
+            with self._condition:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while self._newest is None and not self._ended:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._condition.wait(remaining if remaining is not None else 0.5)
+                if self._newest is not None:
+                    frame, self._newest = self._newest, None
+                    return frame
+                return self._finish()
+        if self._ended and self._queue.empty():
+            return self._finish()
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return self._finish() if self._ended and self._queue.empty() else False
+        if item is _END:
+            self._queue.put(_END)  # later calls see the end too
+            return self._finish()
+        return item
+
+    def _finish(self):
+        if self.error is not None:
+            raise self.error
+        return None
+
+    def close(self):
+        self._stop.set()
+        with self._condition:
+            self._ended = True
+            self._condition.notify_all()
+        try:  # unblock a lock-step put
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread.ident is not None:
+            self._thread.join(timeout=2.0)
+        self.source.close()
+
+    # -- reader side
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                image = self.source.read()
+                now = time.monotonic()
+                if image is None:
+                    if self.reconnect and self._reconnect():
+                        continue
+                    break
+                frame = Frame(self.read_count, image, now, (now - started) * 1000.0)
+                self.read_count += 1
+                if self.live:
+                    with self._condition:
+                        if self._newest is not None:
+                            self.dropped += 1
+                        self._newest = frame
+                        self._condition.notify_all()
+                else:
+                    self._put(frame)
+        except DeviceError as error:
+            self.error = error
+        except Exception as error:  # an OpenCV failure mid-stream: surface it on the loop's thread
+            self.error = DeviceError("reading {} failed: {}".format(self.source.describe(), error))
+        finally:
+            with self._condition:
+                self._ended = True
+                self._condition.notify_all()
+            self._put(_END)
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _reconnect(self):
+        """Reopen a lost live source with back-off until it is back or the reader is stopped."""
+        lost_at = time.monotonic()
+        delay = self.backoff_s
+        self.reconnecting = True
+        self.log("source {} lost after {} frames; reopening (back-off from {:.2f} s)".format(
+            self.source.describe(), self.read_count, delay))
+        try:
+            while not self._stop.wait(delay):
+                try:
+                    self.source.open()
+                except DeviceError as error:
+                    delay = min(delay * 2, self.max_backoff_s)
+                    self.log("source {} still unavailable ({}); next try in {:.1f} s".format(
+                        self.source.describe(), error, delay))
+                    continue
+                gap = time.monotonic() - lost_at
+                self.gaps.append((gap, self.read_count))
+                self.log("source {} is back after a gap of {:.1f} s".format(self.source.describe(), gap))
+                return True
+            return False
+        finally:
+            self.reconnecting = False

@@ -1,0 +1,289 @@
+"""The live demo: one small HTTP server (standard library, Python 3.6) beside the loop.
+
+    /             the page: the MJPEG stream, the top-5 with bars, fps (end-to-end and network-only, named
+                  as such), latency per stage and memory, updated live from /stats
+    /stream.mjpg  the annotated frames as MJPEG (multipart/x-mixed-replace); ?frames=N ends after N frames
+    /frame.jpg    the newest annotated frame
+    /stats        the telemetry snapshot (JSON)
+    /metrics      the same as Prometheus text
+    /health       "ok"
+
+Frames are JPEG-encoded by the HTTP threads, once per new frame however many viewers watch, and only
+while someone watches: the loop itself only hands over a reference to the annotated frame.
+"""
+import json
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from device.errors import DeviceError
+from device.telemetry import prometheus_text
+
+BOUNDARY = "squishednetsframe"
+
+
+def parse_http_address(text, default_host="127.0.0.1"):
+    """``--http [HOST:]PORT`` -> (host, port). A bare port binds to loopback; 0.0.0.0:PORT shares the page."""
+    text = str(text).strip()
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise DeviceError("--http {!r} is not [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080".format(text))
+    return host, int(port)
+
+
+class FrameHub(object):
+    """The newest annotated frame, JPEG-encoded on demand (once per frame) for every viewer."""
+
+    def __init__(self, quality=80):
+        self.quality = int(quality)
+        self.viewers = 0
+        self.closed = False
+        self._frame = None
+        self._sequence = 0
+        self._jpeg = None
+        self._jpeg_sequence = -1
+        self._condition = threading.Condition()
+        self._encode_lock = threading.Lock()
+
+    @property
+    def watched(self):
+        return self.viewers > 0
+
+    def publish(self, frame_bgr):
+        """Hand over the newest frame (the caller must not change it afterwards)."""
+        with self._condition:
+            self._frame = frame_bgr
+            self._sequence += 1
+            self._condition.notify_all()
+
+    def close(self):
+        with self._condition:
+            self.closed = True
+            self._condition.notify_all()
+
+    def wait_jpeg(self, after=0, timeout=5.0):
+        """(sequence, JPEG bytes) of the first frame newer than ``after``; None on timeout or when closed."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._sequence <= after and not self.closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._condition.wait(remaining)
+            if self._sequence <= after:
+                return None
+            sequence, frame = self._sequence, self._frame
+        return sequence, self._encode(sequence, frame)
+
+    def _encode(self, sequence, frame):
+        import cv2
+        with self._encode_lock:
+            if self._jpeg_sequence != sequence:
+                ok, data = cv2.imencode(".jpg", frame, [int(cv2.IMWRITE_JPEG_QUALITY), self.quality])
+                if not ok:
+                    raise DeviceError("JPEG encoding of a frame failed")
+                self._jpeg, self._jpeg_sequence = data.tobytes(), sequence
+            return self._jpeg
+
+
+class _ThreadingHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True  # a viewer left open never holds the process
+    allow_reuse_address = True
+
+
+class LiveServer(object):
+    """The demo server. ``snapshot`` is a callable returning the telemetry dict; ``hub`` a FrameHub."""
+
+    def __init__(self, host, port, snapshot, hub, title="squishednets", max_stream_fps=30.0, log=print):
+        self.snapshot = snapshot
+        self.hub = hub
+        self.title = title
+        self.max_stream_fps = max_stream_fps
+        self.log = log
+        handler = _make_handler(self)
+        try:
+            self.server = _ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            raise DeviceError("--http {}:{} cannot listen ({}): pick another port or stop what uses it".format(
+                host, port, error.strerror or error))
+        self.host, self.port = self.server.server_address[:2]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="live-http", daemon=True)
+
+    @property
+    def url(self):
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::") else self.host
+        return "http://{}:{}/".format(host, self.port)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def close(self):
+        self.hub.close()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _make_handler(live):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "squishednets-device/1"
+        protocol_version = "HTTP/1.0"  # streams end with the connection; simple for MJPEG and browsers
+
+        def log_message(self, format, *args):  # quiet: the status line is what users read
+            pass
+
+        def do_GET(self):
+            path, _, query = self.path.partition("?")
+            params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+            try:
+                if path in ("/", "/index.html"):
+                    self._send(200, "text/html; charset=utf-8", render_page(live.title).encode("utf-8"))
+                elif path == "/stats":
+                    self._send(200, "application/json", json.dumps(live.snapshot()).encode("utf-8"))
+                elif path == "/metrics":
+                    self._send(200, "text/plain; version=0.0.4; charset=utf-8",
+                               prometheus_text(live.snapshot()).encode("utf-8"))
+                elif path == "/health":
+                    self._send(200, "text/plain; charset=utf-8", b"ok\n")
+                elif path == "/frame.jpg":
+                    live.hub.viewers += 1
+                    try:
+                        found = live.hub.wait_jpeg(0, timeout=5.0)
+                    finally:
+                        live.hub.viewers -= 1
+                    if found is None:
+                        self._send(503, "text/plain; charset=utf-8", b"no frame yet\n")
+                    else:
+                        self._send(200, "image/jpeg", found[1])
+                elif path == "/stream.mjpg":
+                    limit = int(params.get("frames", "0") or 0) if params.get("frames", "").isdigit() else 0
+                    self._stream(limit)
+                else:
+                    self._send(404, "text/plain; charset=utf-8", b"not found: try / /stream.mjpg /stats /metrics\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the viewer went away
+
+        def _send(self, status, content_type, body):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _stream(self, limit):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=" + BOUNDARY)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            min_gap = 1.0 / live.max_stream_fps if live.max_stream_fps else 0.0
+            sequence, sent, last = 0, 0, 0.0
+            live.hub.viewers += 1
+            try:
+                while not live.hub.closed and (not limit or sent < limit):
+                    found = live.hub.wait_jpeg(sequence, timeout=2.0)
+                    if found is None:
+                        continue
+                    sequence, data = found
+                    self.wfile.write("--{}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n".format(
+                        BOUNDARY, len(data)).encode("ascii") + data + b"\r\n")
+                    self.wfile.flush()
+                    sent += 1
+                    wait = min_gap - (time.monotonic() - last)
+                    if wait > 0:
+                        time.sleep(wait)
+                    last = time.monotonic()
+            finally:
+                live.hub.viewers -= 1
+
+    return Handler
+
+
+def render_page(title):
+    return PAGE.replace("{{title}}", _escape(title))
+
+
+def _escape(text):
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{title}} - live</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}
+header{padding:8px 16px;background:#222;font-size:18px}
+main{display:flex;flex-wrap:wrap;gap:16px;padding:16px}
+#view img{max-width:100%;min-width:320px;background:#000;display:block}
+section{background:#1c1c1c;padding:12px;border-radius:6px;min-width:280px}
+h2{font-size:15px;margin:0 0 8px 0;color:#9cf}
+.bar{height:14px;background:#3a7;display:inline-block;vertical-align:middle}
+.row{display:flex;align-items:center;gap:8px;margin:3px 0;font-size:14px}
+.row .label{width:140px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
+.row .track{flex:1;background:#333;min-width:100px}
+td{padding:2px 8px;font-size:14px} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.big{font-size:26px;font-weight:600}
+small{color:#999}
+</style></head>
+<body><header>{{title}} &mdash; live classification <small id="stream-status">stream: connecting</small></header>
+<main>
+<div id="view"><img id="stream" src="stream.mjpg" alt="live stream"></div>
+<section><h2>Top-5</h2><div id="top5"><small>waiting for the first frame</small></div></section>
+<section><h2>Speed</h2>
+<div><span class="big" id="fps">-</span> <small>FPS end-to-end (capture to output)</small></div>
+<div><span class="big" id="network-fps">-</span> <small>FPS network-only (1000 / inference ms)</small></div>
+<table><tbody>
+<tr><td>frames</td><td class="num" id="frames">-</td></tr>
+<tr><td>dropped</td><td class="num" id="dropped">-</td></tr>
+<tr><td>latency p50 / p95 / p99</td><td class="num" id="latency">-</td></tr>
+<tr><td>backend</td><td class="num" id="backend">-</td></tr>
+</tbody></table></section>
+<section><h2>Latency per stage (ms, p50 / p95)</h2><table><tbody id="stages"></tbody></table></section>
+<section><h2>Memory</h2><table><tbody>
+<tr><td>process RSS</td><td class="num" id="rss">-</td></tr>
+<tr><td>GPU memory</td><td class="num" id="gpu-mem">-</td></tr>
+<tr><td>MemAvailable</td><td class="num" id="mem-available">-</td></tr>
+<tr><td>CPU</td><td class="num" id="cpu">-</td></tr>
+</tbody></table></section>
+</main>
+<script>
+function fmt(v, d){ return (v === null || v === undefined) ? "-" : Number(v).toFixed(d); }
+function esc(s){ return String(s).replace(/[&<>"]/g, function(c){ return {"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]; }); }
+function set(id, text){ document.getElementById(id).textContent = text; }
+var img = document.getElementById("stream");
+function streamStatus(){
+  if (img.naturalWidth > 0) { set("stream-status", "stream: live " + img.naturalWidth + "x" + img.naturalHeight); }
+}
+img.addEventListener("load", streamStatus);
+img.addEventListener("error", function(){ set("stream-status", "stream: lost, reconnecting");
+  setTimeout(function(){ img.src = "stream.mjpg?t=" + Date.now(); }, 1000); });
+function update(){
+  fetch("stats", {cache: "no-store"}).then(function(r){ return r.json(); }).then(function(s){
+    set("fps", fmt(s.fps_recent, 1)); set("network-fps", fmt(s.network_fps, 1));
+    set("frames", s.frames); set("dropped", s.dropped);
+    set("latency", fmt(s.latency_ms.p50, 2) + " / " + fmt(s.latency_ms.p95, 2) + " / " + fmt(s.latency_ms.p99, 2) + " ms");
+    set("backend", s.backend + " " + s.precision);
+    set("rss", fmt(s.rss_mb, 1) + " MB"); set("cpu", fmt(s.cpu_percent, 0) + " %");
+    set("gpu-mem", s.gpu_mem_mb === null ? "n/a" : fmt(s.gpu_mem_mb, 1) + " MB");
+    set("mem-available", fmt(s.memory.mem_available_mb, 0) + " MB");
+    var rows = "";
+    for (var name in s.stages_ms) { var st = s.stages_ms[name];
+      rows += "<tr><td>" + esc(name) + "</td><td class='num'>" + fmt(st.p50, 2) + " / " + fmt(st.p95, 2) + "</td></tr>"; }
+    document.getElementById("stages").innerHTML = rows;
+    if (s.top && s.top.length) {
+      var html = "";
+      s.top.forEach(function(t){ var pct = 100 * t[1];
+        html += "<div class='row top5-row'><span class='label'>" + esc(t[0]) + "</span><span class='track'><span class='bar' style='width:" +
+                pct.toFixed(1) + "%'></span></span><span class='pct'>" + pct.toFixed(2) + "%</span></div>"; });
+      document.getElementById("top5").innerHTML = html;
+    }
+    streamStatus();
+  }).catch(function(){ set("stream-status", "stats: unreachable"); });
+}
+update(); setInterval(update, 500);
+</script></body></html>
+"""

@@ -1,0 +1,66 @@
+"""Hardware in the loop: measured speed steers the evolution.
+
+    host-evolve ... --target-fps 2500 --latency-from local          # ONNX Runtime on this machine
+    host-evolve ... --target-fps 200 --latency-from device:tx1-lab  # a Jetson running device-agent --follow
+
+The rule for the next generation's environment factor, from the parent's measured fps f and the
+target T (documented in README and docs/deploy.md):
+
+    R_next = clamp(sqrt(f / T), env_floor, env_factor)
+
+Far from the target the environment is harsh (f/T = 0.25 gives R = 0.5), near it R relaxes to the
+configured env_factor, and it is never harsher than env_floor. The square root asks each generation
+for about half of the remaining speed-up (in log terms), since compute and speed are not exactly
+proportional and one harsh step costs more accuracy than two mild ones.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from host.errors import HostError
+from host.lineage import Lineage
+
+DEVICE_PREFIX = "device:"
+
+
+def next_env_factor(measured_fps: float, target_fps: float, env_floor: float, env_factor: float) -> float:
+    if measured_fps <= 0 or target_fps <= 0:
+        raise HostError(f"cannot steer with measured fps {measured_fps} and target {target_fps}: both must be > 0")
+    return max(env_floor, min(env_factor, math.sqrt(measured_fps / target_fps)))
+
+
+def parse_latency_source(text: str) -> tuple[str, str | None]:
+    """'local' -> ('local', None); 'device:ID' -> ('device', 'ID')."""
+    if text == "local":
+        return "local", None
+    if text.startswith(DEVICE_PREFIX) and len(text) > len(DEVICE_PREFIX):
+        return "device", text[len(DEVICE_PREFIX):]
+    raise HostError(f"--latency-from {text!r}: use 'local' (ONNX Runtime here) or 'device:ID' (the id a "
+                    "device-agent reports under)")
+
+
+def local_fps(onnx_path: str | Path, seconds: float = 2.0) -> float:
+    """Images/s at batch 1 with ONNX Runtime on this machine, measured as device-bench measures."""
+    from device.bench import bench_model
+    result = bench_model(str(onnx_path), backend="onnxruntime", precision="fp32", batches=(1,), seconds=seconds,
+                         warmup_s=0.2)
+    return float(result["results"][0]["throughput_ips"])
+
+
+def wait_for_device_fps(lineage: Lineage, device_id: str, sha256: str, timeout_s: float,
+                        poll_s: float = 1.0) -> float:
+    """The fps a device reported (benchmark or final report) for the model with ``sha256``; waits for it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = lineage.db.execute(
+            "SELECT fps FROM device_reports WHERE device_id = ? AND model_sha256 = ? AND fps IS NOT NULL "
+            "AND kind IN ('benchmark', 'final') ORDER BY id DESC LIMIT 1", (device_id, sha256)).fetchone()
+        if row is not None:
+            return float(row["fps"])
+        if time.monotonic() >= deadline:
+            raise HostError(f"no fps from device {device_id!r} for model {sha256[:12]}... within {timeout_s:.0f} s. "
+                            f"Is host-serve running on this run and `device-agent --follow URL --device-id "
+                            f"{device_id}` on the device? (host-evolve --resume continues from here)")
+        time.sleep(poll_s)

@@ -1,0 +1,229 @@
+"""device-agent --follow: a real run folder (two exported generations), host-serve on loopback, the agent
+fetching, benchmarking (ONNX Runtime, 0.3 s) and reporting each generation once, through the spool."""
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("uvicorn")
+
+from device import agent as agent_module  # noqa: E402
+from device.agent import main, parse_nvpmodel_conf, parse_nvpmodel_query, power_mode  # noqa: E402
+from host.lineage import Lineage  # noqa: E402
+
+TOKEN = "agent-test-token-0123456789"
+LABELS = ["cat", "dog", "fox"]
+FAST = ["--once", "--seconds", "0.3", "--warmup", "0.05", "--backend", "onnxruntime"]
+
+
+def make_run(run: Path, generations=2) -> list:
+    """A run folder with ``generations`` tiny 32 px, 3-class SqueezeNets exported to ONNX and in lineage.sqlite."""
+    torch = pytest.importorskip("torch")
+    from device.preprocess import PreprocessSpec
+    from host.export import export_generation
+    from host.genome import Genome
+    from host.model import SqueezeNet
+    genome = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
+    lineage = Lineage(run / "lineage.sqlite")
+    cards = []
+    for number in range(generations):
+        torch.manual_seed(number)
+        folder = "gen-{:02d}".format(number)
+        card = export_generation(SqueezeNet(genome), run / folder, spec=PreprocessSpec.square(32), labels=LABELS,
+                                 generation=number, parity_images=np.random.rand(2, 3, 32, 32).astype("float32"))
+        lineage.add_generation({"generation": number, "parent": number - 1 if number else None, "offspring": 0,
+                                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
+                                "macs": genome.macs(32), "top1": 0.5, "top5": 1.0, "train_seconds": 1.0,
+                                "env_factor": None, "lambda": None, "onnx": folder + "/model.onnx",
+                                "sha256": card["sha256"], "weights": folder + "/weights.pt",
+                                "labels": json.dumps(LABELS), "card": json.dumps(card), "local_fps": None})
+        cards.append(card)
+    lineage.close()
+    return cards
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    return run, make_run(run)
+
+
+@pytest.fixture(scope="module")
+def host(run_folder):
+    from host.serve import BackgroundServer, create_app
+    run, cards = run_folder
+    server = BackgroundServer(create_app(run, TOKEN)).start()
+    yield server, run, cards
+    server.stop()
+
+
+@pytest.fixture()
+def token_file(tmp_path):
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    return str(path)
+
+
+def reports_of(run, device_id):
+    lineage = Lineage(run / "lineage.sqlite")
+    try:
+        return [r for r in lineage.device_reports() if r["device_id"] == device_id], lineage.measured_fps()
+    finally:
+        lineage.close()
+
+
+def dead_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return "http://127.0.0.1:{}".format(port)
+
+
+def test_once_benchmarks_and_reports_every_generation_once(host, tmp_path, token_file):
+    server, run, cards = host
+    argv = ["--follow", server.url, "--token-file", token_file, "--device-id", "jetson-a",
+            "--cache-dir", str(tmp_path / "cache")] + FAST
+    assert main(argv) == 0
+    reports, measured = reports_of(run, "jetson-a")
+    assert sorted(r["generation"] for r in reports) == [0, 1]
+    for report, card in zip(sorted(reports, key=lambda r: r["generation"]), cards):
+        body = report["body"]
+        assert report["kind"] == body["kind"] == "benchmark"
+        assert report["model_sha256"] == card["sha256"] == body["bench"]["model_sha256"]
+        assert report["fps"] == body["stats"]["fps"] > 0
+        assert body["stats"]["frames"] >= 10 and body["stats"]["fps"] == body["bench"]["results"][0]["throughput_ips"]
+        assert set(body["stats"]["latency_ms"]) == {"p50", "p95", "p99"}
+        assert body["generation"] == report["generation"] and body["backend"] == "onnxruntime"
+        platform = body["platform"]
+        assert platform["precision"] == "fp32" and platform["backend"] == "onnxruntime"
+        assert platform["versions"]["onnxruntime"] and "gpu_name" in platform and "power_mode" in platform
+    assert measured[0] > 0 and measured[1] > 0
+    state = json.loads((tmp_path / "cache" / "agent-state.json").read_text())
+    assert len(state["benchmarked"]) == 2 and not state["failed"]
+
+    assert main(argv) == 0  # remembered: nothing is measured or reported again
+    assert len(reports_of(run, "jetson-a")[0]) == 2
+
+
+def test_reports_wait_in_the_spool_until_the_host_takes_them(host, tmp_path, token_file, capsys):
+    server, run, cards = host
+    common = ["--follow", server.url, "--token-file", token_file, "--device-id", "jetson-b",
+              "--cache-dir", str(tmp_path / "cache")] + FAST
+    assert main(common + ["--report-to", dead_url()]) == 1  # measured, but the reports cannot be delivered
+    assert len(list((tmp_path / "cache" / "reports").glob("report-*.json"))) == 2
+    assert reports_of(run, "jetson-b")[0] == []
+    assert "wait in" in capsys.readouterr().out
+
+    assert main(common) == 0  # the host is reachable now: the spool is delivered, nothing is measured again
+    reports = reports_of(run, "jetson-b")[0]
+    assert sorted(r["generation"] for r in reports) == [0, 1] and all(r["fps"] > 0 for r in reports)
+    assert list((tmp_path / "cache" / "reports").glob("report-*.json")) == []
+    assert main(common) == 0
+    assert len(reports_of(run, "jetson-b")[0]) == 2
+
+
+def test_a_host_that_is_down_then_comes_up(run_folder, tmp_path, token_file):
+    from host.serve import BackgroundServer, create_app
+    run, cards = run_folder
+    argv = ["--follow", dead_url(), "--token-file", token_file, "--device-id", "jetson-c",
+            "--cache-dir", str(tmp_path / "cache")] + FAST
+    assert main(argv) == 1  # nothing listed, nothing measured, a one-line message
+    server = BackgroundServer(create_app(run, TOKEN)).start()
+    try:
+        argv[1] = server.url
+        assert main(argv + ["--max-generations", "1"]) == 0
+        assert [r["generation"] for r in reports_of(run, "jetson-c")[0]] == [0]
+    finally:
+        server.stop()
+
+
+def test_follow_polls_until_max_generations(host, tmp_path, token_file):
+    server, run, cards = host
+    argv = ["--follow", server.url + "/generations", "--token", TOKEN, "--device-id", "jetson-d",
+            "--cache-dir", str(tmp_path / "cache"), "--interval", "0.1", "--max-generations", "2",
+            "--seconds", "0.2", "--warmup", "0", "--backend", "onnxruntime", "--batch", "2"]
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(main(argv)))
+    thread.start()
+    thread.join(60)
+    assert outcome == [0]
+    reports = reports_of(run, "jetson-d")[0]
+    assert sorted(r["generation"] for r in reports) == [0, 1]
+    throughput = reports[0]["body"]["stats"]["throughput_ips"]
+    assert set(throughput) == {"1", "2"}  # batch 1 is always measured: the report's fps is defined there
+
+
+def test_a_generation_that_fails_is_remembered_not_retried(host, tmp_path, token_file, monkeypatch):
+    server, run, cards = host
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine build failed")
+    monkeypatch.setattr("device.bench.bench_model", broken)
+    argv = ["--follow", server.url, "--token-file", token_file, "--device-id", "jetson-e",
+            "--cache-dir", str(tmp_path / "cache")] + FAST
+    assert main(argv) == 1
+    state = json.loads((tmp_path / "cache" / "agent-state.json").read_text())
+    assert len(state["failed"]) == 2 and "engine build failed" in list(state["failed"].values())[0]["error"]
+    assert main(argv) == 0  # not retried
+    assert reports_of(run, "jetson-e")[0] == []
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--seconds", "0"], "--seconds"),
+    (["--batch", "x"], "--batch"),
+    (["--precision", "fp8"], "--precision"),
+    (["--interval", "-1"], "--interval"),
+    (["--max-generations", "0"], "--max-generations"),
+    (["--follow", "host:8700"], "--follow"),
+    (["--token-file", "/nonexistent/token"], "--token-file"),
+    (["--token", "a", "--token-file", "b"], "not allowed with"),
+])
+def test_bad_arguments_exit_2_with_one_line(extra, fragment, tmp_path, capsys):
+    argv = ["--follow", "http://127.0.0.1:9", "--token", TOKEN, "--cache-dir", str(tmp_path)]
+    if "--token-file" in extra:
+        argv = argv[:2] + argv[4:]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("device-agent: error:") and fragment in err
+    assert "Traceback" not in err
+
+
+def test_no_token_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SQUISHEDNETS_TOKEN", raising=False)
+    assert main(["--follow", "http://127.0.0.1:9", "--cache-dir", str(tmp_path)]) == 2
+    assert "--token" in capsys.readouterr().err
+
+
+def test_power_mode_from_nvpmodel_or_its_files(tmp_path):
+    assert parse_nvpmodel_query("NVPM WARN: fan mode is not set!\nNV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n") == \
+        {"name": "MAXN", "id": 0}
+    assert parse_nvpmodel_query("nvpmodel: command not found") is None
+    conf = tmp_path / "nvpmodel.conf"
+    conf.write_text("< POWER_MODEL ID=0 NAME=MAXN >\nCPU_ONLINE CORE_0 1\n< POWER_MODEL ID=1 NAME=MODE_10W >\n"
+                    "< PM_CONFIG DEFAULT=1 >\n")
+    assert parse_nvpmodel_conf(conf.read_text()) == {"modes": {0: "MAXN", 1: "MODE_10W"}, "default": 1}
+    status = tmp_path / "status"
+    status.write_text("pmode:0000 fmode:quiet\n")
+    missing = ("/nonexistent/nvpmodel", "-q")
+    assert power_mode(missing, str(conf), str(status)) == {"name": "MAXN", "id": 0, "source": str(status)}
+    assert power_mode(missing, str(conf), str(tmp_path / "none"))["id"] == 1
+    assert power_mode(missing, str(tmp_path / "none"), str(status)) is None
+    assert agent_module.power_mode(("sh", "-c", "printf 'NV Power Mode: 15W\\n2\\n'"))["name"] == "15W"
+
+
+def test_follow_backs_off_while_the_host_is_down_and_stops_on_request(tmp_path):
+    messages = []
+    agent = agent_module.Agent(dead_url(), TOKEN, device_id="jetson-f", backend="onnxruntime",
+                               cache_dir=str(tmp_path / "cache"), log=messages.append)
+    stop = threading.Event()
+    threading.Timer(1.2, stop.set).start()
+    try:
+        assert agent.follow(interval_s=0.05, stop=stop) == 0
+    finally:
+        agent.close()
+    assert sum("cannot list generations" in m for m in messages) == 1  # said once, not every retry
+    assert agent.measured == 0

@@ -1,0 +1,130 @@
+"""The report spool and its delivery, against a real HTTP server on loopback."""
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from device.errors import DeviceError
+from device.reports import Reporter, ReportSpool, reports_url
+
+
+class Recorder(object):
+    """A loopback HTTP server that records POSTed reports and answers with ``status``."""
+
+    def __init__(self, status=201):
+        self.status = status
+        self.received = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.received.append((self.headers.get("Authorization"), json.loads(body)))
+                self.send_response(recorder.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:{}".format(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sequence_and_device_id_survive_a_restart(tmp_path):
+    spool = ReportSpool(str(tmp_path))
+    first = spool.add("periodic", {"stats": {}})
+    again = ReportSpool(str(tmp_path))
+    second = again.add("final", {"stats": {}})
+    assert second["sequence"] == first["sequence"] + 1
+    assert again.device_id == spool.device_id
+    assert [os.path.basename(p) for p in again.pending()] == ["report-000000000001.json", "report-000000000002.json"]
+
+
+def test_spool_is_bounded_says_so_and_keeps_final_reports(tmp_path):
+    logged = []
+    spool = ReportSpool(str(tmp_path), limit=3, log=logged.append)
+    spool.add("final", {})
+    for _ in range(4):
+        spool.add("periodic", {})
+    kinds = [json.load(open(p))["kind"] for p in spool.pending()]
+    assert len(kinds) == 3 and kinds[0] == "final"
+    assert spool.evicted == 2 and spool.full
+    assert len(logged) == 1 and "is full" in logged[0]
+
+
+def test_bad_settings_are_refused(tmp_path):
+    with pytest.raises(DeviceError, match="not an http"):
+        reports_url("host:8700")
+    assert reports_url("http://h:1/") == "http://h:1/reports"
+    with pytest.raises(DeviceError, match="device id"):
+        ReportSpool(str(tmp_path), device_id="bad id with spaces")
+    with pytest.raises(DeviceError, match="kind"):
+        ReportSpool(str(tmp_path)).add("weekly", {})
+
+
+def test_reports_wait_while_the_host_is_down_then_arrive_in_order(tmp_path):
+    spool = ReportSpool(str(tmp_path), device_id="dev-1")
+    logged = []
+    reporter = Reporter("http://127.0.0.1:{}".format(free_port()), spool, lambda: {}, token="t0ken",
+                        log=logged.append, timeout_s=1)
+    for _ in range(3):
+        spool.add("periodic", {"stats": {"fps": 1.0}})
+    assert reporter.flush() is False and len(spool.pending()) == 3
+    assert "unreachable" in logged[0]
+    recorder = Recorder()
+    try:
+        reporter.url = recorder.url + "/reports"
+        assert reporter.flush() is True
+    finally:
+        recorder.close()
+    assert [r["sequence"] for _, r in recorder.received] == [1, 2, 3]
+    assert recorder.received[0][0] == "Bearer t0ken"
+    assert spool.pending() == [] and reporter.delivered == 3
+
+
+def test_refused_reports_are_set_aside_but_auth_failures_wait(tmp_path):
+    recorder = Recorder(status=422)
+    try:
+        spool = ReportSpool(str(tmp_path), device_id="dev-1")
+        reporter = Reporter(recorder.url, spool, lambda: {}, log=lambda m: None)
+        spool.add("periodic", {})
+        assert reporter.flush() is True
+        assert spool.pending() == [] and os.listdir(str(tmp_path / "rejected")) == ["report-000000000001.json"]
+        recorder.status = 401
+        spool.add("periodic", {})
+        assert reporter.flush() is False and len(spool.pending()) == 1
+        assert "check --token" in reporter.last_error
+    finally:
+        recorder.close()
+
+
+def test_periodic_and_final_reports_through_the_thread(tmp_path):
+    recorder = Recorder()
+    try:
+        spool = ReportSpool(str(tmp_path), device_id="dev-2")
+        reporter = Reporter(recorder.url, spool, lambda: {"stats": {"fps": 3.0}}, interval_s=0.05,
+                            log=lambda m: None).start()
+        threading.Event().wait(0.4)
+        assert reporter.close({"stats": {"fps": 4.0}}) is True
+    finally:
+        recorder.close()
+    kinds = [r["kind"] for _, r in recorder.received]
+    sequences = [r["sequence"] for _, r in recorder.received]
+    assert kinds[-1] == "final" and kinds.count("periodic") >= 2
+    assert sequences == list(range(1, len(sequences) + 1))

@@ -1,0 +1,163 @@
+"""device-serve end to end: a real loop over a real video file (ONNX Runtime), bad input refused in one line,
+and reports delivered to a host-serve that starts after the device."""
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from device.loop import Smoother, softmax, top_k
+from tests.device.test_sources import write_video
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(run folder, card) of a real exported 3-class 32x32 generation (needs the host side to make it)."""
+    from tests.host.test_serve import make_tiny_run
+    run = tmp_path_factory.mktemp("tiny-run")
+    return run, make_tiny_run(run)
+
+
+def device_serve(*args, timeout=60, env=None):
+    """Run device-serve to the end; (returncode, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "device.serve"] + [str(a) for a in args], cwd=PROJECT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+    return done.returncode, done.stdout, done.stderr
+
+
+class RunningServe(object):
+    """device-serve in the background, its output lines collected as they come."""
+
+    def __init__(self, *args):
+        self.process = subprocess.Popen([sys.executable, "-m", "device.serve"] + [str(a) for a in args], cwd=PROJECT,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError("device-serve never printed {!r}; it printed:\n{}".format(text, "\n".join(self.seen)))
+
+    def stop(self, timeout=20):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=timeout)
+
+
+def test_softmax_top_k_and_smoothing():
+    probabilities = softmax(np.array([[1.0, 3.0, 2.0, 1000.0]]))[0]
+    assert probabilities.sum() == pytest.approx(1.0) and np.isfinite(probabilities).all()
+    best = top_k(softmax(np.array([[1.0, 3.0, 2.0]]))[0], ["a", "b", "c"], k=2)
+    assert [label for label, _ in best] == ["b", "c"] and best[0][1] > best[1][1]
+    smoother = Smoother(0.5)
+    smoother(np.array([1.0, 0.0]))
+    assert smoother(np.array([0.0, 1.0])).tolist() == [0.5, 0.5]
+
+
+def test_real_loop_over_a_video_file(tiny_model, tmp_path):
+    run, card = tiny_model
+    video = write_video(tmp_path / "clip.avi", frames=30, size=(160, 120))
+    stats_path = tmp_path / "stats.json"
+    code, out, err = device_serve("--model", run / "gen-00" / "model.onnx", "--source", video, "--backend",
+                                  "onnxruntime", "--headless", "--stats-json", stats_path, "--warmup", "0")
+    assert code == 0, err
+    stats = json.loads(stats_path.read_text())
+    assert stats["frames"] == 30 and stats["dropped"] == 0  # a file is read in lock-step: every frame classified
+    assert stats["backend"] == "onnxruntime" and stats["precision"] == "fp32"
+    assert stats["model_sha256"] == card["sha256"]
+    assert stats["fps"] > 0 and stats["rss_mb"] > 0 and "gpu_mem_mb" in stats
+    assert 0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p95"] <= stats["latency_ms"]["p99"]
+    for stage in ("capture", "preprocess", "infer", "postprocess", "output"):
+        assert stats["stages_ms"][stage]["p50"] is not None
+    assert stats["top"][0][0] in ("cat", "dog", "fox")
+    assert stats["startup_s"] > 0
+    assert "done: 30 frames" in out
+
+
+def test_frames_and_duration_limits(tiny_model, tmp_path):
+    run, _ = tiny_model
+    video = write_video(tmp_path / "clip.avi", frames=5)
+    stats_path = tmp_path / "stats.json"
+    code, _, err = device_serve("--model", run / "gen-00" / "model.onnx", "--source", video, "--loop", "--frames",
+                                "17", "--stats-json", stats_path, "--warmup", "0")
+    assert code == 0, err
+    assert json.loads(stats_path.read_text())["frames"] == 17
+    began = time.monotonic()
+    code, _, err = device_serve("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--duration",
+                                "1", "--stats-json", stats_path, "--warmup", "0")
+    assert code == 0, err
+    assert json.loads(stats_path.read_text())["frames"] > 10 and time.monotonic() - began < 30
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "/nonexistent/model.onnx", "--source", "synthetic"], "does not exist"),
+    (["--model", "MODEL", "--source", "ftp://camera/1"], "unknown scheme"),
+    (["--model", "MODEL", "--source", "/no/such/folder/clip.mp4"], "no such file"),
+    (["--model", "MODEL", "--camera", "/dev/video87"], "/dev/video87 could not be opened"),
+    (["--model", "MODEL", "--camera", "front"], "is not a camera"),
+    (["--model", "MODEL"], "nothing to classify"),
+    (["--model", "MODEL", "--source", "synthetic", "--report-to", "host:8700"], "not an http"),
+    (["--model", "MODEL", "--source", "synthetic", "--http", "notaport"], "is not [HOST:]PORT"),
+])
+def test_bad_input_is_one_clear_line(tiny_model, args, words):
+    model = str(tiny_model[0] / "gen-00" / "model.onnx")
+    code, out, err = device_serve(*[model if a == "MODEL" else a for a in args] + ["--frames", "1"])
+    assert code == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("device-serve: error: ") and words in err
+
+
+def test_reports_reach_a_host_started_after_the_device(tiny_model, tmp_path):
+    from host.lineage import Lineage
+    from host.serve import BackgroundServer, create_app
+    run, card = tiny_model
+    token = "device-test-token-0123456789"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--duration", "4",
+                         "--report-to", "http://127.0.0.1:{}".format(port), "--token", token, "--report-every",
+                         "0.3", "--spool-dir", tmp_path / "spool", "--device-id", "late-host-dev", "--warmup", "0",
+                         "--status-every", "0")
+    serve.wait_for("unreachable")  # the first report found no host: it waits in the spool
+    time.sleep(0.5)
+    host = BackgroundServer(create_app(run, token), port=port).start()
+    try:
+        assert serve.process.wait(timeout=30) == 0
+    finally:
+        host.stop()
+    lineage = Lineage(run / "lineage.sqlite")
+    rows = [r for r in lineage.device_reports() if r["device_id"] == "late-host-dev"]
+    lineage.close()
+    sequences = [r["sequence"] for r in rows]
+    assert sequences == list(range(1, len(sequences) + 1)) and len(sequences) >= 3
+    assert rows[-1]["kind"] == "final" and rows[-1]["fps"] > 0 and rows[-1]["generation"] == 0
+    body = rows[-1]["body"]
+    assert body["backend"] == "onnxruntime" and body["model_sha256"] == card["sha256"]
+    assert body["platform"]["python"] and body["stats"]["frames"] > 0
+    assert [p for p in os.listdir(str(tmp_path / "spool")) if p.startswith("report-")] == []

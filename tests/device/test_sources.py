@@ -1,0 +1,149 @@
+"""Frame sources on real files: a video written by OpenCV, an image folder, the synthetic scene."""
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from device.errors import DeviceError
+from device.sources import (CaptureSource, FrameReader, SyntheticSource, csi_pipeline, open_source, parse_source)
+
+
+def write_video(path, frames=12, size=(64, 48), fps=20):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        image = np.full((size[1], size[0], 3), (i * 20) % 255, np.uint8)
+        cv2.rectangle(image, (i * 3 % size[0], 5), (i * 3 % size[0] + 10, 20), (0, 0, 255), -1)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def read_all(reader, limit=1000):
+    frames = []
+    while len(frames) < limit:
+        frame = reader.get(timeout=5)
+        assert frame is not False, "the reader stalled"
+        if frame is None:
+            break
+        frames.append(frame)
+    return frames
+
+
+def test_parse_source_kinds(tmp_path):
+    video = write_video(tmp_path / "clip.avi")
+    assert parse_source("0").kind == "camera" and parse_source("0").target == 0
+    assert parse_source("csi://1").kind == "csi" and parse_source("csi://1").target == 1
+    assert parse_source("/dev/video2").kind == "v4l2"
+    assert parse_source("rtsp://cam.local:554/stream").kind == "rtsp"
+    assert parse_source("synthetic").kind == "synthetic"
+    assert parse_source(str(tmp_path)).kind == "folder"
+    assert parse_source(str(video)).kind == "file"
+    assert parse_source("rtsp://x").live and not parse_source(str(video)).live
+    for bad, words in (("ftp://x/y", "unknown scheme"), ("csi://front", "csi://N"), ("nope", "is not"),
+                       (str(tmp_path / "missing.mp4"), "no such file")):
+        with pytest.raises(DeviceError, match=words):
+            parse_source(bad)
+
+
+def test_csi_pipeline_drops_stale_buffers():
+    pipeline = csi_pipeline(0, 1280, 720, 30)
+    assert pipeline.startswith("nvarguscamerasrc sensor-id=0")
+    assert pipeline.endswith("appsink drop=true max-buffers=1")
+
+
+def test_video_file_is_read_in_lock_step_and_ends_cleanly(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=12)
+    reader = FrameReader(open_source(str(video))).start()
+    time.sleep(0.2)  # a slow consumer must not lose frames of a file
+    frames = read_all(reader)
+    reader.close()
+    assert [f.index for f in frames] == list(range(12))
+    assert reader.dropped == 0
+    assert frames[0].image.shape == (48, 64, 3) and frames[0].read_ms >= 0
+    assert reader.get(timeout=0.1) is None  # the end stays the end
+
+
+def test_video_file_loops(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=5)
+    reader = FrameReader(open_source(str(video), loop=True)).start()
+    frames = read_all(reader, limit=13)
+    reader.close()
+    assert len(frames) == 13
+
+
+def test_image_folder_skips_and_counts_unreadable_files(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "img{}.png".format(i)), np.full((20, 30, 3), i * 50, np.uint8))
+    (tmp_path / "img1b.jpg").write_bytes(b"not a jpeg")
+    logged = []
+    source = open_source(str(tmp_path), log=logged.append)
+    reader = FrameReader(source).start()
+    frames = read_all(reader)
+    reader.close()
+    assert len(frames) == 3 and source.skipped == 1
+    assert "img1b.jpg" in logged[0]
+
+
+def test_empty_folder_and_undecodable_video_are_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DeviceError, match="holds no images"):
+        open_source(str(empty))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(DeviceError, match="could not be opened"):
+        open_source(str(junk))
+
+
+def test_unreachable_camera_is_a_clear_error():
+    with pytest.raises(DeviceError, match="/dev/video87 could not be opened"):
+        open_source("/dev/video87")
+
+
+def test_synthetic_scene_moves_and_is_deterministic():
+    one, two = SyntheticSource(width=96, height=64), SyntheticSource(width=96, height=64)
+    one.open()
+    two.open()
+    a, b = one.read(), one.read()
+    assert a.shape == (64, 96, 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5  # it moves
+    assert np.array_equal(two.read(), a)
+
+
+def test_live_reader_keeps_only_the_newest_frame_and_counts_drops():
+    source = SyntheticSource(width=64, height=48, frames=60)
+    source.open()
+    reader = FrameReader(source, live=True).start()
+    taken = []
+    while True:
+        frame = reader.get(timeout=5)
+        if frame is None:
+            break
+        taken.append(frame.index)
+        time.sleep(0.01)  # slower than the source: frames must be dropped, never queued
+    reader.close()
+    assert taken == sorted(taken) and len(taken) < 60
+    assert reader.dropped + len(taken) == 60
+
+
+def test_lost_live_source_is_reopened_with_back_off_and_the_gap_logged(tmp_path):
+    # A real capture treated as live: at the end of the file the reader sees a lost source, reopens it
+    # (the file plays again) and logs the gap.
+    video = write_video(tmp_path / "clip.avi", frames=4)
+    source = CaptureSource(parse_source(str(video)))
+    source.open()
+    source.live = True
+    logged = []
+    reader = FrameReader(source, log=logged.append, backoff_s=0.02).start()
+    got = 0
+    deadline = time.monotonic() + 10
+    while got < 10 and time.monotonic() < deadline:
+        if reader.get(timeout=1):
+            got += 1
+    reader.close()
+    assert got == 10
+    assert reader.gaps and reader.gaps[0][0] >= 0.02
+    assert any("lost after 4 frames" in line for line in logged)
+    assert any("is back after a gap" in line for line in logged)

@@ -1,0 +1,86 @@
+"""The live demo over real HTTP: the page, /stats, /metrics, the MJPEG stream and a single frame."""
+import json
+import re
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from device.errors import DeviceError
+from device.web import BOUNDARY, FrameHub, LiveServer, parse_http_address
+from tests.device.test_serve import RunningServe, tiny_model  # noqa: F401  (the fixture)
+
+
+def fetch(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.headers, response.read()
+
+
+def mjpeg_frames(url, count):
+    """Read ``count`` JPEG parts of an MJPEG stream; return the decoded images."""
+    images = []
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=" + BOUNDARY
+        body = response.read()  # ?frames=N ends the stream after N parts
+    for part in body.split(("--" + BOUNDARY + "\r\n").encode())[1:]:
+        headers, _, rest = part.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", headers).group(1))
+        images.append(cv2.imdecode(np.frombuffer(rest[:length], np.uint8), cv2.IMREAD_COLOR))
+    assert len(images) == count
+    return images
+
+
+def test_parse_http_address():
+    assert parse_http_address("8080") == ("127.0.0.1", 8080)
+    assert parse_http_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    with pytest.raises(DeviceError):
+        parse_http_address("80x")
+
+
+def test_live_server_streams_published_frames():
+    hub = FrameHub()
+    server = LiveServer("127.0.0.1", 0, lambda: {"frames": 1}, hub).start()
+    try:
+        frame = np.zeros((40, 60, 3), np.uint8)
+        frame[:, :30] = 255
+        hub.publish(frame)
+        status, headers, body = fetch(server.url + "frame.jpg")
+        assert status == 200 and headers["Content-Type"] == "image/jpeg"
+        decoded = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape == (40, 60, 3) and decoded[:, :25].mean() > 200 and decoded[:, 35:].mean() < 50
+        assert json.loads(fetch(server.url + "stats")[2]) == {"frames": 1}
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            fetch(server.url + "nothing")
+        assert missing.value.code == 404
+    finally:
+        server.close()
+
+
+def test_device_serve_page_stats_metrics_and_stream(tiny_model):  # noqa: F811
+    run, card = tiny_model
+    serve = RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--http",
+                         "127.0.0.1:0", "--duration", "60", "--warmup", "0", "--headless")
+    try:
+        url = re.search(r"(http://\S+/)", serve.wait_for("live page at")).group(1)
+        status, headers, page = fetch(url)
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        for element in (b'src="stream.mjpg"', b'id="top5"', b"FPS end-to-end", b"FPS network-only", b'id="stages"',
+                        b'id="rss"', b'id="gpu-mem"'):
+            assert element in page
+        images = mjpeg_frames(url + "stream.mjpg?frames=3", 3)
+        assert images[0].shape == (480, 640, 3)
+        # the overlay is drawn while someone watches: the top-left corner holds the black label box, white text
+        corner = images[-1][5:25, 5:60]
+        assert (corner.max(axis=2) < 40).mean() > 0.4 and (corner.min(axis=2) > 180).mean() > 0.02
+        stats = json.loads(fetch(url + "stats")[2])
+        assert stats["frames"] > 0 and stats["model_sha256"] == card["sha256"] and stats["network_fps"] > 0
+        assert stats["top"][0][0] in ("cat", "dog", "fox") and stats["stages_ms"]["overlay"]["p50"] is not None
+        metrics = fetch(url + "metrics")[2].decode()
+        assert re.search(r"^squishednets_frames_total \d+", metrics, re.M)
+        assert 'squishednets_stage_latency_ms{quantile="0.5",stage="infer"}' in metrics
+        assert fetch(url + "health")[2] == b"ok\n"
+    finally:
+        code = serve.stop()
+    assert code == 0  # Ctrl-C ends the run cleanly, with the final figures
+    serve.wait_for("done:")
