@@ -1,0 +1,109 @@
+"""Hardware in the loop: the R rule, local speed steering, and a device-agent steering a live evolution."""
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from host.config import resolve
+from host.demo import write_demo_dataset
+from host.errors import HostError
+from host.evolve import evolve
+from host.latency import next_env_factor, parse_latency_source
+
+TINY = {"image_size": 32, "epochs": 1, "ancestor_epochs": 1, "round_to": 4, "min_filters": 2, "batch_size": 32,
+        "lr": 0.01, "crop_scale": 0.7, "latency_seconds": 0.3}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=30, size=36)
+
+
+def test_the_rule_is_harsher_the_further_from_the_target_and_never_below_the_floor():
+    assert next_env_factor(100, 400, 0.3, 0.93) == pytest.approx(0.5)
+    assert next_env_factor(100, 10_000, 0.3, 0.93) == 0.3  # floor
+    assert next_env_factor(390, 400, 0.3, 0.93) == 0.93  # near the target: the configured R
+    factors = [next_env_factor(f, 1000, 0.2, 0.95) for f in (50, 100, 200, 400, 800)]
+    assert factors == sorted(factors)
+
+
+def test_latency_sources_are_parsed_and_bad_ones_named():
+    assert parse_latency_source("local") == ("local", None)
+    assert parse_latency_source("device:tx1-lab") == ("device", "tx1-lab")
+    with pytest.raises(HostError, match="device:ID"):
+        parse_latency_source("gpu")
+
+
+def test_local_target_met_stops_the_run_and_keeps_what_was_bred(shapes, tmp_path):
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=3,
+                                      target_fps=1.0, latency_from="local")))
+    assert [g["generation"] for g in summary["generations"]] == [0]
+    assert summary["stopped"].startswith("target 1 fps met by generation 0")
+    assert summary["generations"][0]["measured_fps"] > 1 and summary["generations"][0]["fps_source"] == "local"
+
+
+def test_local_speed_steers_r_generation_by_generation(shapes, tmp_path):
+    target, floor, mild = 1e6, 0.05, 0.99
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=2,
+                                      target_fps=target, env_floor=floor, env_factor=mild)))
+    gens = summary["generations"]
+    assert len(gens) == 3 and summary["stopped"] is None
+    for parent, child in zip(gens, gens[1:]):
+        assert child["env_factor"] == pytest.approx(next_env_factor(parent["measured_fps"], target, floor, mild))
+        assert floor < child["env_factor"] < mild  # the measured fps, not a bound, chose R
+
+
+def test_top1_floor_stops_the_run(shapes, tmp_path):
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=3,
+                                      top1_floor=0.999)))
+    assert len(summary["generations"]) == 1 and "fell below the floor" in summary["stopped"]
+
+
+@pytest.mark.slow
+def test_a_following_device_agent_steers_host_evolve_through_host_serve(shapes, tmp_path):
+    from device.agent import main as device_agent
+    from host.serve import BackgroundServer, create_app
+
+    run, target, floor, mild = tmp_path / "run", 1e6, 0.05, 0.99
+    config = tmp_path / "evolve.toml"
+    config.write_text(f"latency_timeout = 120.0\nenv_floor = {floor}\nenv_factor = {mild}\n")
+    evolution = subprocess.Popen(
+        [sys.executable, "-m", "host.cli", "--config", str(config), "--data", str(shapes), "--out", str(run),
+         "--generations", "2", "--target-fps", str(target), "--latency-from", "device:bench-box",
+         *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "latency_seconds"]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / "lineage.sqlite").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        server = BackgroundServer(create_app(run, "s3cret")).start()
+        cache = tmp_path / "agent-cache"
+        try:
+            while evolution.poll() is None and time.time() < deadline:
+                code = device_agent(["--follow", server.url, "--once", "--device-id", "bench-box", "--token", "s3cret",
+                                     "--backend", "onnxruntime", "--seconds", "0.3", "--cache-dir", str(cache)])
+                assert code in (0, 1)
+                time.sleep(0.3)
+        finally:
+            server.stop()
+        output = evolution.communicate(timeout=60)[0]
+    finally:
+        if evolution.poll() is None:
+            evolution.kill()
+    assert evolution.returncode == 0, output[-3000:]
+    db = sqlite3.connect(run / "lineage.sqlite")
+    db.row_factory = sqlite3.Row
+    gens = [dict(r) for r in db.execute("SELECT * FROM generations ORDER BY generation")]
+    reports = {r["generation"]: r["fps"] for r in db.execute(
+        "SELECT generation, fps FROM device_reports WHERE device_id = 'bench-box' AND kind = 'benchmark'")}
+    assert [g["generation"] for g in gens] == [0, 1, 2]
+    for g in gens:  # the fps that steered each generation is the one the device reported
+        assert g["fps_source"] == "device:bench-box" and g["measured_fps"] == reports[g["generation"]] > 0
+    for parent, child in zip(gens, gens[1:]):
+        assert child["env_factor"] == pytest.approx(next_env_factor(parent["measured_fps"], target, floor, mild))
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(g["device_fps"] for g in summary["generations"])
