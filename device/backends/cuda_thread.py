@@ -5,12 +5,8 @@ whatever thread it likes, so every pycuda/TensorRT call is handed to this one th
 costs tens of microseconds, far below a network run, and it rules out "invalid device context" for good).
 """
 import sys
+import queue
 import threading
-
-try:
-    import queue
-except ImportError:  # pragma: no cover
-    import Queue as queue
 
 
 def primary_context(device_index=0):
