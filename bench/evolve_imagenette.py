@@ -7,8 +7,8 @@ Budget (documented, fixed): 112 px, ancestor from ../shared/weights/squeezenet1_
 3 epochs, 15 generations x 2 epochs, R = 0.93 on parameters, round_to 8, min_filters 4, distillation
 from the parent at weight 0.5, 10 % of every class held out (seed 0).
 
-Prints per generation: params, MB, MACs, top-1, ONNX Runtime images/s at batch 1 (CPU, one session,
-measured side by side in this process), and the training throughput against the network's pure compute
+Prints per generation: params, MB, MACs, top-1, device-bench (ONNX Runtime, CPU) images/s at batch 1
+and 8, the last generation's speed-up over the ancestor measured alternately (side by side), and the training throughput against the network's pure compute
 throughput (forward + backward + step on a batch already in memory).
 """
 from __future__ import annotations
@@ -34,20 +34,21 @@ EVOLVE_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained
                 "--min-filters", "4", "--distill-weight", "0.5", "--seed", "0", "--batch-size", "64", "--lr", "0.02"]
 
 
-def onnxruntime_images_per_second(path: Path, batch: int, seconds: float = 3.0) -> float:
-    """ONNX Runtime CPU throughput: 200 ms warm-up, then as many runs as fit in ``seconds``."""
-    import onnxruntime as ort
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    shape = session.get_inputs()[0].shape
-    x = np.random.default_rng(0).standard_normal((batch, 3, shape[2], shape[3])).astype(np.float32)
-    end = time.perf_counter() + 0.2
-    while time.perf_counter() < end:
-        session.run(None, {"input_0": x})
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        session.run(None, {"input_0": x})
-        runs += 1
-    return runs * batch / (time.perf_counter() - start)
+def device_bench(path: Path, batches=(1, 8), seconds: float = 3.0) -> dict:
+    """device-bench's library call with ONNX Runtime on this CPU: {batch: images/s}."""
+    from device.bench import bench_model
+    result = bench_model(str(path), backend="onnxruntime", precision="fp32", batches=batches, seconds=seconds)
+    return {r["batch"]: r["throughput_ips"] for r in result["results"]}
+
+
+def side_by_side(first: Path, last: Path, rounds: int = 3) -> dict:
+    """Ancestor and last generation measured alternately (batch 1), the median ratio: noise cancels."""
+    ratios = []
+    for _ in range(rounds):
+        a = device_bench(first, (1,), 2.0)[1]
+        b = device_bench(last, (1,), 2.0)[1]
+        ratios.append(b / a)
+    return {"rounds": rounds, "ratios": [round(r, 3) for r in ratios], "median": float(np.median(ratios))}
 
 
 def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 1920) -> dict:
@@ -81,15 +82,26 @@ def measure(run: Path) -> list[dict]:
     lineage = Lineage(run / "lineage.sqlite")
     rows = []
     for g in lineage.generations():
-        fps1 = onnxruntime_images_per_second(run / g["onnx"], 1)
-        lineage.set_local_fps(g["generation"], fps1)
+        speed = device_bench(run / g["onnx"])
+        lineage.set_local_fps(g["generation"], speed[1])
         rows.append({"generation": g["generation"], "params": g["params"], "size_mb": g["size_bytes"] / 1e6,
-                     "macs_m": g["macs"] / 1e6, "top1": g["top1"], "top5": g["top5"], "ort_batch1": fps1,
-                     "train_seconds": g["train_seconds"]})
+                     "macs_m": g["macs"] / 1e6, "top1": g["top1"], "top5": g["top5"], "ort_batch1": speed[1],
+                     "ort_batch8": speed[8], "train_seconds": g["train_seconds"], "onnx": g["onnx"]})
         print(f"gen {g['generation']:02d}: {g['params']:>8,} params {g['size_bytes'] / 1e6:6.3f} MB "
-              f"{g['macs'] / 1e6:6.1f} M MACs top-1 {100 * g['top1']:5.1f} %  ORT b1 {fps1:7.0f} img/s", flush=True)
+              f"{g['macs'] / 1e6:6.1f} M MACs top-1 {100 * g['top1']:5.1f} %  ORT b1 {speed[1]:7.0f} img/s  "
+              f"b8 {speed[8]:7.0f} img/s", flush=True)
     lineage.close()
     return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| gen | params | MB | MACs (M) | top-1 % | top-5 % | ORT b1 img/s | ORT b8 img/s | b1 vs gen 0 |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['generation']} | {r['params']:,} | {r['size_mb']:.3f} | {r['macs_m']:.1f} | "
+                     f"{100 * r['top1']:.1f} | {100 * r['top5']:.1f} | {r['ort_batch1']:.0f} | {r['ort_batch8']:.0f} | "
+                     f"{r['ort_batch1'] / rows[0]['ort_batch1']:.2f}x |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -124,8 +136,10 @@ def main() -> int:
               **ratio}
     first, last = rows[0], rows[-1]
     result["speedup_last_vs_ancestor_ort_b1"] = last["ort_batch1"] / first["ort_batch1"]
+    result["speedup_side_by_side_b1"] = side_by_side(run / first["onnx"], run / last["onnx"])
     result["top1_drop_points"] = 100 * (first["top1"] - last["top1"])
     (run / "bench.json").write_text(json.dumps(result, indent=2))
+    print(markdown_table(rows))
     print(json.dumps({k: v for k, v in result.items() if k != "generations"}, indent=2))
     return 0
 
