@@ -187,7 +187,7 @@ def test_the_entrypoint_is_device_serve_and_the_scripts_match_pyproject():
     assert "--http" in command and "--headless" in command
     scripts = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["scripts"]
     installed = {Path(source).name: destination for sources, destination in copies() for source in sources}
-    for name in ("device-serve", "device-bench"):
+    for name in ("device-serve", "device-bench", "device-agent"):
         module, function = scripts[name].split(":")
         text = (PROJECT / "docker" / "bin" / name).read_text()
         assert "from {} import {}".format(module, function) in text, (
@@ -196,7 +196,7 @@ def test_the_entrypoint_is_device_serve_and_the_scripts_match_pyproject():
         assert os.access(PROJECT / "docker" / "bin" / name, os.X_OK), "docker/bin/{} is not executable".format(name)
 
 
-@pytest.mark.parametrize("name", ["device-serve", "device-bench"])
+@pytest.mark.parametrize("name", ["device-serve", "device-bench", "device-agent"])
 def test_the_console_scripts_run(name):
     environment = dict(os.environ, PYTHONPATH=str(PROJECT))
     done = subprocess.run([sys.executable, str(PROJECT / "docker" / "bin" / name), "--help"], cwd="/",
