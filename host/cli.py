@@ -38,6 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-floor", type=float, help="harshest R the speed rule may choose (default 0.5)")
     parser.add_argument("--top1-floor", type=float, help="stop when top-1 falls below this fraction (default off)")
     parser.add_argument("--fps-weight", type=float, help="K > 1: weight of measured speed in fitness (default 0)")
+    parser.add_argument("--fp16-onnx", action="store_true", default=None,
+                        help="also export model.fp16.onnx per generation (for TensorRT 11, which has no FP16 flag)")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--config", help="TOML file of settings; flags win over it")
     parser.add_argument("--pretrained", help="torchvision-layout squeezenet1_1 state_dict for the ancestor")
@@ -48,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
-             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "seed", "batch_size", "lr", "device",
+             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "seed", "batch_size", "lr", "device",
              "pretrained")
 
 

@@ -40,6 +40,7 @@ class EvolveConfig:
     latency_timeout: float = 900.0  # seconds to wait for a device's report of a generation
     latency_seconds: float = 2.0  # duration of each local speed measurement
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    fp16_onnx: bool = False  # also export gen-XX/model.fp16.onnx (TensorRT 11 builds FP16 only from such a file)
     cache_dir: str = ""  # decoded-image cache ("" = RUN/cache)
 
     def to_dict(self) -> dict:

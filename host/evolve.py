@@ -227,7 +227,7 @@ class Evolution:
         model = load_weights(self.layout.root / best["weights"], "cpu")
         folder = self.layout.generation_dir(generation)
         card = export_generation(model, folder, spec=self.data.spec, labels=self.data.labels, generation=generation,
-                                 parity_images=parity_images(self.data),
+                                 parity_images=parity_images(self.data), fp16=c.fp16_onnx,
                                  extra_card={"top1": best["top1"], "top5": best["top5"], "parent": best["parent"],
                                              "env_factor": None if parent is None else env_factor})
         row = dict(best, env_factor=None if parent is None else env_factor, onnx=self.layout.relative(folder / "model.onnx"),

@@ -45,10 +45,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec) -> onnx.ModelProto:
-    """Trace the model to an opset-13 ONNX with a dynamic batch axis and simplify it."""
-    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
-    example = torch.zeros(1, 3, spec.height, spec.width)
+def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec, half: bool = False) -> onnx.ModelProto:
+    """Trace the model to an opset-13 ONNX with a dynamic batch axis and simplify it.
+
+    ``half``: every tensor float16, input and output included: the FP16 ONNX that TensorRT 11 (no FP16
+    builder flag) builds strongly typed.
+    """
+    dtype = torch.float16 if half else torch.float32
+    model = copy.deepcopy(model).cpu().to(dtype).eval().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(1, 3, spec.height, spec.width, dtype=dtype)
     buffer = io.BytesIO()
     # The TorchScript exporter, on purpose: it writes opset 13 directly, which TensorRT 8.2 (the last
     # for the TX1) needs; the dynamo exporter starts at opset 18 and down-converts.
@@ -75,8 +80,9 @@ def add_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
         prop.key, prop.value = key, value
 
 
-def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tolerance: float = PARITY_TOLERANCE) -> float:
-    """Max |ORT - torch| over ``images`` (float NCHW), at batch 1 and the whole batch; raise above ``tolerance``."""
+def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tolerance: float = PARITY_TOLERANCE,
+                 input_dtype=np.float32) -> float:
+    """Max |ORT - torch (fp32)| over ``images`` (float NCHW), at batch 1 and the whole batch; raise above ``tolerance``."""
     import onnxruntime as ort
     session = ort.InferenceSession(proto_bytes, providers=["CPUExecutionProvider"])
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
@@ -84,7 +90,7 @@ def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tole
         expected = model(torch.from_numpy(images)).numpy()
     worst = 0.0
     for batch in (images[:1], images):
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(input_dtype)})[0].astype(np.float32)
         worst = max(worst, float(np.abs(got - expected[:len(batch)]).max()))
     if not worst <= tolerance:
         raise ExportError(f"ONNX Runtime and torch disagree: max |difference| = {worst:.3g} on {len(images)} real "
@@ -93,25 +99,37 @@ def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tole
 
 
 def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, labels: list[str],
-                      generation: int, parity_images: np.ndarray, extra_card: dict | None = None) -> dict:
-    """Write ``folder/{model.onnx, labels.txt, card.json}``; return the card (with sha256 and parity)."""
+                      generation: int, parity_images: np.ndarray, extra_card: dict | None = None,
+                      fp16: bool = False) -> dict:
+    """Write ``folder/{model.onnx, labels.txt, card.json}`` (and ``model.fp16.onnx`` with ``fp16``); return the card."""
     folder.mkdir(parents=True, exist_ok=True)
     genome = model.genome
-    proto = onnx_from_model(model, spec)
-    add_metadata(proto, {
-        "labels": json.dumps(labels),
-        METADATA_KEY: spec.to_json(),
-        "genome": genome.to_json(),
-        "generation": str(generation),
-        "producer": "squishednets host-evolve",
-    })
-    proto.producer_name = "squishednets"
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as error:
-        raise ExportError(f"generation {generation}: the exported ONNX fails onnx.checker: {error}") from error
-    data = proto.SerializeToString()
+    metadata = {"labels": json.dumps(labels), METADATA_KEY: spec.to_json(), "genome": genome.to_json(),
+                "generation": str(generation), "producer": "squishednets host-evolve"}
+
+    def checked(half: bool) -> onnx.ModelProto:
+        proto = onnx_from_model(model, spec, half=half)
+        add_metadata(proto, metadata)
+        proto.producer_name = "squishednets"
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except onnx.checker.ValidationError as error:
+            raise ExportError(f"generation {generation}: the exported ONNX fails onnx.checker: {error}") from error
+        return proto
+
+    data = checked(half=False).SerializeToString()
     difference = check_parity(data, model, parity_images)
+    extra_files = {}
+    if fp16:
+        half_data = checked(half=True).SerializeToString()
+        with torch.no_grad():
+            scale = float(model.cpu().float().eval()(torch.from_numpy(parity_images)).abs().max())
+        # fp16 keeps ~3 significant digits: allow 1 % of the logits' range
+        half_difference = check_parity(half_data, model, parity_images, tolerance=0.01 * max(1.0, scale),
+                                       input_dtype=np.float16)
+        atomic_write_bytes(folder / "model.fp16.onnx", half_data)
+        extra_files["fp16"] = {"onnx": "model.fp16.onnx", "sha256": hashlib.sha256(half_data).hexdigest(),
+                               "parity_max_abs_difference": half_difference, "input_dtype": "float16"}
     atomic_write_bytes(folder / "model.onnx", data)
     atomic_write_bytes(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
     card = {"generation": generation, "onnx": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(),
@@ -123,6 +141,7 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
             "parity_max_abs_difference": difference,
             "jetson_inference": "imagenet --model=model.onnx --input_blob=input_0 --output_blob=output_0 "
                                 "--labels=labels.txt"}
+    card.update(extra_files)
     card.update(extra_card or {})
     atomic_write_bytes(folder / "card.json", json.dumps(card, indent=2).encode("utf-8"))
     return card

@@ -59,3 +59,21 @@ def test_a_model_that_disagrees_stops_the_export_and_shows_the_difference(export
     x = np.random.default_rng(2).standard_normal((2, 3, 40, 40)).astype(np.float32)
     with pytest.raises(ExportError, match=r"max \|difference\| = [0-9.e-]+ on 2 real images"):
         check_parity((folder / "model.onnx").read_bytes(), other, x)
+
+
+def test_fp16_export_for_tensorrt_11_runs_and_stays_close(tmp_path):
+    torch.manual_seed(0)
+    model = SqueezeNet(GENOME).eval()
+    images = np.random.default_rng(0).standard_normal((3, 3, 40, 40)).astype(np.float32)
+    card = export_generation(model, tmp_path, spec=PreprocessSpec.square(40), labels=["a", "b", "c"], generation=0,
+                             parity_images=images, fp16=True)
+    proto = onnx.load(tmp_path / "model.fp16.onnx")
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert card["fp16"]["sha256"] == sha256_of(tmp_path / "model.fp16.onnx") != card["sha256"]
+    session = ort.InferenceSession(str(tmp_path / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["output_0"], {"input_0": images.astype(np.float16)})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(got.astype(np.float32), expected, atol=0.01 * max(1.0, np.abs(expected).max()))
+    from device.model_info import ModelInfo
+    assert ModelInfo.from_onnx(str(tmp_path / "model.fp16.onnx")).input_dtype == "float16"
