@@ -35,6 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target-fps", type=float,
                         help="steer R by measured fps and stop when a generation reaches this (default off)")
     parser.add_argument("--latency-from", help="local (ONNX Runtime here) or device:ID (a device-agent's reports)")
+    parser.add_argument("--fixed-env", dest="steer", action="store_false", default=None,
+                        help="with --target-fps: keep R fixed, only measure and stop (a baseline for steering)")
     parser.add_argument("--env-floor", type=float, help="harshest R the speed rule may choose (default 0.5)")
     parser.add_argument("--top1-floor", type=float, help="stop when top-1 falls below this fraction (default off)")
     parser.add_argument("--fps-weight", type=float, help="K > 1: weight of measured speed in fitness (default 0)")
@@ -50,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
-             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "seed", "batch_size", "lr", "device",
+             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained")
 
 
@@ -59,9 +61,9 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
     if args.resume:
         saved = config_module.load_saved(Path(args.resume) / "config.json").to_dict()
         overrides = {k: v for k, v in flags.items() if v is not None and k not in ("out",)}
-        if overrides.keys() - {"generations", "device", "target_fps", "top1_floor"}:
-            raise HostError(f"--resume {args.resume}: only --generations, --device, --target-fps and --top1-floor "
-                            "may change on resume; "
+        if overrides.keys() - {"generations", "device", "target_fps", "top1_floor", "steer", "latency_from"}:
+            raise HostError(f"--resume {args.resume}: only --generations, --device, --target-fps, --top1-floor, "
+                            "--fixed-env and --latency-from may change on resume; "
                             f"got {', '.join(sorted(overrides))}")
         return config_module.resolve(saved, dict(overrides, out=args.resume))
     file_values = config_module.load_toml(args.config) if args.config else {}

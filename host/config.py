@@ -35,6 +35,7 @@ class EvolveConfig:
     target_fps: float = 0.0  # >0: steer R by measured speed and stop when a generation reaches this fps
     latency_from: str = "local"  # where fps is measured: "local" (ONNX Runtime here) or "device:ID"
     env_floor: float = 0.5  # the harshest R the speed rule may choose
+    steer: bool = True  # with target_fps: False keeps R fixed (measure and stop only; the baseline to compare)
     top1_floor: float = 0.0  # stop when a generation's top-1 falls below this (the best ones are kept)
     fps_weight: float = 0.0  # K > 1 with a target: fitness = top1 + fps_weight * min(1, fps / target) (local)
     latency_timeout: float = 900.0  # seconds to wait for a device's report of a generation

@@ -269,7 +269,8 @@ class Evolution:
                     tqdm.write(describe(row))
             if c.target_fps > 0:
                 fps = self.measured_fps(row)
-                env_factor = next_env_factor(fps, c.target_fps, c.env_floor, c.env_factor)
+                if c.steer:
+                    env_factor = next_env_factor(fps, c.target_fps, c.env_floor, c.env_factor)
                 if self.world.is_main:
                     tqdm.write(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
                                + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))

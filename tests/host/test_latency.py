@@ -107,3 +107,10 @@ def test_a_following_device_agent_steers_host_evolve_through_host_serve(shapes, 
         assert child["env_factor"] == pytest.approx(next_env_factor(parent["measured_fps"], target, floor, mild))
     summary = json.loads((run / "summary.json").read_text())
     assert all(g["device_fps"] for g in summary["generations"])
+
+
+def test_fixed_env_measures_and_stops_but_keeps_r(shapes, tmp_path):
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=1,
+                                      target_fps=1e6, env_factor=0.9, steer=False)))
+    gens = summary["generations"]
+    assert gens[1]["env_factor"] == 0.9 and all(g["measured_fps"] > 0 for g in gens)
