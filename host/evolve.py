@@ -190,8 +190,8 @@ class Evolution:
                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
                "macs": genome.macs(c.image_size), "top1": scores["top1"], "top5": scores["top5"],
                "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights)}
-        if c.fps_weight > 0 and parent is not None and self.world.is_main:
-            row["local_fps"] = self.offspring_fps(model)
+        if c.fps_weight > 0 and parent is not None:  # measured once, on rank 0; every rank must pick the same
+            row["local_fps"] = broadcast(self.world, self.offspring_fps(model) if self.world.is_main else None)
         if self.world.is_main:
             self.lineage.add_offspring(row)
         barrier(self.world)

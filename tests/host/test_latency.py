@@ -114,3 +114,14 @@ def test_fixed_env_measures_and_stops_but_keeps_r(shapes, tmp_path):
                                       target_fps=1e6, env_factor=0.9, steer=False)))
     gens = summary["generations"]
     assert gens[1]["env_factor"] == 0.9 and all(g["measured_fps"] > 0 for g in gens)
+
+
+def test_fps_weight_measures_every_offspring_and_weighs_speed_in_fitness(shapes, tmp_path):
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=1, offspring=2,
+                                      target_fps=1e6, fps_weight=0.5)))
+    import sqlite3
+    rows = sqlite3.connect(tmp_path / "run" / "lineage.sqlite").execute(
+        "SELECT offspring, top1, local_fps, params FROM offspring WHERE generation = 1 ORDER BY offspring").fetchall()
+    assert len(rows) == 2 and all(fps > 0 for _, _, fps, _ in rows)
+    fittest = max(rows, key=lambda r: (r[1] + 0.5 * min(1.0, r[2] / 1e6), -r[3]))
+    assert summary["generations"][1]["offspring"] == fittest[0]
