@@ -14,6 +14,8 @@ import os
 import tempfile
 import time
 
+from device.model_info import sha256_of_file
+
 KEY_VERSION = 1  # bump when the meaning of a key field changes: every old entry is then rebuilt
 
 
@@ -87,7 +89,7 @@ class CacheEntry(object):
         if size != sidecar.get("engine_bytes"):
             return "engine {} has {} bytes, its sidecar says {} (truncated)".format(
                 self.engine_path, size, sidecar.get("engine_bytes"))
-        if _sha256_file(self.engine_path) != sidecar.get("engine_sha256"):
+        if sha256_of_file(self.engine_path) != sidecar.get("engine_sha256"):
             return "engine {} does not match the sha256 in its sidecar (corrupted)".format(self.engine_path)
         return None
 
@@ -117,9 +119,3 @@ class CacheEntry(object):
                 os.remove(path)
 
 
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -28,14 +28,6 @@ class ExportError(HostError):
     """The exported ONNX does not match the torch model (or does not pass the checker)."""
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as handle:

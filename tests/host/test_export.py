@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from device.preprocess import PreprocessSpec
-from host.export import ExportError, check_parity, export_generation, sha256_of
+from device.model_info import sha256_of_file as sha256_of
+from host.export import ExportError, check_parity, export_generation
 from host.genome import Genome
 from host.model import SqueezeNet
 
