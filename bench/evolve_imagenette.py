@@ -1,15 +1,18 @@
 """Benchmark: the SquishedNets evolution on Imagenette, measured, into docs/benchmarks.md.
 
-    python bench/evolve_imagenette.py                      # evolve (about 40-60 min on 2 cores) + measure
-    python bench/evolve_imagenette.py --measure-only RUN   # measure an existing run again
+    python bench/evolve_imagenette.py                         # preset "default": evolve (~35 min here) + measure
+    python bench/evolve_imagenette.py --preset quick --run runs/bench-imagenette   # the first, shorter budget
+    python bench/evolve_imagenette.py --run RUN --measure-only  # measure an existing run again
 
-Budget (documented, fixed): 112 px, ancestor from ../shared/weights/squeezenet1_1_imagenet.pth trained
-3 epochs, 15 generations x 2 epochs, R = 0.93 on parameters, round_to 8, min_filters 4, distillation
-from the parent at weight 0.5, 10 % of every class held out (seed 0).
+Budget: 112 px; the ancestor is SqueezeNet v1.1 from ../shared/weights/squeezenet1_1_imagenet.pth with
+conv10 -> 10 classes; 15 generations, R = 0.93 on parameters, round_to 8, min_filters 4, distillation from
+the parent at weight 0.5; 10 % of every class held out (seed 0). The presets set the epochs, learning rate
+and crop strength (PRESETS below).
 
 Prints per generation: params, MB, MACs, top-1, device-bench (ONNX Runtime, CPU) images/s at batch 1
-and 8, the last generation's speed-up over the ancestor measured alternately (side by side), and the training throughput against the network's pure compute
-throughput (forward + backward + step on a batch already in memory).
+and 8; the last generation's speed-up over the ancestor measured alternately (side by side); and the real
+training step's throughput against the network's pure compute throughput (forward + backward + step on
+a batch already in memory), measured back to back.
 """
 from __future__ import annotations
 
@@ -28,10 +31,16 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 SHARED = PROJECT.parent / "shared"
 
-EVOLVE_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
+COMMON_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
                 str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"), "--image-size", "112", "--generations", "15",
-                "--epochs", "2", "--ancestor-epochs", "3", "--env-factor", "0.93", "--round-to", "8",
-                "--min-filters", "4", "--distill-weight", "0.5", "--seed", "0", "--batch-size", "64", "--lr", "0.02"]
+                "--env-factor", "0.93", "--round-to", "8", "--min-filters", "4", "--distill-weight", "0.5",
+                "--seed", "0", "--batch-size", "64"]
+PRESETS = {
+    # the first budget run: short fine-tunes at a high learning rate and strong crops
+    "quick": ["--ancestor-epochs", "3", "--epochs", "2", "--lr", "0.02", "--crop-scale", "0.25"],
+    # after an ablation on generation 3 (docs/benchmarks.md): lr 0.01 and crops of >= 50 % recover more per epoch
+    "default": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5"],
+}
 
 
 def device_bench(path: Path, batches=(1, 8), seconds: float = 3.0) -> dict:
@@ -106,11 +115,13 @@ def markdown_table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", default=str(PROJECT / "runs" / "bench-imagenette"))
+    parser.add_argument("--run", default=str(PROJECT / "runs" / "bench-imagenette-default"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--measure-only", action="store_true")
     args = parser.parse_args()
     run = Path(args.run)
-    command = [sys.executable, "-m", "host.cli", *EVOLVE_FLAGS, "--out", str(run)]
+    flags = COMMON_FLAGS + PRESETS[args.preset]
+    command = [sys.executable, "-m", "host.cli", *flags, "--out", str(run)]
     if not args.measure_only:
         if (run / "config.json").is_file():
             command = [sys.executable, "-m", "host.cli", "--resume", str(run)]
@@ -131,7 +142,7 @@ def main() -> int:
     ratio = training_ratio(run, 112, 64)
     result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
               f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.processor() or 'CPU'}",
-              "command": "python bench/evolve_imagenette.py", "evolve_flags": " ".join(EVOLVE_FLAGS),
+              "command": "python bench/evolve_imagenette.py " + " ".join(sys.argv[1:]), "evolve_flags": " ".join(flags),
               "generations": rows, "ancestor_train_seconds": ancestor["train_seconds"], "training": train_ips,
               **ratio}
     first, last = rows[0], rows[-1]
