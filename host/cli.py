@@ -32,6 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="seed of split, sampling and training (default 0)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 64)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default 0.02)")
+    parser.add_argument("--target-mb", type=float,
+                        help="budget by size: choose R each generation so the last lands on this many MB")
     parser.add_argument("--target-fps", type=float,
                         help="steer R by measured fps and stop when a generation reaches this (default off)")
     parser.add_argument("--latency-from", help="local (ONNX Runtime here) or device:ID (a device-agent's reports)")
@@ -52,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
-             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
+             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained")
 
 

@@ -32,6 +32,7 @@ class EvolveConfig:
     val_fraction: float = 0.1  # held out per class when DIR has no val folder
     pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
     dropout: float = 0.5
+    target_mb: float = 0.0  # >0: R per generation lands the last generation on this size (MB = 1e6 bytes)
     target_fps: float = 0.0  # >0: steer R by measured speed and stop when a generation reaches this fps
     latency_from: str = "local"  # where fps is measured: "local" (ONNX Runtime here) or "device:ID"
     env_floor: float = 0.5  # the harshest R the speed rule may choose
@@ -110,6 +111,8 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"crop_scale = {config.crop_scale} must be in (0, 1]")
     if not 0 <= config.distill_weight <= 1:
         problems.append(f"distill_weight = {config.distill_weight} must be in [0, 1]")
+    if config.target_mb < 0:
+        problems.append(f"target_mb = {config.target_mb} must be >= 0 (0 = off)")
     if config.target_fps < 0 or not 0 < config.env_floor <= config.env_factor:
         problems.append(f"target_fps = {config.target_fps} must be >= 0 and 0 < env_floor ({config.env_floor}) "
                         f"<= env_factor ({config.env_factor})")

@@ -19,7 +19,7 @@ from device.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
-from host.latency import local_fps, next_env_factor, parse_latency_source, wait_for_device_fps
+from host.latency import local_fps, next_env_factor, parse_latency_source, size_env_factor, wait_for_device_fps
 from host.data import CachedImages, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
@@ -276,6 +276,12 @@ class Evolution:
                                + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))
                 if fps >= c.target_fps:
                     stopped = f"target {c.target_fps:g} fps met by generation {generation} ({fps:.0f} fps)"
+            if c.target_mb > 0 and not stopped and generation < c.generations:
+                size_factor = size_env_factor(row["size_bytes"], c.target_mb * 1e6, c.generations - generation)
+                if size_factor is None:
+                    stopped = f"size target {c.target_mb:g} MB met by generation {generation}"
+                else:
+                    env_factor = max(c.env_floor, min(env_factor, size_factor))
             if c.top1_floor > 0 and row["top1"] < c.top1_floor:
                 stopped = (f"top-1 {100 * row['top1']:.1f} % of generation {generation} fell below the floor "
                            f"{100 * c.top1_floor:.1f} %")

@@ -31,6 +31,14 @@ def next_env_factor(measured_fps: float, target_fps: float, env_floor: float, en
     return max(env_floor, min(env_factor, math.sqrt(measured_fps / target_fps)))
 
 
+def size_env_factor(parent_bytes: float, target_bytes: float, generations_left: int) -> float | None:
+    """Budget mode by size: the R that, repeated for the generations left, lands on the target size in
+    expectation, ``(target / parent) ** (1 / generations_left)``; None when the parent is already there."""
+    if parent_bytes <= target_bytes:
+        return None
+    return (target_bytes / parent_bytes) ** (1.0 / max(1, generations_left))
+
+
 def parse_latency_source(text: str) -> tuple[str, str | None]:
     """'local' -> ('local', None); 'device:ID' -> ('device', 'ID')."""
     if text == "local":

@@ -125,3 +125,16 @@ def test_fps_weight_measures_every_offspring_and_weighs_speed_in_fitness(shapes,
     assert len(rows) == 2 and all(fps > 0 for _, _, fps, _ in rows)
     fittest = max(rows, key=lambda r: (r[1] + 0.5 * min(1.0, r[2] / 1e6), -r[3]))
     assert summary["generations"][1]["offspring"] == fittest[0]
+
+
+def test_size_budget_lands_on_the_target_size(shapes, tmp_path):
+    from host.genome import Genome
+    from host.latency import size_env_factor
+    assert size_env_factor(4e6, 1e6, 2) == pytest.approx(0.5) and size_env_factor(1e6, 2e6, 3) is None
+    ancestor = Genome.squeezenet1_1(4).size_bytes
+    target_mb = ancestor * 0.6 / 1e6
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=3,
+                                      target_mb=target_mb, env_floor=0.3)))
+    gens = summary["generations"]
+    assert gens[1]["env_factor"] == pytest.approx((0.6) ** (1 / 3))
+    assert gens[-1]["size_mb"] == pytest.approx(target_mb, rel=0.12)  # sampling noise: a few % per generation
