@@ -6,6 +6,8 @@ epoch gives the same result whether the run went straight through or was killed 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -67,6 +69,43 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return max(1, n_images // batch_size)  # the last partial batch is dropped (BatchNorm-free, but keeps steps even)
 
 
+PREFETCH_DEPTH = 2
+
+
+def prefetch(items, bar: tqdm, depth: int = 2):
+    """Yield ``items`` made on a background thread, ``depth`` ahead: the next batch's gather, normalisation
+    and augmentation (torch ops, which release the GIL) overlap the current step. Ticks ``bar`` per item."""
+    if depth <= 0:
+        for item in items:
+            yield item
+            bar.update(1)
+        bar.close()
+        return
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                slots.put(item)
+        except BaseException as error:  # handed to the consumer, raised there
+            slots.put(error)
+        slots.put(done)
+
+    thread = threading.Thread(target=produce, name="batches", daemon=True)
+    thread.start()
+    while True:
+        item = slots.get()
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+        bar.update(1)
+    thread.join()
+    bar.close()
+
+
 def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, optimizer, scheduler,
                     settings: TrainSettings, seed: int, device: torch.device, teacher: nn.Module | None = None,
                     desc: str = "train", world: World = World()) -> dict:
@@ -91,12 +130,17 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
     memory_format = torch.channels_last  # faster on CUDA and, with oneDNN, on CPU too (1.7x measured here)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(range(n_steps), desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not world.is_main)
-    for step in bar:
-        index = np.sort(order[step * settings.batch_size:(step + 1) * settings.batch_size][world.rank::world.size])
-        images = torch.from_numpy(np.asarray(data.images[index])).to(device, non_blocking=True)
-        labels = torch.from_numpy(data.labels[index]).to(device, non_blocking=True)
-        inputs = augment_batch(normalize_batch(images, spec), generator, scale=(settings.crop_scale, 1.0)).contiguous(memory_format=memory_format)
+    bar = tqdm(total=n_steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=not world.is_main)
+
+    def batches():
+        for step in range(n_steps):
+            index = np.sort(order[step * settings.batch_size:(step + 1) * settings.batch_size][world.rank::world.size])
+            images = torch.from_numpy(np.asarray(data.images[index])).to(device, non_blocking=True)
+            labels = torch.from_numpy(data.labels[index]).to(device, non_blocking=True)
+            inputs = augment_batch(normalize_batch(images, spec), generator, scale=(settings.crop_scale, 1.0))
+            yield labels, inputs.contiguous(memory_format=memory_format)
+
+    for labels, inputs in prefetch(batches(), bar, PREFETCH_DEPTH):
         with amp:
             logits = network(inputs)
             loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
@@ -116,10 +160,10 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
             loss.backward()
             optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(index)
+        total_loss += loss.item() * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
-        seen += len(index)
-        if step % 10 == 0:
+        seen += len(labels)
+        if bar.n % 10 == 0:
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     elapsed = time.perf_counter() - start
     total_loss, correct, seen = sum_across(world, total_loss, correct, seen)
