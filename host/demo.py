@@ -66,10 +66,13 @@ def write_demo_dataset(root: Path, per_class: int = 500, size: int = 64, seed: i
 
 
 def demo_values(out: str) -> dict:
-    """Config of the demo: a 48-px, from-scratch evolution of 5 generations under a harsh environment (R 0.8)."""
+    """Config of the demo: a 48-px, from-scratch evolution of 5 generations (R 0.85, 8 epochs each).
+
+    A from-scratch net recovers slowly: at R 0.8 with 4 epochs, offspring collapsed to two classes (48 %);
+    at R 0.85 with 8 epochs they kept 89-92 % (measured on 2 cores, see the test)."""
     data = write_demo_dataset(Path(out) / "demo-data")
-    return {"data": str(data), "out": out, "generations": 5, "epochs": 4, "ancestor_epochs": 20, "image_size": 48,
-            "env_factor": 0.8, "crop_scale": 0.7, "distill_weight": 0.5, "batch_size": 64, "lr": 0.01, "round_to": 4, "min_filters": 4, "pretrained": ""}
+    return {"data": str(data), "out": out, "generations": 5, "epochs": 8, "ancestor_epochs": 20, "image_size": 48,
+            "env_factor": 0.85, "crop_scale": 0.7, "distill_weight": 0.0, "batch_size": 64, "lr": 0.01, "round_to": 4, "min_filters": 4, "pretrained": ""}
 
 
 DEFAULT_DEMO_OUT = EvolveConfig().out.replace("evolve", "demo")
