@@ -4,7 +4,9 @@
 
 Both runs share one ancestor (trained once, then the run folder is copied), Imagenette at 64 px from the
 ImageNet-pretrained SqueezeNet v1.1, 1 epoch per generation, R budgets MACs, round_to 8. The target is
-``speedup`` x the ancestor's ONNX Runtime batch-1 fps measured here. Prints, for each run, the generation
+``speedup`` x the ancestor's ONNX Runtime batch-1 fps measured here (median of 3); both runs take that
+figure as generation 0's, and measure every later generation as it times its speed ratio to generation 0,
+measured alternately (this machine's speed drifts too much for absolute figures taken minutes apart). Prints, for each run, the generation
 that first reached the target and its top-1 (or that it did not within the cap).
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> int:
     if not (ancestor / "summary.json").is_file():
         evolve(*FLAGS, "--generations", "0", "--out", str(ancestor))
     from host.latency import local_fps
+    from host.lineage import Lineage
     base_fps = float(sorted(local_fps(ancestor / "gen-00" / "model.onnx", 3.0) for _ in range(3))[1])
     target = round(args.speedup * base_fps)
     print(f"ancestor: {base_fps:.0f} img/s (ONNX Runtime, batch 1, median of 3); target {target} img/s")
@@ -50,6 +53,10 @@ def main() -> int:
         run = root / name.replace(" ", "-")
         if not run.exists():
             shutil.copytree(ancestor, run)
+            # one reference for both runs: every later fps is this x a ratio measured side by side with gen 0
+            lineage = Lineage(run / "lineage.sqlite")
+            lineage.set_measured_fps(0, base_fps, "local")
+            lineage.close()
         evolve("--resume", str(run), "--generations", str(args.generations), "--target-fps", str(target),
                "--latency-from", "local", *extra)
         summary = json.loads((run / "summary.json").read_text())

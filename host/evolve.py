@@ -19,7 +19,7 @@ from device.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
-from host.latency import local_fps, next_env_factor, parse_latency_source, size_env_factor, wait_for_device_fps
+from host.latency import local_fps, local_fps_against, next_env_factor, parse_latency_source, size_env_factor, wait_for_device_fps
 from host.data import CachedImages, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
@@ -246,8 +246,13 @@ class Evolution:
             fps = stored.get("measured_fps") if stored else None
             if fps is None:
                 kind, device_id = parse_latency_source(self.config.latency_from)
-                if kind == "local":
-                    fps = local_fps(self.layout.root / row["onnx"], self.config.latency_seconds)
+                if kind == "local" and row["generation"] == 0:
+                    fps = sorted(local_fps(self.layout.root / row["onnx"], self.config.latency_seconds)
+                                 for _ in range(3))[1]  # the reference: a median of three
+                elif kind == "local":
+                    ancestor = self.lineage.generation(0)
+                    fps = local_fps_against(self.layout.root / ancestor["onnx"], ancestor["measured_fps"],
+                                            self.layout.root / row["onnx"], self.config.latency_seconds)
                 else:
                     tqdm.write(f"  waiting for device {device_id} to report generation {row['generation']} ...")
                     fps = wait_for_device_fps(self.lineage, device_id, row["sha256"], self.config.latency_timeout)

@@ -57,6 +57,18 @@ def local_fps(onnx_path: str | Path, seconds: float = 2.0) -> float:
     return float(result["results"][0]["throughput_ips"])
 
 
+def local_fps_against(reference_path: str | Path, reference_fps: float, onnx_path: str | Path,
+                      seconds: float = 2.0, rounds: int = 3) -> float:
+    """The model's fps as ``reference_fps`` x its speed ratio to the reference model, the two measured
+    alternately: a shared CPU drifts by tens of percent within minutes, and a ratio measured side by side
+    cancels that drift where two absolute figures taken minutes apart do not."""
+    ratios = []
+    for _ in range(rounds):
+        reference = local_fps(reference_path, seconds / 2)
+        ratios.append(local_fps(onnx_path, seconds / 2) / reference)
+    return reference_fps * sorted(ratios)[len(ratios) // 2]
+
+
 def wait_for_device_fps(lineage: Lineage, device_id: str, sha256: str, timeout_s: float,
                         poll_s: float = 1.0) -> float:
     """The fps a device reported (benchmark or final report) for the model with ``sha256``; waits for it."""
