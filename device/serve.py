@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 from device.errors import DeviceError
 from device.sources import SOURCE_HELP

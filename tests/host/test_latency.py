@@ -1,6 +1,5 @@
 """Hardware in the loop: the R rule, local speed steering, and a device-agent steering a live evolution."""
 import json
-import math
 import sqlite3
 import subprocess
 import sys
