@@ -1,6 +1,6 @@
 """Benchmark: the SquishedNets evolution on Imagenette, measured, into docs/benchmarks.md.
 
-    python bench/evolve_imagenette.py                         # preset "default": evolve (~35 min here) + measure
+    python bench/evolve_imagenette.py                         # preset "default": evolve (41 min here) + measure (~6 min)
     python bench/evolve_imagenette.py --preset quick --run runs/bench-imagenette   # the first, shorter budget
     python bench/evolve_imagenette.py --run RUN --measure-only  # measure an existing run again
 
