@@ -429,22 +429,11 @@ class Telemetry(object):
             result["gpu_mem_mb"], result["gpu_mem_total_mb"] = self._cuda_mem
             result["gpu_mem_source"] = "pycuda mem_get_info"
         if self.nvml is not None:
-            nvml = self.nvml.sample()
-            if result["gpu_mem_mb"] is None and "gpu_mem_used_mb" in nvml:
-                result["gpu_mem_mb"], result["gpu_mem_total_mb"] = nvml["gpu_mem_used_mb"], nvml["gpu_mem_total_mb"]
-                result["gpu_mem_source"] = "nvml"
-            for key in ("power_mw", "gpu_percent", "temperatures_c"):
-                if key in nvml:
-                    result[key] = nvml[key]
+            _merge_gpu_sample(result, self.nvml.sample(), "gpu_mem_used_mb", "gpu_mem_total_mb", "nvml")
         if self.tegrastats is not None and self.tegrastats.latest:
-            latest = self.tegrastats.latest
-            if result["gpu_mem_mb"] is None and "ram_used_mb" in latest:
-                # Jetson: one memory for CPU and GPU; tegrastats' RAM is the shared pool
-                result["gpu_mem_mb"], result["gpu_mem_total_mb"] = latest["ram_used_mb"], latest["ram_total_mb"]
-                result["gpu_mem_source"] = "tegrastats RAM (shared CPU/GPU memory)"
-            for key in ("power_mw", "gpu_percent", "temperatures_c"):
-                if key in latest:
-                    result[key] = latest[key]
+            # Jetson: one memory for CPU and GPU; tegrastats' RAM is the shared pool
+            _merge_gpu_sample(result, self.tegrastats.latest, "ram_used_mb", "ram_total_mb",
+                              "tegrastats RAM (shared CPU/GPU memory)")
         if "temperatures_c" not in result:
             temps = thermal_zones()
             if temps:
@@ -527,3 +516,13 @@ def prometheus_text(snapshot, prefix="squishednets"):
     metric("power_milliwatts", "gauge", "Power rails (instant).",
            [({"rail": name}, value[0]) for name, value in sorted((memory.get("power_mw") or {}).items())])
     return "\n".join(lines) + "\n"
+
+
+def _merge_gpu_sample(result, sample, used_key, total_key, source):
+    """Take GPU memory from ``sample`` when no earlier source gave it, and its power/load/temperatures."""
+    if result["gpu_mem_mb"] is None and used_key in sample:
+        result["gpu_mem_mb"], result["gpu_mem_total_mb"] = sample[used_key], sample[total_key]
+        result["gpu_mem_source"] = source
+    for key in ("power_mw", "gpu_percent", "temperatures_c"):
+        if key in sample:
+            result[key] = sample[key]
