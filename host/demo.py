@@ -12,8 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from host.config import EvolveConfig
-
 SHAPES = ("circle", "square", "triangle", "cross")
 
 
@@ -75,4 +73,4 @@ def demo_values(out: str) -> dict:
             "env_factor": 0.85, "crop_scale": 0.7, "distill_weight": 0.0, "batch_size": 64, "lr": 0.01, "round_to": 4, "min_filters": 4, "pretrained": ""}
 
 
-DEFAULT_DEMO_OUT = EvolveConfig().out.replace("evolve", "demo")
+DEFAULT_DEMO_OUT = "runs/demo"
