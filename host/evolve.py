@@ -19,7 +19,7 @@ from device.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
-from host.latency import local_fps, local_fps_against, next_env_factor, parse_latency_source, size_env_factor, wait_for_device_fps
+from host.latency import local_fps, local_fps_against, parse_latency_source, wait_for_device_fps
 from host.data import CachedImages, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
@@ -28,6 +28,7 @@ from host.layout import RunLayout
 from host.lineage import Lineage
 from host.model import SqueezeNet, load_pretrained
 from host.report import refresh
+from host.steering import fitness, next_step
 from host.surgery import cluster_strengths, inherit
 from host.synthesis import sample_offspring, solve_lambda
 from host.train import (TrainSettings, derive_seed, evaluate, make_optimizer, pick_device, steps_per_epoch,
@@ -206,21 +207,19 @@ class Evolution:
         finally:
             path.unlink(missing_ok=True)
 
-    def fitness(self, row: dict) -> tuple:
-        """Best top-1 (plus the speed bonus with --fps-weight), then the smaller."""
-        c = self.config
-        bonus = c.fps_weight * min(1.0, row["local_fps"] / c.target_fps) if row.get("local_fps") else 0.0
-        return (row["top1"] + bonus, -row["params"])
-
     # -- one generation --------------------------------------------------------------------------
-    def run_generation(self, generation: int, parent: SqueezeNet | None, env_factor: float) -> dict:
-        c = self.config
+    def breed_generation(self, generation: int, parent: SqueezeNet | None, env_factor: float) -> list[dict]:
+        """Heredity, synthesis, training and evaluation of the generation's offspring (one for the ancestor,
+        K after it); offspring already in the lineage (a resumed run) are not bred again."""
         done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
-        count = 1 if parent is None else c.offspring
-        for index in range(count):
+        for index in range(1 if parent is None else self.config.offspring):
             if index not in done:
                 done[index] = self.breed(generation, index, parent, env_factor)
-        best = max(done.values(), key=self.fitness)
+        return [done[index] for index in sorted(done)]
+
+    def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None, env_factor: float) -> dict:
+        """Export the fittest offspring as the generation's ONNX (rank 0) and record it in the lineage."""
+        c = self.config
         if not self.world.is_main:
             barrier(self.world)  # rank 0 exports and records; the others only need the weights, already written
             return dict(best)
@@ -235,10 +234,11 @@ class Evolution:
                    card=self.layout.relative(folder / "card.json"))
         self.lineage.add_generation(row)
         self.layout.checkpoint.unlink(missing_ok=True)
+        tqdm.write(describe(row))
         barrier(self.world)
         return row
 
-    def measured_fps(self, row: dict) -> float:
+    def fps_for_steering(self, row: dict) -> float:
         """The generation's fps from the configured source, measured once and kept in the lineage."""
         fps = None
         if self.world.is_main:
@@ -259,48 +259,40 @@ class Evolution:
                 self.lineage.set_measured_fps(row["generation"], fps, self.config.latency_from)
         return broadcast(self.world, fps)
 
+    # -- the evolution ---------------------------------------------------------------------------
     def run(self) -> dict:
+        """The paper's loop: the ancestor, then generation after generation: heredity from the parent, offspring
+        synthesized, trained and evaluated, the fittest exported and recorded, then the rules (host/steering.py)
+        choose the next R or stop, and the generation is selected as the next parent."""
         c = self.config
-        finished = {row["generation"]: row for row in self.lineage.generations()}
-        total = c.generations + 1
-        bar = tqdm(range(total), desc="evolution", unit="gen", dynamic_ncols=True, disable=not self.world.is_main)
-        parent, env_factor, stopped = None, c.env_factor, None
+        finished = {row["generation"]: row for row in self.lineage.generations()}  # a resumed run's
+        bar = tqdm(range(c.generations + 1), desc="evolution", unit="gen", dynamic_ncols=True,
+                   disable=not self.world.is_main)
+        parent, env_factor, stop_reason = None, c.env_factor, None  # generation 0 is the ancestor: no parent
         for generation in bar:
             if generation in finished:
                 row = finished[generation]
             else:
-                row = self.run_generation(generation, parent, env_factor)
-                if self.world.is_main:
-                    tqdm.write(describe(row))
-            if c.target_fps > 0:
-                fps = self.measured_fps(row)
-                if c.steer:
-                    env_factor = next_env_factor(fps, c.target_fps, c.env_floor, c.env_factor)
-                if self.world.is_main:
+                offspring = self.breed_generation(generation, parent, env_factor)
+                best = max(offspring, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
+                row = self.export_and_record(generation, best, parent, env_factor)
+            fps = self.fps_for_steering(row) if c.target_fps > 0 else None
+            env_factor, stop_reason = next_step(c, generation, row, fps, env_factor)
+            if self.world.is_main:
+                if fps is not None:
                     tqdm.write(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
                                + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))
-                if fps >= c.target_fps:
-                    stopped = f"target {c.target_fps:g} fps met by generation {generation} ({fps:.0f} fps)"
-            if c.target_mb > 0 and not stopped and generation < c.generations:
-                size_factor = size_env_factor(row["size_bytes"], c.target_mb * 1e6, c.generations - generation)
-                if size_factor is None:
-                    stopped = f"size target {c.target_mb:g} MB met by generation {generation}"
-                else:
-                    env_factor = max(c.env_floor, min(env_factor, size_factor))
-            if c.top1_floor > 0 and row["top1"] < c.top1_floor:
-                stopped = (f"top-1 {100 * row['top1']:.1f} % of generation {generation} fell below the floor "
-                           f"{100 * c.top1_floor:.1f} %")
-            if self.world.is_main and generation not in finished:
-                refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
-            if stopped:
+                if generation not in finished:
+                    refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+            if stop_reason:
                 break
-            parent = load_weights(self.layout.root / row["weights"], "cpu")
+            parent = load_weights(self.layout.root / row["weights"], "cpu")  # selection: the next parent
         bar.close()
         if not self.world.is_main:
             return {}
-        summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stopped)
-        if stopped:
-            tqdm.write(f"stopped: {stopped}")
+        summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stop_reason)
+        if stop_reason:
+            tqdm.write(f"stopped: {stop_reason}")
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
 

@@ -3,19 +3,11 @@
     host-evolve ... --target-fps 2500 --latency-from local          # ONNX Runtime on this machine
     host-evolve ... --target-fps 200 --latency-from device:tx1-lab  # a Jetson running device-agent --follow
 
-The rule for the next generation's environment factor, from the parent's measured fps f and the
-target T (documented in README and docs/deploy.md):
-
-    R_next = clamp(sqrt(f / T), env_floor, env_factor)
-
-Far from the target the environment is harsh (f/T = 0.25 gives R = 0.5), near it R relaxes to the
-configured env_factor, and it is never harsher than env_floor. The square root asks each generation
-for about half of the remaining speed-up (in log terms), since compute and speed are not exactly
-proportional and one harsh step costs more accuracy than two mild ones.
+The rule that turns a measured fps into the next generation's R is in host/steering.py; this module
+measures: locally with ONNX Runtime, or by waiting for a device's report in the lineage.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -23,20 +15,6 @@ from host.errors import HostError
 from host.lineage import Lineage
 
 DEVICE_PREFIX = "device:"
-
-
-def next_env_factor(measured_fps: float, target_fps: float, env_floor: float, env_factor: float) -> float:
-    if measured_fps <= 0 or target_fps <= 0:
-        raise HostError(f"cannot steer with measured fps {measured_fps} and target {target_fps}: both must be > 0")
-    return max(env_floor, min(env_factor, math.sqrt(measured_fps / target_fps)))
-
-
-def size_env_factor(parent_bytes: float, target_bytes: float, generations_left: int) -> float | None:
-    """Budget mode by size: the R that, repeated for the generations left, lands on the target size in
-    expectation, ``(target / parent) ** (1 / generations_left)``; None when the parent is already there."""
-    if parent_bytes <= target_bytes:
-        return None
-    return (target_bytes / parent_bytes) ** (1.0 / max(1, generations_left))
 
 
 def parse_latency_source(text: str) -> tuple[str, str | None]:

@@ -1,0 +1,98 @@
+"""The evolution's selection, steer and stop rules: pure functions of one generation's figures.
+
+After generation g is recorded, ``next_step`` asks the rules in this order (the order is the behaviour):
+
+1. Speed steering (``--target-fps``, unless ``--fixed-env``): from the generation's measured fps f and the
+   target T, the next environment factor is
+
+       R_next = clamp(sqrt(f / T), env_floor, env_factor)
+
+   Far from the target the environment is harsh (f/T = 0.25 gives R = 0.5), near it R relaxes to the
+   configured env_factor, and it is never harsher than env_floor. The square root asks each generation for
+   about half of the remaining speed-up (in log terms), since compute and speed are not exactly
+   proportional and one harsh step costs more accuracy than two mild ones.
+2. Speed target (``--target-fps``): stop once f >= T.
+3. Size steering (``--target-mb``, only while not stopped and generations are left): the R that, repeated
+   for the n generations left, lands on the target size in expectation,
+
+       R_size = (target_bytes / size_bytes) ** (1 / n)
+
+   and the next R is min(R_next, R_size), never below env_floor; stop when the size is already there.
+4. Top-1 floor (``--top1-floor``): stop when the generation's top-1 falls below the floor. Its reason wins
+   over the others: it says why the run's last generations are worse than the best.
+
+Selection within a generation (``fitness``): the best top-1 (plus the speed bonus with ``--fps-weight``),
+then the smaller.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from host.errors import HostError
+
+
+class Step(NamedTuple):
+    """What the evolution does after a generation: the next R, and why it stops (None: it goes on)."""
+    env_factor: float
+    stop_reason: str | None
+
+
+def next_env_factor(measured_fps: float, target_fps: float, env_floor: float, env_factor: float) -> float:
+    """Rule 1, speed steering: R_next = clamp(sqrt(f / T), env_floor, env_factor)."""
+    if measured_fps <= 0 or target_fps <= 0:
+        raise HostError(f"cannot steer with measured fps {measured_fps} and target {target_fps}: both must be > 0")
+    return max(env_floor, min(env_factor, math.sqrt(measured_fps / target_fps)))
+
+
+def speed_target_met(generation: int, measured_fps: float, target_fps: float) -> str | None:
+    """Rule 2: the stop reason once the generation's measured fps reaches the target, else None."""
+    if measured_fps >= target_fps:
+        return f"target {target_fps:g} fps met by generation {generation} ({measured_fps:.0f} fps)"
+    return None
+
+
+def size_env_factor(parent_bytes: float, target_bytes: float, generations_left: int) -> float | None:
+    """Rule 3's R: ``(target / parent) ** (1 / generations_left)``, which repeated for the generations left
+    lands on the target size in expectation; None when the parent is already there."""
+    if parent_bytes <= target_bytes:
+        return None
+    return (target_bytes / parent_bytes) ** (1.0 / max(1, generations_left))
+
+
+def steer_by_size(generation: int, size_bytes: float, target_mb: float, generations_left: int, env_factor: float,
+                  env_floor: float) -> Step:
+    """Rule 3, size steering: the next R no milder than the size budget asks, or a stop once the size is met."""
+    size_factor = size_env_factor(size_bytes, target_mb * 1e6, generations_left)
+    if size_factor is None:
+        return Step(env_factor, f"size target {target_mb:g} MB met by generation {generation}")
+    return Step(max(env_floor, min(env_factor, size_factor)), None)
+
+
+def top1_below_floor(generation: int, top1: float, top1_floor: float) -> str | None:
+    """Rule 4: the stop reason when the generation's top-1 fell below the floor (a floor of 0 is off)."""
+    if top1_floor > 0 and top1 < top1_floor:
+        return (f"top-1 {100 * top1:.1f} % of generation {generation} fell below the floor "
+                f"{100 * top1_floor:.1f} %")
+    return None
+
+
+def next_step(config, generation: int, row: dict, measured_fps: float | None, env_factor: float) -> Step:
+    """Rules 1-4 in order for the generation just recorded (``row``), given the R it was bred with.
+    ``measured_fps`` is the generation's fps when ``config.target_fps`` is set (None otherwise)."""
+    c, stop_reason = config, None
+    if c.target_fps > 0:
+        if c.steer:
+            env_factor = next_env_factor(measured_fps, c.target_fps, c.env_floor, c.env_factor)
+        stop_reason = speed_target_met(generation, measured_fps, c.target_fps)
+    if c.target_mb > 0 and stop_reason is None and generation < c.generations:
+        env_factor, stop_reason = steer_by_size(generation, row["size_bytes"], c.target_mb,
+                                                c.generations - generation, env_factor, c.env_floor)
+    return Step(env_factor, top1_below_floor(generation, row["top1"], c.top1_floor) or stop_reason)
+
+
+def fitness(row: dict, fps_weight: float, target_fps: float) -> tuple:
+    """Selection: the best top-1 (plus ``fps_weight`` x min(1, local fps / target) for offspring whose speed
+    was measured), then the smaller."""
+    bonus = fps_weight * min(1.0, row["local_fps"] / target_fps) if row.get("local_fps") else 0.0
+    return (row["top1"] + bonus, -row["params"])
