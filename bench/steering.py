@@ -55,17 +55,17 @@ def main() -> int:
             shutil.copytree(ancestor, run)
             # one reference for both runs: every later fps is this x a ratio measured side by side with gen 0
             lineage = Lineage(run / "lineage.sqlite")
-            lineage.set_measured_fps(0, base_fps, "local")
+            lineage.set_steering_fps(0, base_fps, "local")
             lineage.close()
         evolve("--resume", str(run), "--generations", str(args.generations), "--target-fps", str(target),
                "--latency-from", "local", *extra)
         summary = json.loads((run / "summary.json").read_text())
         gens = summary["generations"]
-        met = next((g for g in gens if (g["measured_fps"] or 0) >= target), None)
+        met = next((g for g in gens if (g["steering_fps"] or 0) >= target), None)
         results[name] = {"reached_at": met["generation"] if met else None, "top1": met["top1"] if met else None,
-                         "size_mb": met["size_mb"] if met else None, "fps": met["measured_fps"] if met else None,
+                         "size_mb": met["size_mb"] if met else None, "fps": met["steering_fps"] if met else None,
                          "ancestor_top1": gens[0]["top1"],
-                         "path": [(g["generation"], g["env_factor"], round(g["measured_fps"] or 0), round(g["top1"], 4))
+                         "path": [(g["generation"], g["env_factor"], round(g["steering_fps"] or 0), round(g["top1"], 4))
                                   for g in gens]}
     report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, 2 cores",
               "command": "python bench/steering.py " + " ".join(sys.argv[1:]), "target_fps": target,

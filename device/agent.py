@@ -9,7 +9,7 @@ the figures, tagged with the platform, through the on-disk report spool.
 A generation is benchmarked once per (sha256, backend, precision): the agent remembers what it did in
 ``<cache-dir>/agent-state.json``, so a restart does not measure again. Each measurement becomes one report of
 kind ``benchmark`` (device/reports.py) whose ``stats.fps`` is the batch-1 throughput with host-device copies;
-host-serve stores it in lineage.sqlite, where ``Lineage.measured_fps()`` reads it. Reports go to the spool
+host-serve stores it in lineage.sqlite, where ``Lineage.device_fps()`` reads it. Reports go to the spool
 first (``<cache-dir>/reports``), so a host that is down loses nothing: they arrive when it is back.
 
 Exit status: 0 done (``--once``: everything listed is measured and delivered; following: stopped after

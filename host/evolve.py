@@ -243,7 +243,7 @@ class Evolution:
         fps = None
         if self.world.is_main:
             stored = self.lineage.generation(row["generation"])
-            fps = stored.get("measured_fps") if stored else None
+            fps = stored.get("steering_fps") if stored else None
             if fps is None:
                 kind, device_id = parse_latency_source(self.config.latency_from)
                 if kind == "local" and row["generation"] == 0:
@@ -251,12 +251,12 @@ class Evolution:
                                  for _ in range(3))[1]  # the reference: a median of three
                 elif kind == "local":
                     ancestor = self.lineage.generation(0)
-                    fps = local_fps_against(self.layout.root / ancestor["onnx"], ancestor["measured_fps"],
+                    fps = local_fps_against(self.layout.root / ancestor["onnx"], ancestor["steering_fps"],
                                             self.layout.root / row["onnx"], self.config.latency_seconds)
                 else:
                     tqdm.write(f"  waiting for device {device_id} to report generation {row['generation']} ...")
                     fps = wait_for_device_fps(self.lineage, device_id, row["sha256"], self.config.latency_timeout)
-                self.lineage.set_measured_fps(row["generation"], fps, self.config.latency_from)
+                self.lineage.set_steering_fps(row["generation"], fps, self.config.latency_from)
         return broadcast(self.world, fps)
 
     # -- the evolution ---------------------------------------------------------------------------

@@ -52,11 +52,9 @@ def wait_for_device_fps(lineage: Lineage, device_id: str, sha256: str, timeout_s
     """The fps a device reported (benchmark or final report) for the model with ``sha256``; waits for it."""
     deadline = time.monotonic() + timeout_s
     while True:
-        row = lineage.db.execute(
-            "SELECT fps FROM device_reports WHERE device_id = ? AND model_sha256 = ? AND fps IS NOT NULL "
-            "AND kind IN ('benchmark', 'final') ORDER BY id DESC LIMIT 1", (device_id, sha256)).fetchone()
-        if row is not None:
-            return float(row["fps"])
+        fps = lineage.latest_device_fps(device_id, sha256)
+        if fps is not None:
+            return fps
         if time.monotonic() >= deadline:
             raise HostError(f"no fps from device {device_id!r} for model {sha256[:12]}... within {timeout_s:.0f} s. "
                             f"Is host-serve running on this run and `device-agent --follow URL --device-id "

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS generations (
     params INTEGER NOT NULL, size_bytes INTEGER NOT NULL, macs INTEGER NOT NULL,
     top1 REAL NOT NULL, top5 REAL NOT NULL, train_seconds REAL NOT NULL, env_factor REAL, lambda REAL,
     onnx TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE, weights TEXT NOT NULL, labels TEXT NOT NULL,
-    card TEXT NOT NULL, local_fps REAL, measured_fps REAL, fps_source TEXT, created_at REAL NOT NULL);
+    card TEXT NOT NULL, local_fps REAL, steering_fps REAL, fps_source TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS epochs (
     generation INTEGER NOT NULL, offspring INTEGER NOT NULL, epoch INTEGER NOT NULL, loss REAL NOT NULL,
     train_top1 REAL NOT NULL, seconds REAL NOT NULL, images_per_second REAL NOT NULL,
@@ -49,10 +49,15 @@ class Lineage:
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
-        """Runs made by an older version gain the newer columns (all nullable)."""
-        wanted = {"generations": {"measured_fps": "REAL", "fps_source": "TEXT"}, "offspring": {"local_fps": "REAL"}}
+        """Runs made by an older version gain the newer columns (all nullable); their ``measured_fps`` column
+        is renamed ``steering_fps`` (it held the fps that steered R, never a device's own figure)."""
+        wanted = {"generations": {"steering_fps": "REAL", "fps_source": "TEXT"}, "offspring": {"local_fps": "REAL"}}
         for table, columns in wanted.items():
             have = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if table == "generations" and "measured_fps" in have and "steering_fps" not in have:
+                with self.db:
+                    self.db.execute("ALTER TABLE generations RENAME COLUMN measured_fps TO steering_fps")
+                have = (have - {"measured_fps"}) | {"steering_fps"}
             for name, kind in columns.items():
                 if name not in have:
                     with self.db:
@@ -111,15 +116,18 @@ class Lineage:
         row = self.db.execute("SELECT * FROM generations WHERE sha256 = ?", (sha256,)).fetchone()
         return dict(row) if row else None
 
-    def set_measured_fps(self, generation: int, fps: float, source: str) -> None:
-        """The fps that steers the evolution (local ONNX Runtime or a device's report), and where it came from."""
+    def set_steering_fps(self, generation: int, fps: float, source: str) -> None:
+        """The fps that steers the evolution (``--latency-from``: local ONNX Runtime or a device's report), and
+        where it came from. A local figure is also the generation's local_fps, written first: a kill between
+        the two writes leaves no steering fps, so a resumed run measures it again and writes both."""
+        if source == "local":
+            self.set_local_fps(generation, fps)
         with self.db:
-            self.db.execute("UPDATE generations SET measured_fps = ?, fps_source = ? WHERE generation = ?",
+            self.db.execute("UPDATE generations SET steering_fps = ?, fps_source = ? WHERE generation = ?",
                             (fps, source, generation))
-            if source == "local":
-                self.db.execute("UPDATE generations SET local_fps = ? WHERE generation = ?", (fps, generation))
 
     def set_local_fps(self, generation: int, fps: float) -> None:
+        """The generation's batch-1 speed with ONNX Runtime on this machine (shown in report.png)."""
         with self.db:
             self.db.execute("UPDATE generations SET local_fps = ? WHERE generation = ?", (fps, generation))
 
@@ -145,6 +153,13 @@ class Lineage:
                  json.dumps(body, sort_keys=True), time.time()))
         return cursor.rowcount == 1
 
+    def latest_device_fps(self, device_id: str, sha256: str) -> float | None:
+        """The fps ``device_id`` last reported for the model with ``sha256`` in a benchmark or final report."""
+        row = self.db.execute(
+            "SELECT fps FROM device_reports WHERE device_id = ? AND model_sha256 = ? AND fps IS NOT NULL "
+            "AND kind IN ('benchmark', 'final') ORDER BY id DESC LIMIT 1", (device_id, sha256)).fetchone()
+        return None if row is None else float(row["fps"])
+
     def device_reports(self, generation: int | None = None) -> list[dict]:
         query, args = "SELECT * FROM device_reports", ()
         if generation is not None:
@@ -154,8 +169,9 @@ class Lineage:
             row["body"] = json.loads(row["body"])
         return rows
 
-    def measured_fps(self) -> dict[int, float]:
-        """Per generation, the latest device-reported fps (from final or benchmark reports)."""
+    def device_fps(self) -> dict[int, float]:
+        """Per generation, the latest fps any device reported (final or benchmark reports): host-serve's
+        /generations and summary.json call it ``device_fps``."""
         rows = self.db.execute("SELECT generation, fps FROM device_reports WHERE generation IS NOT NULL "
                                "AND fps IS NOT NULL ORDER BY id")
         return {row["generation"]: row["fps"] for row in rows}

@@ -81,10 +81,6 @@ class SqueezeNet(nn.Module):
         return torch.flatten(self.classifier(self.features(x)), 1)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def load_pretrained(model: SqueezeNet, path: str | Path) -> None:
     """Load a torchvision-layout ``squeezenet1_1`` state_dict from a local file; conv10 stays freshly initialised.
 

@@ -21,7 +21,7 @@ def pareto_front(points: list[dict]) -> list[int]:
 
 def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
                   stopped: str | None = None) -> dict:
-    measured = lineage.measured_fps()
+    device_fps = lineage.device_fps()
     generations = []
     for row in lineage.generations():
         generations.append({
@@ -30,8 +30,8 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "macs": row["macs"], "top1": row["top1"], "top5": row["top5"], "train_seconds": row["train_seconds"],
             "env_factor": row["env_factor"], "lambda": row["lambda"], "onnx": row["onnx"], "sha256": row["sha256"],
             "labels": row["labels"], "card": row["card"], "genome": json.loads(row["genome"]),
-            "local_fps": row["local_fps"], "device_fps": measured.get(row["generation"]),
-            "measured_fps": row.get("measured_fps"), "fps_source": row.get("fps_source")})
+            "local_fps": row["local_fps"], "device_fps": device_fps.get(row["generation"]),
+            "steering_fps": row.get("steering_fps"), "fps_source": row.get("fps_source")})
     ancestor = generations[0] if generations else None
     config = lineage.config()
     floor = config.get("top1_floor") or 0.0

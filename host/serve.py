@@ -142,10 +142,10 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     @app.get("/generations")
     def generations():
         with lock:
-            rows, measured = lineage.generations(), lineage.measured_fps()
+            rows, device_fps = lineage.generations(), lineage.device_fps()
         return [{"generation": r["generation"], "parent": r["parent"], "sha256": r["sha256"], "params": r["params"],
                  "size_bytes": r["size_bytes"], "macs": r["macs"], "top1": r["top1"], "top5": r["top5"],
-                 "local_fps": r["local_fps"], "measured_fps": measured.get(r["generation"]),
+                 "local_fps": r["local_fps"], "device_fps": device_fps.get(r["generation"]),
                  "model_url": f"/models/{r['generation']}/model.onnx"} for r in rows]
 
     @app.get("/models/{number}/{name}")

@@ -38,17 +38,17 @@ class Step(NamedTuple):
     stop_reason: str | None
 
 
-def next_env_factor(measured_fps: float, target_fps: float, env_floor: float, env_factor: float) -> float:
+def next_env_factor(fps: float, target_fps: float, env_floor: float, env_factor: float) -> float:
     """Rule 1, speed steering: R_next = clamp(sqrt(f / T), env_floor, env_factor)."""
-    if measured_fps <= 0 or target_fps <= 0:
-        raise HostError(f"cannot steer with measured fps {measured_fps} and target {target_fps}: both must be > 0")
-    return max(env_floor, min(env_factor, math.sqrt(measured_fps / target_fps)))
+    if fps <= 0 or target_fps <= 0:
+        raise HostError(f"cannot steer with measured fps {fps} and target {target_fps}: both must be > 0")
+    return max(env_floor, min(env_factor, math.sqrt(fps / target_fps)))
 
 
-def speed_target_met(generation: int, measured_fps: float, target_fps: float) -> str | None:
+def speed_target_met(generation: int, fps: float, target_fps: float) -> str | None:
     """Rule 2: the stop reason once the generation's measured fps reaches the target, else None."""
-    if measured_fps >= target_fps:
-        return f"target {target_fps:g} fps met by generation {generation} ({measured_fps:.0f} fps)"
+    if fps >= target_fps:
+        return f"target {target_fps:g} fps met by generation {generation} ({fps:.0f} fps)"
     return None
 
 
@@ -77,14 +77,15 @@ def top1_below_floor(generation: int, top1: float, top1_floor: float) -> str | N
     return None
 
 
-def next_step(config, generation: int, row: dict, measured_fps: float | None, env_factor: float) -> Step:
+def next_step(config, generation: int, row: dict, steering_fps: float | None, env_factor: float) -> Step:
     """Rules 1-4 in order for the generation just recorded (``row``), given the R it was bred with.
-    ``measured_fps`` is the generation's fps when ``config.target_fps`` is set (None otherwise)."""
+    ``steering_fps`` is the generation's fps from ``--latency-from`` when ``config.target_fps`` is set (None
+    otherwise)."""
     c, stop_reason = config, None
     if c.target_fps > 0:
         if c.steer:
-            env_factor = next_env_factor(measured_fps, c.target_fps, c.env_floor, c.env_factor)
-        stop_reason = speed_target_met(generation, measured_fps, c.target_fps)
+            env_factor = next_env_factor(steering_fps, c.target_fps, c.env_floor, c.env_factor)
+        stop_reason = speed_target_met(generation, steering_fps, c.target_fps)
     if c.target_mb > 0 and stop_reason is None and generation < c.generations:
         env_factor, stop_reason = steer_by_size(generation, row["size_bytes"], c.target_mb,
                                                 c.generations - generation, env_factor, c.env_floor)

@@ -49,7 +49,3 @@ def inherit(parent: SqueezeNet, kept: dict[str, np.ndarray]) -> SqueezeNet:
             child_layers[name].weight.copy_(conv.weight[out_idx][:, in_idx])
             child_layers[name].bias.copy_(conv.bias[out_idx])
     return child
-
-
-def keep_all(model: SqueezeNet) -> dict[str, np.ndarray]:
-    return {name: np.arange(len(s)) for name, s in cluster_strengths(model).items()}

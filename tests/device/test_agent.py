@@ -71,7 +71,7 @@ def token_file(tmp_path):
 def reports_of(run, device_id):
     lineage = Lineage(run / "lineage.sqlite")
     try:
-        return [r for r in lineage.device_reports() if r["device_id"] == device_id], lineage.measured_fps()
+        return [r for r in lineage.device_reports() if r["device_id"] == device_id], lineage.device_fps()
     finally:
         lineage.close()
 

@@ -35,7 +35,7 @@ def test_local_target_met_stops_the_run_and_keeps_what_was_bred(shapes, tmp_path
                                       target_fps=1.0, latency_from="local")))
     assert [g["generation"] for g in summary["generations"]] == [0]
     assert summary["stopped"].startswith("target 1 fps met by generation 0")
-    assert summary["generations"][0]["measured_fps"] > 1 and summary["generations"][0]["fps_source"] == "local"
+    assert summary["generations"][0]["steering_fps"] > 1 and summary["generations"][0]["fps_source"] == "local"
 
 
 def test_local_speed_steers_r_generation_by_generation(shapes, tmp_path):
@@ -45,7 +45,7 @@ def test_local_speed_steers_r_generation_by_generation(shapes, tmp_path):
     gens = summary["generations"]
     assert len(gens) == 3 and summary["stopped"] is None
     for parent, child in zip(gens, gens[1:]):
-        assert child["env_factor"] == pytest.approx(next_env_factor(parent["measured_fps"], target, floor, mild))
+        assert child["env_factor"] == pytest.approx(next_env_factor(parent["steering_fps"], target, floor, mild))
         assert floor < child["env_factor"] < mild  # the measured fps, not a bound, chose R
 
 
@@ -94,9 +94,9 @@ def test_a_following_device_agent_steers_host_evolve_through_host_serve(shapes, 
         "SELECT generation, fps FROM device_reports WHERE device_id = 'bench-box' AND kind = 'benchmark'")}
     assert [g["generation"] for g in gens] == [0, 1, 2]
     for g in gens:  # the fps that steered each generation is the one the device reported
-        assert g["fps_source"] == "device:bench-box" and g["measured_fps"] == reports[g["generation"]] > 0
+        assert g["fps_source"] == "device:bench-box" and g["steering_fps"] == reports[g["generation"]] > 0
     for parent, child in zip(gens, gens[1:]):
-        assert child["env_factor"] == pytest.approx(next_env_factor(parent["measured_fps"], target, floor, mild))
+        assert child["env_factor"] == pytest.approx(next_env_factor(parent["steering_fps"], target, floor, mild))
     summary = json.loads((run / "summary.json").read_text())
     assert all(g["device_fps"] for g in summary["generations"])
 
@@ -105,7 +105,7 @@ def test_fixed_env_measures_and_stops_but_keeps_r(shapes, tmp_path):
     summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=1,
                                       target_fps=1e6, env_factor=0.9, steer=False)))
     gens = summary["generations"]
-    assert gens[1]["env_factor"] == 0.9 and all(g["measured_fps"] > 0 for g in gens)
+    assert gens[1]["env_factor"] == 0.9 and all(g["steering_fps"] > 0 for g in gens)
 
 
 def test_fps_weight_measures_every_offspring_and_weighs_speed_in_fitness(shapes, tmp_path):

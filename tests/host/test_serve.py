@@ -108,7 +108,7 @@ def test_reports_are_authenticated_validated_size_limited_and_stored_once(host):
         listed = [r for r in client.get("/reports").json() if r["device_id"] == "dev-auth"]
         assert [r["sequence"] for r in listed] == [1, 2]
         assert client.get("/reports", params={"generation": 0}).status_code == 200
-        assert client.get("/generations").json()[0]["measured_fps"] == 123.5
+        assert client.get("/generations").json()[0]["device_fps"] == 123.5
     rows = stored(run, "dev-auth")
     assert len(rows) == 2 and rows[0]["generation"] == 0 and rows[0]["fps"] is None and rows[1]["fps"] == 123.5
 

@@ -4,7 +4,7 @@ import torch
 
 from host.genome import Genome
 from host.model import SqueezeNet
-from host.surgery import cluster_strengths, inherit, input_indices, keep_all
+from host.surgery import cluster_strengths, inherit, input_indices
 from host.synthesis import sample_offspring
 
 GENOME = Genome(num_classes=4, conv1=16, fires=((4, 8, 8), (6, 10, 6), (8, 12, 12), (4, 8, 8),
@@ -18,6 +18,11 @@ def make_parent(seed=0):
         for conv in model.named_layers().values():
             conv.bias.uniform_(0.0, 0.1)
     return model
+
+
+def keep_all(model):
+    """Every filter of every layer kept: the child must be the parent."""
+    return {name: np.arange(len(s)) for name, s in cluster_strengths(model).items()}
 
 
 def zero_dropped(model, kept):
