@@ -53,12 +53,10 @@ def device_bench(path: Path, batches=(1, 8), seconds: float = 3.0) -> dict:
 
 
 def side_by_side(first: Path, last: Path, rounds: int = 3) -> dict:
-    """Ancestor and last generation measured alternately (batch 1), the median ratio: noise cancels."""
-    ratios = []
-    for _ in range(rounds):
-        a = device_bench(first, (1,), 2.0)[1]
-        b = device_bench(last, (1,), 2.0)[1]
-        ratios.append(b / a)
+    """Ancestor and last generation measured alternately (batch 1, 2 s each), the median ratio: noise cancels
+    (host/latency.py: speed_ratios, what --latency-from local steers with)."""
+    from host.latency import speed_ratios
+    ratios = speed_ratios(first, last, seconds=2.0, rounds=rounds)
     return {"rounds": rounds, "ratios": [round(r, 3) for r in ratios], "median": float(np.median(ratios))}
 
 

@@ -19,7 +19,7 @@ from device.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
-from host.latency import local_fps, local_fps_against, parse_latency_source, wait_for_device_fps
+from host.latency import FpsMeter, local_fps, local_fps_against, parse_latency_source, wait_for_device_fps
 from host.data import CachedImages, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
@@ -89,8 +89,9 @@ def load_weights(path, device) -> SqueezeNet:
 
 
 class Evolution:
-    def __init__(self, config: EvolveConfig):
+    def __init__(self, config: EvolveConfig, measure_fps: FpsMeter = local_fps):
         self.config = config
+        self.measure_fps = measure_fps  # the local speed meter (--latency-from local, --fps-weight)
         self.layout = RunLayout(config.out)
         device = pick_device(config.device)
         self.world = init_world(device)
@@ -203,7 +204,7 @@ class Evolution:
         path = self.layout.root / "offspring-speed.onnx"
         path.write_bytes(onnx_from_model(model, self.data.spec).SerializeToString())
         try:
-            return local_fps(path, self.config.latency_seconds)
+            return self.measure_fps(path, self.config.latency_seconds)
         finally:
             path.unlink(missing_ok=True)
 
@@ -247,12 +248,13 @@ class Evolution:
             if fps is None:
                 kind, device_id = parse_latency_source(self.config.latency_from)
                 if kind == "local" and row["generation"] == 0:
-                    fps = sorted(local_fps(self.layout.root / row["onnx"], self.config.latency_seconds)
+                    fps = sorted(self.measure_fps(self.layout.root / row["onnx"], self.config.latency_seconds)
                                  for _ in range(3))[1]  # the reference: a median of three
                 elif kind == "local":
                     ancestor = self.lineage.generation(0)
                     fps = local_fps_against(self.layout.root / ancestor["onnx"], ancestor["steering_fps"],
-                                            self.layout.root / row["onnx"], self.config.latency_seconds)
+                                            self.layout.root / row["onnx"], self.config.latency_seconds,
+                                            measure=self.measure_fps)
                 else:
                     tqdm.write(f"  waiting for device {device_id} to report generation {row['generation']} ...")
                     fps = wait_for_device_fps(self.lineage, device_id, row["sha256"], self.config.latency_timeout)
@@ -303,9 +305,10 @@ def describe(row: dict) -> str:
             f"trained {row['train_seconds']:.0f} s -> {row['onnx']}")
 
 
-def evolve(config: EvolveConfig) -> dict:
+def evolve(config: EvolveConfig, measure_fps: FpsMeter = local_fps) -> dict:
+    """Run (or continue) the evolution ``config`` describes; ``measure_fps`` is the local speed meter."""
     start = time.time()
-    evolution = Evolution(config)
+    evolution = Evolution(config, measure_fps)
     try:
         summary = evolution.run()
     finally:

@@ -8,8 +8,10 @@ measures: locally with ONNX Runtime, or by waiting for a device's report in the 
 """
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 from host.errors import HostError
 from host.lineage import Lineage
@@ -35,16 +37,26 @@ def local_fps(onnx_path: str | Path, seconds: float = 2.0) -> float:
     return float(result["results"][0]["throughput_ips"])
 
 
-def local_fps_against(reference_path: str | Path, reference_fps: float, onnx_path: str | Path,
-                      seconds: float = 2.0, rounds: int = 3) -> float:
-    """The model's fps as ``reference_fps`` x its speed ratio to the reference model, the two measured
-    alternately: a shared CPU drifts by tens of percent within minutes, and a ratio measured side by side
-    cancels that drift where two absolute figures taken minutes apart do not."""
+# (ONNX path, seconds) -> images/s; local_fps measures, tests give a deterministic stand-in
+FpsMeter = Callable[[Path, float], float]
+
+
+def speed_ratios(reference_path: str | Path, onnx_path: str | Path, seconds: float = 2.0, rounds: int = 3,
+                 measure: FpsMeter = local_fps) -> list[float]:
+    """The model's speed over the reference's, ``rounds`` times, the two measured alternately (``seconds``
+    each): a shared CPU drifts by tens of percent within minutes, and a ratio measured side by side cancels
+    that drift where two absolute figures taken minutes apart do not. ``measure`` is the meter."""
     ratios = []
     for _ in range(rounds):
-        reference = local_fps(reference_path, seconds / 2)
-        ratios.append(local_fps(onnx_path, seconds / 2) / reference)
-    return reference_fps * sorted(ratios)[len(ratios) // 2]
+        reference = measure(reference_path, seconds)
+        ratios.append(measure(onnx_path, seconds) / reference)
+    return ratios
+
+
+def local_fps_against(reference_path: str | Path, reference_fps: float, onnx_path: str | Path,
+                      seconds: float = 2.0, rounds: int = 3, measure: FpsMeter = local_fps) -> float:
+    """The model's fps as ``reference_fps`` x the median of its speed ratios to the reference model."""
+    return reference_fps * statistics.median(speed_ratios(reference_path, onnx_path, seconds / 2, rounds, measure))
 
 
 def wait_for_device_fps(lineage: Lineage, device_id: str, sha256: str, timeout_s: float,

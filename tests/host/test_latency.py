@@ -4,6 +4,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -38,12 +39,22 @@ def test_local_target_met_stops_the_run_and_keeps_what_was_bred(shapes, tmp_path
     assert summary["generations"][0]["steering_fps"] > 1 and summary["generations"][0]["fps_source"] == "local"
 
 
+def fps_by_file_size(onnx_path, seconds):
+    """A measured-fps stand-in that does not depend on how fast or busy this machine is: fps inversely
+    proportional to the real exported file's size (real timing is bench/steering.py's job)."""
+    return 2e11 / Path(onnx_path).stat().st_size
+
+
 def test_local_speed_steers_r_generation_by_generation(shapes, tmp_path):
     target, floor, mild = 1e6, 0.05, 0.99
-    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=2,
-                                      target_fps=target, env_floor=floor, env_factor=mild)))
+    run = tmp_path / "run"
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(run), generations=2, target_fps=target,
+                                      env_floor=floor, env_factor=mild)), measure_fps=fps_by_file_size)
     gens = summary["generations"]
     assert len(gens) == 3 and summary["stopped"] is None
+    for g in gens:  # gen 0 measured alone, the others side by side with it: the ratio is exact here
+        assert g["steering_fps"] == pytest.approx(fps_by_file_size(run / g["onnx"], 0)) == g["local_fps"]
+        assert g["fps_source"] == "local"
     for parent, child in zip(gens, gens[1:]):
         assert child["env_factor"] == pytest.approx(next_env_factor(parent["steering_fps"], target, floor, mild))
         assert floor < child["env_factor"] < mild  # the measured fps, not a bound, chose R
@@ -128,3 +139,20 @@ def test_size_budget_lands_on_the_target_size(shapes, tmp_path):
     gens = summary["generations"]
     assert gens[1]["env_factor"] == pytest.approx((0.6) ** (1 / 3))
     assert gens[-1]["size_mb"] == pytest.approx(target_mb, rel=0.12)  # sampling noise: a few % per generation
+
+
+def test_speed_ratios_alternate_reference_and_model_and_take_the_median(tmp_path):
+    from host.latency import local_fps_against, speed_ratios
+    calls = []
+    speeds = iter([100, 200, 50, 200, 100, 150])  # reference, model, reference, model, ...: ratios 2, 4, 1.5
+
+    def meter(path, seconds):
+        calls.append((path, seconds))
+        return next(speeds)
+
+    assert speed_ratios("ref.onnx", "gen.onnx", 1.0, 3, meter) == [2.0, 4.0, 1.5]
+    assert [p for p, _ in calls] == ["ref.onnx", "gen.onnx"] * 3 and {s for _, s in calls} == {1.0}
+    speeds = iter([100, 200, 50, 200, 100, 150])
+    calls.clear()
+    assert local_fps_against("ref.onnx", 300.0, "gen.onnx", 2.0, 3, meter) == 600.0  # 300 x median 2
+    assert {s for _, s in calls} == {1.0}  # the time split between the two
