@@ -8,6 +8,7 @@ calls it to measure generations); ``main()`` is the console script.
 """
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -16,6 +17,8 @@ import numpy as np
 from device.errors import DeviceError
 
 MIN_RUNS = 10
+MAX_BATCH = 1024  # ONNX Runtime on a desktop copes; a Jetson runs out of memory far earlier
+MAX_WORKSPACE_MB = 65536
 
 
 def _percentiles(seconds):
@@ -96,7 +99,22 @@ def parse_batches(text):
         raise DeviceError("--batch {!r} is not a batch size or a list like 1,8".format(text))
     if not batches or min(batches) < 1:
         raise DeviceError("--batch {!r}: batch sizes must be integers >= 1, e.g. 1 or 1,8".format(text))
+    if max(batches) > MAX_BATCH:
+        raise DeviceError("--batch {}: at most {} images a run (a batch of {} 224x224 images is {:.1f} GB of input "
+                          "alone); give e.g. 1,8,32".format(max(batches), MAX_BATCH, max(batches),
+                                                            max(batches) * 3 * 224 * 224 * 4 / 1e9))
+    if len(batches) > 16:
+        raise DeviceError("--batch {!r}: at most 16 batch sizes in one run".format(text))
     return batches
+
+
+def check_times(seconds, warmup):
+    """--seconds in (0, 3600], --warmup in [0, 600], both finite."""
+    if not (math.isfinite(seconds) and 0 < seconds <= 3600):
+        raise DeviceError("--seconds {} must be above 0 and at most 3600 (timed seconds per batch size)".format(
+            seconds))
+    if not (math.isfinite(warmup) and 0 <= warmup <= 600):
+        raise DeviceError("--warmup {} must be between 0 and 600 (seconds per batch size)".format(warmup))
 
 
 def get_args_parser():
@@ -138,10 +156,12 @@ def main(argv=None):
     if args.calibration is not None:
         options["calibration_dir"] = args.calibration
     try:
-        if args.seconds <= 0 or args.warmup < 0:
-            raise DeviceError("--seconds must be > 0 and --warmup >= 0 (got {} and {})".format(args.seconds,
-                                                                                           args.warmup))
-        report = bench_model(args.model, args.backend, args.precision, parse_batches(args.batch), args.seconds,
+        check_times(args.seconds, args.warmup)
+        if args.workspace_mb is not None and not 16 <= args.workspace_mb <= MAX_WORKSPACE_MB:
+            raise DeviceError("--workspace-mb {} must be between 16 and {} (TensorRT builder scratch memory)".format(
+                args.workspace_mb, MAX_WORKSPACE_MB))
+        batches = parse_batches(args.batch)
+        report = bench_model(args.model, args.backend, args.precision, batches, args.seconds,
                              args.warmup, args.cache_dir, log, **options)
         text = json.dumps(report, indent=2, sort_keys=True)
         if args.out:

@@ -7,6 +7,11 @@ in order once the host is back. A resend after a lost answer is harmless: the ho
 (device_id, sequence) once. The sequence counter and the device id live in the spool folder, so a
 restarted device never reuses a sequence number.
 
+Several processes may share one spool folder (the default folder is per user, so two device-serve on one
+board do): the device id, the sequence counter and each report file are written under an exclusive
+``fcntl`` lock on ``spool.lock`` (temporary files have unique names), so sequence numbers stay unique and
+no write is lost; one process at a time delivers (``deliver.lock``, taken without waiting), oldest first.
+
 The report schema (one place for it; host-serve validates against these names):
 ``{"schema": 1, "device_id", "sequence", "kind": periodic|final|benchmark, "created_at" (unix s),
 "model_sha256", "backend", "precision", "platform": {...}, "stats": {frames, fps, latency_ms, ...}}``.
@@ -16,11 +21,17 @@ import json
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 import uuid
 
 from device.errors import DeviceError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: one process per spool folder
+    fcntl = None
 
 SCHEMA_VERSION = 1
 REPORT_KINDS = ("periodic", "final", "benchmark")
@@ -43,12 +54,63 @@ def reports_url(url):
 
 
 def _atomic_write(path, text):
-    tmp = path + ".partial"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` to a uniquely named temporary file beside ``path``, fsync, rename over ``path``."""
+    handle, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial",
+                                   dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class FolderLock(object):
+    """An exclusive lock between threads and processes: ``fcntl.flock`` on ``path`` (created if missing).
+    ``with lock:`` waits for it; ``acquire(blocking=False)`` returns False at once when someone holds it."""
+
+    def __init__(self, path):
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._handle = None
+
+    def acquire(self, blocking=True):
+        if not self._thread_lock.acquire(blocking):
+            return False
+        if fcntl is None:
+            return True
+        try:
+            handle = open(self.path, "a")
+        except (IOError, OSError):
+            self._thread_lock.release()
+            raise
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except (IOError, OSError):
+            handle.close()
+            self._thread_lock.release()
+            if blocking:
+                raise
+            return False
+        self._handle = handle
+        return True
+
+    def release(self):
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+        self._thread_lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class ReportSpool(object):
@@ -61,13 +123,22 @@ class ReportSpool(object):
         self.limit = int(limit)
         self.log = log
         self.evicted = 0
-        self._lock = threading.Lock()
         try:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as error:
             raise DeviceError("report spool {} cannot be created ({}); give a writable --spool-dir".format(
                 self.folder, error))
-        self.device_id = device_id or self._stored_device_id()
+        self._lock = FolderLock(os.path.join(self.folder, "spool.lock"))
+        self.delivery_lock = FolderLock(os.path.join(self.folder, "deliver.lock"))
+        if device_id:
+            self.device_id = device_id
+        else:
+            try:
+                with self._lock:
+                    self.device_id = self._stored_device_id()
+            except (IOError, OSError) as error:
+                raise DeviceError("report spool {} is not writable ({}); give a writable --spool-dir".format(
+                    self.folder, error))
         if not re.match(DEVICE_ID_PATTERN, self.device_id):
             raise DeviceError("device id {!r} must be 1-128 letters, digits or . _ : -".format(self.device_id))
 
@@ -244,31 +315,39 @@ class Reporter(object):
     def flush(self):
         """Deliver what waits, oldest first; True when the spool is empty (or only rejected reports were left)."""
         with self._deliver_lock:
-            for path in self.spool.pending():
-                try:
-                    with open(path) as handle:
-                        text = handle.read()
-                except (IOError, OSError):
-                    continue
-                try:
-                    post_json(self.url, text, self.token, self.timeout_s)
-                except DeliveryRefused as refusal:
-                    if refusal.status in (401, 403, 429):
-                        self._note_failure("host refused the report ({}): {}".format(
-                            refusal.status, "check --token" if refusal.status != 429 else "busy"))
-                        return False
-                    self._reject(path, refusal)
-                    continue
-                except (OSError, ValueError) as error:
-                    self._note_failure("host {} unreachable ({}); reports wait in {}".format(
-                        self.url, getattr(error, "reason", error), self.spool.folder))
+            if not self.spool.delivery_lock.acquire(blocking=False):
+                return False  # another process sharing this spool is delivering (ours too, oldest first)
+            try:
+                return self._deliver_pending()
+            finally:
+                self.spool.delivery_lock.release()
+
+    def _deliver_pending(self):
+        for path in self.spool.pending():
+            try:
+                with open(path) as handle:
+                    text = handle.read()
+            except (IOError, OSError):
+                continue
+            try:
+                post_json(self.url, text, self.token, self.timeout_s)
+            except DeliveryRefused as refusal:
+                if refusal.status in (401, 403, 429):
+                    self._note_failure("host refused the report ({}): {}".format(
+                        refusal.status, "check --token" if refusal.status != 429 else "busy"))
                     return False
-                self.spool.remove(path)
-                self.delivered += 1
-                if self.last_error is not None:
-                    self.log("host {} reached again; delivering the spooled reports".format(self.url))
-                    self.last_error = None
-            return True
+                self._reject(path, refusal)
+                continue
+            except (OSError, ValueError) as error:
+                self._note_failure("host {} unreachable ({}); reports wait in {}".format(
+                    self.url, getattr(error, "reason", error), self.spool.folder))
+                return False
+            self.spool.remove(path)
+            self.delivered += 1
+            if self.last_error is not None:
+                self.log("host {} reached again; delivering the spooled reports".format(self.url))
+                self.last_error = None
+        return True
 
     def _note_failure(self, message):
         self.failed_attempts += 1

@@ -7,10 +7,18 @@
 SRC: a video file, an image folder, rtsp://..., /dev/videoN, csi://N, a camera index, or synthetic.
 Bad input (missing model, unknown source, unreachable camera) ends with one line naming it and the fix,
 exit status 2, no traceback.
+
+Stopping: Ctrl-C (SIGINT) and SIGTERM (docker stop, systemctl stop, kill) end the run the same way: the loop
+finishes the frames in flight, --stats-json and the final report are written, and the exit status is 0 -- what
+systemd counts as a clean stop without SuccessExitStatus= and docker shows as "Exited (0)". A signal that comes
+before the first frame (while a model downloads or an engine builds) ends the run at once: 130 for SIGINT,
+143 (128 + 15) for SIGTERM, nothing to report yet.
 """
 import argparse
 import json
+import math
 import os
+import signal
 import sys
 
 from device.errors import DeviceError
@@ -60,17 +68,32 @@ def get_args_parser():
     return parser
 
 
+MAX_SPOOL_LIMIT = 1000000  # ~2 KB a report: 2 GB of waiting reports at most
+
+
+def _in_range(flag, value, low, high, what, low_open=False):
+    """Refuse ``value`` unless ``low <= value <= high`` (``low < value`` with ``low_open``); NaN and infinity
+    are refused too (``nan <= 0`` is False, so a bare comparison would let them through)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+        raise DeviceError("{} {} must be {} {} and at most {} ({})".format(
+            flag, value, "above" if low_open else "at least", low, high, what))
+
+
 def check_args(args):
-    if args.frames is not None and args.frames < 1:
-        raise DeviceError("--frames {} must be at least 1".format(args.frames))
-    if args.duration is not None and args.duration <= 0:
-        raise DeviceError("--duration {} must be positive (seconds)".format(args.duration))
+    _in_range("--frames", args.frames, 1, 10 ** 12, "frames to classify")
+    _in_range("--duration", args.duration, 0, 10 * 365 * 86400, "seconds; leave it out to run until stopped",
+              low_open=True)
     if not 1 <= args.top <= 100:
         raise DeviceError("--top {} must be between 1 and 100".format(args.top))
-    if args.report_every <= 0:
-        raise DeviceError("--report-every {} must be positive (seconds)".format(args.report_every))
-    if args.spool_limit < 1:
-        raise DeviceError("--spool-limit {} must be at least 1".format(args.spool_limit))
+    _in_range("--report-every", args.report_every, 0, 86400, "seconds between periodic reports", low_open=True)
+    _in_range("--spool-limit", args.spool_limit, 1, MAX_SPOOL_LIMIT, "reports kept waiting")
+    _in_range("--warmup", args.warmup, 0, 600, "seconds of warm-up")
+    _in_range("--status-every", args.status_every, 0, 86400, "seconds between status lines; 0 for none")
+    if not (math.isfinite(args.smoothing) and 0.0 <= args.smoothing < 1.0):
+        raise DeviceError("--smoothing {} must be in [0, 1): 0 is off, 0.8 steadies a flickering label".format(
+            args.smoothing))
     if args.source is None and args.camera is None:
         raise DeviceError("nothing to classify: give --source SRC ({}) or --camera".format(SOURCE_HELP))
     if args.http:
@@ -82,8 +105,39 @@ def check_args(args):
             raise DeviceError("--stats-json {}: folder {} does not exist".format(args.stats_json, folder))
 
 
-def serve(args, log=print):
-    """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict)."""
+class Terminated(Exception):
+    """SIGTERM before the loop started: nothing measured yet, end at once."""
+
+
+class StopOnSignal(object):
+    """The SIGTERM handler: once the loop runs, it stops the loop (like Ctrl-C) so that the figures and the final
+    report are still written; before that, it raises :class:`Terminated`. A repeated signal is only logged."""
+
+    def __init__(self, log=print):
+        self.log = log
+        self.loop = None
+        self.received = None
+
+    def __call__(self, signum, frame=None):
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            self.log("device-serve: {} again; still finishing (the figures and the final report)".format(name))
+            return
+        self.received = name
+        if self.loop is None:
+            raise Terminated(name)
+        self.log("device-serve: {} received; finishing".format(name))
+        self.loop.stop()
+
+    def install(self, *signums):
+        for signum in signums:
+            signal.signal(signum, self)
+        return self
+
+
+def serve(args, log=print, stopper=None):
+    """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict). ``stopper``: a
+    :class:`StopOnSignal` to hand the loop to once it exists."""
     from device.loop import ServeLoop, display_available
     from device.reports import ReportSpool, Reporter
     from device.sources import FrameReader, open_source
@@ -145,6 +199,8 @@ def serve(args, log=print):
             loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
                              top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
                              status_every_s=args.status_every or None, log=log)
+            if stopper is not None:
+                stopper.loop = loop
             reader.start()
             loop.run()
             final = _snapshot(telemetry, reader, reporter)
@@ -216,11 +272,15 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     # OpenCV's own warnings (a camera that cannot be opened...) would repeat our one-line error in its words
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    stopper = StopOnSignal(log=_log).install(signal.SIGTERM)
     try:
-        serve(args, log=_log)
+        serve(args, log=_log, stopper=stopper)
     except DeviceError as error:
         print("device-serve: error: {}".format(error), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated as signal_name:
+        print("device-serve: {} before the first frame; nothing to report".format(signal_name), file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("device-serve: interrupted", file=sys.stderr)
         return 130

@@ -89,8 +89,14 @@ class FrameHub(object):
 
 
 class _ThreadingHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
+    """One thread per connection (an MJPEG viewer holds its thread for as long as it watches, so a bounded pool
+    would let a few viewers block /stats), and a listen backlog of 128 instead of the library's 5: with 5, a
+    burst of 50 page loads overflowed the accept queue and the dropped SYNs were retried by the clients after
+    1 s, 3 s... (50 concurrent /stats took up to 4.5 s). The threads only read the telemetry and encode a JPEG
+    once per new frame, so viewers cost the loop no more than that encoding."""
     daemon_threads = True  # a viewer left open never holds the process
     allow_reuse_address = True
+    request_queue_size = 128  # the listen() backlog; Linux caps it at net.core.somaxconn
 
 
 class LiveServer(object):

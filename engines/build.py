@@ -185,16 +185,21 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
                     settings.batch_profile, calibration)
     folder = os.path.join(cache_dir, "engines")
     entry = CacheEntry(folder, key)
-    reason = entry.check()
+    engine, sidecar, reason = entry.load()
     if reason is None:
         log("engine: cached {}".format(entry.engine_path))
-        return entry, entry.read(), entry.sidecar(), False
-    log("engine: building, because {}".format(reason))
-    timing_cache_path = os.path.join(folder, "timing-trt{}-{}.cache".format(trt_version, gpu.slug()))
-    started = time.time()
-    engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, gpu, log)
-    sidecar = entry.store(engine, {"build_seconds": round(time.time() - started, 2), "onnx_path": info.path,
-                                   "settings": settings.to_dict(), "gpu": gpu.to_dict()})
+        return entry, engine, sidecar, False
+    with entry.build_lock(log):  # one builder per key; a second process waits, then loads what the first stored
+        engine, sidecar, reason_now = entry.load()
+        if reason_now is None:
+            log("engine: cached {} (built by another process meanwhile)".format(entry.engine_path))
+            return entry, engine, sidecar, False
+        log("engine: building, because {}".format(reason_now))
+        timing_cache_path = os.path.join(folder, "timing-trt{}-{}.cache".format(trt_version, gpu.slug()))
+        started = time.time()
+        engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, gpu, log)
+        sidecar = entry.store(engine, {"build_seconds": round(time.time() - started, 2), "onnx_path": info.path,
+                                       "settings": settings.to_dict(), "gpu": gpu.to_dict()})
     log("engine: stored {} ({:.1f} MB, {:.1f} s)".format(entry.engine_path, len(engine) / 1e6,
                                                           sidecar["build_seconds"]))
     return entry, engine, sidecar, True

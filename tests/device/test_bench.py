@@ -42,7 +42,14 @@ def test_cli_json_records_backend_precision_versions(tmp_path, capsys):
     (["--model", "TINY", "--precision", "fp64"], "precision 'fp64' is not one of"),
     (["--model", "TINY", "--batch", "1,x"], "is not a batch size"),
     (["--model", "TINY", "--batch", "0"], "must be integers >= 1"),
-    (["--model", "TINY", "--seconds", "0"], "--seconds must be > 0"),
+    (["--model", "TINY", "--seconds", "0"], "--seconds 0.0 must be above 0"),
+    (["--model", "TINY", "--batch", "100000"], "--batch 100000: at most 1024 images a run"),
+    (["--model", "TINY", "--batch", ",".join(["1"] * 17)], "at most 16 batch sizes"),
+    (["--model", "TINY", "--seconds", "nan"], "--seconds nan must be above 0"),
+    (["--model", "TINY", "--seconds", "1e9"], "at most 3600"),
+    (["--model", "TINY", "--warmup", "inf"], "--warmup inf must be between 0 and 600"),
+    (["--model", "TINY", "--warmup", "-1"], "--warmup -1.0 must be between 0 and 600"),
+    (["--model", "TINY", "--workspace-mb", "100000000"], "--workspace-mb 100000000 must be between 16 and"),
     (["--model", "http://127.0.0.1:9/models/0/model.onnx"], "unreachable"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(argv, message, capsys, tmp_path):

@@ -128,3 +128,59 @@ def test_periodic_and_final_reports_through_the_thread(tmp_path):
     sequences = [r["sequence"] for _, r in recorder.received]
     assert kinds[-1] == "final" and kinds.count("periodic") >= 2
     assert sequences == list(range(1, len(sequences) + 1))
+
+
+RACER = r"""
+import json, os, sys, time
+from device.reports import ReportSpool
+folder, go, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+while not os.path.exists(go):
+    time.sleep(0.001)
+failed, sequences, ids = 0, [], set()
+for _ in range(count):
+    try:
+        spool = spool if sequences else ReportSpool(folder, limit=100000, log=lambda m: None)
+        ids.add(spool.device_id)
+        sequences.append(spool.add("periodic", {"stats": {"pid": os.getpid()}})["sequence"])
+    except Exception as error:
+        failed += 1
+        print("failed: {!r}".format(error), file=sys.stderr)
+print(json.dumps({"failed": failed, "sequences": sequences, "ids": sorted(ids)}))
+"""
+
+
+def race_two_writers(folder, count):
+    """Two real processes start writing ``count`` reports each into one fresh spool folder at the same moment."""
+    import subprocess
+    import sys
+    import time
+    go = os.path.join(os.path.dirname(folder), "go")
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=project)
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, folder, go, str(count)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True, env=env) for _ in range(2)]
+    time.sleep(1.0)  # both imported and polling
+    open(go, "w").close()
+    results = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def test_two_processes_sharing_a_spool_lose_nothing(tmp_path):
+    folder = str(tmp_path / "spool")
+    count = 250
+    results = race_two_writers(folder, count)
+    failed = sum(r["failed"] for r in results)
+    written = [s for r in results for s in r["sequences"]]
+    collided = len(written) - len(set(written))
+    files = ReportSpool(folder, log=lambda m: None).pending()
+    on_disk = sorted(json.load(open(p))["sequence"] for p in files)
+    lost = len(written) - len(on_disk)  # a collision overwrote a report: one file for two writes
+    print("two writers x {}: failed {}, collided {}, lost {}".format(count, failed, collided, lost))
+    assert (failed, collided, lost) == (0, 0, 0)
+    assert on_disk == list(range(1, 2 * count + 1))
+    assert results[0]["ids"] == results[1]["ids"] and len(results[0]["ids"]) == 1  # one device id, made once
+    assert not [n for n in os.listdir(folder) if n.endswith(".partial")]

@@ -161,3 +161,53 @@ def test_reports_reach_a_host_started_after_the_device(tiny_model, tmp_path):
     assert body["backend"] == "onnxruntime" and body["model_sha256"] == card["sha256"]
     assert body["platform"]["python"] and body["stats"]["frames"] > 0
     assert [p for p in os.listdir(str(tmp_path / "spool")) if p.startswith("report-")] == []
+
+
+def test_sigterm_finishes_like_ctrl_c(tiny_model, tmp_path):
+    """docker stop / systemctl stop send SIGTERM: the figures and the final report are still written, exit 0."""
+    from tests.device.test_reports import free_port
+    run, card = tiny_model
+    stats = tmp_path / "stats.json"
+    serve = RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--loop", "--warmup", "0",
+                         "--status-every", "0.2", "--stats-json", stats, "--spool-dir", tmp_path / "spool",
+                         "--report-to", "http://127.0.0.1:{}".format(free_port()), "--report-every", "60")
+    serve.wait_for("FPS end-to-end")
+    serve.process.send_signal(signal.SIGTERM)
+    assert serve.process.wait(timeout=30) == 0
+    serve.wait_for("SIGTERM received; finishing")
+    serve.wait_for("device-serve: done:")
+    figures = json.loads(stats.read_text())
+    assert figures["frames"] > 0 and figures["model_sha256"] == card["sha256"]
+    spooled = [json.loads((tmp_path / "spool" / name).read_text()) for name in sorted(os.listdir(str(tmp_path / "spool")))
+               if name.startswith("report-")]
+    assert spooled and spooled[-1]["kind"] == "final" and spooled[-1]["stats"]["frames"] == figures["frames"]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--duration", "nan"], "--duration nan must be above 0"),
+    (["--duration", "inf"], "--duration inf must be above 0"),
+    (["--frames", "0"], "--frames 0 must be at least 1"),
+    (["--report-every", "nan"], "--report-every nan must be above 0"),
+    (["--report-every", "1e9"], "at most 86400"),
+    (["--spool-limit", "0"], "--spool-limit 0 must be at least 1"),
+    (["--spool-limit", "100000000000"], "at most 1000000"),
+    (["--warmup", "-1"], "--warmup -1.0 must be at least 0"),
+    (["--warmup", "1e6"], "at most 600"),
+    (["--status-every", "-1"], "--status-every -1.0 must be at least 0"),
+    (["--smoothing", "1.5"], "--smoothing 1.5 must be in [0, 1)"),
+    (["--smoothing", "nan"], "--smoothing nan must be in [0, 1)"),
+])
+def test_out_of_range_flags_are_refused_before_anything_starts(flags, words):
+    from device.errors import DeviceError
+    from device.serve import check_args, get_args_parser
+    args = get_args_parser().parse_args(["--model", "m.onnx", "--source", "synthetic"] + flags)
+    with pytest.raises(DeviceError) as refused:
+        check_args(args)
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_out_of_range_flag_is_one_line_and_exit_2(tiny_model):
+    model = str(tiny_model[0] / "gen-00" / "model.onnx")
+    code, out, err = device_serve("--model", model, "--source", "synthetic", "--duration", "nan")
+    assert code == 2 and err.strip() == "device-serve: error: --duration nan must be above 0 and at most 315360000 " \
+                                        "(seconds; leave it out to run until stopped)"
