@@ -15,7 +15,7 @@ import shutil
 import tempfile
 
 from device.errors import DeviceError
-from device.model_info import sha256_of_file
+from device.model_info import ModelInfo, sha256_of_file
 
 from urllib.error import HTTPError, URLError
 from urllib.parse import urldefrag, urljoin
@@ -134,6 +134,8 @@ def _download(url, folder, expected, timeout, log):
             if want is not None and actual != want:
                 raise DeviceError("model URL {}: the download has sha256 {} but {} was expected; it was corrupted "
                                   "or the host changed it; nothing was kept".format(url, actual, want))
+            if expected is None:  # no digest from the caller: keep only what the device could run
+                _check_is_model(partial, url)
             final = os.path.join(folder, actual + ".onnx")
             if os.path.exists(final):  # another process finished the same model first
                 os.remove(partial)
@@ -148,6 +150,16 @@ def _download(url, folder, expected, timeout, log):
                 os.remove(partial)
     finally:
         response.close()
+
+
+def _check_is_model(path, url):
+    """DeviceError unless ``path`` is an ONNX model the device can run (parses; one NCHW image input)."""
+    try:
+        ModelInfo.from_onnx(path)
+    except DeviceError as error:
+        raise DeviceError("model URL {} did not give a model the device can run ({}); nothing was kept: "
+                          "check the URL (host-serve's GET /generations lists them)".format(
+                              url, str(error).replace(path, "the download")))
 
 
 def list_generations(base_url, timeout=TIMEOUT_S):

@@ -2,15 +2,17 @@
 
     host-serve --run RUN [--bind 127.0.0.1:8700] [--token-file F]
 
-GET  /health                               liveness and what is served
-GET  /generations                          the run's generations, with the fps devices measured
+GET  /health                               liveness: {"status": "ok", "generations": N} (public)
+GET  /generations                          the run's generations, with the fps devices measured (public)
 GET  /models/<generation>/model.onnx       the ONNX, header X-SHA256 (checked against the file before sending)
 GET  /models/<generation>/labels.txt|card.json
 POST /reports                              a device report (Authorization: Bearer <token>; JSON, <= 64 KiB)
-GET  /reports[?generation=N]               the stored reports
+GET  /reports[?generation=N]               the stored reports (Authorization: Bearer <token>: they name devices)
 
-Every write needs the token; reads do not (they serve what the run already publishes). Without
---token-file a random token is made and kept in RUN/host-serve.token (mode 600).
+Public: what the run publishes anyway (the models, their cards and sha256, the fps measured). Behind the
+token: every write, and the stored reports (device ids, hostnames, platform details). Without --token-file
+a random token (``secrets``) is made and kept in RUN/host-serve.token (mode 600); a token file that other
+users may read or write (any group/other permission bit) is refused, and so is an empty one.
 """
 from __future__ import annotations
 
@@ -18,14 +20,18 @@ import argparse
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import secrets
+import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +43,9 @@ DEFAULT_BIND = "127.0.0.1:8700"
 TOKEN_FILE_NAME = "host-serve.token"
 SERVED_FILES = {"model.onnx": "application/octet-stream", "labels.txt": "text/plain; charset=utf-8",
                 "card.json": "application/json"}
+MIN_TOKEN_CHARS = 16
+MAX_JSON_DEPTH = 32  # a report nests 3 deep; json.loads would recurse (and fail) near 1000
+MAX_GENERATION = 2 ** 63 - 1  # SQLite's INTEGER: a larger number can name no generation
 
 
 # -- the report schema (mirrors device/reports.py) -----------------------------------------------
@@ -71,27 +80,101 @@ class DeviceReport(BaseModel):
     stats: ReportStats
 
 
+def check_token(token: str, where: str) -> str:
+    """The token stripped, or HostError: an empty or short token would let anyone in."""
+    token = token.strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise HostError(f"the token in {where} has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                        f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > {where})")
+    return token
+
+
+def check_token_file_mode(path: Path) -> None:
+    """Refuse a token file that users other than its owner may read or write (as ssh does for keys)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise HostError(f"token file {path} has mode {mode:o}: other users can read or change the token; "
+                        f"run chmod 600 {path}")
+
+
 def load_token(token_file: str | None, run: Path, log=print) -> str:
-    """The bearer token: the first line of ``token_file``, or a new one kept in RUN/host-serve.token."""
-    if token_file:
+    """The bearer token: the first line of ``token_file``, or a new one kept in RUN/host-serve.token.
+
+    Call it only for a folder that is a run (:func:`check_run_folder`): it may write the token file there.
+    """
+    path = Path(token_file) if token_file else run / TOKEN_FILE_NAME
+    if token_file or path.exists():
         try:
-            token = Path(token_file).read_text().strip().splitlines()[0].strip()
-        except (OSError, IndexError) as error:
-            raise HostError(f"--token-file {token_file} cannot be read or is empty ({error}); "
-                            f"put the token on its first line") from error
-        if len(token) < 16:
-            raise HostError(f"the token in {token_file} has {len(token)} characters; use at least 16 "
-                            f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
-        return token
-    path = run / TOKEN_FILE_NAME
-    if path.exists():
-        return path.read_text().strip()
+            check_token_file_mode(path)
+            lines = path.read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise HostError(f"token file {path} cannot be read ({error}); put the token on its first line") from error
+        return check_token(lines[0] if lines else "", str(path))
     token = secrets.token_urlsafe(32)
     descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
     log(f"host-serve: no --token-file; made a token in {path} (give it to devices as --token)")
     return token
+
+
+def authorized(header: str, token: str) -> bool:
+    """Whether an Authorization header carries ``token`` (constant-time; never true for an empty token)."""
+    scheme, _, supplied = header.partition(" ")
+    supplied = supplied.strip()
+    if scheme.lower() != "bearer" or not supplied or not token:
+        return False
+    return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+
+
+# -- request bodies: bounded before they are parsed -------------------------------------------------
+class BadBody(ValueError):
+    """A request body refused before it reaches the schema: ``status`` (400, 413, 422) and ``detail``."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deep ``body``'s arrays and objects nest, counted on the bytes (strings skipped), without parsing.
+
+    An unterminated string leaves its brackets counted: that over-counts only bodies that are not JSON."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf
+        raise BadBody(422, f"the number {text[:40]} is not finite; reports carry finite numbers only")
+    return value
+
+
+def _no_constant(name: str):
+    raise BadBody(422, f"{name} is not a number JSON allows; reports carry finite numbers only")
+
+
+def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``body`` as JSON, or BadBody: nesting deeper than ``max_depth`` (checked first), not UTF-8 JSON (400),
+    a non-finite number (NaN, Infinity, -Infinity, or one too large for a float such as 1e999: 422)."""
+    depth = json_depth(body)
+    if depth > max_depth:
+        raise BadBody(422, f"the body nests {depth} levels deep; at most {max_depth}")
+    try:
+        return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+    except BadBody:
+        raise
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadBody(400, f"the body is not JSON: {str(error)[:200]}") from None
 
 
 class ModelFiles:
@@ -114,13 +197,21 @@ class ModelFiles:
             return self._checked[key]
 
 
-def create_app(run: str | Path, token: str) -> FastAPI:
-    """The host-serve application over the run folder ``run`` (needs RUN/lineage.sqlite)."""
+def check_run_folder(run: str | Path) -> Path:
+    """``run`` resolved, or HostError when it is not a run folder (no RUN/lineage.sqlite). Writes nothing."""
     run = Path(run).resolve()
     database = run / "lineage.sqlite"
-    if not database.exists():
+    if not database.is_file():
         raise HostError(f"{run} is not a run folder: {database} is missing (make one with host-evolve --out {run})")
-    lineage = Lineage(database)
+    return run
+
+
+def create_app(run: str | Path, token: str) -> FastAPI:
+    """The host-serve application over the run folder ``run`` (needs RUN/lineage.sqlite)."""
+    run = check_run_folder(run)
+    if not token or not token.strip():
+        raise HostError("host-serve needs a token: an empty one would let anyone write reports")
+    lineage = Lineage(run / "lineage.sqlite")
     lock = threading.Lock()  # one writer connection shared by the request threads
     files = ModelFiles()
     app = FastAPI(title="squishednets host-serve", docs_url=None, redoc_url=None)
@@ -137,7 +228,7 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     def health():
         with lock:
             count = len(lineage.generations())
-        return {"status": "ok", "run": str(run), "generations": count}
+        return {"status": "ok", "generations": count}  # public: no paths, no hostnames
 
     @app.get("/generations")
     def generations():
@@ -149,7 +240,7 @@ def create_app(run: str | Path, token: str) -> FastAPI:
                  "model_url": f"/models/{r['generation']}/model.onnx"} for r in rows]
 
     @app.get("/models/{number}/{name}")
-    def model_file(number: int, name: str):
+    def model_file(number: int = PathParameter(ge=0, le=MAX_GENERATION), name: str = PathParameter()):
         if name not in SERVED_FILES:
             raise HTTPException(404, f"{name} is not served; one of {', '.join(SERVED_FILES)}")
         row = generation_row(number)
@@ -166,28 +257,22 @@ def create_app(run: str | Path, token: str) -> FastAPI:
             headers["X-SHA256"] = actual
         return FileResponse(path, media_type=SERVED_FILES[name], headers=headers)
 
-    @app.post("/reports")
+    def unauthorized() -> JSONResponse:
+        return JSONResponse({"detail": "this needs 'Authorization: Bearer <token>' with host-serve's token"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/reports", openapi_extra=REPORT_REQUEST_BODY)
     async def post_report(request: Request):
-        supplied = request.headers.get("authorization", "")
-        if not (supplied.startswith("Bearer ") and hmac.compare_digest(supplied[7:].strip().encode(), token.encode())):
-            return JSONResponse({"detail": "a report needs 'Authorization: Bearer <token>' with host-serve's token"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_REPORT_BYTES):
-            return JSONResponse({"detail": f"a report is at most {MAX_REPORT_BYTES} bytes"}, status_code=413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_REPORT_BYTES:
-                return JSONResponse({"detail": f"a report is at most {MAX_REPORT_BYTES} bytes"}, status_code=413)
+        if not authorized(request.headers.get("authorization", ""), token):
+            return unauthorized()
         try:
-            data = json.loads(bytes(body))
-        except ValueError as error:
-            return JSONResponse({"detail": f"the report is not JSON: {error}"}, status_code=400)
+            data = parse_json_body(await read_bounded_body(request, MAX_REPORT_BYTES))
+        except BadBody as error:
+            return JSONResponse({"detail": error.detail}, status_code=error.status)
         try:
             report = DeviceReport.model_validate(data)
         except ValidationError as error:
-            return JSONResponse({"detail": json.loads(error.json(include_url=False))}, status_code=422)
+            return JSONResponse({"detail": validation_errors(error)}, status_code=422)
         if report.schema_ != SCHEMA_VERSION:
             return JSONResponse({"detail": f"report schema {report.schema_} is not {SCHEMA_VERSION}; "
                                            f"update device-serve or host-serve"}, status_code=422)
@@ -202,11 +287,51 @@ def create_app(run: str | Path, token: str) -> FastAPI:
                             status_code=201 if stored else 200)
 
     @app.get("/reports")
-    def get_reports(generation: Optional[int] = None):
+    def get_reports(request: Request, generation: Optional[int] = Query(default=None, ge=0, le=MAX_GENERATION)):
+        if not authorized(request.headers.get("authorization", ""), token):
+            return unauthorized()
         with lock:
             return lineage.device_reports(generation)
 
     return app
+
+
+def inline_schema(schema: dict) -> dict:
+    """A JSON schema with its ``$defs`` references replaced by the definitions (no recursive models here),
+    so it stands alone inside the OpenAPI document."""
+    definitions = schema.pop("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                return walk(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: walk(value) for key, value in node.items()}
+        return [walk(item) for item in node] if isinstance(node, list) else node
+    return walk(schema)
+
+
+# POST /reports reads its body itself (bounded, then parsed): this declares the body in the OpenAPI document
+REPORT_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": inline_schema(DeviceReport.model_json_schema(by_alias=True))}}}}
+
+
+async def read_bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused (BadBody 413) before reading when Content-Length says it is larger than ``limit``,
+    and as soon as a chunked body passes ``limit``: nothing larger is ever held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BadBody(413, f"a report is at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadBody(413, f"a report is at most {limit} bytes")
+    return bytes(body)
+
+
+def validation_errors(error: ValidationError) -> list:
+    """pydantic's errors without the offending input (it may be large, or not encodable as UTF-8)."""
+    return [{"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]} for item in error.errors()]
 
 
 class BackgroundServer:
@@ -245,6 +370,28 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def ipaddress_is_loopback(host: str) -> bool:
+    import ipaddress
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int, text: str) -> socket.socket:
+    """A listening socket on (host, port), or HostError naming the address (in use, not this machine's, ...)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as error:  # gaierror, EADDRINUSE, EADDRNOTAVAIL, EACCES
+        raise HostError(f"--bind {text}: cannot listen there ({error.strerror or error}); pick a free port or an "
+                        f"address of this machine, e.g. --bind 127.0.0.1:8701") from None
+    return listening
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="host-serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="the run folder (RUN with lineage.sqlite and gen-XX/)")
@@ -258,17 +405,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        run = Path(args.run)
         host, port = parse_bind(args.bind)
-        token = load_token(args.token_file, run) if run.is_dir() else ""
+        run = check_run_folder(args.run)  # before anything is written into it
+        token = load_token(args.token_file, run)
         app = create_app(run, token)
+        listening = bind_socket(host, port, args.bind)
     except HostError as error:
         print(f"host-serve: error: {error}", file=sys.stderr)
         return 2
     import uvicorn
-    print(f"host-serve: serving {run} on http://{host}:{port} ({'loopback only' if host in ('127.0.0.1', '::1', 'localhost') else 'reachable from the network'})",
-          flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    port = listening.getsockname()[1]
+    scope = "loopback only" if ipaddress_is_loopback(host) else "reachable from the network"
+    print(f"host-serve: serving {run} on http://{host}:{port} ({scope})", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0
 
 

@@ -138,3 +138,17 @@ def test_generations_listing_gives_ready_urls(server, tmp_path):
     assert generations[0]["onnx_url"] == server.url + "/models/0/model.onnx#sha256=" + server.sha256
     assert split_url(generations[0]["onnx_url"])[1] == server.sha256
     assert resolve_model(generations[0]["onnx_url"], cache_dir=str(tmp_path)).endswith(server.sha256 + ".onnx")
+
+
+@pytest.mark.parametrize("body", [b"<html>a captive portal</html>", b"", b"\x08\x07" * 10])
+def test_a_url_that_is_not_a_model_is_not_cached(tmp_path, body):
+    """No sha256 from the caller: the download is parsed as ONNX before it goes into the cache."""
+    for announce in (False, True):  # the server's own X-SHA256 vouches for nothing
+        page = ModelServer(body, announce=announce)
+        try:
+            with pytest.raises(DeviceError, match="did not give a model the device can run"):
+                resolve_model(page.url + "/models/0/model.onnx", cache_dir=str(tmp_path))
+        finally:
+            page.close()
+        folder = tmp_path / "models"
+        assert not folder.exists() or os.listdir(str(folder)) == []

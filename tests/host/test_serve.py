@@ -105,9 +105,10 @@ def test_reports_are_authenticated_validated_size_limited_and_stored_once(host):
         assert again.status_code == 200 and again.json()["duplicate"] is True
         final = report(card, 2, kind="final", device_id="dev-auth", fps=123.5)
         assert client.post("/reports", json=final, headers=auth).status_code == 201
-        listed = [r for r in client.get("/reports").json() if r["device_id"] == "dev-auth"]
+        assert client.get("/reports").status_code == 401  # the reports name devices: behind the token
+        listed = [r for r in client.get("/reports", headers=auth).json() if r["device_id"] == "dev-auth"]
         assert [r["sequence"] for r in listed] == [1, 2]
-        assert client.get("/reports", params={"generation": 0}).status_code == 200
+        assert client.get("/reports", params={"generation": 0}, headers=auth).status_code == 200
         assert client.get("/generations").json()[0]["device_fps"] == 123.5
     rows = stored(run, "dev-auth")
     assert len(rows) == 2 and rows[0]["generation"] == 0 and rows[0]["fps"] is None and rows[1]["fps"] == 123.5
@@ -146,5 +147,6 @@ def test_token_file_and_bad_run(tmp_path, tiny_run, capsys):
     assert "is not a run folder" in capsys.readouterr().err
     short = tmp_path / "short.token"
     short.write_text("abc\n")
+    short.chmod(0o600)
     assert main(["--run", str(tiny_run[0]), "--token-file", str(short)]) == 2
     assert "at least 16" in capsys.readouterr().err
