@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
+from bench.machine import describe_machine  # noqa: E402
 SHARED = PROJECT.parent / "shared"
 
 COMMON_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
@@ -150,8 +150,7 @@ def main() -> int:
     train_ips = {"mean_images_per_second_during_run": float(np.mean([e["images_per_second"] for e in epochs])),
                  "epochs": len(epochs)} if epochs else None
     ratio = training_ratio(run, 112, 64)
-    result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
-              f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.processor() or 'CPU'}",
+    result = {"date": datetime.date.today().isoformat(), "machine": describe_machine(),
               "command": "python bench/evolve_imagenette.py " + " ".join(sys.argv[1:]), "evolve_flags": " ".join(flags),
               "generations": rows, "ancestor_train_seconds": ancestor["train_seconds"], "training": train_ips,
               **ratio}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
+from bench.machine import describe_machine  # noqa: E402
 SHARED = PROJECT.parent / "shared"
 FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
          str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"), "--image-size", "64", "--epochs", "1",
@@ -67,7 +67,7 @@ def main() -> int:
                          "ancestor_top1": gens[0]["top1"],
                          "path": [(g["generation"], g["env_factor"], round(g["steering_fps"] or 0), round(g["top1"], 4))
                                   for g in gens]}
-    report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, 2 cores",
+    report = {"date": datetime.date.today().isoformat(), "machine": describe_machine(),
               "command": "python bench/steering.py " + " ".join(sys.argv[1:]), "target_fps": target,
               "ancestor_fps": base_fps, "flags": " ".join(FLAGS), "runs": results}
     (root / "steering.json").write_text(json.dumps(report, indent=2))
