@@ -237,6 +237,8 @@ def _snapshot(telemetry, reader, reporter):
         snapshot["source_gaps"] = len(reader.gaps)
         snapshot["reconnecting"] = reader.reconnecting
         snapshot["skipped"] = getattr(reader.source, "skipped", 0)
+        snapshot.update(source_stalls=reader.stalls, source_stalled=reader.stalled, source_corrupt=reader.corrupt,
+                        source_read_errors=reader.read_errors)
     if reporter is not None:
         snapshot.update(reporter.status())
     return snapshot

@@ -316,6 +316,19 @@ def open_source(text, loop=False, log=print, width=1280, height=720):
 _END = object()
 
 
+def frame_problem(image):
+    """None for a usable BGR frame (an HxWx3 uint8 array, at least 2x2), else what is wrong with it."""
+    if not isinstance(image, np.ndarray):
+        return "a {}, not an image".format(type(image).__name__)
+    if image.dtype != np.uint8:
+        return "pixels of type {}, not uint8".format(image.dtype)
+    if image.ndim != 3 or image.shape[2] != 3:
+        return "shape {}, not height x width x 3".format(tuple(image.shape))
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        return "only {}x{} pixels".format(image.shape[1], image.shape[0])
+    return None
+
+
 class FrameReader(object):
     """Reads a source on its own thread. ``get(timeout)`` returns the next :class:`Frame`, or None at the end.
 
@@ -323,9 +336,15 @@ class FrameReader(object):
     ``dropped``. A failed read reopens the source with exponential back-off (``backoff_s`` doubling up to
     ``max_backoff_s``); each gap is logged and kept in ``gaps`` as (seconds, frames_before).
     Recorded sources: a queue of ``depth`` frames, read in lock-step; nothing is dropped.
+
+    Faults are counted, logged and survived: a corrupt frame (not an HxWx3 uint8 image) is skipped
+    (``corrupt``); a read that raises on a live source is a lost source, reopened as above (``read_errors``);
+    no new frame for ``stall_s`` seconds once frames have flowed is a stall (``stalls``, ``stalled`` while it
+    lasts), logged when it starts and when frames return. The loop and the page keep running through all of them.
     """
 
-    def __init__(self, source, log=print, depth=2, backoff_s=0.25, max_backoff_s=8.0, live=None, reconnect=None):
+    def __init__(self, source, log=print, depth=2, backoff_s=0.25, max_backoff_s=8.0, live=None, reconnect=None,
+                 stall_s=2.0):
         self.source = source
         self.log = log
         self.live = source.live if live is None else live
@@ -337,6 +356,12 @@ class FrameReader(object):
         self.gaps = []
         self.reconnecting = False
         self.error = None
+        self.stall_s = stall_s
+        self.stalls = 0
+        self.stalled = False
+        self.corrupt = 0
+        self.read_errors = 0
+        self._last_frame_at = time.monotonic()
         self._stop = threading.Event()
         self._queue = queue.Queue(maxsize=depth)
         self._newest = None
@@ -359,6 +384,7 @@ class FrameReader(object):
                 while self._newest is None and not self._ended:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
+                        self._watch_stall()
                         return False
                     self._condition.wait(remaining if remaining is not None else 0.5)
                 if self._newest is not None:
@@ -370,11 +396,26 @@ class FrameReader(object):
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
-            return self._finish() if self._ended and self._queue.empty() else False
+            if self._ended and self._queue.empty():
+                return self._finish()
+            self._watch_stall()
+            return False
         if item is _END:
             self._queue.put(_END)  # later calls see the end too
             return self._finish()
         return item
+
+    def _watch_stall(self):
+        """Called when no frame came in time: the first time the wait passes ``stall_s`` (once frames have
+        flowed, and not while a lost source is being reopened, which logs its own gap), count and log a stall."""
+        if self.stalled or self.reconnecting or self._ended or self.read_count == 0 or not self.stall_s:
+            return
+        waited = time.monotonic() - self._last_frame_at
+        if waited >= self.stall_s:
+            self.stalled = True
+            self.stalls += 1
+            self.log("source {} stalled: no frame for {:.1f} s after {} frames (stall {}); waiting for it".format(
+                self.source.describe(), waited, self.read_count, self.stalls))
 
     def _finish(self):
         if self.error is not None:
@@ -400,12 +441,32 @@ class FrameReader(object):
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                image = self.source.read()
+                try:
+                    image = self.source.read()
+                except Exception as error:  # a driver or decoder failure mid-stream
+                    if not self.reconnect:
+                        raise
+                    self.read_errors += 1
+                    self.log("source {}: reading failed ({}: {}); treating it as lost".format(
+                        self.source.describe(), type(error).__name__, error))
+                    image = None
                 now = time.monotonic()
                 if image is None:
                     if self.reconnect and self._reconnect():
                         continue
                     break
+                problem = frame_problem(image)
+                if problem is not None:
+                    self.corrupt += 1
+                    if self.corrupt <= 3 or self.corrupt % 100 == 0:
+                        self.log("source {} gave a corrupt frame ({}); skipped ({} so far)".format(
+                            self.source.describe(), problem, self.corrupt))
+                    continue
+                if self.stalled:
+                    self.log("source {} is back after a stall of {:.1f} s".format(
+                        self.source.describe(), now - self._last_frame_at))
+                    self.stalled = False
+                self._last_frame_at = now
                 frame = Frame(self.read_count, image, now, (now - started) * 1000.0)
                 self.read_count += 1
                 if self.live:
