@@ -25,8 +25,10 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import sys
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -49,7 +51,10 @@ MAX_GENERATION = 2 ** 63 - 1  # SQLite's INTEGER: a larger number can name no ge
 
 
 # -- the report schema (mirrors device/reports.py) -----------------------------------------------
+# strict: JSON types as the published schema says them (no true for a number, no "5" for an integer);
+# bench/fuzz_host_serve.py checks every accepted body against that schema with a second validator
 class Percentiles(BaseModel):
+    model_config = ConfigDict(strict=True)
     p50: Optional[float] = None
     p95: Optional[float] = None
     p99: Optional[float] = None
@@ -57,7 +62,7 @@ class Percentiles(BaseModel):
 
 class ReportStats(BaseModel):
     """The figures of a report; the --stats-json keys. Extra keys are kept (telemetry grows)."""
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     frames: int = Field(ge=0)
     fps: float = Field(ge=0)
     latency_ms: Optional[Percentiles] = None
@@ -67,7 +72,7 @@ class ReportStats(BaseModel):
 
 
 class DeviceReport(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     schema_: int = Field(alias="schema")
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     sequence: int = Field(ge=1, lt=2 ** 62)
@@ -104,6 +109,8 @@ def load_token(token_file: str | None, run: Path, log=print) -> str:
     """
     path = Path(token_file) if token_file else run / TOKEN_FILE_NAME
     if token_file or path.exists():
+        if path.exists() and not path.is_file():
+            raise HostError(f"token file {path} is not a file: give a file whose first line is the token")
         try:
             check_token_file_mode(path)
             lines = path.read_text(encoding="utf-8").strip().splitlines()
@@ -203,6 +210,14 @@ def check_run_folder(run: str | Path) -> Path:
     database = run / "lineage.sqlite"
     if not database.is_file():
         raise HostError(f"{run} is not a run folder: {database} is missing (make one with host-evolve --out {run})")
+    try:  # read-only: a file that is not a run's database is refused before anything writes to it
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as error:
+        raise HostError(f"{database} is not a run's SQLite database ({error}): give a folder made by host-evolve, "
+                        f"or restore its lineage.sqlite") from None
+    if "generations" not in tables:
+        raise HostError(f"{database} has no generations table: give a folder made by host-evolve")
     return run
 
 
@@ -311,8 +326,15 @@ def inline_schema(schema: dict) -> dict:
 
 
 # POST /reports reads its body itself (bounded, then parsed): this declares the body in the OpenAPI document
+def report_body_schema() -> dict:
+    """The JSON schema of POST /reports' body: DeviceReport's, with the one schema version host-serve takes."""
+    schema = inline_schema(DeviceReport.model_json_schema(by_alias=True))
+    schema["properties"]["schema"] = {"const": SCHEMA_VERSION, "title": "Schema"}
+    return schema
+
+
 REPORT_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": inline_schema(DeviceReport.model_json_schema(by_alias=True))}}}}
+    "schema": report_body_schema()}}}}
 
 
 async def read_bounded_body(request: Request, limit: int) -> bytes:

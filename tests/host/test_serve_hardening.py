@@ -210,3 +210,30 @@ def test_a_port_in_use_is_one_clear_error():
             bind_socket("no-such-host.invalid", 8700, "no-such-host.invalid:8700")
     finally:
         taken.close()
+
+
+def test_a_run_whose_database_is_not_sqlite_is_refused_in_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    (broken / "lineage.sqlite").write_text("this is not a database\n" * 100)
+    assert main(["--run", str(broken)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "is not a run's SQLite database" in error
+    assert sorted(os.listdir(broken)) == ["lineage.sqlite"]  # no token file written into it
+
+
+@pytest.mark.parametrize("path, value", [(("stats", "latency_ms", "p99"), False), (("stats", "fps"), True),
+                                         (("stats", "frames"), 10.0), (("sequence",), "7"), (("created_at",), "1.5"),
+                                         (("stats", "dropped"), "0"), (("schema",), 1.0)])
+def test_json_types_are_taken_as_the_schema_says_them(served, path, value):
+    """Found by the fuzzer: pydantic's lax mode took false for a number and "7" for an integer."""
+    server, run, card = served
+    body = report(card, 1, device_id="dev-strict")
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    before = row_count(run)
+    with httpx.Client(base_url=server.url) as client:
+        assert client.post("/reports", json=body, headers=AUTH).status_code == 422
+    assert row_count(run) == before

@@ -1,0 +1,355 @@
+"""Fuzz host-serve's HTTP API from its own OpenAPI schema (issue 11, trial 4) and print the counts.
+
+    python bench/fuzz_host_serve.py [--examples 1500] [--seed N] [--json out.json]
+
+host-serve runs as its own process (the real CLI) on 127.0.0.1 over a tiny real run folder (one exported
+generation in lineage.sqlite), with a token file, a secret file beside the run and the run's own private
+files (lineage.sqlite, host-serve.token, weights.pt) as bait. Then:
+
+1. schemathesis generates requests for every operation in host-serve's OpenAPI document, schema-valid
+   (positive) and schema-breaking (negative) ones, ``--examples`` per operation and mode, sent with the token;
+2. the same for POST /reports and GET /reports without a token, with a wrong one and with an empty one;
+3. path traversal in every encoding (``../``, ``%2e%2e%2f``, ``%252e``, backslashes, absolute paths, NUL,
+   overlong UTF-8) against every route, over a raw socket so nothing normalises the path first;
+4. oversized bodies: a Content-Length of 1 GB (no body sent), a chunked body past 64 KiB, with and without
+   the token.
+
+Checks: no 5xx; no response carries the secret, the token, the SQLite file or the weights; every stored
+row came from a 201 answer to a body that a second validator (jsonschema-rs, not pydantic) finds valid
+against the published schema, with finite numbers only; no row stored by a request without the token;
+oversized bodies answered 413 (401 without the token) without the body being sent. Exit status 1 when any
+check failed. tests/host/test_fuzz_host_serve.py runs the same with a few examples per operation.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+TOKEN = "fuzz-token-" + "0123456789abcdef" * 2
+SECRET = "SECRET-OUTSIDE-THE-RUN-7f3a9c"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_run(folder: Path) -> Path:
+    """A real run folder (tests/host/test_serve.py's tiny run), a token file and bait beside it."""
+    from tests.host.test_serve import make_tiny_run
+    run = folder / "run"
+    run.mkdir()
+    make_tiny_run(run)
+    (run / "gen-00" / "weights.pt").write_bytes(b"PK\x03\x04 weights-bait " + SECRET.encode())
+    (folder / "secret.txt").write_text(SECRET + "\n")
+    token_file = folder / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    return run
+
+
+class HostServe:
+    """``host-serve --run RUN`` as a child process on a free loopback port."""
+
+    def __init__(self, run: Path, token_file: Path):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:{}".format(self.port)
+        environment = dict(os.environ, PYTHONPATH=str(PROJECT))
+        self.process = subprocess.Popen([sys.executable, "-m", "host.serve", "--run", str(run), "--token-file",
+                                         str(token_file), "--bind", "127.0.0.1:{}".format(self.port)],
+                                        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("host-serve did not start: " + (self.process.stdout.read() or ""))
+                time.sleep(0.1)
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            output, _ = self.process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
+        return output or ""
+
+
+def raw_request(port: int, request: bytes, timeout: float = 10.0):
+    """Send bytes as they are; return (status or None, the whole answer) once the server closes or answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(request)
+        answer = b""
+        try:
+            while True:
+                block = connection.recv(65536)
+                if not block:
+                    break
+                answer += block
+        except socket.timeout:
+            pass
+    try:
+        return int(answer.split(b" ", 2)[1]), answer
+    except (IndexError, ValueError):
+        return None, answer
+
+
+class Tally:
+    """Counts requests by phase and status; keeps the first examples of each failure."""
+
+    def __init__(self):
+        self.requests, self.by_status, self.failures, self.accepted = 0, {}, {}, set()
+        self.invalid_accepted = 0
+        self.impossible = []  # operations with no schema-breaking request to make
+
+    def count(self, phase: str, status):
+        self.requests += 1
+        key = "{} {}".format(phase, status)
+        self.by_status[key] = self.by_status.get(key, 0) + 1
+
+    def fail(self, kind: str, example: str):
+        examples = self.failures.setdefault(kind, [])
+        if len(examples) < 5:
+            examples.append(example[:300])
+        else:
+            examples.append(None)
+
+    def failure_counts(self):
+        return {kind: len(examples) for kind, examples in self.failures.items()}
+
+
+def leaks(body: bytes, forbidden) -> list:
+    return [name for name, needle in forbidden.items() if needle in body]
+
+
+def finite_everywhere(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(finite_everywhere(item) for item in value.values())
+    if isinstance(value, list):
+        return all(finite_everywhere(item) for item in value)
+    return True
+
+
+def schemathesis_phase(server: HostServe, tally: Tally, examples: int, seed, forbidden, report_validator, log=print):
+    """Every operation, positive and negative, with the token; the report routes also without it."""
+    import requests
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    document = requests.get(server.url + "/openapi.json", timeout=10).json()
+    schema = schemathesis.openapi.from_dict(document)
+    session = requests.Session()
+    auth = {"Authorization": "Bearer " + TOKEN}
+    without = [{}, {"Authorization": "Bearer wrong-" + TOKEN}, {"Authorization": "Bearer"},
+               {"Authorization": "Bearer " + TOKEN[:-1]}, {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN}]
+    operations = [result.ok() for result in schema.get_all_operations()]
+
+    def run(operation, mode, headers_for, phase, count):
+        @settings(max_examples=count, deadline=None, database=None, derandomize=seed is None,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def send(case):
+            headers = headers_for()
+            try:
+                response = case.call(base_url=server.url, session=session, headers=headers, timeout=30)
+            except Exception as error:  # a dropped connection is a failure too
+                tally.count(phase, "error")
+                tally.fail("no answer", "{} {}: {!r}".format(case.method, case.formatted_path, error))
+                return
+            status = response.status_code
+            tally.count(phase, status)
+            if status >= 500:
+                tally.fail("5xx", "{} {} {}: {}".format(case.method, case.formatted_path, case.body, response.text))
+            found = leaks(response.content, forbidden)
+            if found:
+                tally.fail("leak", "{} {} leaked {}".format(case.method, case.formatted_path, found))
+            if operation.method.upper() == "POST" and status in (200, 201):
+                if "Authorization" not in headers or headers["Authorization"] != "Bearer " + TOKEN:
+                    tally.fail("write without the token", "{} {}".format(headers, case.body))
+                if not (report_validator.is_valid(case.body) and finite_everywhere(case.body)):
+                    tally.invalid_accepted += 1
+                    why = [str(error)[:150] for error in report_validator.iter_errors(case.body)][:2] or ["not finite"]
+                    tally.fail("invalid body accepted", "{}: {}".format(why, json.dumps(case.body, default=str)))
+                if status == 201:
+                    tally.accepted.add((case.body["device_id"], case.body["sequence"]))
+        if seed is not None:
+            send = hypothesis_seed(seed)(send)
+        before, started = tally.requests, time.monotonic()
+        try:
+            send()
+            log("  {:<50} {:>6} requests in {:6.1f} s".format(phase, tally.requests - before, time.monotonic() - started))
+        except Unsatisfiable:  # e.g. no schema-breaking request exists for GET /health
+            tally.impossible.append(phase)
+
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            phase = "{} {} {}".format(operation.method.upper(), operation.path, mode.value)
+            run(operation, mode, lambda: dict(auth), phase, examples)
+        if operation.path == "/reports":
+            phase = "{} /reports without the token".format(operation.method.upper())
+            pick = random.Random(seed or 0)
+            run(operation, GenerationMode.POSITIVE, lambda: dict(pick.choice(without)), phase, max(examples // 2, 10))
+    session.close()
+
+
+TRAVERSAL_TARGETS = ["secret.txt", "lineage.sqlite", "host-serve.token", "gen-00/weights.pt", "etc/passwd"]
+TRAVERSAL_DOTS = ["../", "..%2f", "..%2F", "%2e%2e%2f", "%2e%2e/", ".%2e/", "%252e%252e%252f", "..%252f", "..\\",
+                  "..%5c", "%2e%2e%5c", "..%c0%af", "..%e0%80%af", "....//", "..;/", "%2e%2e%u2215", "..%00/"]
+
+
+def traversal_paths():
+    """Every route's variable part replaced by a climb out of the run, in each encoding; plus absolute paths."""
+    paths = []
+    for dots in TRAVERSAL_DOTS:
+        for depth in (1, 2, 3, 6):
+            for target in TRAVERSAL_TARGETS:
+                climb = dots * depth + target
+                paths += ["/models/0/" + climb, "/models/" + climb, "/models/0/model.onnx/" + climb, "/" + climb,
+                          "/models/" + climb + "/model.onnx"]
+    for absolute in ("/etc/passwd", "%2fetc%2fpasswd", "\\etc\\passwd", "C:\\Windows\\win.ini", "file:///etc/passwd"):
+        paths += ["/models/0/" + absolute, "/models/" + absolute + "/model.onnx", "//" + absolute.lstrip("/")]
+    for name in ("model.onnx%00.txt", "model.onnx\x00", "labels.txt%00", "card.json%2500", "..", ".", "",
+                 "model.onnx/", "MODEL.ONNX", "model.onnx%20", "weights.pt", "lineage.sqlite"):
+        paths.append("/models/0/" + name)
+    return paths
+
+
+def traversal_phase(server: HostServe, tally: Tally, forbidden):
+    allowed = {}
+    for name in ("model.onnx", "labels.txt", "card.json"):
+        status, answer = raw_request(server.port, "GET /models/0/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                     .format(name).encode())
+        allowed[name] = answer.split(b"\r\n\r\n", 1)[1]
+    for path in traversal_paths():
+        request = b"GET " + path.encode("latin-1", "replace") + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        status, answer = raw_request(server.port, request)
+        tally.count("traversal", status)
+        if status is None or status >= 500:
+            tally.fail("5xx" if status else "no answer", "GET {!r}: {!r}".format(path, answer[:200]))
+        found = leaks(answer, forbidden)
+        if found:
+            tally.fail("leak", "GET {!r} leaked {}".format(path, found))
+        if status == 200 and answer.split(b"\r\n\r\n", 1)[1] not in allowed.values():
+            tally.fail("served outside the published files", "GET {!r}".format(path))
+
+
+def oversized_phase(server: HostServe, tally: Tally):
+    cases = [("1 GB declared, with the token", TOKEN, 413), ("1 GB declared, no token", None, 401)]
+    for label, token, expected in cases:
+        headers = "POST /reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n"
+        if token:
+            headers += "Authorization: Bearer {}\r\n".format(token)
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall((headers + "\r\n").encode())
+            answer = connection.recv(4096)  # no byte of the body was sent
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None
+        tally.count("oversized", status)
+        if status != expected or time.monotonic() - started > 5:
+            tally.fail("oversized not refused up front", "{}: {!r}".format(label, answer[:120]))
+    # chunked, no Content-Length: refused as soon as it passes 64 KiB
+    chunk = b"[" + b"1," * 8000 + b"1]"
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(6)) + b"0\r\n\r\n"
+    request = ("POST /reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+               "Authorization: Bearer {}\r\nConnection: close\r\n\r\n".format(TOKEN)).encode() + body
+    status, answer = raw_request(server.port, request)
+    tally.count("oversized", status)
+    if status != 413:
+        tally.fail("oversized not refused up front", "chunked 96 KiB: {!r}".format(answer[:120]))
+
+
+def stored_rows(run: Path):
+    database = sqlite3.connect(str(run / "lineage.sqlite"))
+    try:
+        return database.execute("SELECT device_id, sequence, body FROM device_reports").fetchall()
+    finally:
+        database.close()
+
+
+def fuzz(examples: int = 1500, seed=None, log=print) -> dict:
+    """Run every phase against a fresh run folder; return the counts (and failures, empty when all held)."""
+    import jsonschema_rs
+    from host.serve import report_body_schema
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fuzz-host-serve-") as folder:
+        folder = Path(folder)
+        run = make_run(folder)
+        forbidden = {"secret": SECRET.encode(), "token": TOKEN.encode(), "sqlite": b"SQLite format 3",
+                     "passwd": b"root:x:0:0", "weights": b"weights-bait"}
+        server = HostServe(run, folder / "token")
+        tally = Tally()
+        try:
+            validator = jsonschema_rs.validator_for(report_body_schema())
+            log("fuzz: schemathesis, {} examples per operation and mode ...".format(examples))
+            schemathesis_phase(server, tally, examples, seed, forbidden, validator, log)
+            log("fuzz: path traversal ...")
+            traversal_phase(server, tally, forbidden)
+            log("fuzz: oversized bodies ...")
+            oversized_phase(server, tally)
+        finally:
+            output = server.stop()
+        rows = stored_rows(run)
+        for device_id, sequence, body in rows:
+            data = json.loads(body)
+            if (device_id, sequence) not in tally.accepted:
+                tally.fail("stored without a 201", "{} {}".format(device_id, sequence))
+            if not (validator.is_valid(data) and finite_everywhere(data)):
+                why = [str(error)[:150] for error in validator.iter_errors(data)][:2] or ["not finite"]
+                tally.fail("stored an invalid report", "{}: {}".format(why, body))
+        missing = tally.accepted - {(device_id, sequence) for device_id, sequence, _ in rows}
+        for key in sorted(missing)[:5]:
+            tally.fail("201 but not stored", str(key))
+        if "Traceback" in output:
+            tally.fail("traceback in host-serve's output", output[-500:])
+    five_xx = sum(count for key, count in tally.by_status.items() if key.endswith((" 500", " 502", " 503")) or
+                  key.split()[-1].isdigit() and int(key.split()[-1]) >= 500)
+    return {"requests": tally.requests, "five_xx": five_xx, "rows_stored": len(rows),
+            "accepted_201": len(tally.accepted), "invalid_accepted": tally.invalid_accepted,
+            "failures": tally.failure_counts(), "failure_examples": {k: [e for e in v if e][:5]
+                                                                       for k, v in tally.failures.items()},
+            "by_status": dict(sorted(tally.by_status.items())), "no_case_possible": tally.impossible, "seconds": round(time.monotonic() - started, 1),
+            "examples_per_operation": examples, "seed": seed}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=1500, help="examples per operation and mode")
+    parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: derandomized)")
+    parser.add_argument("--json", help="also write the counts here")
+    args = parser.parse_args(argv)
+    counts = fuzz(args.examples, args.seed)
+    for key, value in counts["by_status"].items():
+        print("  {:<60} {:>6}".format(key, value))
+    print("requests {requests} | 5xx {five_xx} | 201s {accepted_201} | rows stored {rows_stored} | invalid accepted "
+          "{invalid_accepted} | {seconds} s".format(**counts))
+    print("failures:", json.dumps(counts["failures"]) if counts["failures"] else "none")
+    for kind, examples in counts["failure_examples"].items():
+        for example in examples:
+            print("  {}: {}".format(kind, example))
+    if args.json:
+        Path(args.json).write_text(json.dumps(counts, indent=1) + "\n")
+    return 1 if counts["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
