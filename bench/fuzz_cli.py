@@ -27,6 +27,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from bench.machine import describe_machine  # noqa: E402
+
 TOOLS = {"host-serve": "host.serve", "device-serve": "device.serve", "device-bench": "device.bench",
          "host-evolve": "host.cli"}
 
@@ -272,6 +274,7 @@ def main(argv=None) -> int:
     only = set(args.only.split(",")) if args.only else None
     summary = fuzz(only, args.timeout)
     print("cases {cases} | handled cleanly {passed} | broke the rule {failed} | tracebacks {tracebacks}".format(**summary))
+    print("machine: {} | load average {:.2f}".format(describe_machine(), os.getloadavg()[0]))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     return 1 if summary["failed"] else 0

@@ -36,6 +36,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from bench.machine import describe_machine  # noqa: E402
+
 TOKEN = "fuzz-token-" + "0123456789abcdef" * 2
 SECRET = "SECRET-OUTSIDE-THE-RUN-7f3a9c"
 
@@ -328,7 +330,8 @@ def fuzz(examples: int = 1500, seed=None, log=print) -> dict:
             "failures": tally.failure_counts(), "failure_examples": {k: [e for e in v if e][:5]
                                                                        for k, v in tally.failures.items()},
             "by_status": dict(sorted(tally.by_status.items())), "no_case_possible": tally.impossible, "seconds": round(time.monotonic() - started, 1),
-            "examples_per_operation": examples, "seed": seed}
+            "examples_per_operation": examples, "seed": seed, "machine": describe_machine(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
 
 
 def main(argv=None) -> int:
@@ -342,6 +345,7 @@ def main(argv=None) -> int:
         print("  {:<60} {:>6}".format(key, value))
     print("requests {requests} | 5xx {five_xx} | 201s {accepted_201} | rows stored {rows_stored} | invalid accepted "
           "{invalid_accepted} | {seconds} s".format(**counts))
+    print("machine: {machine} | load average at the end {load_average_1m_at_end}".format(**counts))
     print("failures:", json.dumps(counts["failures"]) if counts["failures"] else "none")
     for kind, examples in counts["failure_examples"].items():
         for example in examples:

@@ -27,6 +27,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from bench.machine import describe_machine  # noqa: E402
+
 from bench.fuzz_host_serve import TOKEN, HostServe, make_run  # noqa: E402
 
 
@@ -133,7 +135,8 @@ def load(devices: int = 50, hz: float = 10.0, seconds: float = 60.0, log=print) 
         "client_cpu_s": round((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system), 1),
         "host_serve_cpu_s": round((cpu_after.children_user + cpu_after.children_system)
                                   - (cpu_before.children_user + cpu_before.children_system), 1),
-        "traceback_in_host_serve": "Traceback" in output,
+        "traceback_in_host_serve": "Traceback" in output, "machine": describe_machine(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
 
 
@@ -156,6 +159,7 @@ def main(argv=None) -> int:
     print("latency ms p50 {p50} | p90 {p90} | p99 {p99} | max {max}".format(**result["latency_ms"]))
     print(("lost {lost} | lost after a 201 {lost_after_201} | duplicated {duplicated} | unexpected {unexpected_rows} | "
            "integrity {integrity_check} | CPU s: host-serve {host_serve_cpu_s}, client {client_cpu_s}").format(**result))
+    print("machine: {machine} | load average at the end {load_average_1m_at_end}".format(**result))
     if result["client_errors"]:
         print("client errors:", result["client_errors"])
     if args.json:
