@@ -1,6 +1,11 @@
 """Export a generation to ONNX: opset 13, ``input_0``/``output_0``, dynamic batch, simplified, checked,
 compared with torch under ONNX Runtime on real images, with labels, preprocessing and genome in its
-metadata, and labels.txt + card.json beside it (what jetson-inference and device-serve load)."""
+metadata, and labels.txt + card.json beside it (what device-serve loads).
+
+Beside ``model.onnx`` every generation carries ``model-b1.onnx``: the same network with a *static* batch
+of 1, for jetson-inference. Its ``c/tensorNet.cpp`` builds an explicit-batch network without an optimization
+profile, so TensorRT refuses any dynamic axis ("Network has dynamic or shape inputs, but no optimization
+profile has been defined"; dusty-nv/jetson-inference issues 870 and 1378)."""
 from __future__ import annotations
 
 import copy
@@ -22,6 +27,13 @@ from host.model import SqueezeNet
 OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6, the last for TX1) stops at opset 13
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
 PARITY_TOLERANCE = 1e-4
+STATIC_BATCH_ONNX = "model-b1.onnx"  # batch fixed at 1: what jetson-inference's imagenet loads as is
+
+
+def jetson_inference_command(onnx_name: str = STATIC_BATCH_ONNX) -> str:
+    """jetson-inference's command line, run in a generation's folder (it needs the static-batch file)."""
+    return (f"imagenet --model={onnx_name} --input_blob={INPUT_NAME} --output_blob={OUTPUT_NAME} "
+            "--labels=labels.txt")
 
 
 class ExportError(HostError):
@@ -37,11 +49,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec, half: bool = False) -> onnx.ModelProto:
+def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec, half: bool = False,
+                    static_batch: bool = False) -> onnx.ModelProto:
     """Trace the model to an opset-13 ONNX with a dynamic batch axis and simplify it.
 
     ``half``: every tensor float16, input and output included: the FP16 ONNX that TensorRT 11 (no FP16
-    builder flag) builds strongly typed.
+    builder flag) builds strongly typed. ``static_batch``: the batch axis fixed at 1, no symbolic dimension
+    anywhere (jetson-inference).
     """
     dtype = torch.float16 if half else torch.float32
     model = copy.deepcopy(model).cpu().to(dtype).eval().to(memory_format=torch.contiguous_format)
@@ -53,7 +67,7 @@ def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec, half: bool = False)
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          dynamic_axes=None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load_model_from_string(buffer.getvalue())
     try:
         from onnxsim import simplify
@@ -73,17 +87,19 @@ def add_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
 
 
 def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tolerance: float = PARITY_TOLERANCE,
-                 input_dtype=np.float32) -> float:
-    """Max |ORT - torch (fp32)| over ``images`` (float NCHW), at batch 1 and the whole batch; raise above ``tolerance``."""
+                 input_dtype=np.float32, static_batch: bool = False) -> float:
+    """Max |ORT - torch (fp32)| over ``images`` (float NCHW), at batch 1 and the whole batch (image by image
+    with ``static_batch``); raise above ``tolerance``."""
     import onnxruntime as ort
     session = ort.InferenceSession(proto_bytes, providers=["CPUExecutionProvider"])
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     worst = 0.0
-    for batch in (images[:1], images):
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(input_dtype)})[0].astype(np.float32)
-        worst = max(worst, float(np.abs(got - expected[:len(batch)]).max()))
+    spans = [(i, i + 1) for i in range(len(images))] if static_batch else [(0, 1), (0, len(images))]
+    for start, stop in spans:
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: images[start:stop].astype(input_dtype)})[0].astype(np.float32)
+        worst = max(worst, float(np.abs(got - expected[start:stop]).max()))
     if not worst <= tolerance:
         raise ExportError(f"ONNX Runtime and torch disagree: max |difference| = {worst:.3g} on {len(images)} real "
                           f"images (allowed {tolerance:g}); the export is not faithful, the run stops here")
@@ -93,14 +109,15 @@ def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tole
 def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, labels: list[str],
                       generation: int, parity_images: np.ndarray, extra_card: dict | None = None,
                       fp16: bool = False) -> dict:
-    """Write ``folder/{model.onnx, labels.txt, card.json}`` (and ``model.fp16.onnx`` with ``fp16``); return the card."""
+    """Write ``folder/{model.onnx, model-b1.onnx, labels.txt, card.json}`` (and ``model.fp16.onnx`` with ``fp16``);
+    return the card."""
     folder.mkdir(parents=True, exist_ok=True)
     genome = model.genome
     metadata = {"labels": json.dumps(labels), METADATA_KEY: spec.to_json(), "genome": genome.to_json(),
                 "generation": str(generation), "producer": "squishednets host-evolve"}
 
-    def checked(half: bool) -> onnx.ModelProto:
-        proto = onnx_from_model(model, spec, half=half)
+    def checked(half: bool, static_batch: bool = False) -> onnx.ModelProto:
+        proto = onnx_from_model(model, spec, half=half, static_batch=static_batch)
         add_metadata(proto, metadata)
         proto.producer_name = "squishednets"
         try:
@@ -111,7 +128,11 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
 
     data = checked(half=False).SerializeToString()
     difference = check_parity(data, model, parity_images)
-    extra_files = {}
+    static_data = checked(half=False, static_batch=True).SerializeToString()
+    static_difference = check_parity(static_data, model, parity_images, static_batch=True)
+    extra_files = {"static_batch": {"onnx": STATIC_BATCH_ONNX, "sha256": hashlib.sha256(static_data).hexdigest(),
+                                    "batch": 1, "parity_max_abs_difference": static_difference,
+                                    "for": "jetson-inference (no optimization profile: static shapes only)"}}
     if fp16:
         half_data = checked(half=True).SerializeToString()
         with torch.no_grad():
@@ -122,6 +143,7 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
         atomic_write_bytes(folder / "model.fp16.onnx", half_data)
         extra_files["fp16"] = {"onnx": "model.fp16.onnx", "sha256": hashlib.sha256(half_data).hexdigest(),
                                "parity_max_abs_difference": half_difference, "input_dtype": "float16"}
+    atomic_write_bytes(folder / STATIC_BATCH_ONNX, static_data)
     atomic_write_bytes(folder / "model.onnx", data)
     atomic_write_bytes(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
     card = {"generation": generation, "onnx": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(),
@@ -131,8 +153,7 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
             "labels": labels, "preprocess": spec.to_dict(), "genome": genome.to_dict(), "params": genome.params,
             "size_bytes": genome.size_bytes, "macs": genome.macs(spec.height),
             "parity_max_abs_difference": difference,
-            "jetson_inference": "imagenet --model=model.onnx --input_blob=input_0 --output_blob=output_0 "
-                                "--labels=labels.txt"}
+            "jetson_inference": jetson_inference_command()}
     card.update(extra_files)
     card.update(extra_card or {})
     atomic_write_bytes(folder / "card.json", json.dumps(card, indent=2).encode("utf-8"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from host.export import STATIC_BATCH_ONNX
 from host.layout import RunLayout
 from host.lineage import Lineage
 
@@ -19,6 +20,12 @@ def pareto_front(points: list[dict]) -> list[int]:
     return sorted(front)
 
 
+def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
+    """The generation's ``model-b1.onnx`` relative to RUN, when it exists."""
+    path = (layout.root / onnx).parent / STATIC_BATCH_ONNX
+    return layout.relative(path) if path.is_file() else None
+
+
 def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
                   stopped: str | None = None) -> dict:
     device_fps = lineage.device_fps()
@@ -31,7 +38,9 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "env_factor": row["env_factor"], "lambda": row["lambda"], "onnx": row["onnx"], "sha256": row["sha256"],
             "labels": row["labels"], "card": row["card"], "genome": json.loads(row["genome"]),
             "local_fps": row["local_fps"], "device_fps": device_fps.get(row["generation"]),
-            "steering_fps": row.get("steering_fps"), "fps_source": row.get("fps_source")})
+            "steering_fps": row.get("steering_fps"), "fps_source": row.get("fps_source"),
+            # the static-batch twin for jetson-inference (runs exported before it existed have none)
+            "onnx_static_batch": static_batch_onnx(layout, row["onnx"])})
     ancestor = generations[0] if generations else None
     config = lineage.config()
     floor = config.get("top1_floor") or 0.0

@@ -38,6 +38,9 @@ def test_a_lineage_of_smaller_generations_each_exported(shapes, tmp_path):
     assert gens[0]["params"] > gens[1]["params"] > gens[2]["params"]
     for g in gens:
         assert sha256_of(run / g["onnx"]) == g["sha256"]
+        card = json.loads((run / g["card"]).read_text())
+        assert g["onnx_static_batch"] == g["onnx"].replace("model.onnx", "model-b1.onnx")
+        assert sha256_of(run / g["onnx_static_batch"]) == card["static_batch"]["sha256"]
         assert Genome.from_dict(g["genome"]).params == g["params"] == g["size_bytes"] // 4
         assert (run / g["card"]).is_file() and (run / g["labels"]).read_text().split() == summary["labels"]
         assert 0 <= g["top1"] <= 1 and g["macs"] > 0

@@ -78,3 +78,25 @@ def test_fp16_export_for_tensorrt_11_runs_and_stays_close(tmp_path):
     np.testing.assert_allclose(got.astype(np.float32), expected, atol=0.01 * max(1.0, np.abs(expected).max()))
     from device.model_info import ModelInfo
     assert ModelInfo.from_onnx(str(tmp_path / "model.fp16.onnx")).input_dtype == "float16"
+
+
+def test_every_generation_carries_a_static_batch_onnx_that_jetson_inference_loads(exported):
+    """jetson-inference builds without an optimization profile: the b1 file has no symbolic dimension at all
+    and gives the same outputs as the dynamic model.onnx."""
+    model, spec, card, folder = exported
+    proto = onnx.load(folder / "model-b1.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    values = list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info)
+    dims = [d for v in values for d in v.type.tensor_type.shape.dim]
+    assert dims and all(d.HasField("dim_value") and not d.dim_param for d in dims)
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 40, 40]
+    assert {p.key: p.value for p in proto.metadata_props}["labels"] == json.dumps(["ant", "bee", "cow"])
+    static = ort.InferenceSession(str(folder / "model-b1.onnx"), providers=["CPUExecutionProvider"])
+    dynamic = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    for image in np.random.default_rng(3).standard_normal((3, 1, 3, 40, 40)).astype(np.float32):
+        np.testing.assert_allclose(static.run(["output_0"], {"input_0": image})[0],
+                                   dynamic.run(["output_0"], {"input_0": image})[0], atol=1e-5)
+    assert card["static_batch"]["sha256"] == sha256_of(folder / "model-b1.onnx")
+    assert card["static_batch"]["parity_max_abs_difference"] <= 1e-4
+    assert card["jetson_inference"].startswith("imagenet --model=model-b1.onnx --input_blob=input_0")
