@@ -28,7 +28,7 @@ if PROJECT not in sys.path:
 from device.errors import DeviceError  # noqa: E402
 from device.sources import SyntheticSource  # noqa: E402
 
-CORRUPT_FRAMES = [np.zeros((0, 0, 3), np.uint8), np.full((48, 64), 128, np.uint8), np.zeros((48, 64, 3), np.float32),
+CORRUPT_FRAMES = [np.zeros((0, 0, 3), np.uint8), np.zeros((48, 64, 5), np.uint8), np.zeros((48, 64, 3), np.float32),
                   np.zeros((1, 1, 3), np.uint8), "not an image"]
 
 

@@ -133,14 +133,15 @@ def wait_empty(spool, seconds=30):
 def fill_disk(folder):
     """Write a filler file until the disk is full; return its path."""
     path = os.path.join(folder, "filler.bin")
-    block = b"\0" * (64 * 1024)
-    with open(path, "wb") as handle:
-        try:
-            while True:
-                handle.write(block)
-                handle.flush()
-        except OSError:
-            pass
+    block = b"\0" * 4096
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            os.write(descriptor, block)  # unbuffered: the ENOSPC comes here, not at close
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
     return path
 
 
@@ -202,9 +203,15 @@ def trial(outages, seed, report_every, log=print):
             time.sleep(1.0)
             filler = fill_disk(run)
             log("disk full: {} of filler; {} reports waiting".format(os.path.getsize(filler), len(spooled(spool))))
-            time.sleep(8.0)
+            # SQLite reuses its WAL file's pages, so a full disk bites only once the WAL or the database must
+            # grow: keep it full until the host has refused 20 reports (they wait in the spool), or 40 s
+            full_since = time.monotonic()
+            while len(spooled(spool)) < 20 and time.monotonic() - full_since < 40:
+                time.sleep(0.2)
+            figures["disk_full_seconds"] = round(time.monotonic() - full_since, 1)
             figures["waiting_when_disk_full"] = len(spooled(spool))
-            log("  {} reports waiting after 8 s of a full disk".format(figures["waiting_when_disk_full"]))
+            log("  {} reports waiting after {} s of a full disk".format(figures["waiting_when_disk_full"],
+                                                                      figures["disk_full_seconds"]))
             os.remove(filler)
             log("disk freed")
         deadline = time.monotonic() + 60  # the device retries with back-off (up to 30 s) after the 500s
@@ -246,6 +253,8 @@ def trial(outages, seed, report_every, log=print):
         rows, integrity_limited = stored_reports(run, "limit-dev")
         host.stop()
         figures["host_slow_stops"] = host.slow_stops
+        with open(host.output.name) as handle:
+            figures["host_disk_full_errors"] = handle.read().count("database or disk is full")
         first_run = [(s, k) for s, k in rows if s <= last_sequence(spool_limited) - 1]
         figures["spool_limit"] = {
             "limit": 15, "written_while_down": int(os.path.basename(waiting[-1])[7:19]) if waiting else 0,
@@ -275,6 +284,9 @@ def problems(figures):
         found.append("device-serve exited {}".format(figures["device_exit"]))
     if figures.get("host_slow_stops"):
         found.append("host-serve needed SIGKILL {} time(s) after SIGTERM".format(figures["host_slow_stops"]))
+    if "waiting_when_disk_full" in figures and figures["waiting_when_disk_full"] < 20:
+        found.append("the full disk never made the host refuse reports ({} waiting)".format(
+            figures["waiting_when_disk_full"]))
     if figures["finals"] != 2:
         found.append("{} final reports stored, not 2 (one per device run)".format(figures["finals"]))
     limited = figures["spool_limit"]
@@ -294,8 +306,10 @@ def main(argv=None):
     figures = trial(args.outages, args.seed, args.report_every, log=lambda m: print(m, flush=True))
     found = problems(figures)
     figures["problems"] = found
+    figures.setdefault("waiting_when_disk_full", "n/a")
     print(json.dumps(figures, indent=2, sort_keys=True))
-    print("host outages: {outages} outages ({host_kills}), {device_restarts} device restart, disk full: {disk_full}; "
+    print("host outages: {outages} outages ({host_kills}), {device_restarts} device restart, disk full: {disk_full} "
+          "({waiting_when_disk_full} reports refused and waiting, {host_disk_full_errors} disk-full errors at the host); "
           "{reports_written} reports written, {reports_stored} stored, {lost} lost, {duplicates} duplicated, "
           "in order: {in_order}; spool limit: {evicted} evicted, final kept: {final_kept}; {verdict}".format(
               evicted=figures["spool_limit"]["evicted"], final_kept=figures["spool_limit"]["final_kept"],

@@ -14,9 +14,12 @@ tests/host/test_evolve.py, one uninterrupted run is the reference. Each trial st
 * ``mid-export``: as soon as a new ``gen-NN/`` folder exists without its ``model.onnx``, or a temporary file
   is in it (the export under way);
 * ``mid-lineage-write``: as soon as ``lineage.sqlite-wal`` changes (a commit has just been written; SQLite's
-  own transaction is not visible from outside, so this is the nearest observable point).
+  own transaction is not visible from outside, so this is the nearest observable point);
+* ``mid-startup``: as soon as the run folder holds anything while ``config.json`` is not there yet.
 
-Each killed run is resumed (``--resume RUN``) to its end; then every run must be complete (summary.json with
+The targeted modes kill at the first, second or third time their moment is seen (chosen at random).
+Each killed run is resumed (``--resume RUN``) to its end; a run killed before its config.json existed cannot
+be resumed (host-evolve says so), and is then started again with its first command, which must be accepted; then every run must be complete (summary.json with
 generations 0..G), no finished epoch lost (the epochs recorded before the kill are a prefix of those after),
 no generation duplicated or missing in lineage.sqlite, ``PRAGMA integrity_check`` ok, every exported ONNX
 matching its recorded sha256; and, with one thread, the lineage is compared to the reference run's
@@ -41,7 +44,7 @@ if PROJECT not in sys.path:
 
 SETTINGS = {"image_size": 32, "epochs": 2, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
             "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5}
-MODES = ("random", "mid-epoch", "mid-checkpoint", "mid-export", "mid-lineage-write")
+MODES = ("random", "mid-epoch", "mid-checkpoint", "mid-export", "mid-lineage-write", "mid-startup")
 
 
 def env():
@@ -103,15 +106,22 @@ def wait_for_moment(process, run, mode, rng, reference_seconds, reference_epochs
         per_epoch = reference_seconds / max(1, reference_epochs)
         time.sleep(rng.uniform(0.1, 0.8) * per_epoch)
         return "{:.0%} into the epoch after {} finished".format((time.monotonic() - seen) / per_epoch, target)
-    skip = rng.randint(0, 2)  # which occurrence: not always the first
+    skip = 0 if mode == "mid-startup" else rng.randint(0, 2)  # which occurrence: not always the first
     wal = os.path.join(run, "lineage.sqlite-wal")
     last_wal = None
     known_gens = set()
     occurrences = 0
+    partial_seen = False
     while process.poll() is None:
         hit = None
-        if mode == "mid-checkpoint" and os.path.exists(os.path.join(run, "checkpoint.pt.partial")):
-            hit = "checkpoint.pt.partial present"
+        if mode == "mid-checkpoint":
+            present = os.path.exists(os.path.join(run, "checkpoint.pt.partial"))
+            if present and not partial_seen:
+                hit = "checkpoint.pt.partial present ({} epochs done)".format(len(epochs_done(run) or []))
+            partial_seen = present
+        elif mode == "mid-startup":
+            if os.path.isdir(run) and os.listdir(run) and not os.path.exists(os.path.join(run, "config.json")):
+                hit = "folder holds {} and no config.json".format(", ".join(sorted(os.listdir(run))))
         elif mode == "mid-export":
             for name in sorted(os.listdir(run)) if os.path.isdir(run) else []:
                 folder = os.path.join(run, name)
@@ -220,13 +230,21 @@ def main(argv=None):
         before = epochs_done(run) or []
         resumed = subprocess.run(resume_command(run), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  universal_newlines=True)
+        restarted = None
+        if resumed.returncode == 2 and "no config.json" in resumed.stderr:  # killed before the run existed
+            restarted = subprocess.run(evolve_command(data, run, args.generations), env=env(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, universal_newlines=True)
         found, facts = check_run(run, before, reference, args.generations)
-        if resumed.returncode != 0:
+        if restarted is not None and restarted.returncode != 0:
+            found.insert(0, "killed before config.json: --resume refused, and the first command again exited {}: "
+                            "{}".format(restarted.returncode, restarted.stderr.strip()[-300:]))
+        elif resumed.returncode != 0 and restarted is None:
             found.insert(0, "resume exited {}: {}".format(resumed.returncode, resumed.stderr.strip()[-300:]))
         results.append(dict(facts, trial=number, mode=mode, where=where, killed=killed, epochs_before=len(before),
-                            resume_exit=resumed.returncode, problems=found))
-        print("trial {:2d} {:18s} killed: {:5s} at {} ({} epochs done) -> resume exit {}; {}".format(
+                            resume_exit=resumed.returncode, restarted=restarted is not None, problems=found))
+        print("trial {:2d} {:18s} killed: {:5s} at {} ({} epochs done) -> resume exit {}{}; {}".format(
             number, mode, str(killed), where, len(before), resumed.returncode,
+            "" if restarted is None else ", first command again exit {}".format(restarted.returncode),
             "ok" if not found else "PROBLEMS: " + "; ".join(found)), flush=True)
 
     # two --resume of one killed run at once
@@ -252,7 +270,8 @@ def main(argv=None):
     figures = {"trials": len(results), "killed": len(killed),
                "by_mode": {mode: sum(1 for r in killed if r["mode"] == mode) for mode in MODES},
                "completed": sum(1 for r in results if r.get("epochs") == len(reference["epochs"])),
-               "resume_failures": sum(1 for r in results if r["resume_exit"] != 0),
+               "resume_failures": sum(1 for r in results if r["resume_exit"] != 0 and not r["restarted"]),
+               "restarted_before_config": sum(1 for r in results if r["restarted"]),
                "epochs_lost": sum(1 for r in results if any("epochs lost" in p for p in r["problems"])),
                "generations_duplicated": sum(r.get("duplicated", 0) for r in results),
                "generations_missing": sum(r.get("missing", 0) for r in results),
@@ -263,7 +282,7 @@ def main(argv=None):
     print(json.dumps({k: v for k, v in figures.items() if k != "results"}, indent=2, sort_keys=True))
     failed = [r for r in results if r["problems"]]
     print("kill trials: {trials} trials, {killed} killed by SIGKILL ({by_mode}), {completed} completed after "
-          "--resume, epochs lost in {epochs_lost}, generations duplicated {generations_duplicated}, missing "
+          "--resume ({restarted_before_config} killed before config.json: started again), epochs lost in {epochs_lost}, generations duplicated {generations_duplicated}, missing "
           "{generations_missing}, integrity failures {integrity_failures}, ONNX sha256 mismatches {sha_mismatches}, "
           "identical to the uninterrupted run {identical_to_reference}/{trials}; {verdict}".format(
               verdict="PASS" if not failed else "FAIL ({} trials)".format(len(failed)), **figures))

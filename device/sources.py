@@ -317,16 +317,26 @@ _END = object()
 
 
 def frame_problem(image):
-    """None for a usable BGR frame (an HxWx3 uint8 array, at least 2x2), else what is wrong with it."""
+    """None for a usable frame (uint8, HxW grey, HxWx3 BGR or HxWx4 BGRA, at least 2x2), else what is wrong."""
     if not isinstance(image, np.ndarray):
         return "a {}, not an image".format(type(image).__name__)
     if image.dtype != np.uint8:
         return "pixels of type {}, not uint8".format(image.dtype)
-    if image.ndim != 3 or image.shape[2] != 3:
-        return "shape {}, not height x width x 3".format(tuple(image.shape))
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        return "shape {}, not height x width (x 1, 3 or 4)".format(tuple(image.shape))
     if image.shape[0] < 2 or image.shape[1] < 2:
         return "only {}x{} pixels".format(image.shape[1], image.shape[0])
     return None
+
+
+def as_bgr(image):
+    """A usable frame (see :func:`frame_problem`) as HxWx3 BGR: a mono camera's grey or a BGRA frame converted."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    import cv2
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
 
 
 class FrameReader(object):
@@ -462,6 +472,7 @@ class FrameReader(object):
                         self.log("source {} gave a corrupt frame ({}); skipped ({} so far)".format(
                             self.source.describe(), problem, self.corrupt))
                     continue
+                image = as_bgr(image)
                 if self.stalled:
                     self.log("source {} is back after a stall of {:.1f} s".format(
                         self.source.describe(), now - self._last_frame_at))

@@ -4,7 +4,7 @@ answers throughout, and frames flow again after each fault."""
 import numpy as np
 
 from bench.camera_faults import problems, run_trial
-from device.sources import FrameReader, frame_problem
+from device.sources import FrameReader, as_bgr, frame_problem
 from tests.engines.tiny_onnx import tiny_onnx
 
 
@@ -12,8 +12,12 @@ def test_frame_problem_names_what_is_wrong():
     assert frame_problem(np.zeros((48, 64, 3), np.uint8)) is None
     assert "not an image" in frame_problem("jpeg bytes")
     assert "float32" in frame_problem(np.zeros((48, 64, 3), np.float32))
-    assert "shape (48, 64)" in frame_problem(np.zeros((48, 64), np.uint8))
+    assert "shape (48, 64, 5)" in frame_problem(np.zeros((48, 64, 5), np.uint8))
     assert "1x1" in frame_problem(np.zeros((1, 1, 3), np.uint8))
+    grey = np.full((48, 64), 77, np.uint8)  # a mono camera is not corrupt: its frames are converted
+    assert frame_problem(grey) is None and as_bgr(grey).shape == (48, 64, 3) and as_bgr(grey)[0, 0, 2] == 77
+    bgra = np.zeros((48, 64, 4), np.uint8)
+    assert frame_problem(bgra) is None and as_bgr(bgra).shape == (48, 64, 3)
 
 
 def test_stall_end_raise_and_corrupt_frames_are_survived_counted_and_logged():
