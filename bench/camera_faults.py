@@ -253,6 +253,10 @@ def main(argv=None):
     figures["rounds"], figures["seed"] = args.rounds, args.seed
     found = problems(figures)
     figures["problems"] = found
+    from bench.machine import describe_machine
+    figures["machine"] = describe_machine()
+    figures["finished_at"] = time.strftime("%a %b %d %H:%M:%S %Z %Y")
+    print("machine: {} | finished {}".format(figures["machine"], figures["finished_at"]))
     print(json.dumps(figures, indent=2, sort_keys=True))
     print("camera faults: {} rounds, injected {}, counted {}; /stats {} of {} answered (slowest {} s); "
           "frames in the second after each of {} recoveries: min {}; {}".format(

@@ -306,6 +306,10 @@ def main(argv=None):
     figures = trial(args.outages, args.seed, args.report_every, log=lambda m: print(m, flush=True))
     found = problems(figures)
     figures["problems"] = found
+    from bench.machine import describe_machine
+    figures["machine"] = describe_machine()
+    figures["finished_at"] = time.strftime("%a %b %d %H:%M:%S %Z %Y")
+    print("machine: {} | finished {}".format(figures["machine"], figures["finished_at"]))
     figures.setdefault("waiting_when_disk_full", "n/a")
     print(json.dumps(figures, indent=2, sort_keys=True))
     print("host outages: {outages} outages ({host_kills}), {device_restarts} device restart, disk full: {disk_full} "

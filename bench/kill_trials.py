@@ -280,6 +280,10 @@ def main(argv=None):
                "identical_to_reference": sum(1 for r in results if r.get("identical_to_reference")),
                "reference_seconds": round(reference_seconds, 1), "two_resumes": twice, "results": results}
     print(json.dumps({k: v for k, v in figures.items() if k != "results"}, indent=2, sort_keys=True))
+    from bench.machine import describe_machine
+    figures["machine"] = describe_machine()
+    figures["finished_at"] = time.strftime("%a %b %d %H:%M:%S %Z %Y")
+    print("machine: {} | finished {}".format(figures["machine"], figures["finished_at"]))
     failed = [r for r in results if r["problems"]]
     print("kill trials: {trials} trials, {killed} killed by SIGKILL ({by_mode}), {completed} completed after "
           "--resume ({restarted_before_config} killed before config.json: started again), epochs lost in {epochs_lost}, generations duplicated {generations_duplicated}, missing "
