@@ -37,6 +37,8 @@ def get_args_parser():
     where.add_argument("--camera", nargs="?", const="0", metavar="ID|csi://N",
                        help="a camera: an index (default 0), /dev/videoN or csi://N")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder again at its end")
+    parser.add_argument("--codec", default="h264", choices=("h264", "h265"),
+                        help="an rtsp:// source's video codec: picks the depayloader and decoder (default %(default)s)")
     parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     parser.add_argument("--cache-dir", help="where engines and downloaded models are kept")
@@ -158,7 +160,7 @@ def serve(args, log=print, stopper=None):
     model_path = resolve_model(args.model, cache_dir=args.cache_dir, expected_sha256=args.sha256)
     info = ModelInfo.from_onnx(model_path)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
-    source = open_source(source_text, loop=args.loop, log=log)
+    source = open_source(source_text, loop=args.loop, log=log, codec=args.codec)
     reader = telemetry = live = None
     try:
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)

@@ -91,6 +91,12 @@ def parse_source(text):
     raise DeviceError("source {!r} is not {}".format(text, SOURCE_HELP))
 
 
+# Restarting nvargus-daemon on the host makes a new /tmp/argus_socket; the one bind-mounted into a running
+# container is then stale, and every reopen fails until the container is restarted as well.
+CSI_RECONNECT_HINT = ("hint: if nvargus-daemon was restarted on the host (sudo systemctl restart nvargus-daemon), "
+                      "restart this container too: its bind-mounted /tmp/argus_socket is stale until then")
+
+
 def csi_pipeline(sensor_id, width=1280, height=720, fps=30, out_width=None, out_height=None):
     """The nvarguscamerasrc GStreamer pipeline for a Jetson CSI camera (REFERENCE.md); ``drop=true
     max-buffers=1`` keeps the appsink from queueing stale frames (without it, lag grows)."""
@@ -102,10 +108,34 @@ def csi_pipeline(sensor_id, width=1280, height=720, fps=30, out_width=None, out_
                 sensor_id, width, height, fps, out_width, out_height))
 
 
-def rtsp_pipeline(url, latency_ms=200):
-    """RTSP through GStreamer, dropping late buffers rather than queueing them."""
-    return ("rtspsrc location={} latency={} drop-on-latency=true ! decodebin ! videoconvert ! "
-            "video/x-raw,format=BGR ! appsink drop=true max-buffers=1".format(url, latency_ms))
+RTSP_CODECS = ("h264", "h265")
+
+
+def gst_quote(value):
+    """``value`` as a double-quoted GStreamer property (gst_parse_launch syntax): a URL with spaces, ``!`` or
+    quotes stays one property instead of breaking the pipeline apart."""
+    return '"{}"'.format(value.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def rtsp_pipeline(url, codec="h264", jetson=False, latency_ms=200):
+    """RTSP through GStreamer with an explicit depayloader, parser and decoder per codec and platform.
+
+    Not ``decodebin``: on L4T it picks the hardware decoder, whose output is ``video/x-raw(memory:NVMM)``, which
+    ``videoconvert`` cannot take ("not negotiated"). On a Jetson ``nvv4l2decoder`` decodes into NVMM and
+    ``nvvidconv`` copies it out as BGRx (L4T Accelerated GStreamer guide); on a desktop libav decodes
+    (``avdec_h264``/``avdec_h265``, gst-libav). Late buffers are dropped, and the appsink keeps one frame.
+    """
+    if codec not in RTSP_CODECS:
+        raise DeviceError("RTSP codec {!r} is not one of {}: give --codec {}".format(
+            codec, ", ".join(RTSP_CODECS), "|".join(RTSP_CODECS)))
+    number = codec[1:]  # "264" or "265"
+    head = "rtspsrc location={} latency={} drop-on-latency=true ! rtph{}depay ! h{}parse ! ".format(
+        gst_quote(url), int(latency_ms), number, number)
+    if jetson:
+        decode = "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+    else:
+        decode = "avdec_h{} ! videoconvert ! ".format(number)
+    return head + decode + "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
 
 
 def opencv_has_gstreamer():
@@ -120,9 +150,10 @@ def opencv_has_gstreamer():
 class CaptureSource(object):
     """Anything cv2.VideoCapture opens: cameras, CSI, V4L2 devices, RTSP streams, video files."""
 
-    def __init__(self, spec, loop=False, width=1280, height=720):
+    def __init__(self, spec, loop=False, width=1280, height=720, codec="h264"):
         self.spec = spec
         self.loop = loop
+        self.codec = codec
         self.width = width
         self.height = height
         self.live = spec.live
@@ -143,7 +174,9 @@ class CaptureSource(object):
             capture = cv2.VideoCapture(csi_pipeline(target, self.width, self.height), cv2.CAP_GSTREAMER)
         elif kind == "rtsp":
             if opencv_has_gstreamer():
-                capture = cv2.VideoCapture(rtsp_pipeline(target), cv2.CAP_GSTREAMER)
+                from device.telemetry import is_jetson
+                capture = cv2.VideoCapture(rtsp_pipeline(target, self.codec, jetson=is_jetson()),
+                                           cv2.CAP_GSTREAMER)
             else:
                 capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
         elif kind in ("camera", "v4l2"):
@@ -292,7 +325,7 @@ class SyntheticSource(object):
         pass
 
 
-def open_source(text, loop=False, log=print, width=1280, height=720):
+def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264"):
     """Parse ``text`` and open the source; raise DeviceError (one line, with the fix) if it cannot be opened."""
     spec = parse_source(text)
     if spec.kind == "folder":
@@ -300,7 +333,7 @@ def open_source(text, loop=False, log=print, width=1280, height=720):
     elif spec.kind == "synthetic":
         source = SyntheticSource(spec)
     else:
-        source = CaptureSource(spec, loop=loop, width=width, height=height)
+        source = CaptureSource(spec, loop=loop, width=width, height=height, codec=codec)
     source.open()
     if spec.kind == "file":
         # A file OpenCV "opens" but cannot decode yields nothing: say so now, not after the backend is built.
@@ -513,6 +546,9 @@ class FrameReader(object):
         self.reconnecting = True
         self.log("source {} lost after {} frames; reopening (back-off from {:.2f} s)".format(
             self.source.describe(), self.read_count, delay))
+        spec = getattr(self.source, "spec", None)
+        if spec is not None and spec.kind == "csi":
+            self.log(CSI_RECONNECT_HINT)
         try:
             while not self._stop.wait(delay):
                 try:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from device.errors import DeviceError
-from device.sources import (CaptureSource, FrameReader, SyntheticSource, csi_pipeline, open_source, parse_source)
+from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FrameReader, SyntheticSource, csi_pipeline, gst_quote,
+                            open_source, parse_source, rtsp_pipeline)
 
 
 def write_video(path, frames=12, size=(64, 48), fps=20):
@@ -147,3 +148,45 @@ def test_lost_live_source_is_reopened_with_back_off_and_the_gap_logged(tmp_path)
     assert reader.gaps and reader.gaps[0][0] >= 0.02
     assert any("lost after 4 frames" in line for line in logged)
     assert any("is back after a gap" in line for line in logged)
+
+
+@pytest.mark.parametrize("codec,depay,parse,desktop_decoder", [("h264", "rtph264depay", "h264parse", "avdec_h264"),
+                                                              ("h265", "rtph265depay", "h265parse", "avdec_h265")])
+def test_rtsp_pipelines_are_explicit_per_platform_and_codec(codec, depay, parse, desktop_decoder):
+    url = "rtsp://cam.local:554/stream"
+    jetson = rtsp_pipeline(url, codec, jetson=True)
+    assert jetson == ('rtspsrc location="rtsp://cam.local:554/stream" latency=200 drop-on-latency=true ! '
+                      "{} ! {} ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+                      "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1".format(depay, parse))
+    desktop = rtsp_pipeline(url, codec, jetson=False)
+    assert desktop == ('rtspsrc location="rtsp://cam.local:554/stream" latency=200 drop-on-latency=true ! '
+                       "{} ! {} ! {} ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1".format(
+                           depay, parse, desktop_decoder))
+    for pipeline in (jetson, desktop):  # decodebin would pick the NVMM decoder on L4T: "not negotiated"
+        assert "decodebin" not in pipeline
+
+
+def test_rtsp_url_is_quoted_so_it_stays_one_property():
+    url = 'rtsp://user:p"a ss!@cam/live stream\\x'
+    pipeline = rtsp_pipeline(url, "h264", jetson=True)
+    assert pipeline.startswith('rtspsrc location="rtsp://user:p\\"a ss!@cam/live stream\\\\x" latency=200 ')
+    assert gst_quote("a b") == '"a b"'
+
+
+def test_unknown_rtsp_codec_names_the_choices():
+    with pytest.raises(DeviceError, match="codec 'vp9' is not one of h264, h265: give --codec h264|h265"):
+        rtsp_pipeline("rtsp://x", "vp9")
+
+
+def test_a_lost_csi_camera_logs_the_argus_socket_hint():
+    # pip's OpenCV has no GStreamer, so every reopen of csi://0 fails here as it would with a stale socket
+    source = CaptureSource(parse_source("csi://0"))
+    source.live = True
+    logged = []
+    reader = FrameReader(source, log=logged.append, backoff_s=0.02, max_backoff_s=0.05).start()
+    deadline = time.monotonic() + 5
+    while not any("still unavailable" in line for line in logged) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    reader.close()
+    assert CSI_RECONNECT_HINT in logged
+    assert "restart this container too" in CSI_RECONNECT_HINT and "/tmp/argus_socket" in CSI_RECONNECT_HINT
