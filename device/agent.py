@@ -278,9 +278,11 @@ class Agent(object):
         return sorted(fresh, key=lambda e: e["generation"])
 
     def model_url(self, entry):
+        """The entry's ``model_url`` (the one key host-serve writes), absolute, without its fragment: the
+        caller passes the entry's sha256 as ``expected_sha256``."""
         from urllib.parse import urldefrag, urljoin
-        relative = entry.get("onnx_url") or entry.get("model_url") or "/models/{}/model.onnx".format(
-            entry["generation"])
+        from device.model_source import MODEL_URL_KEY
+        relative = entry.get(MODEL_URL_KEY) or "/models/{}/model.onnx".format(entry["generation"])
         return urldefrag(urljoin(self.base + "/", relative))[0]
 
     def process(self, entry):

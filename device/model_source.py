@@ -1,7 +1,8 @@
 """Where a model comes from: a local path, or host-serve's URL (downloaded once, sha256-checked, cached).
 
 host-serve answers ``GET /models/<generation>/model.onnx`` with an ``X-SHA256`` header and
-``GET /generations`` with ``[{"generation", "sha256", "onnx_url", ...}]``. A URL may carry the expected
+``GET /generations`` with ``[{"generation", "sha256", "model_url", ...}]`` (``MODEL_URL_KEY``: host-serve
+writes the entries with this very constant, so the two sides cannot drift apart). A URL may carry the expected
 digest as a fragment (``http://host:8700/models/3/model.onnx#sha256=<hex>``), or the caller passes it.
 
 The cache holds one file per digest, ``<cache>/models/<sha256>.onnx``, written atomically, so a model is
@@ -22,6 +23,7 @@ from urllib.parse import urldefrag, urljoin
 from urllib.request import Request, urlopen
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MODEL_URL_KEY = "model_url"  # the one key of a GET /generations entry that holds the model's URL
 TIMEOUT_S = 30.0
 
 
@@ -163,9 +165,10 @@ def _check_is_model(path, url):
 
 
 def list_generations(base_url, timeout=TIMEOUT_S):
-    """host-serve's ``GET /generations``: a list of dicts with ``generation``, ``sha256``, ``onnx_url``.
+    """host-serve's ``GET /generations``: a list of dicts with ``generation``, ``sha256``, ``model_url``.
 
-    ``onnx_url`` is made absolute and given its ``#sha256=`` fragment, ready for :func:`resolve_model`.
+    ``model_url`` (:data:`MODEL_URL_KEY`) is made absolute and given the entry's sha256 as its ``#sha256=``
+    fragment, so :func:`resolve_model` verifies the download against the listing with no other argument.
     """
     url = urljoin(base_url.rstrip("/") + "/", "generations")
     response = _open(url, timeout)
@@ -178,10 +181,10 @@ def list_generations(base_url, timeout=TIMEOUT_S):
     if isinstance(generations, dict):
         generations = generations.get("generations", [])
     for entry in generations:
-        if entry.get("onnx_url"):
-            entry["onnx_url"] = urljoin(url, entry["onnx_url"])
+        if isinstance(entry, dict) and entry.get(MODEL_URL_KEY):
+            entry[MODEL_URL_KEY] = urljoin(url, entry[MODEL_URL_KEY])
             if entry.get("sha256"):
-                entry["onnx_url"] = urldefrag(entry["onnx_url"])[0] + "#sha256=" + entry["sha256"]
+                entry[MODEL_URL_KEY] = urldefrag(entry[MODEL_URL_KEY])[0] + "#sha256=" + entry["sha256"]
     return generations
 
 

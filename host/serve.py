@@ -38,6 +38,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device.reports import DEVICE_ID_PATTERN, MAX_REPORT_BYTES, REPORT_KINDS, SCHEMA_VERSION
+from device.model_source import MODEL_URL_KEY
 from host.errors import HostError
 from host.lineage import Lineage
 
@@ -250,7 +251,7 @@ def create_app(run: str | Path, token: str) -> FastAPI:
         return [{"generation": r["generation"], "parent": r["parent"], "sha256": r["sha256"], "params": r["params"],
                  "size_bytes": r["size_bytes"], "macs": r["macs"], "top1": r["top1"], "top5": r["top5"],
                  "local_fps": r["local_fps"], "device_fps": device_fps.get(r["generation"]),
-                 "model_url": f"/models/{r['generation']}/model.onnx"} for r in rows]
+                 MODEL_URL_KEY: f"/models/{r['generation']}/model.onnx"} for r in rows]
 
     @app.get("/models/{number}/{name}")
     def model_file(number: int = PathParameter(ge=0, le=MAX_GENERATION), name: str = PathParameter()):

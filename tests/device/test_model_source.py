@@ -28,7 +28,7 @@ class ModelServer(object):
 
             def do_GET(self):
                 if self.path == "/generations":
-                    body = ('[{"generation": 0, "sha256": "%s", "onnx_url": "/models/0/model.onnx"}]'
+                    body = ('[{"generation": 0, "sha256": "%s", "model_url": "/models/0/model.onnx"}]'
                             % server.sha256).encode()
                 elif self.path == "/models/0/model.onnx":
                     server.requests += 1
@@ -135,9 +135,9 @@ def test_local_paths(tmp_path, server):
 
 def test_generations_listing_gives_ready_urls(server, tmp_path):
     generations = list_generations(server.url)
-    assert generations[0]["onnx_url"] == server.url + "/models/0/model.onnx#sha256=" + server.sha256
-    assert split_url(generations[0]["onnx_url"])[1] == server.sha256
-    assert resolve_model(generations[0]["onnx_url"], cache_dir=str(tmp_path)).endswith(server.sha256 + ".onnx")
+    assert generations[0]["model_url"] == server.url + "/models/0/model.onnx#sha256=" + server.sha256
+    assert split_url(generations[0]["model_url"])[1] == server.sha256
+    assert resolve_model(generations[0]["model_url"], cache_dir=str(tmp_path)).endswith(server.sha256 + ".onnx")
 
 
 @pytest.mark.parametrize("body", [b"<html>a captive portal</html>", b"", b"\x08\x07" * 10])
