@@ -108,7 +108,7 @@ def fixtures(root: Path) -> dict:
     f["bad_toml"] = root / "bad.toml"
     (root / "latin1.toml").write_bytes("# caf\xe9\ngenerations = 1\n".encode("latin-1"))
     f["latin1_toml"] = root / "latin1.toml"
-    (root / "wrong-type.toml").write_text('generations = "many"\n')
+    (root / "wrong-type.toml").write_text('offspring = "many"\n')
     f["wrong_type_toml"] = root / "wrong-type.toml"
     (root / "unknown-key.toml").write_text("generatoins = 3\n")
     f["unknown_key_toml"] = root / "unknown-key.toml"
