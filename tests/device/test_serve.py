@@ -211,3 +211,47 @@ def test_an_out_of_range_flag_is_one_line_and_exit_2(tiny_model):
     code, out, err = device_serve("--model", model, "--source", "synthetic", "--duration", "nan")
     assert code == 2 and err.strip() == "device-serve: error: --duration nan must be above 0 and at most 315360000 " \
                                         "(seconds; leave it out to run until stopped)"
+
+
+def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_order(tiny_model, tmp_path):
+    """The fast form of bench/host_outages.py: host-serve goes away twice, the device restarts on its spool
+    during an outage; every report it wrote is stored once, in sequence order, and the spool ends empty."""
+    from host.lineage import Lineage
+    from host.serve import BackgroundServer, create_app
+    from tests.device.test_reports import free_port
+    run, card = tiny_model
+    token = "outage-test-token-0123456789"
+    port = free_port()
+    spool = tmp_path / "spool"
+
+    def device(duration):
+        return RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--loop",
+                            "--duration", duration, "--report-to", "http://127.0.0.1:{}".format(port), "--token",
+                            token, "--report-every", "0.1", "--spool-dir", spool, "--device-id", "outage-test-dev",
+                            "--warmup", "0", "--status-every", "0")
+    host = BackgroundServer(create_app(run, token), port=port).start()
+    first = device(60)
+    time.sleep(2.5)
+    host.stop()  # outage 1: the device restarts during it
+    time.sleep(0.5)
+    assert first.stop() == 0
+    waiting = [n for n in os.listdir(str(spool)) if n.startswith("report-")]
+    second = device(5)
+    time.sleep(1.0)
+    host = BackgroundServer(create_app(run, token), port=port).start()
+    time.sleep(1.0)
+    host.stop()  # outage 2
+    time.sleep(1.0)
+    host = BackgroundServer(create_app(run, token), port=port).start()
+    try:
+        assert second.process.wait(timeout=60) == 0
+    finally:
+        host.stop()
+    lineage = Lineage(run / "lineage.sqlite")
+    rows = [r for r in lineage.device_reports() if r["device_id"] == "outage-test-dev"]
+    lineage.close()
+    sequences = [r["sequence"] for r in rows]
+    written = int((spool / "sequence").read_text())
+    assert waiting and sequences == list(range(1, written + 1))  # none lost, none twice, in order
+    assert [r["kind"] for r in rows].count("final") == 2
+    assert [n for n in os.listdir(str(spool)) if n.startswith("report-")] == []
