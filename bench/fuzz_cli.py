@@ -3,11 +3,12 @@
     python bench/fuzz_cli.py [--only host-serve,device-serve,device-bench,host-evolve] [--json out.json]
 
 Every case is a real process with a real bad input: wrong paths, wrong types, truncated or foreign ONNX
-files, files that are not images, zero-byte images, a dataset with one class, out-of-range flags, a TOML
-file that is not TOML. The expected answer is the house rule: exit status 2, no traceback, and on stderr
-one line (after argparse's usage line, where argparse answers) that names the program. Prints one row per
-case and the totals; exit status 1 when a case broke the rule. tests/test_cli_bad_input.py runs the quick
-host-serve cases on every test run.
+files, files that are not images, zero-byte images, images whose header claims 100,000 x 100,000 pixels, a
+dataset with one class, out-of-range flags, a TOML file that is not TOML. The expected answer is the house
+rule: exit status 2, no traceback, and on stderr one line (after argparse's usage line, where argparse
+answers) that names the program; where one bad file sits among good ones, the tool carries on (exit 0, no
+traceback). Prints one row per case and the totals; exit status 1 when a case broke the rule.
+tests/host/test_cli_bad_input.py runs the quick host-serve cases on every test run.
 
 Exit statuses the tools document (README, docs/serve.md): 0 done, 2 bad input (one line naming the input
 and the fix), 130 interrupted (Ctrl-C), 1 anything unforeseen (a bug: report it).
@@ -41,6 +42,15 @@ def png(path: Path, size=8, color=(200, 30, 30)):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)) +
                      chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def huge_png(path: Path, side=100000):
+    """A PNG whose header says side x side pixels (10 G here): a few hundred bytes on disk. Decoders must
+    refuse it from the header (OpenCV: CV_IO_MAX_IMAGE_PIXELS), never try to allocate it."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) +
+                     chunk(b"IDAT", zlib.compress(b"\x00" * (side * 3 + 1) * 2)) + chunk(b"IEND", b""))
 
 
 def foreign_onnx(path: Path):
@@ -82,6 +92,10 @@ def fixtures(root: Path) -> dict:
         (root / "not-images" / "photo{}.jpg".format(index)).write_text("<html>not a jpeg</html>")
         (root / "zero-byte-images" / "photo{}.jpg".format(index)).write_bytes(b"")
     f["not_images_dir"], f["zero_images_dir"] = root / "not-images", root / "zero-byte-images"
+    (root / "with-a-huge-image").mkdir()
+    png(root / "with-a-huge-image" / "a-good.png", size=32)
+    huge_png(root / "with-a-huge-image" / "b-huge.png")
+    f["huge_image_dir"] = root / "with-a-huge-image"
     # datasets
     good = root / "dataset"
     for label, color in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
@@ -104,6 +118,10 @@ def fixtures(root: Path) -> dict:
         for index in range(4):
             (zero / label / "{}.jpg".format(index)).write_bytes(b"")
     f["zero_dataset"] = zero
+    huge = root / "dataset-with-a-huge-image"
+    shutil.copytree(str(good), str(huge))
+    huge_png(huge / "red" / "huge.png")
+    f["huge_dataset"] = huge
     (root / "bad.toml").write_text("generations = [1, 2\nepochs = 'x\n")
     f["bad_toml"] = root / "bad.toml"
     (root / "latin1.toml").write_bytes("# caf\xe9\ngenerations = 1\n".encode("latin-1"))
@@ -134,7 +152,8 @@ def fixtures(root: Path) -> dict:
 
 
 def cases(f: dict):
-    """(tool, label, argv) for every case; each must end with exit status 2 and one line."""
+    """(tool, label, argv, expected exit status) for every case: 2 (bad input: one line), or 0 where the tool
+    must carry on (a huge image among good ones is skipped and counted)."""
     common = ["--epochs", "1", "--ancestor-epochs", "1", "--generations", "1", "--image-size", "32",
               "--batch-size", "4", "--device", "cpu"]
     evolve_out = str(f["run"].parent / "evolve-out")
@@ -164,6 +183,8 @@ def cases(f: dict):
         ("source folder of non-images", ["--model", f["model"], "--source", f["not_images_dir"], "--frames", "1"]),
         ("source folder of zero-byte images", ["--model", f["model"], "--source", f["zero_images_dir"], "--frames", "1"]),
         ("source a text file", ["--model", f["model"], "--source", f["text"], "--frames", "1"]),
+        ("source folder with one huge image", ["--model", f["model"], "--source", f["huge_image_dir"], "--frames", "2",
+                                               "--warmup", "0"], 0),
         ("frames negative", ["--model", f["model"], "--source", "synthetic", "--frames", "-1"]),
         ("frames not a number", ["--model", f["model"], "--source", "synthetic", "--frames", "many"]),
         ("http not a port", ["--model", f["model"], "--source", "synthetic", "--http", "notaport"]),
@@ -186,6 +207,7 @@ def cases(f: dict):
         ("data one class", ["--data", f["one_class"], "--out", evolve_out + "-3"] + common),
         ("data all non-images", ["--data", f["bad_dataset"], "--out", evolve_out + "-4"] + common),
         ("data all zero-byte images", ["--data", f["zero_dataset"], "--out", evolve_out + "-5"] + common),
+        ("data with one huge image", ["--data", f["huge_dataset"], "--out", evolve_out + "-18"] + common, 0),
         ("generations 0", ["--data", f["dataset"], "--out", evolve_out + "-6"] + common + ["--generations", "0"]),
         ("env-factor 1.5", ["--data", f["dataset"], "--out", evolve_out + "-7"] + common + ["--env-factor", "1.5"]),
         ("image-size 7", ["--data", f["dataset"], "--out", evolve_out + "-8"] + common + ["--image-size", "7"]),
@@ -205,15 +227,21 @@ def cases(f: dict):
     ]
     for tool, table in (("host-serve", serve), ("device-serve", device), ("device-bench", bench),
                         ("host-evolve", evolve)):
-        for label, argv in table:
-            yield tool, label, [str(a) for a in argv]
+        for label, argv, *expected in table:
+            yield tool, label, [str(a) for a in argv], (expected or [2])[0]
 
 
-def judge(tool: str, code, stdout: str, stderr: str) -> list:
+def judge(tool: str, code, stdout: str, stderr: str, expected: int = 2) -> list:
     """What broke the house rule (empty: the case passed)."""
     problems = []
     if code is None:
         return ["not refused: still running at the time limit"]
+    if expected == 0:  # carry on: finish cleanly, say what was skipped
+        if code != 0:
+            problems.append("exit status {} (not 0: it should skip the bad file and carry on)".format(code))
+        if "Traceback" in stdout + stderr:
+            problems.append("traceback")
+        return problems
     if code != 2:
         problems.append("exit status {} (not 2)".format(code))
     if "Traceback" in stdout + stderr:
@@ -250,13 +278,13 @@ def fuzz(only=None, timeout: float = 120.0, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="fuzz-cli-") as folder:
         root = Path(folder)
         f = fixtures(root)
-        for tool, label, argv in cases(f):
+        for tool, label, argv, expected in cases(f):
             if only and tool not in only:
                 continue
             code, stdout, stderr, seconds = run_case(tool, argv, root, timeout)
-            problems = judge(tool, code, stdout, stderr)
+            problems = judge(tool, code, stdout, stderr, expected)
             last = ([line for line in stderr.splitlines() if line.strip()] or [""])[-1]
-            results.append({"tool": tool, "case": label, "exit": code, "seconds": round(seconds, 1),
+            results.append({"tool": tool, "case": label, "exit": code, "expected": expected, "seconds": round(seconds, 1),
                             "problems": problems, "line": last.replace(str(root), "TMP")[:220]})
             log("{:<13} {:<36} exit {:<4} {:<5} {}".format(tool, label, str(code), "ok" if not problems else "FAIL",
                                                             "; ".join(problems) or results[-1]["line"][:110]))

@@ -271,12 +271,16 @@ class ImageFolderSource(object):
                 self.position = 0
             path = self.paths[self.position]
             self.position += 1
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
+            try:
+                image = cv2.imread(path, cv2.IMREAD_COLOR)
+                reason = "not a decodable image"
+            except cv2.error as error:  # e.g. a header claiming more pixels than CV_IO_MAX_IMAGE_PIXELS
+                image, reason = None, str(error).strip().splitlines()[-1][:160]
             if image is not None:
                 return image
             misses += 1
             self.skipped += 1
-            self.log("skipped unreadable image {} (not a decodable image)".format(path))
+            self.log("skipped unreadable image {} ({})".format(path, reason))
 
     def close(self):
         pass

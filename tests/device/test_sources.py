@@ -1,4 +1,5 @@
 """Frame sources on real files: a video written by OpenCV, an image folder, the synthetic scene."""
+import os
 import time
 
 import cv2
@@ -8,6 +9,9 @@ import pytest
 from device.errors import DeviceError
 from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FrameReader, SyntheticSource, csi_pipeline, gst_quote,
                             open_source, parse_source, rtsp_pipeline)
+
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_video(path, frames=12, size=(64, 48), fps=20):
@@ -85,6 +89,24 @@ def test_image_folder_skips_and_counts_unreadable_files(tmp_path):
     reader.close()
     assert len(frames) == 3 and source.skipped == 1
     assert "img1b.jpg" in logged[0]
+
+
+def test_an_image_whose_header_claims_ten_gigapixels_is_skipped_not_fatal(tmp_path):
+    """Found by bench/fuzz_cli.py: OpenCV raises (not returns None) for a header over its pixel limit."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fuzz_cli", os.path.join(PROJECT, "bench", "fuzz_cli.py"))
+    fuzz_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz_cli)
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((20, 30, 3), 90, np.uint8))
+    fuzz_cli.huge_png(tmp_path / "b.png")
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((20, 30, 3), 180, np.uint8))
+    logged = []
+    source = open_source(str(tmp_path), log=logged.append)
+    reader = FrameReader(source).start()
+    frames = read_all(reader)
+    reader.close()
+    assert len(frames) == 2 and source.skipped == 1
+    assert "b.png" in logged[0]
 
 
 def test_empty_folder_and_undecodable_video_are_refused(tmp_path):
