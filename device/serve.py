@@ -2,7 +2,7 @@
 
     device-serve --model PATH|URL [--source SRC | --camera [ID|csi://N]] [--backend auto|onnxruntime|tensorrt]
                  [--precision fp32|fp16|int8] [--http [HOST:]PORT] [--report-to URL] [--token T]
-                 [--frames N] [--duration S] [--headless] [--stats-json PATH]
+                 [--frames N] [--duration S] [--headless] [--stats-json PATH] [--[no-]realtime]
 
 SRC: a video file, an image folder, rtsp://..., /dev/videoN, csi://N, a camera index, or synthetic.
 Bad input (missing model, unknown source, unreachable camera) ends with one line naming it and the fix,
@@ -37,6 +37,11 @@ def get_args_parser():
     where.add_argument("--camera", nargs="?", const="0", metavar="ID|csi://N",
                        help="a camera: an index (default 0), /dev/videoN or csi://N")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder again at its end")
+    parser.add_argument("--realtime", dest="realtime", action="store_true", default=None,
+                        help="play a video file at its own frame rate, as a camera would (the default with --http "
+                             "or --display)")
+    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
+                        help="decode a video file as fast as it goes (the default otherwise: benchmarks)")
     parser.add_argument("--codec", default="h264", choices=("h264", "h265"),
                         help="an rtsp:// source's video codec: picks the depayloader and decoder (default %(default)s)")
     parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
@@ -137,6 +142,14 @@ class StopOnSignal(object):
         return self
 
 
+def realtime_wanted(args):
+    """A video file plays at its own frame rate when asked (--realtime / --no-realtime), else when someone
+    watches it (--http or --display): a live demo; unpaced otherwise, the figures of a benchmark."""
+    if getattr(args, "realtime", None) is not None:
+        return bool(args.realtime)
+    return bool(getattr(args, "http", None) or getattr(args, "display", False))
+
+
 def serve(args, log=print, stopper=None):
     """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict). ``stopper``: a
     :class:`StopOnSignal` to hand the loop to once it exists."""
@@ -160,7 +173,10 @@ def serve(args, log=print, stopper=None):
     model_path = resolve_model(args.model, cache_dir=args.cache_dir, expected_sha256=args.sha256)
     info = ModelInfo.from_onnx(model_path)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
-    source = open_source(source_text, loop=args.loop, log=log, codec=args.codec)
+    source = open_source(source_text, loop=args.loop, log=log, codec=args.codec, realtime=realtime_wanted(args))
+    if getattr(source, "fps", None):
+        log("device-serve: {} plays at its own {:.3g} fps (--no-realtime: as fast as it decodes)".format(
+            source_text, source.fps))
     reader = telemetry = live = None
     try:
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)

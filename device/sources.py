@@ -147,13 +147,53 @@ def opencv_has_gstreamer():
 
 
 # -- sources ----------------------------------------------------------------------------------
-class CaptureSource(object):
-    """Anything cv2.VideoCapture opens: cameras, CSI, V4L2 devices, RTSP streams, video files."""
+DEFAULT_FILE_FPS = 30.0  # a file whose container names no (or an absurd) frame rate plays at this one
 
-    def __init__(self, spec, loop=False, width=1280, height=720, codec="h264"):
+
+class FramePacer(object):
+    """Hands out frames no faster than ``fps``, as a camera would: ``wait()`` sleeps until the next frame is due.
+
+    The schedule is ``due(n+1) = max(due(n), now) + 1/fps``: a frame that comes late (slow decode, a busy
+    consumer) is not followed by a burst that catches up, the next one is simply one period later.
+    """
+
+    def __init__(self, fps, clock=None, sleep=None):
+        import time
+        if not (fps > 0) or fps != fps:
+            raise ValueError("fps must be a positive number, not {!r}".format(fps))
+        self.period = 1.0 / float(fps)
+        self.clock = clock or time.monotonic
+        self.sleep = sleep or time.sleep
+        self.due = None
+
+    def wait(self):
+        now = self.clock()
+        if self.due is not None and self.due > now:
+            self.sleep(self.due - now)
+            now = self.due
+        self.due = now + self.period
+
+
+def file_fps(capture):
+    """The frame rate a video file's container names (CAP_PROP_FPS), or DEFAULT_FILE_FPS when it names none."""
+    import cv2
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    return float(fps) if 0.5 <= fps <= 1000.0 else DEFAULT_FILE_FPS
+
+
+class CaptureSource(object):
+    """Anything cv2.VideoCapture opens: cameras, CSI, V4L2 devices, RTSP streams, video files.
+
+    ``realtime``: a video file plays at its own frame rate (a live demo, as a camera would), not as fast as it
+    decodes (benchmarks); live sources are paced by their camera and ignore it.
+    """
+
+    def __init__(self, spec, loop=False, width=1280, height=720, codec="h264", realtime=False):
         self.spec = spec
         self.loop = loop
         self.codec = codec
+        self.realtime = bool(realtime) and spec.kind == "file"
+        self.pacer = None
         self.width = width
         self.height = height
         self.live = spec.live
@@ -195,21 +235,27 @@ class CaptureSource(object):
             capture.release()
             raise DeviceError(_open_failure(self.spec))
         self.capture = capture
+        self.pacer = FramePacer(file_fps(capture)) if self.realtime else None
+
+    @property
+    def fps(self):
+        """The pace of a realtime file (frames per second), else None (unpaced or live)."""
+        return 1.0 / self.pacer.period if self.pacer is not None else None
 
     def read(self):
         """The next BGR frame, or None at the end of a file or when a live source fails."""
         if self.capture is None:
             return None
         ok, image = self.capture.read()
-        if ok and image is not None:
-            return image
-        if self.loop and not self.live:
+        if not (ok and image is not None) and self.loop and not self.live:
             import cv2
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, image = self.capture.read()
-            if ok and image is not None:
-                return image
-        return None
+        if not (ok and image is not None):
+            return None
+        if self.pacer is not None:
+            self.pacer.wait()
+        return image
 
     def close(self):
         if self.capture is not None:
@@ -329,15 +375,16 @@ class SyntheticSource(object):
         pass
 
 
-def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264"):
-    """Parse ``text`` and open the source; raise DeviceError (one line, with the fix) if it cannot be opened."""
+def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264", realtime=False):
+    """Parse ``text`` and open the source; raise DeviceError (one line, with the fix) if it cannot be opened.
+    ``realtime``: a video file plays at its own frame rate (see :class:`CaptureSource`)."""
     spec = parse_source(text)
     if spec.kind == "folder":
         source = ImageFolderSource(spec, loop=loop, log=log)
     elif spec.kind == "synthetic":
         source = SyntheticSource(spec)
     else:
-        source = CaptureSource(spec, loop=loop, width=width, height=height, codec=codec)
+        source = CaptureSource(spec, loop=loop, width=width, height=height, codec=codec, realtime=realtime)
     source.open()
     if spec.kind == "file":
         # A file OpenCV "opens" but cannot decode yields nothing: say so now, not after the backend is built.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from device.errors import DeviceError
-from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FrameReader, SyntheticSource, csi_pipeline, gst_quote,
+from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FramePacer, FrameReader, SyntheticSource, csi_pipeline, gst_quote,
                             open_source, parse_source, rtsp_pipeline)
 
 
@@ -212,3 +212,66 @@ def test_a_lost_csi_camera_logs_the_argus_socket_hint():
     reader.close()
     assert CSI_RECONNECT_HINT in logged
     assert "restart this container too" in CSI_RECONNECT_HINT and "/tmp/argus_socket" in CSI_RECONNECT_HINT
+
+
+def read_source(source, limit=100):
+    frames = []
+    while len(frames) < limit:
+        image = source.read()
+        if image is None:
+            break
+        frames.append(image)
+    return frames
+
+
+def test_a_video_file_plays_at_its_own_frame_rate_when_realtime(tmp_path):
+    """A 10 fps clip, realtime: 8 frames span 7 periods (>= 0.7 s; a loose lower bound, no upper one);
+    unpaced, the same frames come faster (as a benchmark wants them)."""
+    video = write_video(tmp_path / "clip.avi", frames=8, size=(64, 48), fps=10)
+    paced = open_source(video, realtime=True)
+    assert paced.fps == pytest.approx(10.0)
+    started = time.monotonic()
+    assert len(read_source(paced)) == 8
+    paced_s = time.monotonic() - started
+    paced.close()
+    unpaced = open_source(video)
+    assert unpaced.fps is None
+    started = time.monotonic()
+    assert len(read_source(unpaced)) == 8
+    unpaced_s = time.monotonic() - started
+    unpaced.close()
+    assert paced_s >= 0.65
+    assert unpaced_s < paced_s
+
+
+def test_the_pacer_does_not_burst_after_a_late_frame():
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+    pacer = FramePacer(10.0, clock=lambda: now[0], sleep=sleep)
+    pacer.wait()           # frame 0 at t=0: no wait
+    pacer.wait()           # frame 1 due at 0.1
+    now[0] += 0.5          # the consumer stalls: frame 2 is late
+    pacer.wait()           # late: handed out at once, no sleep
+    pacer.wait()           # frame 3 one period after frame 2, not a catch-up burst
+    assert slept == [0.1, 0.1]
+    with pytest.raises(ValueError):
+        FramePacer(0)
+
+
+def test_realtime_is_on_for_a_watched_demo_and_off_for_benchmarks():
+    from device.serve import get_args_parser, realtime_wanted
+    parse = get_args_parser().parse_args
+    assert realtime_wanted(parse(["--model", "m", "--source", "v.mp4", "--http", "8080"])) is True
+    assert realtime_wanted(parse(["--model", "m", "--source", "v.mp4", "--display"])) is True
+    assert realtime_wanted(parse(["--model", "m", "--source", "v.mp4"])) is False
+    assert realtime_wanted(parse(["--model", "m", "--source", "v.mp4", "--http", "8080", "--no-realtime"])) is False
+    assert realtime_wanted(parse(["--model", "m", "--source", "v.mp4", "--realtime"])) is True
+
+
+def test_live_sources_ignore_realtime():
+    assert CaptureSource(parse_source("rtsp://cam/x"), realtime=True).realtime is False
+    assert CaptureSource(parse_source("csi://0"), realtime=True).realtime is False
