@@ -11,11 +11,17 @@ straight into a network input buffer. It follows device.preprocess.PreprocessSpe
 
 ``resize_taps`` and ``reference_resize_normalize`` are that math in numpy (tested against PreprocessSpec on
 the CPU); the kernel is the same math in CUDA C, checked against the CPU path by a gpu-marked test.
+
+``KERNEL_SOURCE`` is one string that two compilers take unchanged: pycuda's ``SourceModule(...,
+no_extern_c=True)`` on the Jetson (:class:`CudaPreprocessor`) and CuPy's ``RawKernel`` on any CUDA machine
+(:class:`CupyPreprocessor`, what ``scripts/gpu-check.sh`` runs): plain CUDA C, ``extern "C"`` so the symbol
+is not mangled, no pycuda-only macros or headers, 32-bit ints and floats for every scalar argument.
 """
 import numpy as np
 
 from device.errors import DeviceError
 
+KERNEL_NAME = "resize_normalize"
 KERNEL_SOURCE = r"""
 extern "C" __global__ void resize_normalize(
     const unsigned char* src, int src_width, int src_pitch,
@@ -109,7 +115,7 @@ class CudaPreprocessor(object):
         resize_taps(2, 1, spec.interpolation)  # refuses 'area' before compiling
         self.spec = spec
         self._cuda = cuda
-        self._kernel = SourceModule(KERNEL_SOURCE, no_extern_c=True).get_function("resize_normalize")
+        self._kernel = SourceModule(KERNEL_SOURCE, no_extern_c=True).get_function(KERNEL_NAME)
         self._block = (int(block[0]), int(block[1]), 1)
         self._source_shape = None
         self._taps = None
@@ -130,6 +136,10 @@ class CudaPreprocessor(object):
             self._taps = [cuda.to_device(np.ascontiguousarray(t)) for t in taps]
 
     def to_device(self, frame_bgr, destination, stream=None):
+        """``destination``: a pycuda DeviceAllocation, or a raw device pointer (an int, e.g. a TensorRT
+        binding address), passed as ``numpy.uintp``: pycuda raises TypeError on a bare Python int."""
+        if isinstance(destination, (int, np.integer)):
+            destination = np.uintp(int(destination))
         frame = _frame_bgr(frame_bgr)
         self._prepare(frame)
         np.copyto(self._staging, frame)
@@ -151,3 +161,42 @@ class CudaPreprocessor(object):
         result = np.empty((1, 3, self.spec.height, self.spec.width), dtype=np.float32)
         cuda.memcpy_dtoh(result, self._output)
         return result
+
+
+def launch_shape(spec, block=(16, 16)):
+    """(grid, block) for one output of ``spec``: one thread per output pixel, 2-D blocks of ``block``."""
+    grid = ((spec.width + block[0] - 1) // block[0], (spec.height + block[1] - 1) // block[1], 1)
+    return grid, (int(block[0]), int(block[1]), 1)
+
+
+class CupyPreprocessor(object):
+    """The same ``KERNEL_SOURCE`` compiled by CuPy's RawKernel (NVRTC): for checking the kernel on a CUDA
+    machine that has CuPy but neither pycuda nor TensorRT (``scripts/gpu-check.sh``). Not used by the loop."""
+
+    def __init__(self, spec, block=(16, 16)):
+        import cupy
+        if spec.resize != "stretch":
+            raise DeviceError("CUDA preprocessing supports resize 'stretch' only")
+        resize_taps(2, 1, spec.interpolation)  # refuses 'area' before compiling
+        self.spec = spec
+        self._cupy = cupy
+        self._kernel = cupy.RawKernel(KERNEL_SOURCE, KERNEL_NAME)
+        self._grid, self._block = launch_shape(spec, block)
+        scale, offset = spec.affine()
+        self._affine = [np.float32(v) for v in list(scale) + list(offset)]
+
+    def __call__(self, frame_bgr):
+        """One BGR uint8 frame -> float32 1 x 3 x h x w on the host, computed by the kernel."""
+        cupy = self._cupy
+        frame = _frame_bgr(frame_bgr)
+        spec = self.spec
+        taps = [cupy.asarray(t) for t in resize_taps(frame.shape[1], spec.width, spec.interpolation) +
+                resize_taps(frame.shape[0], spec.height, spec.interpolation)]
+        source = cupy.asarray(frame)
+        output = cupy.empty((1, 3, spec.height, spec.width), dtype=cupy.float32)
+        arguments = (source, np.int32(frame.shape[1]), np.int32(frame.shape[1] * 3)) + tuple(taps) + (
+            output, np.int32(spec.height), np.int32(spec.width)) + tuple(self._affine) + (
+            np.int32(1 if spec.color == "RGB" else 0),)
+        self._kernel(self._grid, self._block, arguments)
+        cupy.cuda.Stream.null.synchronize()
+        return cupy.asnumpy(output)
