@@ -19,7 +19,7 @@ import torch
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from device.preprocess import PreprocessSpec  # noqa: E402
+from contract.preprocess import PreprocessSpec  # noqa: E402
 from host.data import cache_split, scan_folder  # noqa: E402
 from host.evolve import load_weights  # noqa: E402
 from host.surgery import cluster_strengths, inherit  # noqa: E402

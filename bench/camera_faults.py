@@ -25,7 +25,7 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if PROJECT not in sys.path:
     sys.path.insert(0, PROJECT)
 
-from device.errors import DeviceError  # noqa: E402
+from contract.errors import DeviceError  # noqa: E402
 from device.sources import SyntheticSource  # noqa: E402
 
 CORRUPT_FRAMES = [np.zeros((0, 0, 3), np.uint8), np.zeros((48, 64, 5), np.uint8), np.zeros((48, 64, 3), np.float32),
@@ -126,7 +126,7 @@ def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=N
     ``seconds_after`` more have passed; poll /stats all along. Returns the figures (a dict)."""
     from device.backends import open_backend
     from device.loop import ServeLoop
-    from device.model_info import ModelInfo
+    from contract.model_info import ModelInfo
     from device.serve import _snapshot
     from device.sources import FrameReader
     from device.telemetry import Telemetry

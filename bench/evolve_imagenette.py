@@ -64,7 +64,7 @@ def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 19
     """The real training step (cached uint8 -> augment -> forward/backward/step) against pure compute
     (the same model and batch on a tensor already in memory), measured back to back, twice each."""
     import torch
-    from device.preprocess import PreprocessSpec
+    from contract.preprocess import PreprocessSpec
     from host.data import CachedImages, cache_split, scan_folder
     from host.evolve import load_weights
     from host.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch

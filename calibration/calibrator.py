@@ -8,7 +8,7 @@ that logic without TensorRT (unit-tested); :func:`entropy_calibrator` wraps it i
 """
 import os
 
-from engines.cache import atomic_write
+from contract.files import atomic_write
 
 
 class CalibrationFeed(object):

@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
+from contract.images import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
 def image_files(folder):
@@ -16,7 +16,7 @@ def image_files(folder):
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(os.path.join(root, name))
     return found
 
@@ -32,7 +32,7 @@ class CalibrationSet(object):
         files = image_files(folder)
         if not files:
             raise DeviceError("calibration folder {} holds no images ({}): INT8 needs a few hundred "
-                              "representative images".format(folder, ", ".join(IMAGE_SUFFIXES[:3])))
+                              "representative images".format(folder, ", ".join(IMAGE_EXTENSIONS[:3])))
         if len(files) > max_images:
             step = len(files) / float(max_images)
             files = [files[int(i * step)] for i in range(max_images)]
@@ -45,7 +45,7 @@ class CalibrationSet(object):
     @classmethod
     def for_model(cls, model_path, folder, batch_size=8, max_images=512):
         """The set for an ONNX model, with the preprocessing read from its metadata."""
-        from device.model_info import ModelInfo
+        from contract.model_info import ModelInfo
         return cls(folder, ModelInfo.from_onnx(model_path).spec, batch_size, max_images)
 
     def signature(self):

@@ -1,6 +1,6 @@
 """Where INT8 is offered: only on GPUs with fast INT8 (dp4a / tensor cores). TX1 (sm_53) has none, nor do
 sm_60 (P100) and sm_62 (TX2): there FP16 is the fast path, and INT8 would be emulated, slower than FP16."""
-from device.errors import DeviceError
+from contract.errors import DeviceError
 
 _NO_FAST_INT8 = {(6, 0), (6, 2)}
 

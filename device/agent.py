@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from device.errors import DeviceError
+from contract.errors import ContractError, DeviceError
 
 STATE_FILE = "agent-state.json"
 LOCK_FILE = "agent.lock"
@@ -423,15 +423,8 @@ def get_args_parser():
 
 def _read_token(args):
     if args.token_file:
-        try:
-            with open(args.token_file) as handle:
-                token = handle.readline().strip()
-        except (IOError, OSError) as error:
-            raise _UsageError("--token-file {} cannot be read ({})".format(args.token_file, error))
-        if not token:
-            raise _UsageError("--token-file {} is empty: put host-serve's token on its first line".format(
-                args.token_file))
-        return token
+        from contract.tokens import read_token_file
+        return read_token_file(args.token_file)  # ContractError (one line) when unreadable, empty or short
     token = args.token or os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise _UsageError("give host-serve's token with --token, --token-file or ${} (host-serve keeps it in "
@@ -453,7 +446,7 @@ def _checked(args):
             from device.reports import reports_url
             reports_url(args.report_to)
         batches = parse_batches(args.batch)
-    except DeviceError as error:
+    except ContractError as error:
         raise _UsageError(str(error))
     if 1 not in batches:
         batches = [1] + batches
@@ -472,7 +465,7 @@ def main(argv=None):
             options["calibration_dir"] = args.calibration
         agent = Agent(args.follow, token, args.device_id, args.backend, args.precision, batches, args.seconds,
                       args.warmup, args.cache_dir, args.spool_dir, args.report_to, options=options)
-    except (_UsageError, DeviceError) as error:
+    except (_UsageError, ContractError) as error:
         print("device-agent: error: {}".format(error), file=sys.stderr)
         return 2
     try:

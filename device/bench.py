@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from device.errors import DeviceError
+from contract.errors import ContractError, DeviceError
 
 MIN_RUNS = 10
 MAX_BATCH = 1024  # ONNX Runtime on a desktop copes; a Jetson runs out of memory far earlier
@@ -165,9 +165,9 @@ def main(argv=None):
                              args.warmup, args.cache_dir, log, **options)
         text = json.dumps(report, indent=2, sort_keys=True)
         if args.out:
-            from engines.cache import atomic_write
+            from contract.files import atomic_write
             atomic_write(args.out, text.encode("utf-8"))
-    except DeviceError as error:
+    except ContractError as error:
         print("device-bench: error: {}".format(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

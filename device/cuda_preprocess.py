@@ -1,5 +1,5 @@
 """Preprocessing on the GPU: one pycuda kernel does resize + colour order + normalise + HWC -> CHW, writing
-straight into a network input buffer. It follows device.preprocess.PreprocessSpec (the CPU path, OpenCV):
+straight into a network input buffer. It follows contract.preprocess.PreprocessSpec (the CPU path, OpenCV):
 
 1. Resize taps are computed here on the host, once per source size, with OpenCV's INTER_LINEAR rule
    (sample centres aligned, ``src = (dst + 0.5) * scale - 0.5``, clamped at the borders) or INTER_NEAREST
@@ -19,7 +19,7 @@ is not mangled, no pycuda-only macros or headers, 32-bit ints and floats for eve
 """
 import numpy as np
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 
 KERNEL_NAME = "resize_normalize"
 KERNEL_SOURCE = r"""

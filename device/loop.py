@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from device.overlay import draw_overlay
 
 _END = object()

@@ -15,8 +15,9 @@ import re
 import shutil
 import tempfile
 
-from device.errors import DeviceError
-from device.model_info import ModelInfo, sha256_of_file
+from contract.errors import DeviceError
+from contract.files import sha256_of_file
+from contract.model_info import ModelInfo
 
 from urllib.error import HTTPError, URLError
 from urllib.parse import urldefrag, urljoin

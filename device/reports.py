@@ -12,31 +12,26 @@ board do): the device id, the sequence counter and each report file are written 
 ``fcntl`` lock on ``spool.lock`` (temporary files have unique names), so sequence numbers stay unique and
 no write is lost; one process at a time delivers (``deliver.lock``, taken without waiting), oldest first.
 
-The report schema (one place for it; host-serve validates against these names):
-``{"schema": 1, "device_id", "sequence", "kind": periodic|final|benchmark, "created_at" (unix s),
-"model_sha256", "backend", "precision", "platform": {...}, "stats": {frames, fps, latency_ms, ...}}``.
+The report schema is contract/report_schema.py (one place; host-serve's request models come from it).
 """
 import glob
 import json
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 import uuid
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
+from contract.files import atomic_write
+from contract.report_schema import DEVICE_ID_PATTERN, MAX_REPORT_BYTES, REPORT_KINDS, SCHEMA_VERSION
 
 try:
     import fcntl
 except ImportError:  # not POSIX: one process per spool folder
     fcntl = None
 
-SCHEMA_VERSION = 1
-REPORT_KINDS = ("periodic", "final", "benchmark")
-MAX_REPORT_BYTES = 64 * 1024  # host-serve refuses larger bodies (413)
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 DEFAULT_SPOOL_LIMIT = 1000
 
 
@@ -51,21 +46,6 @@ def reports_url(url):
     if not re.match(r"^https?://", url):
         raise DeviceError("--report-to {!r} is not an http(s) URL; give e.g. http://HOST:8700".format(url))
     return url if url.endswith("/reports") else url + "/reports"
-
-
-def _atomic_write(path, text):
-    """Write ``text`` to a uniquely named temporary file beside ``path``, fsync, rename over ``path``."""
-    handle, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial",
-                                   dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class FolderLock(object):
@@ -153,7 +133,7 @@ class ReportSpool(object):
             pass
         host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:80] or "device"
         device_id = "{}-{}".format(host, uuid.uuid4().hex[:8])
-        _atomic_write(path, device_id + "\n")
+        atomic_write(path, device_id + "\n")
         return device_id
 
     def _next_sequence(self):
@@ -166,7 +146,7 @@ class ReportSpool(object):
         pending = self.pending()
         if pending:
             last = max(last, _sequence_of(pending[-1]))
-        _atomic_write(path, "{}\n".format(last + 1))
+        atomic_write(path, "{}\n".format(last + 1))
         return last + 1
 
     def pending(self):
@@ -186,7 +166,7 @@ class ReportSpool(object):
                 raise DeviceError("report {} is {} bytes, over the host's limit of {}".format(
                     report["sequence"], len(text), MAX_REPORT_BYTES))
             self._make_room()
-            _atomic_write(os.path.join(self.folder, "report-{:012d}.json".format(report["sequence"])), text)
+            atomic_write(os.path.join(self.folder, "report-{:012d}.json".format(report["sequence"])), text)
             return report
 
     def _make_room(self):

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from device.errors import DeviceError
+from contract.errors import ContractError, DeviceError
 from device.sources import SOURCE_HELP
 
 EXIT_BAD_INPUT = 2
@@ -104,8 +104,8 @@ def check_args(args):
     if args.source is None and args.camera is None:
         raise DeviceError("nothing to classify: give --source SRC ({}) or --camera".format(SOURCE_HELP))
     if args.http:
-        from device.web import parse_http_address
-        parse_http_address(args.http)
+        from contract.address import parse_address
+        parse_address(args.http)
     if args.stats_json:
         folder = os.path.dirname(os.path.abspath(args.stats_json))
         if not os.path.isdir(folder):
@@ -168,7 +168,7 @@ def serve(args, log=print, stopper=None):
         reports_url(args.report_to)
 
     # 1. the model, refused before anything starts if it is missing or not what was asked for
-    from device.model_info import ModelInfo
+    from contract.model_info import ModelInfo
     from device.model_source import resolve_model
     model_path = resolve_model(args.model, cache_dir=args.cache_dir, expected_sha256=args.sha256)
     info = ModelInfo.from_onnx(model_path)
@@ -198,8 +198,9 @@ def serve(args, log=print, stopper=None):
             reader = FrameReader(source, log=log)
             hub = None
             if args.http:
-                from device.web import FrameHub, LiveServer, parse_http_address
-                host, port = parse_http_address(args.http)
+                from contract.address import parse_address
+                from device.web import FrameHub, LiveServer
+                host, port = parse_address(args.http)
                 hub = FrameHub()
                 live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
                                   title="squishednets {}".format(os.path.basename(model_path)), log=log).start()
@@ -295,7 +296,7 @@ def main(argv=None):
     stopper = StopOnSignal(log=_log).install(signal.SIGTERM)
     try:
         serve(args, log=_log, stopper=stopper)
-    except DeviceError as error:
+    except ContractError as error:  # DeviceError included: a bad input, a bad address, an engine that won't build
         print("device-serve: error: {}".format(error), file=sys.stderr)
         return EXIT_BAD_INPUT
     except Terminated as signal_name:

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
+from contract.images import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265", ".ts",
                     ".mjpeg", ".mjpg", ".wmv", ".flv", ".gif")
 SOURCE_HELP = ("a camera index (0), csi://N, /dev/videoN, rtsp://..., a video file, an image folder, "

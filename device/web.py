@@ -17,20 +17,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from device.telemetry import prometheus_text
 
 BOUNDARY = "squishednetsframe"
-
-
-def parse_http_address(text, default_host="127.0.0.1"):
-    """``--http [HOST:]PORT`` -> (host, port). A bare port binds to loopback; 0.0.0.0:PORT shares the page."""
-    text = str(text).strip()
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or default_host
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise DeviceError("--http {!r} is not [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080".format(text))
-    return host, int(port)
 
 
 class FrameHub(object):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Docker HEALTHCHECK of the device image: GET /stats on device-serve's --http port must answer a JSON object.
 
-Python 3.6, standard library only (the image guarantees no curl). The address is read from device-serve's own
+Python 3.6, the standard library and the image's contract package (the image guarantees no curl). The address is read from device-serve's own
 command line (PID 1's ``--http [HOST:]PORT``), so ``docker run IMAGE ... --http 0.0.0.0:9000`` is probed on
 9000 with nothing else to change; ``SQUISHEDNETS_HEALTH_URL`` overrides it. Without ``--http`` there is
 nothing to probe and the check passes (the container lives exactly as long as device-serve).
@@ -28,14 +28,16 @@ def http_argument(argv):
 def stats_url(http_value):
     """``--http [HOST:]PORT`` -> the /stats URL to probe from inside the container.
 
-    Mirrors device.web.parse_http_address: a bare port binds to loopback; a wildcard bind (0.0.0.0, ::) is
-    probed on loopback; a specific address is probed there.
+    device-serve's own parsing (contract.address): a bare port binds to loopback; a wildcard bind (0.0.0.0, ::)
+    is probed on loopback; a specific address is probed there.
     """
-    host, _, port = str(http_value).strip().rpartition(":")
-    host = host.strip("[]")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("--http {!r} is not [HOST:]PORT".format(http_value))
-    if host in ("", "0.0.0.0", "localhost"):
+    from contract.address import parse_address
+    from contract.errors import ContractError
+    try:
+        host, port = parse_address(http_value, allow_port_zero=False)
+    except ContractError as error:
+        raise ValueError(str(error))
+    if host in ("0.0.0.0", "localhost"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"

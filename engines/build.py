@@ -5,12 +5,12 @@ one optimisation profile (min/opt/max batch) and a timing cache on disk.
 Both take the ``tensorrt`` module as an argument (imported lazily by the caller), which is also how the
 tests drive the exact call sequence with a recording stand-in.
 """
-import json
 import os
 import time
 
 from engines import tensorrt_api as api
-from engines.cache import CacheEntry, EngineKey, atomic_write
+from contract.files import atomic_write
+from engines.cache import CacheEntry, EngineKey
 from engines.errors import EngineError
 
 DEFAULT_WORKSPACE_MB = 256  # TX1: 4 GB shared by CPU and GPU; bigger builds get killed for memory
@@ -72,10 +72,9 @@ def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
             plan["notes"].append("this GPU has no fast FP16: FP16 layers may be no faster than FP32")
         plan["flags"].append("FP16")  # with INT8: layers that cannot run INT8 fall back to FP16, not FP32
     if precision == "int8":
-        from calibration.policy import require_int8
-        if gpu is not None:
-            plan["notes"].append(require_int8(gpu, api.platform_flag(builder, "platform_has_fast_int8")))
-        elif api.platform_flag(builder, "platform_has_fast_int8") is False:
+        # Which GPUs get INT8 at all is calibration/policy.py's rule, applied once by the caller before any
+        # calibration work; here only TensorRT's own word on this GPU counts.
+        if api.platform_flag(builder, "platform_has_fast_int8") is False:
             raise EngineError("INT8 is refused: TensorRT reports no fast INT8 on this GPU; use --precision fp16")
         plan["flags"].append("INT8")
     return plan
@@ -141,38 +140,12 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     return bytes(serialized)
 
 
-def calibration_paths(cache_dir, info, trt_version):
-    """(calibration cache, its sidecar) for a model under ``cache_dir``."""
-    stem = "{}-trt{}".format(info.sha256[:16], trt_version)
-    folder = os.path.join(cache_dir, "calibration")
-    return os.path.join(folder, stem + ".cache"), os.path.join(folder, stem + ".json")
-
-
-def calibration_signature(cache_dir, info, trt_version, dataset):
-    """The INT8 part of the engine key: the dataset's signature; a stale calibration cache is dropped."""
-    cache_path, sidecar_path = calibration_paths(cache_dir, info, trt_version)
-    if dataset is None:
-        if not os.path.isfile(cache_path) or not os.path.isfile(sidecar_path):
-            raise EngineError("INT8 needs a calibration set: give an image folder (--calibration DIR, e.g. the "
-                              "training images) the first time; its cache {} is reused afterwards".format(cache_path))
-        with open(sidecar_path, "r") as handle:
-            return json.load(handle)["signature"]
-    signature = dataset.signature()
-    if os.path.isfile(sidecar_path):
-        with open(sidecar_path, "r") as handle:
-            if json.load(handle).get("signature") != signature and os.path.isfile(cache_path):
-                os.remove(cache_path)  # made from other images: calibrate again
-    atomic_write(sidecar_path, json.dumps({"signature": signature, "folder": dataset.folder,
-                                           "images": len(dataset.files)}).encode("utf-8"))
-    return signature
-
-
 def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_factory=None, log=print):
     """Return (CacheEntry, engine bytes, sidecar dict, built: bool) for ``info`` (a ModelInfo).
 
     Loads the cached engine when its sidecar proves it is the one asked for; otherwise builds it (with the
     timing cache kept beside the engines) and stores it atomically. ``calibrator_factory(cache_path)``
-    returns (calibrator, signature) and is only called for INT8 builds.
+    returns (calibrator, signature) for INT8 builds (calibration/ makes both; engines/ never imports it).
     """
     trt_version = api.version_of(trt)
     calibration = None
@@ -180,7 +153,7 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
     if settings.precision == "int8" and api.has_precision_flags(trt):
         if calibrator_factory is None:
             raise EngineError("INT8 needs a calibration set: give an image folder (--calibration DIR)")
-        calibrator, calibration = calibrator_factory(calibration_paths(cache_dir, info, trt_version)[0])
+        calibrator, calibration = calibrator_factory()
     key = EngineKey(info.sha256, trt_version, gpu.name, gpu.capability_text, settings.precision,
                     settings.batch_profile, calibration)
     folder = os.path.join(cache_dir, "engines")

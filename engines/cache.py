@@ -21,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
 import time
 
 try:
@@ -29,6 +28,7 @@ try:
 except ImportError:  # not POSIX: one builder per cache folder is the caller's business
     fcntl = None
 
+from contract.files import atomic_write
 
 KEY_VERSION = 1  # bump when the meaning of a key field changes: every old entry is then rebuilt
 
@@ -58,22 +58,6 @@ class EngineKey(object):
         """``<onnx sha[:12]>-<precision>-b<min>_<opt>_<max>-<key digest[:16]>``: readable and unique."""
         return "{}-{}-b{}-{}".format(self.fields["onnx_sha256"][:12], self.fields["precision"],
                                       "_".join(str(b) for b in self.fields["batch_profile"]), self.digest[:16])
-
-
-def atomic_write(path, data):
-    """Write ``data`` (bytes or a buffer) to ``path`` via a temporary file in the same folder + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)  # another process may be making it too
-    handle, partial = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(partial, path)  # atomic on POSIX, replaces an old file
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 class CacheEntry(object):

@@ -1,5 +1,5 @@
 """The engine side's exception: a DeviceError, so device-serve and device-bench report it the same way."""
-from device.errors import DeviceError
+from contract.errors import DeviceError
 
 
 class EngineError(DeviceError):

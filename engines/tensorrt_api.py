@@ -3,9 +3,8 @@
 Every choice is a feature test on the module or object at hand, never a version-string comparison, so a
 point release that adds or drops a call lands on the right path by itself.
 """
+from contract.precisions import PRECISIONS  # noqa: F401  (re-exported: what the builder accepts)
 from engines.errors import EngineError
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def import_tensorrt():

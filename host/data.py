@@ -1,7 +1,7 @@
 """Image-folder datasets, decoded once with OpenCV into a uint8 cache, and batch augmentation in torch.
 
 Decoding JPEGs would starve training on 2 cores, so every image is decoded and resized *once*, with
-the device's own preprocessing (device.preprocess), into a uint8 memmap per split and image size.
+the device's own preprocessing (contract.preprocess), into a uint8 memmap per split and image size.
 Training then reads uint8 batches from it and augments them on the fly (random resized crop and
 flip as one batched affine resample); evaluation normalises the cached images exactly as the device
 does, so the accuracy measured here is the accuracy the device will see.
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from device.preprocess import PreprocessSpec
+from contract.images import IMAGE_EXTENSIONS  # the device's list: what it classifies, training reads
+from contract.preprocess import PreprocessSpec
 from host.errors import HostError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VAL_FOLDER_NAMES = ("val", "valid", "validation", "test")
 
 

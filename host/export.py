@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 
-from device.preprocess import METADATA_KEY, PreprocessSpec
+from contract.preprocess import METADATA_KEY, PreprocessSpec
 from host.errors import HostError
 from host.model import SqueezeNet
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from device.preprocess import PreprocessSpec
+from contract.preprocess import PreprocessSpec
 from host.data import CachedImages, augment_batch, normalize_batch
 from host.distributed import World, sum_across
 

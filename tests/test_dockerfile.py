@@ -26,7 +26,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 DOCKERFILE = PROJECT / "Dockerfile.l4t"
 REQUIREMENTS = PROJECT / "docker" / "requirements-l4t.txt"
 HEALTHCHECK = PROJECT / "docker" / "healthcheck.py"
-DEVICE_PACKAGES = ("device", "engines", "calibration")
+DEVICE_PACKAGES = ("contract", "device", "engines", "calibration")
 
 # The last release of each package that still installs on Python 3.6 (from each project's Requires-Python on
 # PyPI). A pin in docker/requirements-l4t.txt must not admit anything newer; a package missing here is an error:
@@ -316,8 +316,8 @@ def test_the_port_comes_from_pid_1s_command_line(healthcheck, tmp_path):
 
 @pytest.mark.parametrize("value", ["8080", "0.0.0.0:8080", "127.0.0.1:9000", "192.168.1.7:8080", "[::]:8080"])
 def test_the_probe_address_follows_device_serves_parsing(healthcheck, value):
-    from device.web import parse_http_address
-    host, port = parse_http_address(value)
+    from contract.address import parse_address
+    host, port = parse_address(value)
     url = healthcheck.stats_url(value)
     assert url.endswith(":{}/stats".format(port))
     if host not in ("0.0.0.0", "::"):

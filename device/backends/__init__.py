@@ -5,7 +5,7 @@ model (path or host-serve URL), reads its ModelInfo, and opens the backend asked
 TensorRT when TensorRT, pycuda and a GPU are all there, else ONNX Runtime, and says why in ``backend.why``.
 """
 from device.backends.base import PRECISIONS, Backend
-from device.errors import DeviceError
+from contract.errors import DeviceError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -37,7 +37,7 @@ def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cach
     ``options``: ``workspace_mb``, ``opt_batch``, ``calibration_dir`` (INT8), ``device_index`` for TensorRT;
     ``providers``, ``threads`` for ONNX Runtime. Raises DeviceError with a clear message on bad input.
     """
-    from device.model_info import ModelInfo
+    from contract.model_info import ModelInfo
     from device.model_source import default_cache_dir, resolve_model
     name, precision, why = choose_backend(backend, precision)
     if int(max_batch) < 1:

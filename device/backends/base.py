@@ -5,9 +5,8 @@ import time
 
 import numpy as np
 
-from device.errors import DeviceError
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from contract.errors import DeviceError
+from contract.precisions import PRECISIONS  # noqa: F401  (re-exported for device.backends)
 
 
 class Backend(object):
@@ -17,7 +16,7 @@ class Backend(object):
     name = "base"
 
     def __init__(self, info, precision, max_batch, why=""):
-        self.info = info  # device.model_info.ModelInfo
+        self.info = info  # contract.model_info.ModelInfo
         self.precision = precision
         self.max_batch = int(max_batch)
         self.why = why

@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from device.backends.base import Backend
-from device.errors import DeviceError
+from contract.errors import DeviceError
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 

@@ -7,7 +7,7 @@ from device.backends.base import Backend
 from device.backends.cuda_thread import CudaThread
 from device.backends.tensorrt_io import io_for
 from engines import tensorrt_api as api
-from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, cached_engine_from_onnx, calibration_signature
+from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, cached_engine_from_onnx
 from engines.errors import EngineError
 from engines.gpu import gpu_info_from_pycuda
 
@@ -43,7 +43,8 @@ class TensorRTBackend(Backend):
         self.gpu = gpu_info_from_pycuda(cuda, self._device_index)
         if self.settings.precision == "int8" and api.has_precision_flags(trt):
             from calibration.policy import require_int8
-            require_int8(self.gpu)  # TX1: refuse before any calibration or build work, suggesting FP16
+            # the one INT8 policy check (TX1: refused before any calibration or build work, suggesting FP16)
+            self._log("engine: " + require_int8(self.gpu))
         entry, data, self.sidecar, self.built = cached_engine_from_onnx(
             trt, self.info, self.settings, self.gpu, self._cache_dir, self._calibrator_factory, self._log)
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -80,9 +81,11 @@ class TensorRTBackend(Backend):
             [t for t in self.io.tensors if not t.is_input]
         self._out = self._out[0]
 
-    def _calibrator_factory(self, cache_path):
+    def _calibrator_factory(self):
+        from calibration.cache import calibration_paths, calibration_signature
         from calibration.calibrator import entropy_calibrator
         from calibration.dataset import CalibrationSet
+        cache_path = calibration_paths(self._cache_dir, self.info, api.version_of(self._trt))[0]
         dataset = None
         if self._calibration_dir:
             dataset = CalibrationSet(self._calibration_dir, self.info.spec, batch_size=self.settings.opt_batch)

@@ -10,8 +10,8 @@ import pytest
 from calibration.calibrator import CalibrationFeed, entropy_calibrator
 from calibration.dataset import CalibrationSet
 from calibration.policy import int8_supported, require_int8
-from device.errors import DeviceError
-from device.model_info import ModelInfo
+from contract.errors import DeviceError
+from contract.model_info import ModelInfo
 from engines.gpu import GpuInfo
 from tests.engines.recording_tensorrt import recording_tensorrt
 from tests.engines.tiny_onnx import SIZE, tiny_onnx

@@ -23,7 +23,7 @@ FAST = ["--once", "--seconds", "0.3", "--warmup", "0.05", "--backend", "onnxrunt
 def make_run(run: Path, generations=2) -> list:
     """A run folder with ``generations`` tiny 32 px, 3-class SqueezeNets exported to ONNX and in lineage.sqlite."""
     torch = pytest.importorskip("torch")
-    from device.preprocess import PreprocessSpec
+    from contract.preprocess import PreprocessSpec
     from host.export import export_generation
     from host.genome import Genome
     from host.model import SqueezeNet

@@ -5,7 +5,7 @@ import pytest
 
 from device.backends import choose_backend, open_backend
 from device.backends.onnxruntime_backend import provider_plan
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from tests.engines.tiny_onnx import SIZE, tiny_model, tiny_onnx
 
 

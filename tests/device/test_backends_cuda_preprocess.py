@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from device.cuda_preprocess import reference_resize_normalize, resize_taps
-from device.errors import DeviceError
-from device.preprocess import PreprocessSpec
+from contract.errors import DeviceError
+from contract.preprocess import PreprocessSpec
 
 ONE_GREY_LEVEL = 1.0 / (255 * 0.224)  # the largest step one uint8 level makes after normalising
 

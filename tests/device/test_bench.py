@@ -7,7 +7,7 @@ import pytest
 
 from device.backends import open_backend
 from device.bench import benchmark, main, parse_batches
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from tests.engines.tiny_onnx import tiny_onnx
 
 

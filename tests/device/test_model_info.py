@@ -6,9 +6,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from device.errors import DeviceError
-from device.model_info import ModelInfo
-from device.preprocess import PreprocessSpec
+from contract.errors import DeviceError
+from contract.model_info import ModelInfo
+from contract.preprocess import PreprocessSpec
 from tests.engines.tiny_onnx import LABELS, SIZE, tiny_onnx
 
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from device.model_source import list_generations, resolve_model, split_url
 from tests.engines.tiny_onnx import tiny_onnx
 

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from device.reports import Reporter, ReportSpool, reports_url
 
 

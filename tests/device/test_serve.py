@@ -198,7 +198,7 @@ def test_sigterm_finishes_like_ctrl_c(tiny_model, tmp_path):
     (["--smoothing", "nan"], "--smoothing nan must be in [0, 1)"),
 ])
 def test_out_of_range_flags_are_refused_before_anything_starts(flags, words):
-    from device.errors import DeviceError
+    from contract.errors import DeviceError
     from device.serve import check_args, get_args_parser
     args = get_args_parser().parse_args(["--model", "m.onnx", "--source", "synthetic"] + flags)
     with pytest.raises(DeviceError) as refused:

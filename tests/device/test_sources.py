@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FramePacer, FrameReader, SyntheticSource, csi_pipeline, gst_quote,
                             open_source, parse_source, rtsp_pipeline)
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from device.model_info import ModelInfo
+from contract.model_info import ModelInfo
 from engines import tensorrt_api as api
 from engines.build import BuildSettings, cached_engine_from_onnx, engine_from_onnx
 from engines.errors import EngineError

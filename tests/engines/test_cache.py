@@ -2,7 +2,8 @@
 import json
 import os
 
-from engines.cache import CacheEntry, EngineKey, atomic_write
+from contract.files import atomic_write
+from engines.cache import CacheEntry, EngineKey
 
 
 def key(**changes):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from device.model_info import ModelInfo
+from contract.model_info import ModelInfo
 from engines.build import BuildSettings, cached_engine_from_onnx
 from engines.cache import CacheEntry
 from engines.gpu import GpuInfo
@@ -25,7 +25,7 @@ SETTINGS = BuildSettings("fp16", 1, 1, 8)
 
 BUILDER = r"""
 import hashlib, json, os, sys, time
-from device.model_info import ModelInfo
+from contract.model_info import ModelInfo
 from engines.build import BuildSettings, cached_engine_from_onnx
 from engines.gpu import GpuInfo
 from tests.engines.recording_tensorrt import recording_tensorrt
@@ -50,7 +50,7 @@ print(json.dumps({"built": built, "sha": hashlib.sha256(data).hexdigest(), "side
 
 CHURNER = r"""
 import os, sys, time
-from device.model_info import ModelInfo
+from contract.model_info import ModelInfo
 from engines.build import BuildSettings
 from engines.cache import CacheEntry, EngineKey
 from engines import tensorrt_api

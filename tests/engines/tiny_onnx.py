@@ -26,7 +26,7 @@ def tiny_onnx(seed=0):
         return _MADE[seed]
     from pathlib import Path
 
-    from device.preprocess import PreprocessSpec
+    from contract.preprocess import PreprocessSpec
     from host.export import export_generation
     folder = Path(tempfile.mkdtemp(prefix="tiny-onnx-")) / "gen-00"
     images = np.random.RandomState(seed).rand(2, 3, SIZE, SIZE).astype(np.float32)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.preprocess import PreprocessSpec
+from contract.preprocess import PreprocessSpec
 from host.data import augment_batch, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from tests.conftest import CIFAR_MINI, needs

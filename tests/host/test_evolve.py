@@ -12,7 +12,7 @@ import pytest
 from host.config import resolve
 from host.demo import write_demo_dataset
 from host.evolve import evolve
-from device.model_info import sha256_of_file as sha256_of
+from contract.files import sha256_of_file as sha256_of
 from host.genome import Genome
 
 SETTINGS = {"image_size": 32, "epochs": 1, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,

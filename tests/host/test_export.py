@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from device.preprocess import PreprocessSpec
-from device.model_info import sha256_of_file as sha256_of
+from contract.preprocess import PreprocessSpec
+from contract.files import sha256_of_file as sha256_of
 from host.export import ExportError, check_parity, export_generation
 from host.genome import Genome
 from host.model import SqueezeNet
@@ -76,7 +76,7 @@ def test_fp16_export_for_tensorrt_11_runs_and_stays_close(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(got.astype(np.float32), expected, atol=0.01 * max(1.0, np.abs(expected).max()))
-    from device.model_info import ModelInfo
+    from contract.model_info import ModelInfo
     assert ModelInfo.from_onnx(str(tmp_path / "model.fp16.onnx")).input_dtype == "float16"
 
 

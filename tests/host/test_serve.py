@@ -21,7 +21,7 @@ LABELS = ["cat", "dog", "fox"]
 def make_tiny_run(run: Path) -> dict:
     """A real run folder with one generation: a 32x32, 3-class SqueezeNet exported to ONNX, in lineage.sqlite."""
     torch = pytest.importorskip("torch")
-    from device.preprocess import PreprocessSpec
+    from contract.preprocess import PreprocessSpec
     from host.export import export_generation
     from host.genome import Genome
     from host.model import SqueezeNet

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from device.errors import DeviceError
+from contract.errors import DeviceError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,21 +11,12 @@ import hashlib
 import json
 import os
 
-from device.errors import DeviceError
-from device.preprocess import METADATA_KEY, PreprocessSpec
+from contract.errors import DeviceError
+from contract.preprocess import METADATA_KEY, PreprocessSpec
 
 #: ONNX TensorProto.DataType values this project meets.
 ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
               16: "bfloat16"}
-
-
-def sha256_of_file(path):
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ModelInfo(object):

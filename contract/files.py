@@ -1,0 +1,33 @@
+"""Files written whole or not at all, and their sha256."""
+import hashlib
+import os
+import tempfile
+
+
+def atomic_write(path, data):
+    """Write ``data`` (bytes, or str as UTF-8) to ``path`` so readers see the old file or the new one, never a
+    part: a uniquely named temporary file in the same folder (two writers never share one), fsync, rename."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path = str(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)  # another process may be making it too
+    handle, partial = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)  # atomic on POSIX, replaces an old file
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def sha256_of_file(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
