@@ -8,7 +8,7 @@ is 1 if any step failed, else 0 (a machine without a GPU skips every step and ex
 1. ``kernel-cupy``: the preprocessing kernel (device/cuda_preprocess.py's KERNEL_SOURCE, the very string
    pycuda compiles on the Jetson) compiled by CuPy's RawKernel and run on real JPEGs, against
    a. the kernel's arithmetic in numpy (``reference_resize_normalize``): max |difference| <= 1e-5;
-   b. device/preprocess.py (OpenCV, the one definition): <= 1e-5 where the frame is already at the network's
+   b. contract/preprocess.py (OpenCV, the one definition): <= 1e-5 where the frame is already at the network's
       size (normalise, colour order, CHW), <= one grey level (1 / (255 * 0.224) = 0.0175) where it is
       resized, because OpenCV rounds to uint8 between its resize passes and the kernel blends in float.
 2. ``nvml``: the project's NVML telemetry (device.telemetry.NvmlMonitor) reads memory, power, utilisation,
@@ -122,7 +122,7 @@ def check_kernel(results, images):
         return results.add(SKIP, name, "CuPy is not installed ({}): pip install cupy-cuda12x (or -13x)".format(error))
     import cv2
     from device.cuda_preprocess import CupyPreprocessor, reference_resize_normalize
-    from device.preprocess import PreprocessSpec
+    from contract.preprocess import PreprocessSpec
     if not images:
         return results.add(SKIP, name, "no JPEGs found: pass --images DIR (e.g. imagenette and cifar10-mini)")
     specs = [PreprocessSpec.square(112), PreprocessSpec(64, 96, color="BGR"),
@@ -148,10 +148,10 @@ def check_kernel(results, images):
             else:
                 worst_same = max(worst_same, worst)
             if not ok:
-                problems.append("{} at {}x{}: kernel vs device/preprocess.py: {}".format(
+                problems.append("{} at {}x{}: kernel vs contract/preprocess.py: {}".format(
                     path, spec.height, spec.width, why))
             compared += 1
-    summary = ("{} JPEGs x {} specs; max |kernel - numpy math| {:.3g} (<= {:g}); vs device/preprocess.py: {:.3g} "
+    summary = ("{} JPEGs x {} specs; max |kernel - numpy math| {:.3g} (<= {:g}); vs contract/preprocess.py: {:.3g} "
                "without resize (<= {:g}), {:.3g} with resize (<= one grey level {:.4f})".format(
                    len(images), compared // max(1, len(images)), worst_math, KERNEL_TOLERANCE, worst_same,
                    KERNEL_TOLERANCE, worst_resized, ONE_GREY_LEVEL))
@@ -193,7 +193,7 @@ def check_onnxruntime_cuda(results, images, work):
     if model is None:
         return results.add(SKIP, name, "no ONNX to run: torch is needed to export one")
     import cv2
-    from device.model_info import ModelInfo
+    from contract.model_info import ModelInfo
     spec = ModelInfo.from_onnx(model).spec
     frames = [cv2.imread(path, cv2.IMREAD_COLOR) for path in images[:4]] or [
         np.random.RandomState(0).randint(0, 255, (48, 64, 3)).astype(np.uint8)]
@@ -212,7 +212,7 @@ def tiny_model(work):
     """A 32 px, 3-class SqueezeNet exported by host/export.py (parity-checked), or None without torch."""
     try:
         import torch
-        from device.preprocess import PreprocessSpec
+        from contract.preprocess import PreprocessSpec
         from host.export import export_generation
         from host.genome import Genome
         from host.model import SqueezeNet

@@ -4,7 +4,7 @@
   with no_extern_c=True and CuPy's RawKernel look the name up by);
 - g++ compiles the very same string as C++ with a five-line shim for ``__global__``/``blockIdx``/...,
   and running it over the whole launch grid on real JPEGs gives the numpy reference of its arithmetic
-  (<= 1e-5) and device/preprocess.py's output (<= 1e-5 without a resize, <= one grey level with one).
+  (<= 1e-5) and contract/preprocess.py's output (<= 1e-5 without a resize, <= one grey level with one).
 
 Neither is the GPU: the GPU run is scripts/gpu-check.sh (CuPy) and the gpu-marked test (pycuda)."""
 import ctypes
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from device.cuda_preprocess import KERNEL_NAME, KERNEL_SOURCE, launch_shape, reference_resize_normalize, resize_taps
-from device.preprocess import PreprocessSpec
+from contract.preprocess import PreprocessSpec
 from tests.conftest import CIFAR_MINI, IMAGENETTE
 
 ONE_GREY_LEVEL = 1.0 / (255 * 0.224)
