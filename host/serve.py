@@ -292,10 +292,13 @@ def create_app(run: str | Path, token: str) -> FastAPI:
                                            f"update device-serve or host-serve"}, status_code=422)
         # fps of a final or benchmark report is the device's measured figure; periodic ones stay in the body
         fps = report.stats.fps if report.kind in ("final", "benchmark") else None
-        with lock:
-            stored = lineage.add_device_report(report.device_id, report.sequence, report.model_sha256, report.kind,
-                                               fps, data)
-            generation = lineage.generation_by_sha256(report.model_sha256)
+        try:
+            with lock:
+                stored = lineage.add_device_report(report.device_id, report.sequence, report.model_sha256,
+                                                   report.kind, fps, data)
+                generation = lineage.generation_by_sha256(report.model_sha256)
+        except sqlite3.OperationalError as error:  # disk full, database locked past its timeout, I/O error
+            return cannot_store(report.device_id, report.sequence, error)
         return JSONResponse({"stored": stored, "duplicate": not stored,
                              "generation": generation["generation"] if generation else None},
                             status_code=201 if stored else 200)
@@ -348,6 +351,15 @@ async def read_bounded_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BadBody(413, f"a report is at most {limit} bytes")
     return bytes(body)
+
+
+def cannot_store(device_id: str, sequence: int, error: Exception) -> JSONResponse:
+    """503 + Retry-After when the lineage cannot take a write (disk full, ...): the device keeps the report in
+    its spool and sends it again, so nothing is lost; one line in host-serve's log, no traceback."""
+    print(f"host-serve: could not store report {sequence} of {device_id} ({error}); the device will send it "
+          f"again (free space in the run folder's disk)", file=sys.stderr, flush=True)
+    return JSONResponse({"detail": f"host-serve cannot store reports now ({error}); send it again later"},
+                        status_code=503, headers={"Retry-After": "10"})
 
 
 def validation_errors(error: ValidationError) -> list:

@@ -237,3 +237,31 @@ def test_json_types_are_taken_as_the_schema_says_them(served, path, value):
     with httpx.Client(base_url=server.url) as client:
         assert client.post("/reports", json=body, headers=AUTH).status_code == 422
     assert row_count(run) == before
+
+
+def test_a_full_database_answers_503_and_the_resend_is_stored(tmp_path, capfd):
+    """Disk full (here SQLite's own limit, max_page_count, which fails the same way: SQLITE_FULL): a 503 with
+    Retry-After and one log line, not a 500 with a traceback; the device's resend is stored once room is back."""
+    run = tmp_path / "full-run"
+    run.mkdir()
+    card = make_tiny_run(run)
+    app = create_app(run, TOKEN)
+    server = BackgroundServer(app).start()
+    database = app.state.lineage.db
+    try:
+        pages = database.execute("PRAGMA page_count").fetchone()[0]
+        database.execute("PRAGMA max_page_count = {}".format(pages))
+        big = report(card, 1, device_id="dev-full")
+        big["platform"]["notes"] = "x" * 40000  # needs new pages
+        with httpx.Client(base_url=server.url) as client:
+            answer = client.post("/reports", json=big, headers=AUTH)
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "10"
+            assert "full" in answer.json()["detail"]
+            assert client.get("/health").status_code == 200
+            database.execute("PRAGMA max_page_count = 1073741823")
+            assert client.post("/reports", json=big, headers=AUTH).status_code == 201
+    finally:
+        server.stop()
+    assert row_count(run) == 1
+    log = capfd.readouterr().err
+    assert "Traceback" not in log and "could not store report 1 of dev-full" in log
