@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.web import BOUNDARY, FrameHub, LiveServer
+from device.errors import DeviceError
+from device.web import BOUNDARY, FrameHub, LiveServer, parse_http_address
 from tests.device.test_serve import RunningServe, tiny_model  # noqa: F401  (the fixture)
 
 
@@ -28,6 +29,13 @@ def mjpeg_frames(url, count):
         images.append(cv2.imdecode(np.frombuffer(rest[:length], np.uint8), cv2.IMREAD_COLOR))
     assert len(images) == count
     return images
+
+
+def test_parse_http_address():
+    assert parse_http_address("8080") == ("127.0.0.1", 8080)
+    assert parse_http_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    with pytest.raises(DeviceError):
+        parse_http_address("80x")
 
 
 def test_live_server_streams_published_frames():
@@ -79,14 +87,17 @@ def test_device_serve_page_stats_metrics_and_stream(tiny_model):  # noqa: F811
 
 
 def test_many_viewers_and_50_concurrent_stats_while_the_loop_runs(tiny_model):  # noqa: F811
-    """MJPEG viewers hold their connection for good; 50 /stats at once must still all be answered promptly
-    (a listen backlog of 5 drops SYNs: the client retries after 1 s), and the loop keeps classifying."""
+    """MJPEG viewers hold their connection for good; 50 /stats at once must all be answered without a single
+    TCP retransmission (a listen backlog of 5 drops the SYNs of a burst: the clients retry after 1 s, 3 s...;
+    counted from the kernel's TCP_INFO, so the check does not depend on how busy this machine is), and the
+    loop keeps classifying meanwhile."""
     import socket
+    import struct
     import threading
     import time
     run, card = tiny_model
     serve = RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--loop", "--http",
-                         "127.0.0.1:0", "--duration", "60", "--warmup", "0", "--headless", "--status-every", "0")
+                         "127.0.0.1:0", "--duration", "120", "--warmup", "0", "--headless", "--status-every", "0")
     viewers = []
     try:
         url = re.search(r"(http://\S+/)", serve.wait_for("live page at")).group(1)
@@ -95,37 +106,48 @@ def test_many_viewers_and_50_concurrent_stats_while_the_loop_runs(tiny_model):  
             viewer = socket.create_connection(("127.0.0.1", port), timeout=10)
             viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
             viewers.append(viewer)
-        frames_before, deadline = 0, time.monotonic() + 30
+        frames_before, deadline = 0, time.monotonic() + 60
         while frames_before == 0 and time.monotonic() < deadline:  # the loop has started
             time.sleep(0.1)
             frames_before = json.loads(fetch(url + "stats")[2])["frames"]
         barrier = threading.Barrier(50)
-        seconds, failures = [], []
+        answers, failures = [], []
 
         def one():
             barrier.wait()
             began = time.monotonic()
             try:
-                status, _, body = fetch(url + "stats", timeout=20)
-                assert status == 200 and json.loads(body)["frames"] >= frames_before
-                seconds.append(time.monotonic() - began)
+                client = socket.create_connection(("127.0.0.1", port), timeout=30)
+                client.sendall(b"GET /stats HTTP/1.0\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                info = struct.unpack_from("8B24I", client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104))
+                client.close()
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.0 200") and json.loads(body)["frames"] >= frames_before
+                answers.append((time.monotonic() - began, info[8 + 23]))  # seconds, tcpi_total_retrans
             except Exception as error:  # counted, then asserted below
                 failures.append(repr(error))
         clients = [threading.Thread(target=one) for _ in range(50)]
         for client in clients:
             client.start()
         for client in clients:
-            client.join(timeout=30)
+            client.join(timeout=60)
         time.sleep(0.5)
         frames_after = json.loads(fetch(url + "stats")[2])["frames"]
     finally:
         for viewer in viewers:
             viewer.close()
         code = serve.stop()
-    print("50 concurrent /stats beside 10 MJPEG viewers: {} answered, slowest {:.3f} s, frames {} -> {}".format(
-        len(seconds), max(seconds or [0]), frames_before, frames_after))
-    assert failures == [] and len(seconds) == 50
-    # every viewer answered is the behaviour (with a backlog of 5, requests timed out); how fast is a benchmark
-    # figure (bench/), so the bound only catches a server that serialises them behind the streams
-    assert max(seconds) < 10.0
+    retransmitted = sum(1 for _, retransmits in answers if retransmits)
+    print("50 concurrent /stats beside 10 MJPEG viewers: {} answered, {} retransmitted, slowest {:.3f} s, "
+          "frames {} -> {}".format(len(answers), retransmitted, max([a[0] for a in answers] or [0]), frames_before,
+                                   frames_after))
+    assert failures == [] and len(answers) == 50
+    assert retransmitted == 0  # with a backlog of 5: 39-43 of 50 connections retransmitted here
+    assert max(a[0] for a in answers) < 10  # very loose: only a hung server fails it on a busy machine
     assert frames_after > frames_before and code == 0
