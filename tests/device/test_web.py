@@ -7,8 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.errors import DeviceError
-from device.web import BOUNDARY, FrameHub, LiveServer, parse_http_address
+from device.web import BOUNDARY, FrameHub, LiveServer
 from tests.device.test_serve import RunningServe, tiny_model  # noqa: F401  (the fixture)
 
 
@@ -29,13 +28,6 @@ def mjpeg_frames(url, count):
         images.append(cv2.imdecode(np.frombuffer(rest[:length], np.uint8), cv2.IMREAD_COLOR))
     assert len(images) == count
     return images
-
-
-def test_parse_http_address():
-    assert parse_http_address("8080") == ("127.0.0.1", 8080)
-    assert parse_http_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
-    with pytest.raises(DeviceError):
-        parse_http_address("80x")
 
 
 def test_live_server_streams_published_frames():
