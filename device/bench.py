@@ -76,20 +76,39 @@ def benchmark(backend, batch=1, seconds=3.0, warmup_s=0.2, seed=0):
     return result
 
 
+def profile_groups(batches):
+    """The batch sizes grouped by the engine that measures them: batch 1 alone, on a (1, 1, 1) profile like
+    device-serve's (it classifies one frame at a time), and the larger ones on one engine up to the largest.
+    A TensorRT engine built for batches up to 8 picks other tactics than one built for 1, so a batch-1 figure
+    from it would not be the speed device-serve gets."""
+    batches = [int(b) for b in batches]
+    ones, larger = [b for b in batches if b == 1], [b for b in batches if b > 1]
+    return [group for group in (ones, larger) if group]
+
+
 def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3.0, warmup_s=0.2, cache_dir=None,
                 log=None, **options):
-    """Open ``model`` once (max batch = the largest asked) and benchmark every batch size; one dict."""
+    """Benchmark every batch size; one dict. Each result names the engine profile it was measured on
+    (``engine_profile``: None for backends without one)."""
     from device.backends import open_backend
-    batches = [int(b) for b in batches]
-    opened = open_backend(model, backend, precision, max_batch=max(batches), cache_dir=cache_dir, log=log,
-                          **options)
-    try:
-        results = [benchmark(opened, b, seconds, warmup_s) for b in batches]
-        return {"model": model, "model_sha256": opened.info.sha256, "generation": opened.info.generation,
-                "backend": opened.describe(), "results": results,
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    finally:
-        opened.close()
+    results, described, info = [], None, None
+    for group in profile_groups(batches):
+        opened = open_backend(model, backend, precision, max_batch=max(group), cache_dir=cache_dir, log=log,
+                              **options)
+        try:
+            description = opened.describe()
+            profile = description.get("engine", {}).get("batch_profile")
+            for batch in group:
+                result = benchmark(opened, batch, seconds, warmup_s)
+                result["engine_profile"] = profile
+                results.append(result)
+            described = described or description
+            info = opened.info
+        finally:
+            opened.close()
+    return {"model": model, "model_sha256": info.sha256, "generation": info.generation, "backend": described,
+            "results": sorted(results, key=lambda r: [int(b) for b in batches].index(r["batch"])),  # as asked
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def parse_batches(text):

@@ -47,7 +47,7 @@ class BuildSettings(object):
 def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
     """How to get ``precision`` from this TensorRT: a dict with ``flags`` (BuilderFlag names to set),
     ``strongly_typed`` and ``notes``; EngineError where it cannot be had, saying what to do instead."""
-    plan = {"flags": [], "strongly_typed": False, "notes": []}
+    plan = {"flags": [], "clear_flags": [], "strongly_typed": False, "notes": []}
     flags_exist = api.has_precision_flags(trt)
     if onnx_dtype == "float16":
         # An FP16 ONNX (host export with fp16) carries its own types: build it strongly typed.
@@ -66,6 +66,10 @@ def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
                               "Q/DQ (quantize/dequantize) nodes made by a quantization tool (e.g. NVIDIA "
                               "ModelOpt); use --precision fp32 or an FP16 ONNX here".format(api.version_of(trt)))
         return plan
+    if precision == "fp32" and api.has_builder_flag(trt, "TF32"):
+        # TensorRT enables TF32 by default: on Ampere and newer an "fp32" engine would run its convolutions
+        # with 10-bit mantissas. fp32 means fp32 (TX1 has no TF32; clearing the flag there changes nothing).
+        plan["clear_flags"].append("TF32")
     if precision in ("fp16", "int8"):
         fast = api.platform_flag(builder, "platform_has_fast_fp16")
         if fast is False:
@@ -81,12 +85,14 @@ def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
 
 
 def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, calibrator=None, gpu=None,
-                     log=print):
+                     log=print, store=None):
     """Build and return the serialized engine (bytes) for ``onnx_path`` (``info``: its ModelInfo).
 
     The sequence: Builder -> network (explicit batch) -> OnnxParser.parse -> builder config (workspace,
-    precision, optimisation profile, timing cache, calibrator) -> build_serialized_network -> save the
-    timing cache. Parser errors are reported in full.
+    precision, optimisation profile, timing cache, calibrator) -> build_serialized_network -> ``store(engine)``
+    -> save the timing cache. The engine is stored before the timing cache is touched, and a timing cache
+    that cannot be read, set or saved is only a warning: minutes of build are never lost to an optimisation.
+    Parser errors are reported in full.
     """
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -105,6 +111,8 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     workspace_call = api.set_workspace(trt, config, settings.workspace_mb << 20)
     for flag in plan["flags"]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in plan["clear_flags"]:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     channels, height, width = info.input_shape[1:]
     profile = builder.create_optimization_profile()
     profile.set_shape(info.input_name, (settings.min_batch, channels, height, width),
@@ -118,12 +126,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
             config.set_calibration_profile(profile)
     timing_cache = None
     if timing_cache_path is not None and hasattr(config, "create_timing_cache"):
-        old = b""
-        if os.path.isfile(timing_cache_path):
-            with open(timing_cache_path, "rb") as handle:
-                old = handle.read()
-        timing_cache = config.create_timing_cache(old)
-        config.set_timing_cache(timing_cache, False)  # False: a mismatched cache is an error, not ignored
+        timing_cache = attach_timing_cache(config, timing_cache_path, log)
     for note in plan["notes"]:
         log("engine: " + note)
     log("engine: building {} {} (batch {}/{}/{}, workspace {} MB via {}) with TensorRT {}; this takes minutes "
@@ -135,9 +138,54 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
         raise EngineError("TensorRT {} could not build an engine for {} at {} (see its log above); if the "
                           "process ran out of memory, lower --workspace-mb or --max-batch".format(
                               api.version_of(trt), onnx_path, settings.precision))
+    engine = bytes(serialized)
+    if store is not None:
+        store(engine)
     if timing_cache is not None:
-        atomic_write(timing_cache_path, bytes(config.get_timing_cache().serialize()))
-    return bytes(serialized)
+        save_timing_cache(config, timing_cache_path, log)
+    return engine
+
+
+def attach_timing_cache(config, path, log=print):
+    """Give the builder the timing cache at ``path`` (or a fresh one); return it, or None without one.
+
+    ``set_timing_cache(cache, ignore_mismatch=False)`` returns False for a cache made by another TensorRT or
+    GPU: then a fresh cache is used, so the build still runs and the file is replaced after it.
+    """
+    old = b""
+    try:
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                old = handle.read()
+    except (IOError, OSError) as error:
+        log("engine: warning: timing cache {} unreadable ({}); starting a fresh one".format(path, error))
+    cache = config.create_timing_cache(old) if old else None
+    if cache is not None and config.set_timing_cache(cache, False) is not False:
+        return cache
+    if old:
+        log("engine: timing cache {} was refused (made by another TensorRT or GPU); starting a fresh one".format(
+            path))
+    cache = config.create_timing_cache(b"")
+    if cache is None or config.set_timing_cache(cache, False) is False:
+        log("engine: warning: TensorRT refused even a fresh timing cache; building without one")
+        return None
+    return cache
+
+
+def save_timing_cache(config, path, log=print):
+    """Write the builder's timing cache to ``path``; True when saved. Failing is a warning, never an error:
+    the engine is already stored, and the next build only takes longer."""
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            log("engine: warning: TensorRT returned no timing cache; {} not updated".format(path))
+            return False
+        atomic_write(path, bytes(cache.serialize()))
+        return True
+    except Exception as error:  # any failure here (TensorRT or the disk) must not cost the finished engine
+        log("engine: warning: timing cache not saved to {} ({}); the next build only takes longer".format(
+            path, error))
+        return False
 
 
 def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_factory=None, log=print):
@@ -170,9 +218,14 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
         log("engine: building, because {}".format(reason_now))
         timing_cache_path = os.path.join(folder, "timing-trt{}-{}.cache".format(trt_version, gpu.slug()))
         started = time.time()
-        engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, gpu, log)
-        sidecar = entry.store(engine, {"build_seconds": round(time.time() - started, 2), "onnx_path": info.path,
-                                       "settings": settings.to_dict(), "gpu": gpu.to_dict()})
+        stored = []
+
+        def store(engine_bytes):  # before the timing cache is saved: a failing cache never costs the engine
+            stored.append(entry.store(engine_bytes, {"build_seconds": round(time.time() - started, 2),
+                                                     "onnx_path": info.path, "settings": settings.to_dict(),
+                                                     "gpu": gpu.to_dict()}))
+        engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, gpu, log, store)
+        sidecar = stored[0]
     log("engine: stored {} ({:.1f} MB, {:.1f} s)".format(entry.engine_path, len(engine) / 1e6,
                                                           sidecar["build_seconds"]))
     return entry, engine, sidecar, True

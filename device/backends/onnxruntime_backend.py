@@ -46,6 +46,23 @@ def provider_plan(available, precision, input_dtype, cache_dir=None, workspace_m
     return providers, precision
 
 
+def effective_precision(requested, input_dtype, providers):
+    """(the precision that really runs, a note or None), from the session's own ``get_providers()``.
+
+    ONNX Runtime falls back silently: a TensorRT provider that fails to load (no libnvinfer, a version
+    mismatch) leaves CUDA or CPU in FP32, and an FP16 ONNX runs in FP16 whatever was asked. The label says
+    what runs, so a report never calls an FP32 run fp16 or the reverse.
+    """
+    if input_dtype == "float16":
+        if requested == "fp16":
+            return "fp16", None
+        return "fp16", "the ONNX is FP16: it runs in FP16, not {}".format(requested)
+    if requested == "fp16" and TENSORRT not in providers:
+        return "fp32", ("ONNX Runtime's TensorRT provider did not load, so this runs in FP32 on {} although "
+                        "fp16 was asked".format(", ".join(providers)))
+    return requested, None
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -70,6 +87,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as error:  # ORT raises its own Fail/InvalidGraph types; say which model and why
             raise DeviceError("ONNX Runtime could not load {}: {}".format(info.path, error))
         self.providers = list(self._session.get_providers())
+        self.precision, self.precision_note = effective_precision(self.precision, info.input_dtype, self.providers)
         self._input_dtype = np.float16 if info.input_dtype == "float16" else np.float32
         self.on_cpu_only = self.providers == [CPU]
 
@@ -99,6 +117,8 @@ class OnnxRuntimeBackend(Backend):
         described = Backend.describe(self)
         described["versions"]["onnxruntime"] = self._ort.__version__
         described["providers"] = self.providers
+        if self.precision_note:
+            described["precision_note"] = self.precision_note
         described["device"] = described["host"]["processor"] if self.on_cpu_only else "GPU via " + self.providers[0]
         return described
 

@@ -5,7 +5,6 @@ import numpy as np
 
 from device.backends.base import Backend
 from device.backends.cuda_thread import CudaThread
-from device.backends.tensorrt_io import io_for
 from engines import tensorrt_api as api
 from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, cached_engine_from_onnx
 from engines.errors import EngineError
@@ -60,8 +59,16 @@ class TensorRTBackend(Backend):
                 raise EngineError("TensorRT {} cannot deserialize the engine it just built ({}); see its log".format(
                     api.version_of(trt), entry.engine_path))
         self.engine_path = entry.engine_path
+        if self.info.input_dtype == "float16":
+            self.precision = "fp16"  # an FP16 ONNX is built strongly typed: it runs in FP16 whatever was asked
         self.context = self.engine.create_execution_context()
-        self.io = io_for(trt, self.engine, self.context)
+        if self.context is None:  # TensorRT returns None, not an exception, when activation memory runs out
+            raise EngineError(
+                "TensorRT could not create an execution context for {} (out of GPU memory: {:.0f} MB free of "
+                "{:.0f} MB). Close other GPU programs (a desktop session takes hundreds of MB on a 4 GB TX1) or "
+                "lower the largest batch (--max-batch)".format(entry.engine_path, *[
+                    value / 2.0 ** 20 for value in cuda.mem_get_info()]))
+        self.io = api.io_for(trt, self.engine, self.context)
         self.stream = cuda.Stream()
         self._host, self._device, addresses = {}, {}, {}
         for tensor in self.io.tensors:
@@ -112,11 +119,12 @@ class TensorRTBackend(Backend):
     def _network_only_here(self, batch):
         self._stage_input(batch)
         self.stream.synchronize()
-        io, stream = self.io, self.stream
 
-        def run():
-            io.execute(stream.handle)
-            stream.synchronize()
+        def run():  # holds the backend, not its engine or context: close() releases those for good
+            if self.io is None:
+                raise EngineError("the TensorRT backend is closed")
+            self.io.execute(self.stream.handle)
+            self.stream.synchronize()
         return run
 
     # -- the interface ---------------------------------------------------------------------------
@@ -154,17 +162,41 @@ class TensorRTBackend(Backend):
         thread = getattr(self, "_thread", None)
         if thread is None:
             return
-
-        def release():  # free CUDA objects on their own thread, before the context goes
-            for name in ("context", "engine", "_runtime", "stream"):
-                if hasattr(self, name):
-                    setattr(self, name, None)
-            self._host, self._device = {}, {}
         try:
-            thread.call(release)
+            thread.call(release_cuda_objects, self)  # on the CUDA thread, while the context is still current
         finally:
-            thread.close()
+            thread.close()  # only now is the primary context popped and released
             self._thread = None
+
+
+# Reverse order of creation: what uses an object goes before it. Device buffers and the I/O binding first
+# (they point into the engine's tensors), then the execution context, the engine, the runtime that
+# deserialized it, and the stream. Each is dropped on the CUDA thread; TensorRT's and pycuda's destructors
+# then run there, before the context is popped. Dropped off-thread or after the pop, they crash at exit.
+RELEASE_ORDER = ("_device", "_host", "io", "context", "engine", "_runtime", "stream")
+
+
+def release_cuda_objects(holder):
+    """Free ``holder``'s CUDA objects in RELEASE_ORDER: device allocations explicitly (``free()``), the rest by
+    dropping the last reference (CPython frees at once). Returns the names released, in order."""
+    released = []
+    for name in RELEASE_ORDER:
+        value = getattr(holder, name, None)
+        if value is None:
+            continue
+        if name == "_device":
+            for key in list(value):
+                allocation = value.pop(key)
+                if hasattr(allocation, "free"):
+                    allocation.free()
+                del allocation  # the last reference: pycuda frees it here, on this thread
+        if isinstance(value, dict):
+            value.clear()  # the buffers go now, not when a loop variable lets go of the last one
+        else:
+            setattr(holder, name, None)
+        del value
+        released.append(name)
+    return released
 
 
 def import_pycuda():

@@ -90,3 +90,22 @@ def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(tmp_path):
         pass
     with pytest.raises(DeviceError):
         open_backend(tiny_onnx(), backend="tensorrt", cache_dir=str(tmp_path), log=None)
+
+
+def test_a_tensorrt_provider_that_does_not_load_is_reported_as_what_runs(tmp_path):
+    """ONNX Runtime falls back silently when a provider cannot load; the label must follow get_providers()."""
+    from contract.model_info import ModelInfo
+    from device.backends.onnxruntime_backend import CPU, TENSORRT, OnnxRuntimeBackend
+    backend = OnnxRuntimeBackend(ModelInfo.from_onnx(tiny_onnx()), "fp16", providers=[TENSORRT, CPU])
+    assert backend.providers == [CPU]  # this onnxruntime has no TensorRT provider: it fell back
+    assert backend.precision == "fp32"
+    assert "did not load" in backend.describe()["precision_note"]
+
+
+def test_effective_precision_follows_the_session_and_the_onnx():
+    from device.backends.onnxruntime_backend import CPU, CUDA, TENSORRT, effective_precision
+    assert effective_precision("fp16", "float32", [TENSORRT, CUDA, CPU]) == ("fp16", None)
+    assert effective_precision("fp16", "float32", [CUDA, CPU])[0] == "fp32"
+    precision, note = effective_precision("fp32", "float16", [CPU])
+    assert precision == "fp16" and "the ONNX is FP16" in note
+    assert effective_precision("fp32", "float32", [CPU]) == ("fp32", None)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from device.backends.cuda_thread import CudaThread
-from device.backends.tensorrt_io import BindingsIO, TensorAddressIO, io_for
+from engines.tensorrt_api import BindingsIO, TensorAddressIO, io_for
 from tests.engines.recording_tensorrt import (RecordingContext10, RecordingContext82, RecordingEngine10,
                                               RecordingEngine82, recording_tensorrt)
 from tests.engines.tiny_onnx import SIZE, tiny_model, tiny_onnx
@@ -69,6 +69,43 @@ def test_cuda_thread_reports_a_failed_context():
         raise RuntimeError("no CUDA device")
     with pytest.raises(RuntimeError, match="no CUDA device"):
         CudaThread(failing)
+
+
+class _Freed(object):
+    """Records, on deletion, its name and the thread it died on (CPython deletes at the last reference)."""
+
+    def __init__(self, name, log, holds=()):
+        self.name, self.log, self.holds = name, log, holds
+
+    def free(self):
+        self.log.append(("free " + self.name, threading.current_thread().name))
+
+    def __del__(self):
+        self.log.append((self.name, threading.current_thread().name))
+
+
+def test_close_releases_buffers_context_engine_runtime_in_order_on_the_cuda_thread_before_the_pop():
+    from device.backends.tensorrt_backend import TensorRTBackend
+    log = []
+    backend = object.__new__(TensorRTBackend)  # its CUDA objects only: TensorRT and pycuda are not here
+    backend._thread = CudaThread(lambda: (lambda: log.append(("context popped", threading.current_thread().name))),
+                                 name="recording-cuda")
+    backend._runtime = _Freed("runtime", log)
+    backend.engine = _Freed("engine", log)
+    backend.context = _Freed("context", log)
+    backend.io = _Freed("io", log, holds=(backend.engine, backend.context))  # as the real I/O shims do
+    backend._device = {"input_0": _Freed("input buffer", log)}
+    backend._host = {"input_0": np.zeros(4, np.float32)}
+    backend.stream = _Freed("stream", log)
+
+    def run():  # what network_only returns to device-bench: it must not keep the engine alive
+        return backend.io
+    backend.close()
+    assert [name for name, _ in log] == ["free input buffer", "input buffer", "io", "context", "engine", "runtime",
+                                         "stream", "context popped"]
+    assert {thread for _, thread in log} == {"recording-cuda"}
+    assert run() is None and backend._thread is None
+    backend.close()  # twice is harmless
 
 
 def _tensorrt_and_gpu():

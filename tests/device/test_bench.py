@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from device.backends import open_backend
-from device.bench import benchmark, main, parse_batches
+from device.bench import benchmark, main, parse_batches, profile_groups
 from contract.errors import DeviceError
 from tests.engines.tiny_onnx import tiny_onnx
 
@@ -31,6 +31,7 @@ def test_cli_json_records_backend_precision_versions(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads(out.read_text())
     assert [r["batch"] for r in report["results"]] == [1, 2]
+    assert [r["engine_profile"] for r in report["results"]] == [None, None]  # ONNX Runtime has no profile
     assert report["backend"]["backend"] == "onnxruntime" and report["backend"]["precision"] == "fp32"
     assert "onnxruntime" in report["backend"]["versions"] and "python" in report["backend"]["versions"]
     assert report["model_sha256"] == report["backend"]["model_sha256"] and report["generation"] == 0
@@ -71,3 +72,10 @@ def test_parse_batches():
     assert parse_batches("1,8") == [1, 8] and parse_batches("4") == [4]
     with pytest.raises(DeviceError):
         parse_batches("")
+
+
+def test_batch_one_is_measured_on_its_own_engine_like_device_serves():
+    """device-serve builds a (1, 1, 1) engine; a batch-1 figure from a (1, 4, 8) engine is another engine's."""
+    assert profile_groups([1, 8]) == [[1], [8]]
+    assert profile_groups([8, 1, 4]) == [[1], [8, 4]]
+    assert profile_groups([1]) == [[1]] and profile_groups([2, 4]) == [[2, 4]]

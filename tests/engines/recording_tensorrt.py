@@ -11,8 +11,13 @@ class RecordingLog(list):
         return [entry[0] for entry in self]
 
 
-def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp16=True, fast_int8=False):
-    """A module-like object whose classes append ``(call, args)`` to ``.calls``."""
+def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp16=True, fast_int8=False,
+                       timing_cache="ok"):
+    """A module-like object whose classes append ``(call, args)`` to ``.calls``.
+
+    ``timing_cache``: "ok"; "mismatch" (``set_timing_cache`` returns False for a non-empty cache, as TensorRT
+    does for one made by another version or GPU); "none" (``get_timing_cache`` returns None after the build);
+    "serialize-fails" (its ``serialize`` raises)."""
     calls = RecordingLog()
     major = int(version.split(".")[0])
     trt = types.SimpleNamespace(__version__=version, calls=calls)
@@ -29,9 +34,9 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
         flag_names["STRONGLY_TYPED"] = 1
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flag_names)
     if major < 11:
-        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
+        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32")
     else:
-        trt.BuilderFlag = types.SimpleNamespace(DEBUG="DEBUG")
+        trt.BuilderFlag = types.SimpleNamespace(DEBUG="DEBUG", TF32="TF32")
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.nptype = lambda dtype: {"float32": np.float32, "float16": np.float16}[dtype]
@@ -76,6 +81,8 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
             self.data = bytes(data)
 
         def serialize(self):
+            if timing_cache == "serialize-fails":
+                raise RuntimeError("recording: serialize failed")
             return self.data + b"+timings"
 
     class RecordingConfig(object):
@@ -87,6 +94,9 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
             calls.append(("config.set_flag", flag))
             self.flags.append(flag)
 
+        def clear_flag(self, flag):
+            calls.append(("config.clear_flag", flag))
+
         def add_optimization_profile(self, profile):
             calls.append(("config.add_optimization_profile", None))
 
@@ -96,10 +106,13 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
 
         def set_timing_cache(self, cache, ignore_mismatch):
             calls.append(("config.set_timing_cache", ignore_mismatch))
+            if timing_cache == "mismatch" and cache.data:
+                return False
             self._timing = cache
+            return True
 
         def get_timing_cache(self):
-            return self._timing
+            return None if timing_cache == "none" else self._timing
 
         def __setattr__(self, name, value):
             if not name.startswith("_") and name != "flags":

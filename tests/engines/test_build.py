@@ -123,3 +123,39 @@ def test_cached_engine_built_once_then_loaded_then_rebuilt_when_truncated(info, 
     other = recording_tensorrt("10.3.0")
     other_entry, _, _, built = cached_engine_from_onnx(other, info, settings, ORIN, str(tmp_path), log=quiet)
     assert built and other_entry.engine_path != entry.engine_path and entry.check() is None
+
+
+def test_fp32_clears_tf32_and_fp16_does_not(info):
+    """TensorRT turns TF32 on by default: an "fp32" engine on Ampere+ would otherwise be TF32."""
+    for version in ("8.2.1.8", "10.3.0"):
+        trt = recording_tensorrt(version)
+        engine_from_onnx(trt, info.path, info, BuildSettings("fp32"), log=quiet)
+        assert ("config.clear_flag", "TF32") in trt.calls
+        trt = recording_tensorrt(version)
+        engine_from_onnx(trt, info.path, info, BuildSettings("fp16"), log=quiet)
+        assert "config.clear_flag" not in trt.calls.names()
+
+
+def test_a_refused_timing_cache_is_replaced_by_a_fresh_one(info, tmp_path):
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(b"from-another-gpu")
+    trt = recording_tensorrt("8.2.1.8", timing_cache="mismatch")
+    logged = []
+    engine = engine_from_onnx(trt, info.path, info, BuildSettings("fp16"), str(timing), log=logged.append)
+    assert engine == b"RECORDING-ENGINE-8.2.1.8"
+    creates = [args for name, args in trt.calls if name == "config.create_timing_cache"]
+    assert creates == [b"from-another-gpu", b""]
+    assert any("was refused" in line and "fresh one" in line for line in logged)
+    assert timing.read_bytes() == b"+timings"  # replaced after the build
+
+
+@pytest.mark.parametrize("failure", ["none", "serialize-fails"])
+def test_a_failing_timing_cache_never_costs_the_built_engine(info, tmp_path, failure):
+    trt = recording_tensorrt("8.2.1.8", timing_cache=failure)
+    logged = []
+    entry, data, sidecar, built = cached_engine_from_onnx(trt, info, BuildSettings("fp16", 1, 1, 8), TX1,
+                                                          str(tmp_path), log=logged.append)
+    assert built and data == b"RECORDING-ENGINE-8.2.1.8"
+    assert entry.load()[2] is None  # stored and valid: the next start loads it
+    assert any("warning" in line and "timing cache" in line for line in logged)
+    assert not [name for name in os.listdir(os.path.join(str(tmp_path), "engines")) if name.endswith(".cache")]
