@@ -12,6 +12,7 @@ from contract.files import sha256_of_file as sha256_of
 from host.export import ExportError, check_parity, export_generation
 from host.genome import Genome
 from host.model import SqueezeNet
+from tests.conftest import CIFAR_MINI, needs
 
 GENOME = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
 
@@ -100,3 +101,22 @@ def test_every_generation_carries_a_static_batch_onnx_that_jetson_inference_load
     assert card["static_batch"]["sha256"] == sha256_of(folder / "model-b1.onnx")
     assert card["static_batch"]["parity_max_abs_difference"] <= 1e-4
     assert card["jetson_inference"].startswith("imagenet --model=model-b1.onnx --input_blob=input_0")
+
+
+@needs(CIFAR_MINI)
+def test_the_static_batch_onnx_gives_the_dynamic_ones_outputs_on_real_images(exported):
+    """Real JPEGs (cifar10-mini), preprocessed as the device does, one by one through model-b1.onnx and as one
+    batch through model.onnx: the same logits."""
+    import cv2
+    model, spec, card, folder = exported
+    paths = sorted(CIFAR_MINI.glob("test/*/*.jpg"))[::50][:6]
+    assert len(paths) == 6
+    batch = np.concatenate([spec(cv2.imread(str(path), cv2.IMREAD_COLOR)) for path in paths])
+    static = ort.InferenceSession(str(folder / "model-b1.onnx"), providers=["CPUExecutionProvider"])
+    dynamic = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert static.get_inputs()[0].shape == [1, 3, 40, 40] and dynamic.get_inputs()[0].shape[0] == "batch"
+    together = dynamic.run(["output_0"], {"input_0": batch})[0]
+    one_by_one = np.concatenate([static.run(["output_0"], {"input_0": image[None]})[0] for image in batch])
+    np.testing.assert_allclose(one_by_one, together, atol=1e-5)
+    with pytest.raises(Exception):  # a batch of 2 is refused by the static file: it really is batch 1
+        static.run(["output_0"], {"input_0": batch[:2]})
