@@ -49,13 +49,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def with_static_batch(proto: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
+    """A copy of a simplified dynamic-batch ``proto`` with every symbolic dimension of its inputs and outputs
+    fixed at ``batch`` and its value_info inferred again, so no symbolic dimension is left anywhere.
+
+    Re-tracing and re-simplifying would cost as much as the first export; this costs milliseconds. It is
+    exact for these networks: their graph holds no shape arithmetic (Conv, Relu, Concat, MaxPool,
+    GlobalAveragePool, Flatten), which the refusal below keeps true; parity is checked by the caller.
+    """
+    if any(node.op_type in ("Shape", "Size", "Reshape", "Expand", "ConstantOfShape") for node in proto.graph.node):
+        raise ExportError("the graph computes shapes (Shape/Reshape/...): fixing its batch axis by rewriting "
+                          "dimensions would not be safe; export it again with a static batch instead")
+    static = copy.deepcopy(proto)
+    for value in list(static.graph.input) + list(static.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param or not dim.HasField("dim_value"):
+                dim.Clear()
+                dim.dim_value = batch
+    del static.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(static, check_type=True, strict_mode=True)
+
+
 def onnx_from_model(model: SqueezeNet, spec: PreprocessSpec, half: bool = False,
                     static_batch: bool = False) -> onnx.ModelProto:
     """Trace the model to an opset-13 ONNX with a dynamic batch axis and simplify it.
 
     ``half``: every tensor float16, input and output included: the FP16 ONNX that TensorRT 11 (no FP16
     builder flag) builds strongly typed. ``static_batch``: the batch axis fixed at 1, no symbolic dimension
-    anywhere (jetson-inference).
+    anywhere (jetson-inference); :func:`export_generation` derives that file from the dynamic one with
+    :func:`with_static_batch` instead of tracing twice.
     """
     dtype = torch.float16 if half else torch.float32
     model = copy.deepcopy(model).cpu().to(dtype).eval().to(memory_format=torch.contiguous_format)
@@ -126,9 +148,15 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
             raise ExportError(f"generation {generation}: the exported ONNX fails onnx.checker: {error}") from error
         return proto
 
-    data = checked(half=False).SerializeToString()
+    dynamic = checked(half=False)
+    data = dynamic.SerializeToString()
     difference = check_parity(data, model, parity_images)
-    static_data = checked(half=False, static_batch=True).SerializeToString()
+    static = with_static_batch(dynamic)  # the metadata comes along with the copy
+    try:
+        onnx.checker.check_model(static, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"generation {generation}: the static-batch ONNX fails onnx.checker: {error}") from error
+    static_data = static.SerializeToString()
     static_difference = check_parity(static_data, model, parity_images, static_batch=True)
     extra_files = {"static_batch": {"onnx": STATIC_BATCH_ONNX, "sha256": hashlib.sha256(static_data).hexdigest(),
                                     "batch": 1, "parity_max_abs_difference": static_difference,

@@ -120,3 +120,22 @@ def test_the_static_batch_onnx_gives_the_dynamic_ones_outputs_on_real_images(exp
     np.testing.assert_allclose(one_by_one, together, atol=1e-5)
     with pytest.raises(Exception):  # a batch of 2 is refused by the static file: it really is batch 1
         static.run(["output_0"], {"input_0": batch[:2]})
+
+
+def test_the_static_batch_twin_is_derived_without_a_second_trace_and_refuses_shape_arithmetic():
+    from onnx import TensorProto, helper
+    from host.export import with_static_batch
+    x = helper.make_tensor_value_info("input_0", TensorProto.FLOAT, ["batch", 3, 4, 4])
+    y = helper.make_tensor_value_info("output_0", TensorProto.FLOAT, ["batch", 48])
+    graph = helper.make_graph([helper.make_node("Relu", ["input_0"], ["r"]), helper.make_node("Flatten", ["r"],
+                               ["output_0"])], "g", [x], [y])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    static = with_static_batch(proto)
+    values = list(static.graph.input) + list(static.graph.output) + list(static.graph.value_info)
+    assert [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in values] == [[1, 3, 4, 4], [1, 48], [1, 3, 4, 4]]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # the original is untouched
+    shaped = helper.make_model(helper.make_graph([helper.make_node("Shape", ["input_0"], ["output_0"])], "s", [x],
+                                                 [helper.make_tensor_value_info("output_0", TensorProto.INT64, [4])]),
+                               opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ExportError, match="computes shapes"):
+        with_static_batch(shaped)
