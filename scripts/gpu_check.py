@@ -120,23 +120,33 @@ def check_kernel(results, images):
         import cupy  # noqa: F401
     except ImportError as error:
         return results.add(SKIP, name, "CuPy is not installed ({}): pip install cupy-cuda12x (or -13x)".format(error))
-    import cv2
-    from device.cuda_preprocess import CupyPreprocessor, reference_resize_normalize
-    from contract.preprocess import PreprocessSpec
     if not images:
         return results.add(SKIP, name, "no JPEGs found: pass --images DIR (e.g. imagenette and cifar10-mini)")
+    from device.cuda_preprocess import CupyPreprocessor
+    status, detail = kernel_parity(lambda frame, spec: CupyPreprocessor(spec)(frame), images)
+    results.add(status, name, detail)
+
+
+def kernel_parity(run, images):
+    """(status, detail): ``run(frame, spec)`` (the kernel) on each real JPEG, at three specs (RGB linear 112,
+    BGR linear 64x96, RGB nearest 112) and at the image's own size, against the kernel's numpy arithmetic
+    (<= 1e-5) and contract/preprocess.py (<= 1e-5 without a resize, <= one grey level with one)."""
+    import cv2
+    from device.cuda_preprocess import reference_resize_normalize
+    from contract.preprocess import PreprocessSpec
     specs = [PreprocessSpec.square(112), PreprocessSpec(64, 96, color="BGR"),
              PreprocessSpec(112, 112, interpolation="nearest")]
     worst_math = worst_same = worst_resized = 0.0
-    problems, compared = [], 0
+    problems, compared, read = [], 0, 0
     for path in images:
         frame = cv2.imread(path, cv2.IMREAD_COLOR)
         if frame is None:
             problems.append("{} is not readable".format(path))
             continue
-        same_size = PreprocessSpec(frame.shape[0], frame.shape[1]) if min(frame.shape[:2]) >= 8 else None
-        for spec in specs + ([same_size] if same_size is not None else []):
-            got = CupyPreprocessor(spec)(frame)
+        read += 1
+        same_size = [PreprocessSpec(frame.shape[0], frame.shape[1])] if min(frame.shape[:2]) >= 8 else []
+        for spec in specs + same_size:
+            got = run(frame, spec)
             ok, worst, why = compare_outputs(got, reference_resize_normalize(frame, spec), KERNEL_TOLERANCE)
             worst_math = max(worst_math, worst)
             if not ok:
@@ -151,13 +161,15 @@ def check_kernel(results, images):
                 problems.append("{} at {}x{}: kernel vs contract/preprocess.py: {}".format(
                     path, spec.height, spec.width, why))
             compared += 1
-    summary = ("{} JPEGs x {} specs; max |kernel - numpy math| {:.3g} (<= {:g}); vs contract/preprocess.py: {:.3g} "
-               "without resize (<= {:g}), {:.3g} with resize (<= one grey level {:.4f})".format(
-                   len(images), compared // max(1, len(images)), worst_math, KERNEL_TOLERANCE, worst_same,
-                   KERNEL_TOLERANCE, worst_resized, ONE_GREY_LEVEL))
+    if not compared:
+        return FAIL, "no image could be compared: " + "; ".join(problems[:3])
+    summary = ("{} JPEGs, {} comparisons; max |kernel - numpy math| {:.3g} (<= {:g}); vs contract/preprocess.py: "
+               "{:.3g} without resize (<= {:g}), {:.3g} with resize (<= one grey level {:.4f})".format(
+                   read, compared, worst_math, KERNEL_TOLERANCE, worst_same, KERNEL_TOLERANCE, worst_resized,
+                   ONE_GREY_LEVEL))
     if problems:
-        return results.add(FAIL, name, summary + "; " + "; ".join(problems[:3]))
-    results.add(PASS, name, summary)
+        return FAIL, summary + "; " + "; ".join(problems[:3])
+    return PASS, summary
 
 
 def check_nvml(results):
@@ -174,10 +186,25 @@ def check_nvml(results):
         sample = monitor.sample()
     finally:
         monitor.close()
-    wanted = [key for key in ("gpu_mem_mb", "power_mw", "gpu_percent", "temperatures_c") if key in sample]
-    if not sample or "gpu_mem_mb" not in sample and not wanted:
-        return results.add(FAIL, name, "NvmlMonitor.sample() read nothing: {!r}".format(sample))
-    results.add(PASS, name, "read {}: {}".format(", ".join(sorted(sample)), json.dumps(sample, sort_keys=True)))
+    status, detail = judge_nvml(sample)
+    results.add(status, name, detail)
+
+
+NVML_FIGURES = ("gpu_mem_used_mb", "gpu_mem_total_mb", "power_mw", "gpu_percent", "temperatures_c")
+
+
+def judge_nvml(sample):
+    """(status, detail) for one NvmlMonitor sample: memory must be read and plausible (every NVML GPU reports
+    it); power, utilisation and temperature are listed when read (some boards do not report power)."""
+    used, total = sample.get("gpu_mem_used_mb"), sample.get("gpu_mem_total_mb")
+    if used is None or total is None:
+        return FAIL, "NvmlMonitor.sample() read no GPU memory: {!r}".format(sample)
+    if not (total > 0 and 0 <= used <= total):
+        return FAIL, "implausible GPU memory: used {} MB of {} MB".format(used, total)
+    missing = [key for key in NVML_FIGURES if key not in sample]
+    return PASS, "read {}{}: {}".format(", ".join(key for key in NVML_FIGURES if key in sample),
+                                        " (not read: {})".format(", ".join(missing)) if missing else "",
+                                        json.dumps(sample, sort_keys=True))
 
 
 def check_onnxruntime_cuda(results, images, work):

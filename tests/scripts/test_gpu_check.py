@@ -80,3 +80,29 @@ def test_without_a_gpu_every_step_skips_and_the_exit_status_is_0(tmp_path):
     assert not any(line.startswith(("PASS", "FAIL")) for line in lines)
     import json
     assert [step["status"] for step in json.loads(report.read_text())["steps"]] == ["SKIP"] * len(gpu_check.STEPS)
+
+
+def test_nvml_sample_judgement():
+    full = {"gpu_mem_used_mb": 512.0, "gpu_mem_total_mb": 81559.0, "power_mw": {"gpu": (70000, None)},
+            "gpu_percent": 3, "temperatures_c": {"GPU": 31.0}}
+    status, detail = gpu_check.judge_nvml(full)
+    assert status == gpu_check.PASS and "not read" not in detail
+    status, detail = gpu_check.judge_nvml({"gpu_mem_used_mb": 1.0, "gpu_mem_total_mb": 4096.0})
+    assert status == gpu_check.PASS and "not read: power_mw, gpu_percent, temperatures_c" in detail
+    assert gpu_check.judge_nvml({})[0] == gpu_check.FAIL
+    assert gpu_check.judge_nvml({"gpu_mem_used_mb": 9.0, "gpu_mem_total_mb": 4.0})[0] == gpu_check.FAIL
+
+
+def test_kernel_parity_judges_a_runner_on_real_jpegs():
+    """The comparison the CuPy step makes, run here with the kernel's numpy arithmetic as the runner (PASS)
+    and with a runner that swaps the colour planes (FAIL: the check can fail)."""
+    from device.cuda_preprocess import reference_resize_normalize
+    from tests.conftest import CIFAR_MINI, IMAGENETTE
+    images = gpu_check.jpegs([str(d) for d in (CIFAR_MINI, IMAGENETTE) if d.is_dir()], per_folder=2)
+    if not images:
+        pytest.skip("no real JPEGs under ../shared/datasets")
+    status, detail = gpu_check.kernel_parity(reference_resize_normalize, images)
+    assert status == gpu_check.PASS, detail
+    assert "max |kernel - numpy math| 0 " in detail
+    status, detail = gpu_check.kernel_parity(lambda f, s: reference_resize_normalize(f, s)[:, ::-1].copy(), images)
+    assert status == gpu_check.FAIL and "kernel vs its numpy math" in detail
