@@ -75,6 +75,7 @@ class ServeLoop(object):
                  frames=None, duration_s=None, status_every_s=None, log=print, window_title="device-serve"):
         self.backend = backend
         self.spec = spec
+        self.gpu_preprocess = getattr(backend, "preprocess_path", "cpu") == "gpu"
         self.labels = list(labels)
         self.reader = reader
         self.telemetry = telemetry
@@ -121,7 +122,8 @@ class ServeLoop(object):
                     break
                 frame, tensor = item
                 begin = time.monotonic()
-                logits = self.backend.infer(tensor)
+                # with GPU preprocessing, "tensor" is the frame itself: the kernel runs in infer_frame
+                logits = self.backend.infer_frame(tensor) if self.gpu_preprocess else self.backend.infer(tensor)
                 self.telemetry.stage("infer", (time.monotonic() - begin) * 1000.0)
                 self.inferred += 1
                 self._put(self._to_output, (frame, logits))
@@ -181,7 +183,7 @@ class ServeLoop(object):
             if frame is None:
                 break
             begin = time.monotonic()
-            tensor = self.spec(frame.image)
+            tensor = frame.image if self.gpu_preprocess else self.spec(frame.image)
             self.telemetry.stage("capture", frame.read_ms)
             self.telemetry.stage("preprocess", (time.monotonic() - begin) * 1000.0)
             if not self._put(self._to_infer, (frame, tensor)):

@@ -150,6 +150,18 @@ def realtime_wanted(args):
     return bool(getattr(args, "http", None) or getattr(args, "display", False))
 
 
+def choose_preprocess(backend, log=print):
+    """With TensorRT, preprocess on the GPU (into the engine's input buffer) when the kernel is available;
+    otherwise, and on every other backend, on the CPU. Logs and returns which, and why."""
+    enable = getattr(backend, "enable_gpu_preprocess", None)
+    how = "on the CPU (contract.preprocess, OpenCV)"
+    if enable is not None:
+        ok, why = enable()
+        how = "on the GPU: " + why if ok else "on the CPU, because " + why
+    log("device-serve: preprocessing {}".format(how))
+    return how
+
+
 def serve(args, log=print, stopper=None):
     """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict). ``stopper``: a
     :class:`StopOnSignal` to hand the loop to once it exists."""
@@ -187,10 +199,12 @@ def serve(args, log=print, stopper=None):
             log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
                 os.path.basename(model_path), source.describe(), backend.name, backend.precision,
                 info.num_classes, info.spec.width, info.spec.height))
+            preprocess_how = choose_preprocess(backend, log)
             if args.warmup > 0:
                 backend.warmup(args.warmup)
             telemetry = Telemetry(backend.name, backend.precision, info.sha256)
-            telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0)
+            telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0,
+                          preprocess=backend.preprocess_path, preprocess_note=preprocess_how)
             platform = platform_info()
             base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
                            "platform": platform}

@@ -42,6 +42,14 @@ class Backend(object):
             runs += 1
         return runs
 
+    #: where frames become network input: "cpu" (contract.preprocess on the host, then :meth:`infer`) or "gpu"
+    #: (the backend's own device kernel, then :meth:`infer_frame`); see TensorRTBackend.enable_gpu_preprocess
+    preprocess_path = "cpu"
+
+    def infer_frame(self, frame_bgr):
+        """Logits (1, classes) for one uint8 BGR frame, preprocessed where :attr:`preprocess_path` says."""
+        return self.infer(self.info.spec(frame_bgr))
+
     def network_only(self, batch):
         """A no-argument callable that runs the network once on ``batch`` already placed on the device and
         waits for it: the time without host-device copies. None where there are no copies to leave out

@@ -108,6 +108,17 @@ class TensorRTBackend(Backend):
 
     def _infer_here(self, batch):
         self._stage_input(batch)
+        return self._execute_and_fetch()
+
+    def _infer_frame_here(self, frame_bgr):
+        """The CUDA-backed path: the uint8 frame is uploaded once and resized, colour-converted and normalised
+        by the kernel straight into the engine's input buffer (contract.preprocess's arithmetic)."""
+        spec = self.info.spec
+        self._preprocessor.to_device(frame_bgr, int(self._device[self._in.name]), self.stream)
+        self.io.set_input_shape(self._in.name, (1, 3, spec.height, spec.width))
+        return self._execute_and_fetch()
+
+    def _execute_and_fetch(self):
         self.io.execute(self.stream.handle)
         shape = self.io.output_shape(self._out.name)
         count = int(np.prod(shape))
@@ -130,6 +141,24 @@ class TensorRTBackend(Backend):
     # -- the interface ---------------------------------------------------------------------------
     def _infer(self, batch):
         return self._thread.call(self._infer_here, batch)
+
+    def enable_gpu_preprocess(self):
+        """Preprocess frames on the GPU from now on (:meth:`infer_frame`); (True, how) or (False, why not),
+        in which case frames keep going through the CPU path. Call it once, before the loop starts."""
+        if np.dtype(self._in.dtype) != np.float32:
+            return False, "the engine's input is {} and the kernel writes float32".format(np.dtype(self._in.dtype))
+        try:
+            from device.cuda_preprocess import CudaPreprocessor
+            self._preprocessor = self._thread.call(CudaPreprocessor, self.info.spec)
+        except Exception as error:  # a kernel that will not compile or a spec it cannot do: the CPU path works
+            return False, "the CUDA preprocessing kernel is unavailable ({})".format(error)
+        self.preprocess_path = "gpu"
+        return True, "frames are uploaded once and preprocessed by a CUDA kernel into the engine's input buffer"
+
+    def infer_frame(self, frame_bgr):
+        if self.preprocess_path != "gpu":
+            return Backend.infer_frame(self, frame_bgr)
+        return self._thread.call(self._infer_frame_here, frame_bgr)
 
     def network_only(self, batch):
         return self._thread.call(self._network_only_here, self.check_batch(batch))
@@ -169,11 +198,12 @@ class TensorRTBackend(Backend):
             self._thread = None
 
 
-# Reverse order of creation: what uses an object goes before it. Device buffers and the I/O binding first
+# Reverse order of creation: what uses an object goes before it. The preprocessing kernel's buffers, device
+# buffers and the I/O binding first
 # (they point into the engine's tensors), then the execution context, the engine, the runtime that
 # deserialized it, and the stream. Each is dropped on the CUDA thread; TensorRT's and pycuda's destructors
 # then run there, before the context is popped. Dropped off-thread or after the pop, they crash at exit.
-RELEASE_ORDER = ("_device", "_host", "io", "context", "engine", "_runtime", "stream")
+RELEASE_ORDER = ("_preprocessor", "_device", "_host", "io", "context", "engine", "_runtime", "stream")
 
 
 def release_cuda_objects(holder):

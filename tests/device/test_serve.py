@@ -88,7 +88,7 @@ def test_real_loop_over_a_video_file(tiny_model, tmp_path):
     assert code == 0, err
     stats = json.loads(stats_path.read_text())
     assert stats["frames"] == 30 and stats["dropped"] == 0  # a file is read in lock-step: every frame classified
-    assert stats["backend"] == "onnxruntime" and stats["precision"] == "fp32"
+    assert stats["backend"] == "onnxruntime" and stats["precision"] == "fp32" and stats["preprocess"] == "cpu"
     assert stats["model_sha256"] == card["sha256"]
     assert stats["fps"] > 0 and stats["rss_mb"] > 0 and "gpu_mem_mb" in stats
     assert 0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p95"] <= stats["latency_ms"]["p99"]
