@@ -16,6 +16,9 @@ MAX_REPORT_BYTES = 64 * 1024  # host-serve refuses larger bodies (413) before re
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_SEQUENCE = 2 ** 62  # exclusive; SQLite's INTEGER holds it with room
+# host-serve's GET /generations: the one key of an entry that holds the model's URL (host/serve.py writes it,
+# device/model_source.py and device/agent.py read it; two spellings once let the #sha256= check be skipped)
+MODEL_URL_KEY = "model_url"
 
 _PERCENTILES = {
     "type": "object",

@@ -281,7 +281,7 @@ class Agent(object):
         """The entry's ``model_url`` (the one key host-serve writes), absolute, without its fragment: the
         caller passes the entry's sha256 as ``expected_sha256``."""
         from urllib.parse import urldefrag, urljoin
-        from device.model_source import MODEL_URL_KEY
+        from contract.report_schema import MODEL_URL_KEY
         relative = entry.get(MODEL_URL_KEY) or "/models/{}/model.onnx".format(entry["generation"])
         return urldefrag(urljoin(self.base + "/", relative))[0]
 

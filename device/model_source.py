@@ -1,8 +1,9 @@
 """Where a model comes from: a local path, or host-serve's URL (downloaded once, sha256-checked, cached).
 
 host-serve answers ``GET /models/<generation>/model.onnx`` with an ``X-SHA256`` header and
-``GET /generations`` with ``[{"generation", "sha256", "model_url", ...}]`` (``MODEL_URL_KEY``: host-serve
-writes the entries with this very constant, so the two sides cannot drift apart). A URL may carry the expected
+``GET /generations`` with ``[{"generation", "sha256", "model_url", ...}]``; the key is
+``contract.report_schema.MODEL_URL_KEY``, the constant host-serve writes the entries with, so the two sides
+cannot drift apart. A URL may carry the expected
 digest as a fragment (``http://host:8700/models/3/model.onnx#sha256=<hex>``), or the caller passes it.
 
 The cache holds one file per digest, ``<cache>/models/<sha256>.onnx``, written atomically, so a model is
@@ -18,13 +19,13 @@ import tempfile
 from contract.errors import DeviceError
 from contract.files import sha256_of_file
 from contract.model_info import ModelInfo
+from contract.report_schema import MODEL_URL_KEY
 
 from urllib.error import HTTPError, URLError
 from urllib.parse import urldefrag, urljoin
 from urllib.request import Request, urlopen
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MODEL_URL_KEY = "model_url"  # the one key of a GET /generations entry that holds the model's URL
 TIMEOUT_S = 30.0
 
 

@@ -37,8 +37,7 @@ from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contract.report_schema import DEVICE_ID_PATTERN, MAX_REPORT_BYTES, REPORT_KINDS, SCHEMA_VERSION
-from device.model_source import MODEL_URL_KEY
+from contract.report_schema import DEVICE_ID_PATTERN, MAX_REPORT_BYTES, MODEL_URL_KEY, REPORT_KINDS, SCHEMA_VERSION
 from host.errors import HostError
 from host.lineage import Lineage
 
