@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,89 +40,16 @@ def _log(message):
 
 
 # -- the platform a figure was measured on ------------------------------------------------------
-def parse_nvpmodel_query(text):
-    """``nvpmodel -q`` output -> {"name", "id"} (either may be None) or None when it names no mode.
-
-    JetPack prints e.g. ``NV Fan Mode:quiet`` / ``NV Power Mode: MAXN`` / ``0`` (warnings may come first)."""
-    name, mode_id = None, None
-    for line in text.splitlines():
-        line = line.strip()
-        match = re.match(r"^NV Power Mode\s*:\s*(.+)$", line)
-        if match:
-            name = match.group(1).strip()
-        elif re.match(r"^\d+$", line) and mode_id is None:
-            mode_id = int(line)
-    if name is None and mode_id is None:
-        return None
-    return {"name": name, "id": mode_id}
-
-
-def parse_nvpmodel_conf(text):
-    """/etc/nvpmodel.conf -> {"modes": {id: name}, "default": id or None}."""
-    modes = {}
-    for match in re.finditer(r"<\s*POWER_MODEL\s+ID\s*=\s*(\d+)\s+NAME\s*=\s*([^\s>]+)", text):
-        modes[int(match.group(1))] = match.group(2)
-    default = re.search(r"<\s*PM_CONFIG\s+DEFAULT\s*=\s*(\d+)", text)
-    return {"modes": modes, "default": int(default.group(1)) if default else None}
-
-
-def power_mode(command=("nvpmodel", "-q"), conf_path="/etc/nvpmodel.conf",
-               status_path="/var/lib/nvpmodel/status", timeout_s=5.0):
-    """The Jetson power mode as {"name", "id", "source"}, or None where the board has no nvpmodel (TX1, desktops).
-
-    ``nvpmodel -q`` first; else the mode id saved in ``status_path`` named through ``conf_path``; else the
-    conf's default mode (``source`` says which)."""
-    try:
-        done = subprocess.run(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, timeout=timeout_s)
-        parsed = parse_nvpmodel_query(done.stdout) if done.returncode == 0 else None
-        if parsed is not None:
-            parsed["source"] = " ".join(command)
-            return parsed
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        with open(conf_path) as handle:
-            conf = parse_nvpmodel_conf(handle.read())
-    except (IOError, OSError):
-        return None
-    try:
-        with open(status_path) as handle:
-            match = re.search(r"pmode\s*:\s*(\d+)", handle.read())
-        if match:
-            mode_id = int(match.group(1))
-            return {"name": conf["modes"].get(mode_id), "id": mode_id, "source": status_path}
-    except (IOError, OSError):
-        pass
-    if conf["default"] is None:
-        return None
-    return {"name": conf["modes"].get(conf["default"]), "id": conf["default"],
-            "source": conf_path + " (default mode; the current one is unknown)"}
-
-
-def _nvml_gpu_name(index=0):
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        try:
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
-        finally:
-            pynvml.nvmlShutdown()
-        return name.decode() if isinstance(name, bytes) else str(name)
-    except Exception:  # no nvidia-ml-py, no driver, no GPU
-        return None
-
-
 def platform_of(described, precision):
-    """The ``platform`` of a report: the machine (device.telemetry.platform_info), the GPU's name, the
+    """The ``platform`` of a report: the machine (device.machine.platform_info), the GPU's name, the
     backend, precision and versions the figures were measured with, and the power mode where known."""
-    from device.telemetry import platform_info
+    from device.machine import nvml_gpu_name, platform_info, power_mode
     info = platform_info()
     gpu_name = (described.get("gpu") or {}).get("name")
     if gpu_name is None and described.get("backend") == "onnxruntime":
         providers = described.get("providers") or []
         if providers and providers[0] != "CPUExecutionProvider":
-            gpu_name = _nvml_gpu_name()
+            gpu_name = nvml_gpu_name()
     info.update({"gpu_name": gpu_name, "device": described.get("device"), "backend": described.get("backend"),
                  "precision": precision, "versions": described.get("versions", {}),
                  "providers": described.get("providers"), "power_mode": power_mode()})

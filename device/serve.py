@@ -168,7 +168,8 @@ def serve(args, log=print, stopper=None):
     from device.loop import ServeLoop, display_available
     from device.reports import ReportSpool, Reporter
     from device.sources import FrameReader, open_source
-    from device.telemetry import Telemetry, platform_info
+    from device.machine import platform_info
+    from device.telemetry import Telemetry
 
     check_args(args)
     source_text = args.source if args.source is not None else args.camera

@@ -214,7 +214,7 @@ class CaptureSource(object):
             capture = cv2.VideoCapture(csi_pipeline(target, self.width, self.height), cv2.CAP_GSTREAMER)
         elif kind == "rtsp":
             if opencv_has_gstreamer():
-                from device.telemetry import is_jetson
+                from device.machine import is_jetson
                 capture = cv2.VideoCapture(rtsp_pipeline(target, self.codec, jetson=is_jetson()),
                                            cv2.CAP_GSTREAMER)
             else:

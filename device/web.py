@@ -18,7 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from contract.errors import DeviceError
-from device.telemetry import prometheus_text
+from device.prometheus import prometheus_text
 
 BOUNDARY = "squishednetsframe"
 

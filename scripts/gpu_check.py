@@ -11,7 +11,7 @@ is 1 if any step failed, else 0 (a machine without a GPU skips every step and ex
    b. contract/preprocess.py (OpenCV, the one definition): <= 1e-5 where the frame is already at the network's
       size (normalise, colour order, CHW), <= one grey level (1 / (255 * 0.224) = 0.0175) where it is
       resized, because OpenCV rounds to uint8 between its resize passes and the kernel blends in float.
-2. ``nvml``: the project's NVML telemetry (device.telemetry.NvmlMonitor) reads memory, power, utilisation,
+2. ``nvml``: the project's NVML telemetry (device.machine.NvmlMonitor) reads memory, power, utilisation,
    temperature.
 3. ``onnxruntime-cuda``: the device's ONNX Runtime backend on the CUDA provider (onnxruntime-gpu), its
    outputs against the CPU provider's on the same real images.
@@ -178,7 +178,7 @@ def check_nvml(results):
         import pynvml  # noqa: F401
     except ImportError as error:
         return results.add(SKIP, name, "nvidia-ml-py is not installed ({}): pip install nvidia-ml-py".format(error))
-    from device.telemetry import NvmlMonitor
+    from device.machine import NvmlMonitor
     monitor = NvmlMonitor()
     try:
         if not monitor.start():

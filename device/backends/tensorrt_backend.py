@@ -5,6 +5,7 @@ import numpy as np
 
 from device.backends.base import Backend
 from device.backends.cuda_thread import CudaThread
+from device.machine import mem_available_mb
 from engines import tensorrt_api as api
 from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, cached_engine_from_onnx
 from engines.errors import EngineError
@@ -184,7 +185,7 @@ class TensorRTBackend(Backend):
                                "build_seconds": self.sidecar.get("build_seconds")}
         free, total = self._thread.call(self._cuda.mem_get_info)
         described["gpu"]["free_memory_mb"] = round(free / 2.0 ** 20, 1)
-        described["gpu"]["mem_available_mb"] = _mem_available_mb()  # Jetson: the GPU shares this RAM
+        described["gpu"]["mem_available_mb"] = mem_available_mb()  # Jetson: the GPU shares this RAM
         return described
 
     def close(self):
@@ -236,17 +237,6 @@ def import_pycuda():
         raise EngineError("pycuda is not importable ({}): on JetPack 4.6 pip install 'pycuda<=2022.1' (needs nvcc "
                           "on PATH), elsewhere pip install pycuda; or use --backend onnxruntime".format(error))
     return cuda
-
-
-def _mem_available_mb():
-    try:
-        with open("/proc/meminfo", "r") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except (IOError, OSError):
-        pass
-    return None
 
 
 def tensorrt_ready(device_index=0):

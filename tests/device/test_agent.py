@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("uvicorn")
 
 from device import agent as agent_module  # noqa: E402
-from device.agent import main, parse_nvpmodel_conf, parse_nvpmodel_query, power_mode  # noqa: E402
+from device.agent import main  # noqa: E402
 from host.lineage import Lineage  # noqa: E402
 
 TOKEN = "agent-test-token-0123456789"
@@ -196,23 +196,6 @@ def test_no_token_is_a_usage_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SQUISHEDNETS_TOKEN", raising=False)
     assert main(["--follow", "http://127.0.0.1:9", "--cache-dir", str(tmp_path)]) == 2
     assert "--token" in capsys.readouterr().err
-
-
-def test_power_mode_from_nvpmodel_or_its_files(tmp_path):
-    assert parse_nvpmodel_query("NVPM WARN: fan mode is not set!\nNV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n") == \
-        {"name": "MAXN", "id": 0}
-    assert parse_nvpmodel_query("nvpmodel: command not found") is None
-    conf = tmp_path / "nvpmodel.conf"
-    conf.write_text("< POWER_MODEL ID=0 NAME=MAXN >\nCPU_ONLINE CORE_0 1\n< POWER_MODEL ID=1 NAME=MODE_10W >\n"
-                    "< PM_CONFIG DEFAULT=1 >\n")
-    assert parse_nvpmodel_conf(conf.read_text()) == {"modes": {0: "MAXN", 1: "MODE_10W"}, "default": 1}
-    status = tmp_path / "status"
-    status.write_text("pmode:0000 fmode:quiet\n")
-    missing = ("/nonexistent/nvpmodel", "-q")
-    assert power_mode(missing, str(conf), str(status)) == {"name": "MAXN", "id": 0, "source": str(status)}
-    assert power_mode(missing, str(conf), str(tmp_path / "none"))["id"] == 1
-    assert power_mode(missing, str(tmp_path / "none"), str(status)) is None
-    assert agent_module.power_mode(("sh", "-c", "printf 'NV Power Mode: 15W\\n2\\n'"))["name"] == "15W"
 
 
 def test_follow_backs_off_while_the_host_is_down_and_stops_on_request(tmp_path):
