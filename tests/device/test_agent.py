@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("uvicorn")
 
-from device import agent as agent_module  # noqa: E402
+from device import agent_follow  # noqa: E402
 from device.agent import main  # noqa: E402
 from host.lineage import Lineage  # noqa: E402
 
@@ -200,7 +200,7 @@ def test_no_token_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 def test_follow_backs_off_while_the_host_is_down_and_stops_on_request(tmp_path):
     messages = []
-    agent = agent_module.Agent(dead_url(), TOKEN, device_id="jetson-f", backend="onnxruntime",
+    agent = agent_follow.Agent(dead_url(), TOKEN, device_id="jetson-f", backend="onnxruntime",
                                cache_dir=str(tmp_path / "cache"), log=messages.append)
     stop = threading.Event()
     threading.Timer(1.2, stop.set).start()

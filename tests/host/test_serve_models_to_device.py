@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("httpx")
 
-from device.agent import Agent  # noqa: E402
+from device.agent_follow import Agent  # noqa: E402
 from contract.errors import DeviceError  # noqa: E402
 from contract.report_schema import MODEL_URL_KEY  # noqa: E402
 from device.model_source import list_generations, resolve_model, split_url  # noqa: E402
