@@ -58,15 +58,16 @@ def write_summary(layout: RunLayout, summary: dict) -> None:
     tmp.replace(layout.summary)
 
 
-def plot_report(layout: RunLayout, summary: dict) -> None:
-    """report.png: top-1 against size (Pareto front marked), and size/MACs/fps per generation."""
+def plot_report(layout: RunLayout, summary: dict) -> list[str]:
+    """report.png: top-1 against size (Pareto front marked), and size/MACs/fps per generation (the images/s
+    axis only when a speed was measured or targeted). Returns the y-axis labels drawn."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     gens = summary["generations"]
     if not gens:
-        return
+        return []
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     sizes = [g["size_mb"] for g in gens]
     top1 = [100 * g["top1"] for g in gens]
@@ -90,23 +91,28 @@ def plot_report(layout: RunLayout, summary: dict) -> None:
     right.set_xlabel("generation")
     right.set_ylabel("MB")
     right.grid(alpha=0.3)
-    fps_axis = right.twinx()
-    for key, style, name in (("local_fps", "g.-", "local fps (ONNX Runtime)"), ("device_fps", "m*-", "device fps")):
-        points = [(g["generation"], g[key]) for g in gens if g.get(key)]
-        if points:
-            fps_axis.plot(*zip(*points), style, label=name)
-    fps_axis.set_ylabel("images/s")
-    if summary.get("target_fps"):
-        fps_axis.axhline(summary["target_fps"], color="grey", linestyle=":", label="target fps")
+    series = [(key, style, name, [(g["generation"], g[key]) for g in gens if g.get(key)])
+              for key, style, name in (("local_fps", "g.-", "local fps (ONNX Runtime)"), ("device_fps", "m*-", "device fps"))]
+    series = [s for s in series if s[3]]
     lines = right.get_legend_handles_labels()
-    more = fps_axis.get_legend_handles_labels()
-    right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+    if series or summary.get("target_fps"):  # an images/s axis only when there is something to draw on it
+        fps_axis = right.twinx()
+        for _, style, name, points in series:
+            fps_axis.plot(*zip(*points), style, label=name)
+        fps_axis.set_ylabel("images/s")
+        if summary.get("target_fps"):
+            fps_axis.axhline(summary["target_fps"], color="grey", linestyle=":", label="target fps")
+        more = fps_axis.get_legend_handles_labels()
+        lines = (lines[0] + more[0], lines[1] + more[1])
+    right.legend(lines[0], lines[1], fontsize=8)
     right.set_title("Size, compute and speed by generation")
     figure.tight_layout()
+    drawn = [axis.get_ylabel() for axis in figure.axes]
     tmp = layout.report.with_name("report.partial.png")
     figure.savefig(tmp, dpi=110)
     plt.close(figure)
     tmp.replace(layout.report)
+    return drawn
 
 
 def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],

@@ -1,0 +1,411 @@
+"""Peer comparison: the evolution against what a user would otherwise run, at equal budget, one command.
+
+    python bench/peers.py                     # --scale small (32 px, 2 steps x 1 epoch per size): ~30 min here, shared CPU
+    python bench/peers.py --scale full        # 112 px, 8 steps x 1 epoch per size (not run yet: hours here)
+
+From ONE ancestor (SqueezeNet v1.1 from the ImageNet weights, conv10 -> 10 classes, trained once as a user
+would and cached under runs/peers/SCALE/ancestor.pt, reused by every method), three ways to a model of at
+most 0.95 MB and then at most 0.49 MB (the second continues from the first, for every method):
+
+  (a) torch-pruning: Torch-Pruning's MetaPruner with L1 magnitude importance (p=1), local (the same ratio in
+      every layer), conv10 ignored; its dependency graph couples the fire concat [expand1x1 | expand3x3] to
+      the next squeeze. The ratio of each step is found by bisection so the pruned net meets the step's size.
+  (b) uniform: every layer keeps the same share of its filters, its strongest by sum |w| (host/surgery.py's
+      cluster strength), no evolution; the share found by bisection, as in (a).
+  (c) evolution: this project's heredity model (host/synthesis.py: lambda solved so the expected offspring
+      is R x the parent, then a seeded draw; the first of up to 16 draws that fits the step's size).
+
+Everything else is the same for the three: the step sizes (geometric from the ancestor to the target, one
+per step), the training after every step (host/train.py: SGD, warm-up + cosine, label smoothing, crops,
+distillation from the previous step's model), the epochs, the data split (10 % of every class held out,
+seed 0), the export (host/export.py, ONNX opset 13, parity-checked) and the measurement (device-bench's
+ONNX Runtime CPU path at batch 1 and 8, each model alternately with the ancestor in this process, 2 rounds;
+the ratio is the median of the per-round ratios, so this machine's drift cancels).
+
+Writes runs/peers/SCALE/{peers.json, peers.png, <method>-<MB>/model.onnx}; prints a markdown table.
+Resumable: every finished step is kept (runs/peers/SCALE/<method>-<MB>-step<k>.pt) and skipped on a rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+SHARED = PROJECT.parent / "shared"
+
+METHODS = ("torch-pruning", "uniform", "evolution")
+SIZES_MB = (0.95, 0.49)
+SCALES = {
+    # what ran in this session (docs/benchmarks.md): tiny images, 2 steps of 1 epoch per size, on a 2-core
+    # CPU shared with six other jobs (an epoch of Imagenette at 64 px would have taken ~6 min there)
+    "small": {"image_size": 32, "ancestor_epochs": 2, "steps": 2, "epochs_per_step": 1},
+    # 64 px, 3 steps of 1 epoch per size: ~40 min on a quiet 2-core CPU (estimate, not run)
+    "medium": {"image_size": 64, "ancestor_epochs": 3, "steps": 3, "epochs_per_step": 1},
+    # closer to the evolve presets (112 px); hours on 2 cores
+    "full": {"image_size": 112, "ancestor_epochs": 6, "steps": 8, "epochs_per_step": 1},
+    # seconds: the tests' scale (use with a small --data such as cifar10-mini)
+    "smoke": {"image_size": 32, "ancestor_epochs": 1, "steps": 2, "epochs_per_step": 1},
+}
+TRAIN = {"lr": 0.01, "crop_scale": 0.5, "distill_weight": 0.5, "batch_size": 64}
+ROUND_TO, MIN_FILTERS = 8, 4
+
+
+# -- the three ways to a smaller net (pure functions of a trained parent and a parameter budget) -----------
+
+def widths_params(num_classes: int, widths: dict) -> int:
+    from host.genome import Genome
+    return Genome.from_layer_widths(num_classes, widths).params
+
+
+def uniform_kept(parent, share: float, round_to: int = ROUND_TO, min_filters: int = MIN_FILTERS) -> dict:
+    """Every layer keeps share x width of its filters, rounded to the nearest multiple of ``round_to`` (as
+    MobileNet's width multiplier rounds; ceil would move every layer at once at the same shares), at least
+    ``min_filters`` and ``round_to``; the strongest ones (sum |w|)."""
+    from host.surgery import cluster_strengths
+    kept = {}
+    for name, strengths in cluster_strengths(parent).items():
+        width = len(strengths)
+        count = int(round(share * width / round_to)) * round_to if round_to > 1 else int(round(share * width))
+        count = min(width, max(count, min_filters, round_to))
+        kept[name] = np.sort(np.argsort(-strengths, kind="stable")[:count])
+    return kept
+
+
+def bisect_largest(fits, low: float = 0.0, high: float = 1.0, iterations: int = 20) -> float:
+    """The largest x in [low, high] with fits(x) true (fits is monotone: true below a threshold)."""
+    if fits(high):
+        return high
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def uniform_shrink(parent, target_params: int, round_to: int = ROUND_TO, min_filters: int = MIN_FILTERS):
+    """(b) The same share of every layer, strongest filters kept, as large as fits ``target_params``."""
+    from host.surgery import inherit
+    classes = parent.genome.num_classes
+
+    def params(share: float) -> int:
+        return widths_params(classes, {k: len(v) for k, v in uniform_kept(parent, share, round_to, min_filters).items()})
+
+    share = bisect_largest(lambda s: params(s) <= target_params)
+    return inherit(parent.cpu(), uniform_kept(parent, share, round_to, min_filters))
+
+
+def evolution_shrink(parent, target_params: int, seed: int, image_size: int, round_to: int = ROUND_TO,
+                     min_filters: int = MIN_FILTERS, draws: int = 16):
+    """(c) One generation of the heredity model with R = target / parent; the first draw that fits
+    (the expectation is R x the parent; a single draw varies by a few %), else the smallest drawn."""
+    from host.surgery import cluster_strengths, inherit
+    from host.synthesis import sample_offspring, solve_lambda
+    from host.train import derive_seed
+    strengths = cluster_strengths(parent)
+    classes = parent.genome.num_classes
+    env_factor = min(1.0, target_params / parent.genome.params)
+    lam = solve_lambda(strengths, classes, env_factor, kind="params", image_size=image_size,
+                       min_filters=min_filters, round_to=round_to)
+    smallest = None
+    for draw in range(draws):
+        rng = np.random.default_rng(derive_seed(seed, draw, 12345))
+        kept = sample_offspring(strengths, lam, rng, min_filters=min_filters, round_to=round_to)
+        params = widths_params(classes, {k: len(v) for k, v in kept.items()})
+        if params <= target_params:
+            return inherit(parent.cpu(), kept)
+        if smallest is None or params < smallest[0]:
+            smallest = (params, kept)
+    return inherit(parent.cpu(), smallest[1])
+
+
+def as_squeezenet(pruned, num_classes: int, dropout: float):
+    """A host.model.SqueezeNet (genome and all) with the weights of a net whose convs were cut in place."""
+    from host.genome import Genome
+    from host.model import SqueezeNet
+    widths = {name: conv.out_channels for name, conv in pruned.named_layers().items() if name != "conv10"}
+    model = SqueezeNet(Genome.from_layer_widths(num_classes, widths), dropout=dropout)
+    model.load_state_dict(pruned.state_dict())
+    return model
+
+
+def torch_pruning_shrink(parent, target_params: int, image_size: int, round_to: int = ROUND_TO):
+    """(a) Torch-Pruning, L1 magnitude, the same ratio in every layer, as large as fits ``target_params``."""
+    import torch
+    try:
+        import torch_pruning as tp
+    except ImportError as error:
+        raise SystemExit("torch-pruning is not installed: pip install 'squishednets[bench]'") from error
+    classes, dropout = parent.genome.num_classes, parent.classifier[0].p
+    example = torch.zeros(1, 3, image_size, image_size)
+
+    def prune(ratio: float):
+        model = copy.deepcopy(parent).cpu().eval()
+        if ratio > 0:
+            pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                          pruning_ratio=ratio, ignored_layers=[model.conv10], round_to=round_to)
+            pruner.step()
+        return as_squeezenet(model, classes, dropout)
+
+    # params against the ratio is a staircase (round_to, coupled groups), and every trial traces the graph
+    # (seconds here): start near the uniform share that fits, then step the ratio up until the pruned net fits
+    share = bisect_largest(lambda x: widths_params(classes, {k: len(v) for k, v in uniform_kept(
+        parent, x, round_to).items()}) <= target_params)
+    best = None
+    for ratio in np.clip(1.0 - share + np.arange(-0.06, 0.96, 0.015), 0.0, 0.97):
+        candidate = prune(float(ratio))
+        if candidate.genome.params <= target_params:
+            if best is not None and best.genome.params >= candidate.genome.params:
+                break  # past the best fit: the next ones are only smaller
+            best = candidate
+    return best if best is not None else prune(0.97)
+
+
+def shrink(method: str, parent, target_params: int, image_size: int, seed: int):
+    if method == "torch-pruning":
+        return torch_pruning_shrink(parent, target_params, image_size)
+    if method == "uniform":
+        return uniform_shrink(parent, target_params)
+    if method == "evolution":
+        return evolution_shrink(parent, target_params, seed, image_size)
+    raise ValueError(method)
+
+
+def step_targets(start_params: int, target_params: int, steps: int) -> list[int]:
+    """Geometric steps from ``start_params`` down to ``target_params`` (the last is the target itself)."""
+    ratio = target_params / start_params
+    return [int(start_params * ratio ** ((k + 1) / steps)) for k in range(steps - 1)] + [int(target_params)]
+
+
+# -- training, export, measurement (the same for every method) ----------------------------------------------
+
+def train(model, teacher, data, epochs: int, seed: int, desc: str, bar=None):
+    import torch
+    from host.train import TrainSettings, make_optimizer, steps_per_epoch, train_one_epoch
+    cpu = torch.device("cpu")
+    settings = TrainSettings(epochs=epochs, batch_size=TRAIN["batch_size"], lr=TRAIN["lr"],
+                             crop_scale=TRAIN["crop_scale"],
+                             distill_weight=TRAIN["distill_weight"] if teacher is not None else 0.0)
+    model = model.to(cpu).to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher = copy.deepcopy(teacher).to(cpu).to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(model, settings, epochs * steps_per_epoch(len(data.train), settings.batch_size))
+    for epoch in range(epochs):
+        train_one_epoch(model, data.train, data.spec, optimizer, scheduler, settings, seed + epoch, cpu, teacher,
+                        desc=f"{desc} epoch {epoch + 1}/{epochs}")
+        if bar is not None:
+            bar.update(1)
+    return model.to(memory_format=torch.contiguous_format)
+
+
+def save_model(model, path: Path, extra: dict) -> None:
+    from host.evolve import atomic_torch_save
+    atomic_torch_save({"genome": model.genome.to_dict(), "model": model.state_dict(),
+                       "dropout": model.classifier[0].p, **extra}, path)
+
+
+def load_model(path: Path):
+    import torch
+    from host.evolve import load_weights
+    return load_weights(path, "cpu"), torch.load(path, map_location="cpu", weights_only=False)
+
+
+class Data:
+    def __init__(self, root: str, image_size: int, cache: Path, seed: int = 0, val_fraction: float = 0.1):
+        from device.preprocess import PreprocessSpec
+        from host.data import cache_split, scan_folder
+        split = scan_folder(root, val_fraction, seed)
+        self.spec = PreprocessSpec.square(image_size)
+        self.labels = split.labels
+        self.train = cache_split(split.train, self.spec, cache, "train")
+        self.val = cache_split(split.val, self.spec, cache, "val")
+
+
+def top1(model, data) -> float:
+    import torch
+    from host.train import evaluate
+    return evaluate(model, data.val, data.spec, torch.device("cpu"))["top1"]
+
+
+def export(model, folder: Path, data, label: str) -> Path:
+    from host.evolve import parity_images
+    from host.export import export_generation
+    export_generation(model.cpu().eval(), folder, spec=data.spec, labels=data.labels, generation=0,
+                      parity_images=parity_images(data), extra_card={"peer": label})
+    return folder / "model.onnx"
+
+
+def ort_speed(path: Path, seconds: float) -> dict:
+    from device.bench import bench_model
+    result = bench_model(str(path), backend="onnxruntime", precision="fp32", batches=(1, 8), seconds=seconds)
+    return {r["batch"]: r["throughput_ips"] for r in result["results"]}
+
+
+def against_ancestor(ancestor: Path, model: Path, rounds: int = 2, seconds: float = 1.5) -> dict:
+    """Ancestor and model alternately, batch 1 and 8: medians of the absolute speeds and of the per-round ratios."""
+    mine, theirs = [], []
+    for _ in range(rounds):
+        theirs.append(ort_speed(ancestor, seconds))
+        mine.append(ort_speed(model, seconds))
+    out = {}
+    for batch in (1, 8):
+        out[f"b{batch}_ips"] = float(np.median([m[batch] for m in mine]))
+        out[f"b{batch}_vs_ancestor"] = float(np.median([m[batch] / t[batch] for m, t in zip(mine, theirs)]))
+    return out
+
+
+# -- the comparison ---------------------------------------------------------------------------------------
+
+def ancestor_model(data, scale: dict, pretrained: str, folder: Path, seed: int, bar):
+    """Trained once, then reused by every method and every rerun (keyed by its settings)."""
+    import torch
+    from host.genome import Genome
+    from host.model import SqueezeNet, load_pretrained
+    from host.train import derive_seed
+    path = folder / "ancestor.pt"
+    key = {"image_size": scale["image_size"], "epochs": scale["ancestor_epochs"], "seed": seed, **TRAIN}
+    if path.is_file():
+        model, state = load_model(path)
+        if state.get("key") == key:
+            bar.update(scale["ancestor_epochs"])
+            return model, state["top1"], state["train_seconds"]
+    model = SqueezeNet(Genome.squeezenet1_1(len(data.labels)))
+    torch.manual_seed(derive_seed(seed, 0, 0, 999))
+    model.reset_parameters()
+    load_pretrained(model, pretrained)
+    start = time.time()
+    model = train(model, None, data, scale["ancestor_epochs"], derive_seed(seed, 0), "ancestor", bar)
+    seconds = time.time() - start
+    score = top1(model, data)
+    save_model(model, path, {"key": key, "top1": score, "train_seconds": seconds})
+    return model, score, seconds
+
+
+def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int, bar) -> list[dict]:
+    """The method from the ancestor to each size in turn; per size: model, top-1, size, MACs, epochs."""
+    from host.train import derive_seed
+    parent, rows = ancestor, []
+    for size_index, size_mb in enumerate(SIZES_MB):
+        target = int(size_mb * 1e6 / 4)
+        for step, step_target in enumerate(step_targets(parent.genome.params, target, scale["steps"])):
+            path = folder / f"{method}-{size_mb:.2f}-step{step}.pt"
+            if path.is_file():
+                child, _ = load_model(path)
+                bar.update(scale["epochs_per_step"])
+            else:
+                child = shrink(method, parent, step_target, scale["image_size"], derive_seed(seed, size_index, step))
+                child = train(child, parent, data, scale["epochs_per_step"], derive_seed(seed, size_index, step, 7),
+                              f"{method} {size_mb:.2f} MB step {step + 1}/{scale['steps']}", bar)
+                save_model(child, path, {})
+            parent = child
+        rows.append({"method": method, "target_mb": size_mb, "model": parent, "top1": top1(parent, data),
+                     "params": parent.genome.params, "size_mb": parent.genome.size_bytes / 1e6,
+                     "macs_m": parent.genome.macs(scale["image_size"]) / 1e6,
+                     "epochs": (size_index + 1) * scale["steps"] * scale["epochs_per_step"]})
+    return rows
+
+
+def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    colours = {"torch-pruning": "tab:orange", "uniform": "tab:green", "evolution": "tab:blue"}
+    for key, axis, label in (("size_mb", axes[0], "size, MB (fp32 weights)"),
+                             ("b1_vs_ancestor", axes[1], "ONNX Runtime CPU batch-1 speed vs ancestor (x)")):
+        if any(key not in r for r in rows):
+            axis.set_visible(False)
+            continue
+        for method in METHODS:
+            mine = [r for r in rows if r["method"] == method]
+            axis.plot([ancestor[key]] + [r[key] for r in mine], [100 * ancestor["top1"]] + [100 * r["top1"] for r in mine],
+                      "o-", color=colours[method], label=method)
+        axis.plot([ancestor[key]], [100 * ancestor["top1"]], "k*", markersize=12, label="ancestor")
+        axis.set_xlabel(label)
+        axis.set_ylabel("top-1 on the held-out split, %")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[0].invert_xaxis()
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def markdown(rows: list[dict], ancestor: dict) -> str:
+    lines = ["| model | target | top-1 % | params | MB | MACs (M) | epochs after the ancestor | ORT b1 img/s | b1 vs ancestor | "
+             "ORT b8 img/s | b8 vs ancestor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in [ancestor] + rows:
+        target = "-" if r["target_mb"] is None else f"<= {r['target_mb']} MB"
+        lines.append(f"| {r['method']} | {target} | "
+                     f"{100 * r['top1']:.1f} | {r['params']:,} | {r['size_mb']:.3f} | {r['macs_m']:.1f} | {r['epochs']} | "
+                     f"{r.get('b1_ips', 0):.0f} | {r.get('b1_vs_ancestor', 1.0):.2f}x | {r.get('b8_ips', 0):.0f} | "
+                     f"{r.get('b8_vs_ancestor', 1.0):.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--data", default=str(SHARED / "datasets" / "imagenette"))
+    parser.add_argument("--pretrained", default=str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"))
+    parser.add_argument("--out", default=None, help="folder (default runs/peers/SCALE)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--no-speed", action="store_true", help="skip the ONNX Runtime measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        print(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+    scale = SCALES[args.scale]
+    folder = Path(args.out or PROJECT / "runs" / "peers" / args.scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = Data(args.data, scale["image_size"], folder / "cache", args.seed)
+    total = scale["ancestor_epochs"] + len(methods) * len(SIZES_MB) * scale["steps"] * scale["epochs_per_step"]
+    bar = tqdm(total=total, desc="peers (epochs)", unit="epoch", dynamic_ncols=True)
+    ancestor, ancestor_top1, ancestor_seconds = ancestor_model(data, scale, args.pretrained, folder, args.seed, bar)
+    rows = []
+    for method in methods:
+        rows += run_method(method, ancestor, data, scale, folder, args.seed, bar)
+    bar.close()
+    base = {"method": "ancestor", "target_mb": None, "top1": ancestor_top1, "params": ancestor.genome.params,
+            "size_mb": ancestor.genome.size_bytes / 1e6, "macs_m": ancestor.genome.macs(scale["image_size"]) / 1e6,
+            "epochs": 0, "train_seconds": ancestor_seconds}
+    if not args.no_speed:
+        ancestor_onnx = export(ancestor, folder / "ancestor", data, "ancestor")
+        base.update(against_ancestor(ancestor_onnx, ancestor_onnx))
+        for r in tqdm(rows, desc="ONNX Runtime, alternating with the ancestor", unit="model"):
+            onnx_path = export(r["model"], folder / f"{r['method']}-{r['target_mb']:.2f}", data, r["method"])
+            r.update(against_ancestor(ancestor_onnx, onnx_path))
+    for r in rows:
+        del r["model"]
+    machine = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model_name = next((line.split(":", 1)[1].strip() for line in machine.splitlines() if line.startswith("Model name")),
+                      platform.processor() or "CPU")
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "machine": f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
+                         f"cores, {model_name}", "scale": {**scale, **TRAIN, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
+              "seconds": time.time() - started, "ancestor": base, "rows": rows}
+    (folder / "peers.json").write_text(json.dumps(result, indent=2))
+    plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")
+    print(markdown(rows, base))
+    print(f"took {result['seconds']:.0f} s; {folder / 'peers.json'}, {folder / 'peers.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""bench/peers.py's three ways to a smaller net, on an untrained SqueezeNet v1.1 (10 classes, 32 px): each
+gives a host SqueezeNet within the parameter budget, near it (not needlessly small), whose fire concat is
+consistent (it runs), and that exports through host/export.py and runs in ONNX Runtime like torch."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from device.preprocess import PreprocessSpec
+from host.export import export_generation
+from host.genome import Genome
+from host.model import SqueezeNet
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "peers.py"
+
+
+def peers():
+    spec = importlib.util.spec_from_file_location("peers", str(BENCH))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ancestor():
+    torch.manual_seed(0)
+    return SqueezeNet(Genome.squeezenet1_1(10)).eval()
+
+
+def check(model, target, tmp_path):
+    assert isinstance(model, SqueezeNet)
+    assert model.genome.params <= target
+    assert model.genome.params >= 0.8 * target  # spends the budget
+    images = torch.randn(2, 3, 32, 32)
+    assert model.eval()(images).shape == (2, 10)
+    card = export_generation(model, tmp_path, spec=PreprocessSpec.square(32), labels=[str(i) for i in range(10)],
+                             generation=0, parity_images=images.numpy())  # raises if ORT and torch disagree
+    assert card["params"] == model.genome.params and (tmp_path / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("method", ["uniform", "evolution"])
+def test_uniform_and_evolution_meet_the_budget_and_export(method, tmp_path):
+    module = peers()
+    parent = ancestor()
+    target = int(0.95e6 / 4)
+    check(module.shrink(method, parent, target, 32, seed=0), target, tmp_path)
+
+
+def test_torch_pruning_meets_the_budget_and_export(tmp_path):
+    pytest.importorskip("torch_pruning", reason="torch-pruning is a bench extra: pip install 'squishednets[bench]'")
+    module = peers()
+    target = int(0.95e6 / 4)
+    pruned = module.shrink("torch-pruning", ancestor(), target, 32, seed=0)
+    check(pruned, target, tmp_path)
+    # L1: in every layer that was cut, the kept filters are the strongest of the parent's (same ratio everywhere)
+    widths = pruned.genome.layer_widths()
+    assert widths["conv1"] < 64 and widths["fire9.expand3x3"] < 256
+
+
+def test_uniform_keeps_the_strongest_filters_in_every_layer():
+    module = peers()
+    parent = ancestor()
+    kept = module.uniform_kept(parent, 0.5)
+    from host.surgery import cluster_strengths
+    for name, strengths in cluster_strengths(parent).items():
+        weakest_kept = strengths[kept[name]].min()
+        dropped = np.setdiff1d(np.arange(len(strengths)), kept[name])
+        assert len(dropped) == 0 or strengths[dropped].max() <= weakest_kept
+        assert len(kept[name]) % 8 == 0 or len(kept[name]) == len(strengths)
+
+
+def test_step_targets_are_geometric_and_end_on_the_target():
+    targets = peers().step_targets(800, 100, 3)
+    assert targets == [400, 200, 100]
