@@ -221,7 +221,7 @@ def load_model(path: Path):
 
 class Data:
     def __init__(self, root: str, image_size: int, cache: Path, seed: int = 0, val_fraction: float = 0.1):
-        from device.preprocess import PreprocessSpec
+        from contract.preprocess import PreprocessSpec
         from host.data import cache_split, scan_folder
         split = scan_folder(root, val_fraction, seed)
         self.spec = PreprocessSpec.square(image_size)
@@ -290,8 +290,10 @@ def ancestor_model(data, scale: dict, pretrained: str, folder: Path, seed: int, 
     return model, score, seconds
 
 
-def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int, bar) -> list[dict]:
-    """The method from the ancestor to each size in turn; per size: model, top-1, size, MACs, epochs."""
+def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int, bar,
+               teacher: str = "parent") -> list[dict]:
+    """The method from the ancestor to each size in turn; per size: model, top-1, size, MACs, epochs.
+    ``teacher``: distil from the previous step's model ("parent") or from the ancestor ("ancestor")."""
     from host.train import derive_seed
     parent, rows = ancestor, []
     for size_index, size_mb in enumerate(SIZES_MB):
@@ -303,7 +305,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                 bar.update(scale["epochs_per_step"])
             else:
                 child = shrink(method, parent, step_target, scale["image_size"], derive_seed(seed, size_index, step))
-                child = train(child, parent, data, scale["epochs_per_step"], derive_seed(seed, size_index, step, 7),
+                mentor = ancestor if teacher == "ancestor" else parent
+                child = train(child, mentor, data, scale["epochs_per_step"], derive_seed(seed, size_index, step, 7),
                               f"{method} {size_mb:.2f} MB step {step + 1}/{scale['steps']}", bar)
                 save_model(child, path, {})
             parent = child
@@ -361,6 +364,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder (default runs/peers/SCALE)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--no-speed", action="store_true", help="skip the ONNX Runtime measurement")
+    parser.add_argument("--teacher", choices=("parent", "ancestor"), default="parent",
+                        help="distil from the previous step's model (default) or from the ancestor (the lever ablation)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -379,7 +384,7 @@ def main(argv=None) -> int:
     ancestor, ancestor_top1, ancestor_seconds = ancestor_model(data, scale, args.pretrained, folder, args.seed, bar)
     rows = []
     for method in methods:
-        rows += run_method(method, ancestor, data, scale, folder, args.seed, bar)
+        rows += run_method(method, ancestor, data, scale, folder, args.seed, bar, args.teacher)
     bar.close()
     base = {"method": "ancestor", "target_mb": None, "top1": ancestor_top1, "params": ancestor.genome.params,
             "size_mb": ancestor.genome.size_bytes / 1e6, "macs_m": ancestor.genome.macs(scale["image_size"]) / 1e6,
@@ -399,7 +404,7 @@ def main(argv=None) -> int:
               "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
                          f"cores, {model_name}", "scale": {**scale, **TRAIN, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
-              "seconds": time.time() - started, "ancestor": base, "rows": rows}
+              "teacher": args.teacher, "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")
     print(markdown(rows, base))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from device.preprocess import PreprocessSpec
+from contract.preprocess import PreprocessSpec
 from host.export import export_generation
 from host.genome import Genome
 from host.model import SqueezeNet
