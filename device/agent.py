@@ -3,7 +3,7 @@
 the figures, tagged with the platform, through the on-disk report spool.
 
     device-agent --follow http://HOST:8700 --token-file F [--device-id ID] [--backend auto|onnxruntime|tensorrt]
-                 [--precision fp32|fp16|int8] [--batch 1[,8]] [--seconds S] [--interval S] [--once]
+                 [--precision fp32|fp16|int8 [--calibration DIR]] [--batch 1[,8]] [--seconds S] [--interval S] [--once]
                  [--max-generations N] [--cache-dir D]
 
 A generation is benchmarked once per (sha256, backend, precision): the agent remembers what it did in
@@ -22,8 +22,9 @@ import signal
 import sys
 import threading
 
-from contract.errors import ContractError
+from contract.errors import ContractError, DeviceError
 from device.agent_follow import DEFAULT_INTERVAL_S, Agent, base_url
+from device.engine_options import add_engine_options, engine_options
 
 TOKEN_ENV = "SQUISHEDNETS_TOKEN"
 
@@ -46,9 +47,6 @@ def get_args_parser():
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--token", default=None, help="host-serve's bearer token (also ${})".format(TOKEN_ENV))
     token.add_argument("--token-file", default=None, help="file whose first line is the token")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"),
-                        help="default auto: TensorRT where it is usable, else ONNX Runtime")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="default fp32")
     parser.add_argument("--batch", default="1", help="batch sizes, e.g. 1 or 1,8 (1 is always measured; default 1)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per batch size (default 3)")
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")
@@ -56,13 +54,10 @@ def get_args_parser():
                         help="seconds between polls of host-serve (default %(default)s)")
     parser.add_argument("--once", action="store_true", help="measure what is listed now, deliver, exit")
     parser.add_argument("--max-generations", type=int, default=None, help="stop after measuring N generations")
-    parser.add_argument("--cache-dir", default=None,
-                        help="models, engines, state and spooled reports (default $SQUISHEDNETS_CACHE or "
-                             "~/.cache/squishednets)")
     parser.add_argument("--spool-dir", default=None, help="spooled reports (default CACHE_DIR/reports)")
     parser.add_argument("--report-to", default=None, metavar="URL", help="where reports go (default the --follow URL)")
-    parser.add_argument("--workspace-mb", type=int, default=None, help="TensorRT builder workspace (default 256)")
-    parser.add_argument("--calibration", default=None, help="image folder for INT8 calibration (TensorRT)")
+    add_engine_options(parser, cache_help="models, engines, state and spooled reports (default $SQUISHEDNETS_CACHE "
+                                          "or ~/.cache/squishednets)")
     return parser
 
 
@@ -103,11 +98,11 @@ def main(argv=None):
     try:
         args = get_args_parser().parse_args(argv)
         batches, token = _checked(args)
-        options = {}
-        if args.workspace_mb is not None:
-            options["workspace_mb"] = args.workspace_mb
-        if args.calibration is not None:
-            options["calibration_dir"] = args.calibration
+        options = engine_options(args)
+        if args.precision == "int8" and args.calibration is None and args.backend != "onnxruntime":
+            raise DeviceError("--precision int8: every new generation is calibrated afresh for TensorRT; add "
+                              "--calibration DIR (a folder of images like those the models classify, e.g. the "
+                              "training images), or use --precision fp16 (no calibration)")
         agent = Agent(args.follow, token, args.device_id, args.backend, args.precision, batches, args.seconds,
                       args.warmup, args.cache_dir, args.spool_dir, args.report_to, options=options)
     except (_UsageError, ContractError) as error:

@@ -15,10 +15,10 @@ import time
 import numpy as np
 
 from contract.errors import ContractError, DeviceError
+from device.engine_options import add_engine_options, engine_options
 
 MIN_RUNS = 10
 MAX_BATCH = 1024  # ONNX Runtime on a desktop copes; a Jetson runs out of memory far earlier
-MAX_WORKSPACE_MB = 65536
 
 
 def _percentiles(seconds):
@@ -139,16 +139,12 @@ def check_times(seconds, warmup):
 def get_args_parser():
     parser = argparse.ArgumentParser(prog="device-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model.onnx path or host-serve URL (#sha256=<hex> optional)")
-    parser.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt (default auto)")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (default fp32)")
     parser.add_argument("--batch", default="1", help="batch size or a list, e.g. 1,8 (default 1)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed duration per batch size (default 3)")
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")
-    parser.add_argument("--cache-dir", default=None, help="models and engines cache (default ~/.cache/squishednets)")
-    parser.add_argument("--workspace-mb", type=int, default=None, help="TensorRT builder workspace (default 256)")
-    parser.add_argument("--calibration", default=None, help="image folder for INT8 calibration (TensorRT)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    add_engine_options(parser)
     return parser
 
 
@@ -169,16 +165,9 @@ def _summary_lines(report):
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
-    options = {}
-    if args.workspace_mb is not None:
-        options["workspace_mb"] = args.workspace_mb
-    if args.calibration is not None:
-        options["calibration_dir"] = args.calibration
     try:
+        options = engine_options(args)
         check_times(args.seconds, args.warmup)
-        if args.workspace_mb is not None and not 16 <= args.workspace_mb <= MAX_WORKSPACE_MB:
-            raise DeviceError("--workspace-mb {} must be between 16 and {} (TensorRT builder scratch memory)".format(
-                args.workspace_mb, MAX_WORKSPACE_MB))
         batches = parse_batches(args.batch)
         report = bench_model(args.model, args.backend, args.precision, batches, args.seconds,
                              args.warmup, args.cache_dir, log, **options)

@@ -1,7 +1,8 @@
 """device-serve: classify a live source with a generation's model, show it, measure it, report it.
 
     device-serve --model PATH|URL [--source SRC | --camera [ID|csi://N]] [--backend auto|onnxruntime|tensorrt]
-                 [--precision fp32|fp16|int8] [--http [HOST:]PORT] [--report-to URL] [--token T]
+                 [--precision fp32|fp16|int8 [--calibration DIR]]
+                 [--workspace-mb MB] [--cache-dir DIR] [--http [HOST:]PORT] [--report-to URL] [--token T]
                  [--frames N] [--duration S] [--headless] [--stats-json PATH] [--[no-]realtime]
 
 SRC: a video file, an image folder, rtsp://..., /dev/videoN, csi://N, a camera index, or synthetic.
@@ -22,6 +23,7 @@ import signal
 import sys
 
 from contract.errors import ContractError, DeviceError
+from device.engine_options import add_engine_options, engine_options
 from device.sources import SOURCE_HELP
 
 EXIT_BAD_INPUT = 2
@@ -44,9 +46,6 @@ def get_args_parser():
                         help="decode a video file as fast as it goes (the default otherwise: benchmarks)")
     parser.add_argument("--codec", default="h264", choices=("h264", "h265"),
                         help="an rtsp:// source's video codec: picks the depayloader and decoder (default %(default)s)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    parser.add_argument("--cache-dir", help="where engines and downloaded models are kept")
     parser.add_argument("--http", metavar="[HOST:]PORT",
                         help="serve the live page (MJPEG, top-5, fps, latency, memory), /stats and /metrics; "
                              "a bare port binds to loopback, 0.0.0.0:PORT shares it on the network")
@@ -72,6 +71,7 @@ def get_args_parser():
                                                                        "%(default)s)")
     parser.add_argument("--device-id", help="this device's name in the reports (default: hostname + random "
                                             "suffix, kept in the spool folder)")
+    add_engine_options(parser)
     return parser
 
 
@@ -89,6 +89,7 @@ def _in_range(flag, value, low, high, what, low_open=False):
 
 
 def check_args(args):
+    engine_options(args)
     _in_range("--frames", args.frames, 1, 10 ** 12, "frames to classify")
     _in_range("--duration", args.duration, 0, 10 * 365 * 86400, "seconds; leave it out to run until stopped",
               low_open=True)
@@ -171,7 +172,7 @@ def serve(args, log=print, stopper=None):
     from device.machine import platform_info
     from device.telemetry import Telemetry
 
-    check_args(args)
+    check_args(args)  # the engine options too (device.engine_options)
     source_text = args.source if args.source is not None else args.camera
     if args.camera is not None and not (args.camera.isdigit() or args.camera.startswith(("csi://", "/dev/video"))):
         raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN or csi://N".format(args.camera))
@@ -195,7 +196,7 @@ def serve(args, log=print, stopper=None):
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
         from device.backends import open_backend
         backend = open_backend(model_path, backend=args.backend, precision=args.precision, max_batch=1,
-                               cache_dir=args.cache_dir, log=log)
+                               cache_dir=args.cache_dir, log=log, **engine_options(args))
         try:
             log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
                 os.path.basename(model_path), source.describe(), backend.name, backend.precision,

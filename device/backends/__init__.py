@@ -45,6 +45,9 @@ def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cach
     cache_dir = cache_dir or default_cache_dir()
     info = ModelInfo.from_onnx(resolve_model(model_path, cache_dir=cache_dir, expected_sha256=expected_sha256))
     if name == "tensorrt":
+        if precision == "int8":
+            from device.engine_options import require_calibration
+            require_calibration(info, cache_dir, options.get("calibration_dir"))
         from device.backends.tensorrt_backend import TensorRTBackend
         allowed = ("workspace_mb", "opt_batch", "calibration_dir", "device_index")
         _check_options(options, allowed, name)
