@@ -42,12 +42,6 @@ class CalibrationSet(object):
         self.files = files
         self.skipped = []
 
-    @classmethod
-    def for_model(cls, model_path, folder, batch_size=8, max_images=512):
-        """The set for an ONNX model, with the preprocessing read from its metadata."""
-        from contract.model_info import ModelInfo
-        return cls(folder, ModelInfo.from_onnx(model_path).spec, batch_size, max_images)
-
     def signature(self):
         """sha256 of what makes the set: file names (relative) and sizes, the spec and the batch size."""
         digest = hashlib.sha256()

@@ -50,10 +50,6 @@ class ModelInfo(object):
     def num_classes(self):
         return len(self.labels)
 
-    @property
-    def dynamic_batch(self):
-        return self.input_shape[0] is None
-
     def to_dict(self):
         return {"path": self.path, "sha256": self.sha256, "input_name": self.input_name,
                 "input_shape": list(self.input_shape), "input_dtype": self.input_dtype,

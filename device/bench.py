@@ -3,8 +3,9 @@
 Like trtexec: a warm-up (200 ms) then a timed run (>= 3 s by default, and at least 10 runs), per batch size;
 throughput and latency p50/p95/p99 with host-device copies (``infer``: what a caller gets) and network-only
 (input already on the device; the same figure on a CPU, where there are no copies). Every result carries the
-backend, precision and versions it was measured with. ``benchmark()`` is the library entry (host-evolve
-calls it to measure generations); ``main()`` is the console script.
+backend, precision and versions it was measured with. ``bench_model()`` is the library entry (it opens the
+model once per engine profile and calls ``benchmark()`` per batch size; host/latency.py and device-agent call
+it); ``main()`` is the console script.
 """
 import argparse
 import json

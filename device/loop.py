@@ -1,6 +1,6 @@
 """The serve loop: capture -> preprocess -> infer -> top-k -> overlay -> output, pipelined.
 
-Three stages run at once, joined by queues two frames deep (one would overlap; two absorb jitter):
+Four threads run at once, joined by queues two frames deep (one would overlap; two absorb jitter):
 
     reader thread      (device/sources.py)   grabs frames (live: newest only; files: lock-step)
     preprocess thread                         resize + normalise frame n+1 while frame n is inferred

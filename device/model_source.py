@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 
 from contract.errors import DeviceError
@@ -188,16 +187,3 @@ def list_generations(base_url, timeout=TIMEOUT_S):
             if entry.get("sha256"):
                 entry[MODEL_URL_KEY] = urldefrag(entry[MODEL_URL_KEY])[0] + "#sha256=" + entry["sha256"]
     return generations
-
-
-def copy_into_cache(path, cache_dir=None):
-    """Put a local model into the cache under its digest (for devices that receive files by hand)."""
-    folder = os.path.join(cache_dir or default_cache_dir(), "models")
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    final = os.path.join(folder, sha256_of_file(path) + ".onnx")
-    if not os.path.exists(final):
-        partial = final + ".partial"
-        shutil.copyfile(path, partial)
-        os.rename(partial, final)
-    return final

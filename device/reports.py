@@ -192,10 +192,6 @@ class ReportSpool(object):
         except OSError:
             pass
 
-    @property
-    def full(self):
-        return len(self.pending()) >= self.limit
-
 
 def _sequence_of(path):
     match = re.search(r"report-(\d+)\.json$", path)
@@ -273,7 +269,7 @@ class Reporter(object):
     def status(self):
         return {"report_to": self.url, "reports_delivered": self.delivered, "reports_waiting": len(self.spool.pending()),
                 "reports_evicted": self.spool.evicted, "reports_rejected": self.rejected,
-                "report_error": self.last_error, "device_id": self.spool.device_id}
+                "report_failed_attempts": self.failed_attempts, "report_error": self.last_error, "device_id": self.spool.device_id}
 
     def _run(self):
         backoff = 0.0

@@ -120,8 +120,6 @@ class Telemetry(object):
         self.total = LatencyMeter()  # capture -> output done, per frame (end-to-end latency)
         self.rate = RateMeter()
         self.dropped = 0
-        self.skipped = 0
-        self.gaps = 0
         self.first_frame_at = None  # time.time() of the first classified frame
         self.started_at = time.time()
         self.process_started_at = process_started_at()

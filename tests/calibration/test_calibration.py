@@ -30,7 +30,7 @@ def folder(tmp_path):
 
 
 def test_set_uses_the_models_preprocessing_and_fixed_batches(folder):
-    dataset = CalibrationSet.for_model(tiny_onnx(), str(folder), batch_size=4)
+    dataset = CalibrationSet(str(folder), ModelInfo.from_onnx(tiny_onnx()).spec, batch_size=4)
     assert dataset.spec == ModelInfo.from_onnx(tiny_onnx()).spec and len(dataset.files) == 11
     batches = list(dataset.batches())
     assert [b.shape for b in batches] == [(4, 3, SIZE, SIZE)] * 3 and batches[0].dtype == np.float32
@@ -56,7 +56,7 @@ def test_bad_folders(tmp_path):
 
 
 def test_feed_gives_pointers_until_done_and_keeps_the_cache(folder, tmp_path):
-    dataset = CalibrationSet.for_model(tiny_onnx(), str(folder), batch_size=4)
+    dataset = CalibrationSet(str(folder), ModelInfo.from_onnx(tiny_onnx()).spec, batch_size=4)
     uploads = []
     cache = str(tmp_path / "cache" / "model.calib")
     feed = CalibrationFeed(dataset, cache, lambda batch: uploads.append(batch.shape) or 4096)
@@ -74,7 +74,7 @@ def test_entropy_calibrator_subclasses_the_tensorrt_base(folder, tmp_path):
     copies = []
     recording_pycuda = types.SimpleNamespace(mem_alloc=lambda nbytes: 8192,
                                              memcpy_htod=lambda pointer, batch: copies.append((pointer, batch.shape)))
-    dataset = CalibrationSet.for_model(tiny_onnx(), str(folder), batch_size=2)
+    dataset = CalibrationSet(str(folder), ModelInfo.from_onnx(tiny_onnx()).spec, batch_size=2)
     calibrator = entropy_calibrator(trt, recording_pycuda, dataset, str(tmp_path / "c.cache"))
     assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
     assert ("IInt8EntropyCalibrator2.__init__", None) in trt.calls

@@ -64,7 +64,7 @@ def test_spool_is_bounded_says_so_and_keeps_final_reports(tmp_path):
         spool.add("periodic", {})
     kinds = [json.load(open(p))["kind"] for p in spool.pending()]
     assert len(kinds) == 3 and kinds[0] == "final"
-    assert spool.evicted == 2 and spool.full
+    assert spool.evicted == 2 and len(spool.pending()) == spool.limit
     assert len(logged) == 1 and "is full" in logged[0]
 
 
@@ -87,6 +87,8 @@ def test_reports_wait_while_the_host_is_down_then_arrive_in_order(tmp_path):
         spool.add("periodic", {"stats": {"fps": 1.0}})
     assert reporter.flush() is False and len(spool.pending()) == 3
     assert "unreachable" in logged[0]
+    assert reporter.flush() is False and reporter.status()["report_failed_attempts"] == 2
+    assert len(logged) == 1  # the same failure is said once
     recorder = Recorder()
     try:
         reporter.url = recorder.url + "/reports"
