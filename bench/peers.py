@@ -330,9 +330,10 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
             continue
         for method in METHODS:
             mine = [r for r in rows if r["method"] == method]
-            axis.plot([ancestor[key]] + [r[key] for r in mine], [100 * ancestor["top1"]] + [100 * r["top1"] for r in mine],
+            start = 1.0 if key == "b1_vs_ancestor" else ancestor[key]  # the ancestor is 1x by definition
+            axis.plot([start] + [r[key] for r in mine], [100 * ancestor["top1"]] + [100 * r["top1"] for r in mine],
                       "o-", color=colours[method], label=method)
-        axis.plot([ancestor[key]], [100 * ancestor["top1"]], "k*", markersize=12, label="ancestor")
+        axis.plot([1.0 if key == "b1_vs_ancestor" else ancestor[key]], [100 * ancestor["top1"]], "k*", markersize=12, label="ancestor")
         axis.set_xlabel(label)
         axis.set_ylabel("top-1 on the held-out split, %")
         axis.grid(alpha=0.3)
@@ -344,6 +345,10 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def speed(row: dict, key: str, form: str, unit: str = "") -> str:
+    return format(row[key], form) + unit if key in row else "-"  # "-": not measured (--no-speed)
+
+
 def markdown(rows: list[dict], ancestor: dict) -> str:
     lines = ["| model | target | top-1 % | params | MB | MACs (M) | epochs after the ancestor | ORT b1 img/s | b1 vs ancestor | "
              "ORT b8 img/s | b8 vs ancestor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -351,8 +356,8 @@ def markdown(rows: list[dict], ancestor: dict) -> str:
         target = "-" if r["target_mb"] is None else f"<= {r['target_mb']} MB"
         lines.append(f"| {r['method']} | {target} | "
                      f"{100 * r['top1']:.1f} | {r['params']:,} | {r['size_mb']:.3f} | {r['macs_m']:.1f} | {r['epochs']} | "
-                     f"{r.get('b1_ips', 0):.0f} | {r.get('b1_vs_ancestor', 1.0):.2f}x | {r.get('b8_ips', 0):.0f} | "
-                     f"{r.get('b8_vs_ancestor', 1.0):.2f}x |")
+                     f"{speed(r, 'b1_ips', '.0f')} | {speed(r, 'b1_vs_ancestor', '.2f', 'x')} | {speed(r, 'b8_ips', '.0f')} | "
+                     f"{speed(r, 'b8_vs_ancestor', '.2f', 'x')} |")
     return "\n".join(lines)
 
 
