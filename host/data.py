@@ -132,7 +132,10 @@ class CachedImages:
 
 def _decode(path: str, spec: PreprocessSpec) -> np.ndarray | None:
     data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, copes with any file name
-    frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:  # a header claiming more pixels than OpenCV allows (CV_IO_MAX_IMAGE_PIXELS): skipped
+        frame = None
     return None if frame is None else spec.resize_frame(frame)
 
 
