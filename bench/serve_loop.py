@@ -48,7 +48,7 @@ def bare_throughput(model, backend, precision, seconds):
 def serve_run(model, backend, precision, video, seconds, folder):
     stats_path = os.path.join(folder, "serve-stats.json")
     command = [sys.executable, "-m", "device.serve", "--model", model, "--backend", backend, "--precision", precision,
-               "--source", video, "--loop", "--duration", str(seconds), "--status-every", "0",
+               "--source", video, "--loop", "--duration", str(seconds), "--status-every", "0", "--headless",
                "--stats-json", stats_path]
     spawned = time.time()
     done = subprocess.run(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -240,7 +240,12 @@ class ServeLoop(object):
             self.log("device-serve: --display asked for but there is no display (DISPLAY unset); running headless")
             return False
         import cv2
-        cv2.namedWindow(self.window_title, cv2.WINDOW_NORMAL)
+        try:
+            cv2.namedWindow(self.window_title, cv2.WINDOW_NORMAL)
+        except cv2.error as error:  # an OpenCV built without a GUI (pip's opencv-python-headless)
+            self.log("device-serve: this OpenCV cannot open a window (built without GUI support, e.g. pip's "
+                     "opencv-python-headless: {}); running headless".format(type(error).__name__))
+            return False
         return True
 
 

@@ -41,7 +41,7 @@ def get_args_parser():
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder again at its end")
     parser.add_argument("--realtime", dest="realtime", action="store_true", default=None,
                         help="play a video file at its own frame rate, as a camera would (the default with --http "
-                             "or --display)")
+                             "or a window)")
     parser.add_argument("--no-realtime", dest="realtime", action="store_false",
                         help="decode a video file as fast as it goes (the default otherwise: benchmarks)")
     parser.add_argument("--codec", default="h264", choices=("h264", "h265"),
@@ -49,8 +49,12 @@ def get_args_parser():
     parser.add_argument("--http", metavar="[HOST:]PORT",
                         help="serve the live page (MJPEG, top-5, fps, latency, memory), /stats and /metrics; "
                              "a bare port binds to loopback, 0.0.0.0:PORT shares it on the network")
-    parser.add_argument("--display", action="store_true", help="show the annotated frames in a window")
-    parser.add_argument("--headless", action="store_true", help="no window; print a status line every second")
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument("--display", action="store_true",
+                        help="insist on a window (the default wherever a display is there, as jetson-inference does)")
+    window.add_argument("--headless", action="store_true",
+                        help="never a window, even where a display is there (jetson-inference's --headless); the "
+                             "console keeps its status line, one every --status-every seconds, not one per frame")
     parser.add_argument("--status-every", type=float, default=1.0, metavar="S",
                         help="seconds between status lines (0: none; default %(default)s)")
     parser.add_argument("--top", type=int, default=5, help="how many classes the page and reports show")
@@ -143,12 +147,25 @@ class StopOnSignal(object):
         return self
 
 
-def realtime_wanted(args):
+def window_wanted(args, available=None):
+    """jetson-inference's rule: the annotated frames go to a window wherever a display is there, unless
+    --headless; --display insists (device-serve says so and runs without one where there is no display)."""
+    if getattr(args, "headless", False):
+        return False
+    if available is None:
+        from device.loop import display_available
+        available = display_available()
+    return bool(available)
+
+
+def realtime_wanted(args, window=None):
     """A video file plays at its own frame rate when asked (--realtime / --no-realtime), else when someone
-    watches it (--http or --display): a live demo; unpaced otherwise, the figures of a benchmark."""
+    watches it (--http or a window): a live demo; unpaced otherwise, the figures of a benchmark."""
     if getattr(args, "realtime", None) is not None:
         return bool(args.realtime)
-    return bool(getattr(args, "http", None) or getattr(args, "display", False))
+    if window is None:
+        window = window_wanted(args) or getattr(args, "display", False)
+    return bool(getattr(args, "http", None) or window)
 
 
 def choose_preprocess(backend, log=print):
@@ -166,7 +183,7 @@ def choose_preprocess(backend, log=print):
 def serve(args, log=print, stopper=None):
     """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict). ``stopper``: a
     :class:`StopOnSignal` to hand the loop to once it exists."""
-    from device.loop import ServeLoop, display_available
+    from device.loop import ServeLoop
     from device.reports import ReportSpool, Reporter
     from device.sources import FrameReader, open_source
     from device.machine import platform_info
@@ -187,6 +204,9 @@ def serve(args, log=print, stopper=None):
     model_path = resolve_model(args.model, cache_dir=args.cache_dir, expected_sha256=args.sha256)
     info = ModelInfo.from_onnx(model_path)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
+    display = window_wanted(args)
+    if args.display and not display:
+        log("device-serve: --display, but there is no display here (DISPLAY unset); running headless")
     source = open_source(source_text, loop=args.loop, log=log, codec=args.codec, realtime=realtime_wanted(args))
     if getattr(source, "fps", None):
         log("device-serve: {} plays at its own {:.3g} fps (--no-realtime: as fast as it decodes)".format(
@@ -227,10 +247,6 @@ def serve(args, log=print, stopper=None):
                 reporter = Reporter(args.report_to, spool,
                                     lambda: _report_body(base_report, _snapshot(telemetry, reader, reporter)),
                                     token=token, interval_s=args.report_every, log=log).start()
-            display = args.display and not args.headless
-            if args.display and not display_available():
-                log("device-serve: no display here (DISPLAY unset); running headless")
-                display = False
             loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
                              top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
                              status_every_s=args.status_every or None, log=log)

@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
+# device-serve opens a window wherever a display is there (as jetson-inference does): never during the tests
+for _name in ("DISPLAY", "WAYLAND_DISPLAY"):
+    os.environ.pop(_name, None)
 SHARED = Path(os.environ.get("SQUISHEDNETS_SHARED", PROJECT.parent / "shared"))
 CIFAR_MINI = SHARED / "datasets" / "cifar10-mini"
 IMAGENETTE = SHARED / "datasets" / "imagenette"

@@ -255,3 +255,39 @@ def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_orde
     assert waiting and sequences == list(range(1, written + 1))  # none lost, none twice, in order
     assert [r["kind"] for r in rows].count("final") == 2
     assert [n for n in os.listdir(str(spool)) if n.startswith("report-")] == []
+
+
+def test_window_follows_jetson_inference_and_headless_never_opens_one():
+    from device.serve import get_args_parser, window_wanted
+    parse = get_args_parser().parse_args
+    base = ["--model", "m", "--source", "synthetic"]
+    assert window_wanted(parse(base), available=True) is True  # a display is there: a window, as imagenet.py
+    assert window_wanted(parse(base + ["--headless"]), available=True) is False
+    assert window_wanted(parse(base), available=False) is False
+    assert window_wanted(parse(base + ["--display"]), available=False) is False  # said in the log, not fatal
+
+
+def test_headless_with_a_display_set_runs_without_a_window_and_one_status_line_a_second(tmp_path):
+    from tests.engines.tiny_onnx import tiny_onnx
+    argv = ("--model", tiny_onnx(), "--source", "synthetic", "--backend", "onnxruntime", "--warmup", "0",
+            "--duration", "2.5", "--stats-json", tmp_path / "stats.json")
+    # DISPLAY names a display that is not there: a window would be tried (and fail) without --headless
+    code, out, err = device_serve(*(argv + ("--headless",)), env={"DISPLAY": ":99"})
+    assert code == 0, err
+    assert "window" not in out + err
+    status = [line for line in out.splitlines() if " frames | " in line]
+    frames = json.loads((tmp_path / "stats.json").read_text())["frames"]
+    assert 1 <= len(status) <= 3 < frames  # one a second, not one a frame
+    import cv2
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":  # pip's headless OpenCV: the window is tried,
+        code, out, err = device_serve(*argv, env={"DISPLAY": ":99"})  # refused, and the run goes on without it
+        assert code == 0, err
+        assert "cannot open a window" in out
+
+
+def test_display_and_headless_together_are_refused(capsys):
+    from device.serve import main
+    with pytest.raises(SystemExit) as stopped:
+        main(["--model", "m", "--source", "synthetic", "--display", "--headless"])
+    assert stopped.value.code == 2 and "not allowed with" in capsys.readouterr().err
