@@ -3,9 +3,6 @@ fetching, benchmarking (ONNX Runtime, 0.3 s) and reporting each generation once,
 import json
 import socket
 import threading
-from pathlib import Path
-
-import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -14,42 +11,16 @@ pytest.importorskip("uvicorn")
 from device import agent_follow  # noqa: E402
 from device.agent import main  # noqa: E402
 from host.lineage import Lineage  # noqa: E402
+from tests.tiny_run import make_tiny_run  # noqa: E402
 
 TOKEN = "agent-test-token-0123456789"
-LABELS = ["cat", "dog", "fox"]
 FAST = ["--once", "--seconds", "0.3", "--warmup", "0.05", "--backend", "onnxruntime"]
-
-
-def make_run(run: Path, generations=2) -> list:
-    """A run folder with ``generations`` tiny 32 px, 3-class SqueezeNets exported to ONNX and in lineage.sqlite."""
-    torch = pytest.importorskip("torch")
-    from contract.preprocess import PreprocessSpec
-    from host.export import export_generation
-    from host.genome import Genome
-    from host.model import SqueezeNet
-    genome = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
-    lineage = Lineage(run / "lineage.sqlite")
-    cards = []
-    for number in range(generations):
-        torch.manual_seed(number)
-        folder = "gen-{:02d}".format(number)
-        card = export_generation(SqueezeNet(genome), run / folder, spec=PreprocessSpec.square(32), labels=LABELS,
-                                 generation=number, parity_images=np.random.rand(2, 3, 32, 32).astype("float32"))
-        lineage.add_generation({"generation": number, "parent": number - 1 if number else None, "offspring": 0,
-                                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
-                                "macs": genome.macs(32), "top1": 0.5, "top5": 1.0, "train_seconds": 1.0,
-                                "env_factor": None, "lambda": None, "onnx": folder + "/model.onnx",
-                                "sha256": card["sha256"], "weights": folder + "/weights.pt",
-                                "labels": json.dumps(LABELS), "card": json.dumps(card), "local_fps": None})
-        cards.append(card)
-    lineage.close()
-    return cards
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    return run, make_run(run)
+    return run, make_tiny_run(run, generations=2, local_fps=None)
 
 
 @pytest.fixture(scope="module")

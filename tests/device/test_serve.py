@@ -22,9 +22,9 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """(run folder, card) of a real exported 3-class 32x32 generation (needs the host side to make it)."""
-    from tests.host.test_serve import make_tiny_run
+    from tests.tiny_run import make_tiny_run
     run = tmp_path_factory.mktemp("tiny-run")
-    return run, make_tiny_run(run)
+    return run, make_tiny_run(run)[0]
 
 
 def device_serve(*args, timeout=60, env=None):

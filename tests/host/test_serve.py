@@ -1,11 +1,9 @@
 """host-serve on loopback: models out (with their sha256), reports in (token, size and schema checked),
 stored once in the run's lineage.sqlite; and the device's spool delivering to a host started late."""
 import hashlib
-import json
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")
@@ -14,29 +12,15 @@ from device.reports import Reporter, ReportSpool  # noqa: E402
 from host.lineage import Lineage  # noqa: E402
 from host.serve import BackgroundServer, create_app, main  # noqa: E402
 
+from tests.tiny_run import LABELS  # noqa: E402,F401
+from tests.tiny_run import make_tiny_run as tiny_run_folder  # noqa: E402
+
 TOKEN = "test-token-0123456789abcdef"
-LABELS = ["cat", "dog", "fox"]
 
 
 def make_tiny_run(run: Path) -> dict:
-    """A real run folder with one generation: a 32x32, 3-class SqueezeNet exported to ONNX, in lineage.sqlite."""
-    torch = pytest.importorskip("torch")
-    from contract.preprocess import PreprocessSpec
-    from host.export import export_generation
-    from host.genome import Genome
-    from host.model import SqueezeNet
-    torch.manual_seed(0)
-    genome = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
-    card = export_generation(SqueezeNet(genome), run / "gen-00", spec=PreprocessSpec.square(32), labels=LABELS,
-                             generation=0, parity_images=np.random.rand(2, 3, 32, 32).astype("float32"))
-    lineage = Lineage(run / "lineage.sqlite")
-    lineage.add_generation({"generation": 0, "parent": None, "offspring": 0, "genome": genome.to_json(),
-                            "params": genome.params, "size_bytes": genome.size_bytes, "macs": genome.macs(32),
-                            "top1": 0.5, "top5": 1.0, "train_seconds": 1.0, "env_factor": None, "lambda": None,
-                            "onnx": "gen-00/model.onnx", "sha256": card["sha256"], "weights": "gen-00/weights.pt",
-                            "labels": json.dumps(LABELS), "card": json.dumps(card), "local_fps": 100.0})
-    lineage.close()
-    return card
+    """One generation of the tests' tiny run (tests/tiny_run.py); its card."""
+    return tiny_run_folder(run)[0]
 
 
 @pytest.fixture(scope="module")
