@@ -8,6 +8,7 @@ from pathlib import Path
 
 from host import config as config_module
 from host.errors import HostError
+from host.run_folder import RESUMABLE_KEYS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,7 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
     if args.resume:
         saved = config_module.load_saved(Path(args.resume) / "config.json").to_dict()
         overrides = {k: v for k, v in flags.items() if v is not None and k not in ("out",)}
-        if overrides.keys() - {"generations", "device", "target_fps", "top1_floor", "steer", "latency_from"}:
+        if overrides.keys() - set(RESUMABLE_KEYS):
             raise HostError(f"--resume {args.resume}: only --generations, --device, --target-fps, --top1-floor, "
                             "--fixed-env and --latency-from may change on resume; "
                             f"got {', '.join(sorted(overrides))}")
@@ -86,13 +87,16 @@ def evolve_main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         from host.evolve import evolve  # torch is imported only once the arguments are known to be good
-        summary = evolve(config)
+        summary = evolve(config, resume=bool(args.resume))
     except HostError as error:
         print(f"host-evolve: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nhost-evolve: interrupted; continue with: host-evolve --resume {args.resume or args.out}",
-              file=sys.stderr)
+        run = args.resume or (config.out if "config" in locals() else args.out)
+        if run and (Path(run) / "config.json").is_file():
+            print(f"\nhost-evolve: interrupted; continue with: host-evolve --resume {run}", file=sys.stderr)
+        else:
+            print("\nhost-evolve: interrupted before the run started; nothing was kept", file=sys.stderr)
         return 130
     if summary:  # ranks other than 0 of a torchrun job return an empty summary
         print_outcome(config, summary)

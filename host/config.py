@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -64,6 +65,11 @@ def load_toml(path: str | Path) -> dict:
         raise HostError(f"--config {path}: no such file")
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise HostError(f"--config {path} is not UTF-8 text ({error.reason} at byte {error.start}); TOML files "
+                        "are UTF-8: save it as UTF-8") from error
+    except OSError as error:
+        raise HostError(f"--config {path}: cannot read it ({error.strerror or error})") from error
     except tomllib.TOMLDecodeError as error:
         raise HostError(f"--config {path} is not valid TOML: {error}") from error
     values = values.get("evolve", values)  # a [evolve] table or top-level keys
@@ -89,8 +95,14 @@ def resolve(file_values: dict, flag_values: dict) -> EvolveConfig:
     return config
 
 
+MAX_IMAGE_SIZE = 1024  # the decoded cache holds images x size^2 x 3 bytes: 1024 px is 3 MB an image
+
+
 def validate(config: EvolveConfig) -> None:
-    problems = []
+    problems = [f"{f.name} = {getattr(config, f.name)} must be a finite number" for f in fields(EvolveConfig)
+                if isinstance(getattr(config, f.name), float) and not math.isfinite(getattr(config, f.name))]
+    if problems:  # nan compares False with everything: the range checks below would let it through
+        raise HostError("invalid configuration: " + "; ".join(problems))
     if config.generations < 0:
         problems.append(f"generations = {config.generations} must be >= 0")
     if config.epochs < 1 or config.ancestor_epochs < 0:
@@ -101,8 +113,20 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"budget = {config.budget!r} must be 'params' or 'macs'")
     if config.offspring < 1:
         problems.append(f"offspring = {config.offspring} must be >= 1")
-    if config.image_size < 32:
-        problems.append(f"image_size = {config.image_size} must be >= 32 (SqueezeNet downsamples 16x)")
+    if not 32 <= config.image_size <= MAX_IMAGE_SIZE:
+        problems.append(f"image_size = {config.image_size} must be in [32, {MAX_IMAGE_SIZE}] (SqueezeNet "
+                        f"downsamples 16x; the decoded cache holds every image at this size)")
+    if config.lr <= 0:
+        problems.append(f"lr = {config.lr} must be > 0 (the peak learning rate, e.g. 0.02)")
+    if config.weight_decay < 0 or not 0 <= config.label_smoothing < 1 or not 0 <= config.dropout < 1:
+        problems.append(f"weight_decay = {config.weight_decay} must be >= 0, label_smoothing = "
+                        f"{config.label_smoothing} and dropout = {config.dropout} in [0, 1)")
+    if not 0 <= config.top1_floor <= 1 or config.fps_weight < 0:
+        problems.append(f"top1_floor = {config.top1_floor} must be in [0, 1] and fps_weight = {config.fps_weight} "
+                        ">= 0")
+    if config.latency_seconds <= 0 or config.latency_timeout <= 0:
+        problems.append(f"latency_seconds = {config.latency_seconds} and latency_timeout = "
+                        f"{config.latency_timeout} must be > 0")
     if config.batch_size < 2:
         problems.append(f"batch_size = {config.batch_size} must be >= 2")
     if config.round_to < 1 or config.min_filters < 1:
@@ -132,8 +156,17 @@ def save(config: EvolveConfig, path: Path) -> None:
 
 
 def load_saved(path: Path) -> EvolveConfig:
+    """A run's config.json, checked as a new config is (keys, types, ranges)."""
     if not path.is_file():
         raise HostError(f"--resume {path.parent}: no config.json there; is it a run folder written by host-evolve?")
-    values = json.loads(path.read_text())
-    check_keys(values, str(path))
-    return EvolveConfig(**values)
+    fix = "restore it (lineage.sqlite keeps a copy in its config table) or start a new run with --out"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8 or not JSON
+        raise HostError(f"--resume {path.parent}: {path} is not readable JSON ({error}); {fix}") from error
+    if not isinstance(values, dict):
+        raise HostError(f"--resume {path.parent}: {path} is not a JSON object of settings; {fix}")
+    try:
+        return resolve(values, {})
+    except HostError as error:
+        raise HostError(f"--resume {path.parent}: {path}: {error}; {fix}") from error

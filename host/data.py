@@ -12,8 +12,9 @@ import hashlib
 import json
 import math
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -34,18 +35,45 @@ class FolderSplit:
     """What a data folder holds: class folders, readable labels, and (path, class index) per split."""
     root: Path
     classes: list[str]  # folder names, sorted; the class index is the position here
-    labels: list[str]  # readable names (labels.txt), same order
+    labels: list[str]  # readable names (labels.txt), same order, one line each
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
     val_source: str  # "folder" or "held-out 10% of train (seed 0)"
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason): skipped class folders
 
 
-def _list_images(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. permission denied on the parent's entries: not a folder we can use
+        return False
 
 
-def _class_folders(root: Path) -> dict[str, list[str]]:
-    return {d.name: _list_images(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+def _list_images(folder: Path, unreadable: list[tuple[str, str]]) -> list[str]:
+    """Every entry with an image extension that is not a folder, sorted; a file that cannot be read (permission
+    denied, a dangling link) is listed too, so that decoding skips and counts it. An unreadable folder is
+    added to ``unreadable`` and gives no images."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError as error:
+        unreadable.append((str(folder), f"unreadable folder ({error.strerror or error})"))
+        return []
+    return sorted(str(p) for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_folder(p))
+
+
+def _class_folders(root: Path, unreadable: list[tuple[str, str]]) -> dict[str, list[str]]:
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as error:
+        raise HostError(f"--data {root}: cannot read the folder ({error.strerror or error}); make it readable "
+                        "by this user") from error
+    return {d.name: _list_images(d, unreadable) for d in entries if not d.name.startswith(".") and _is_folder(d)}
+
+
+def one_line(label: str) -> str:
+    """A label as one line of labels.txt: line breaks and other control characters become spaces (a class
+    folder may be named anything; the device reads labels.txt line by line)."""
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in label).strip() or "?"
 
 
 def read_labels_file(root: Path, classes: list[str]) -> list[str]:
@@ -53,8 +81,15 @@ def read_labels_file(root: Path, classes: list[str]) -> list[str]:
     path = root / "labels.txt"
     if not path.is_file():
         return list(classes)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise HostError(f"--data {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as "
+                        "UTF-8") from error
+    except OSError as error:
+        raise HostError(f"--data {path}: cannot read it ({error.strerror or error})") from error
     mapping, plain = {}, []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
@@ -78,16 +113,18 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> F
         raise HostError(f"--data {root}: no such folder. Give an image-folder tree: DIR/<class>/*.jpg "
                         "or DIR/train/<class> + DIR/val/<class>")
     train_dir = root / "train"
-    val_dir = next((root / n for n in VAL_FOLDER_NAMES if (root / n).is_dir()), None)
-    if train_dir.is_dir():
-        train_classes = _class_folders(train_dir)
-        val_classes = _class_folders(val_dir) if val_dir is not None else None
+    val_dir = next((root / n for n in VAL_FOLDER_NAMES if _is_folder(root / n)), None)
+    unreadable: list[tuple[str, str]] = []
+    if _is_folder(train_dir):
+        train_classes = _class_folders(train_dir, unreadable)
+        val_classes = _class_folders(val_dir, unreadable) if val_dir is not None else None
     else:
-        train_classes, val_classes = _class_folders(root), None
+        train_classes, val_classes = _class_folders(root, unreadable), None
         train_dir = root
+    found_classes = train_classes
     train_classes = {c: files for c, files in train_classes.items() if files}
     if len(train_classes) < 2:
-        found = ", ".join(f"{c} ({len(f)} images)" for c, f in _class_folders(train_dir).items()) or "no class folders"
+        found = ", ".join(f"{c!r} ({len(f)} images)" for c, f in found_classes.items()) or "no class folders"
         raise HostError(f"--data {train_dir}: found {found}; a classifier needs at least 2 class folders with "
                         f"images ({', '.join(IMAGE_EXTENSIONS)}) in them, as DIR/<class>/*.jpg")
     classes = sorted(train_classes)
@@ -115,7 +152,8 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> F
     if not val:
         raise HostError(f"--data {root}: the validation split is empty; add images to the val folder "
                         "or more images per class")
-    return FolderSplit(root, classes, read_labels_file(root, classes), train, val, source)
+    labels = [one_line(label) for label in read_labels_file(root, classes)]
+    return FolderSplit(root, classes, labels, train, val, source, unreadable)
 
 
 @dataclass
@@ -130,27 +168,44 @@ class CachedImages:
         return len(self.labels)
 
 
-def _decode(path: str, spec: PreprocessSpec) -> np.ndarray | None:
-    data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, copes with any file name
+def _decode(path: str, spec: PreprocessSpec) -> np.ndarray | str:
+    """The resized image, or why there is none."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, copes with any file name
+    except OSError as error:  # permission denied, a dangling link, a folder named like an image
+        return f"unreadable ({error.strerror or error})"
     try:
         frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error:  # a header claiming more pixels than OpenCV allows (CV_IO_MAX_IMAGE_PIXELS): skipped
         frame = None
-    return None if frame is None else spec.resize_frame(frame)
+    return "not a decodable image" if frame is None else spec.resize_frame(frame)
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(size, mtime in ns): a repaired or replaced image gets a new cache."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns
 
 
 def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: str | Path, name: str,
                 threads: int = 2) -> CachedImages:
-    """Decode ``items`` once into ``cache_dir``; later calls (and resumed runs) reuse the cache."""
+    """Decode ``items`` once into ``cache_dir``; later calls (and resumed runs) reuse the cache while every
+    file keeps its size and modification time (the cache's key holds them)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(json.dumps([items, spec.to_dict()]).encode()).hexdigest()[:16]
+    identities = [_file_identity(path) for path, _ in items]
+    key = hashlib.sha256(json.dumps([items, identities, spec.to_dict()]).encode()).hexdigest()[:16]
     stem = cache_dir / f"{name}-{spec.height}x{spec.width}-{key}"
     manifest_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".u8")
     shape_hw = (spec.height, spec.width, 3)
     if manifest_path.is_file() and data_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(len(manifest["labels"]),) + shape_hw)
+        count = len(manifest["labels"])  # none decodable: an empty file cannot be mapped
+        images = (np.memmap(data_path, dtype=np.uint8, mode="r", shape=(count,) + shape_hw) if count
+                  else np.zeros((0,) + shape_hw, np.uint8))
         return CachedImages(images, np.asarray(manifest["labels"], dtype=np.int64), manifest["paths"],
                             [tuple(s) for s in manifest["skipped"]])
 
@@ -162,8 +217,8 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
         decoded = pool.map(lambda item: _decode(item[0], spec), items)
         for (path, label), image in tqdm(zip(items, decoded), total=len(items), desc=f"decode {name}",
                                          unit="img", leave=False):
-            if image is None:
-                skipped.append((path, "not a decodable image"))
+            if isinstance(image, str):
+                skipped.append((path, image))
                 continue
             buffer[len(kept_labels)] = image
             kept_paths.append(path)

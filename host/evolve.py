@@ -27,6 +27,7 @@ from host.genome import Genome
 from host.layout import RunLayout
 from host.lineage import Lineage
 from host.model import SqueezeNet, load_pretrained
+from host import run_folder
 from host.report import refresh
 from host.steering import fitness, next_step
 from host.surgery import cluster_strengths, inherit
@@ -43,6 +44,11 @@ class Dataset:
     val: CachedImages
     labels: list[str]
     spec: PreprocessSpec
+    unreadable_folders: list[tuple[str, str]]  # (folder, reason): class folders that could not be listed
+
+    def skipped(self) -> dict[str, list[tuple[str, str]]]:
+        """(path, reason) of every input left out, by where it was found (lineage.sqlite's skipped_files)."""
+        return {"train": self.train.skipped, "val": self.val.skipped, "folders": self.unreadable_folders}
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -53,7 +59,8 @@ def atomic_torch_save(obj, path) -> None:
     os.replace(tmp, path)
 
 
-def load_dataset(config: EvolveConfig, layout: RunLayout, lineage: Lineage, world: World = World()) -> Dataset:
+def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()) -> Dataset:
+    """Scan and decode the data folder (refused by name when unusable); what was skipped is in the result."""
     split = scan_folder(config.data, config.val_fraction, config.seed)
     spec = PreprocessSpec.square(config.image_size)
     cache = config.cache_dir or layout.cache
@@ -63,17 +70,21 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, lineage: Lineage, worl
     barrier(world)
     train = cache_split(split.train, spec, cache, "train")
     val = cache_split(split.val, spec, cache, "val")
+    data = Dataset(train, val, split.labels, spec, split.unreadable)
     for name, part in (("train", train), ("val", val)):
-        if part.skipped and world.is_main:
-            lineage.add_skipped(part.skipped, name)
-            log.warning("skipped %d unreadable file(s) in the %s split, e.g. %s (listed in lineage.sqlite, "
-                        "table skipped_files)", len(part.skipped), name, part.skipped[0][0])
-    if len(train) == 0 or len(val) == 0:
-        raise HostError(f"--data {config.data}: no decodable images in the {'train' if not len(train) else 'val'} "
-                        "split")
+        if len(part) == 0:
+            example = f", e.g. {part.skipped[0][0]}: {part.skipped[0][1]}" if part.skipped else ""
+            raise HostError(f"--data {config.data}: no decodable images in the {name} split ({len(part.skipped)} "
+                            f"file(s) skipped{example}); give it readable JPEG/PNG images")
+    for name, skipped in data.skipped().items():
+        if skipped and world.is_main:
+            log.warning("skipped %d unreadable %s in %s, e.g. %s: %s (listed in lineage.sqlite, table "
+                        "skipped_files)", len(skipped), "folder(s)" if name == "folders" else "file(s)",
+                        "the class folders" if name == "folders" else f"the {name} split", *skipped[0])
     log.info("data %s: %d classes, %d train / %d val images (val: %s), %d skipped", config.data,
-             len(split.classes), len(train), len(val), split.val_source, len(train.skipped) + len(val.skipped))
-    return Dataset(train, val, split.labels, spec)
+             len(split.classes), len(train), len(val), split.val_source,
+             sum(len(skipped) for skipped in data.skipped().values()))
+    return data
 
 
 def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
@@ -89,22 +100,32 @@ def load_weights(path, device) -> SqueezeNet:
 
 
 class Evolution:
-    def __init__(self, config: EvolveConfig, measure_fps: FpsMeter = local_fps):
+    def __init__(self, config: EvolveConfig, measure_fps: FpsMeter = local_fps, resume: bool = False):
         self.config = config
         self.measure_fps = measure_fps  # the local speed meter (--latency-from local, --fps-weight)
         self.layout = RunLayout(config.out)
         device = pick_device(config.device)
         self.world = init_world(device)
         self.device = local_device(device, self.world)
-        if self.world.is_main:  # only rank 0 ever writes to the run folder
-            self.layout.root.mkdir(parents=True, exist_ok=True)
-            Lineage(self.layout.lineage).close()
-            config_module.save(config, self.layout.config)
-        barrier(self.world)
-        self.lineage = Lineage(self.layout.lineage)
-        if self.world.is_main:
-            self.lineage.save_config(config.to_dict())
-        self.data = load_dataset(config, self.layout, self.lineage, self.world)
+        # only rank 0 ever writes to the run folder, and only one host-evolve at a time (the claim's lock)
+        self.claim = run_folder.claim(self.layout, config.to_dict(), resume) if self.world.is_main else None
+        try:
+            barrier(self.world)
+            self.data = load_dataset(config, self.layout, self.world)  # refused data writes no config or lineage
+            if self.world.is_main:
+                Lineage(self.layout.lineage).close()
+                config_module.save(config, self.layout.config)
+            barrier(self.world)
+            self.lineage = Lineage(self.layout.lineage)
+            if self.world.is_main:
+                self.lineage.save_config(config.to_dict())
+                for where, skipped in self.data.skipped().items():
+                    self.lineage.add_skipped(skipped, where)
+        except BaseException:
+            if self.claim is not None:
+                self.claim.undo_setup()  # a new run takes back what it wrote; a resumed one keeps everything
+                self.claim.release()
+            raise
         self.num_classes = len(self.data.labels)
 
     def settings(self, epochs: int) -> TrainSettings:
@@ -305,14 +326,17 @@ def describe(row: dict) -> str:
             f"trained {row['train_seconds']:.0f} s -> {row['onnx']}")
 
 
-def evolve(config: EvolveConfig, measure_fps: FpsMeter = local_fps) -> dict:
-    """Run (or continue) the evolution ``config`` describes; ``measure_fps`` is the local speed meter."""
+def evolve(config: EvolveConfig, measure_fps: FpsMeter = local_fps, resume: bool = False) -> dict:
+    """Run the evolution ``config`` describes in a new (or empty) folder, or with ``resume`` continue the run
+    there; ``measure_fps`` is the local speed meter."""
     start = time.time()
-    evolution = Evolution(config, measure_fps)
+    evolution = Evolution(config, measure_fps, resume)
     try:
         summary = evolution.run()
     finally:
         evolution.lineage.close()
+        if evolution.claim is not None:
+            evolution.claim.release()
         shutdown(evolution.world)
     log.info("run %s finished in %.0f s", config.out, time.time() - start)
     return summary

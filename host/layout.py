@@ -5,7 +5,8 @@ from pathlib import Path
 
 
 class RunLayout:
-    """RUN/{config.json, lineage.sqlite, checkpoint.pt, summary.json, report.png, gen-XX/, cache/}."""
+    """RUN/{config.json, lineage.sqlite, checkpoint.pt, summary.json, report.png, gen-XX/, cache/,
+    host-evolve.lock}."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -30,6 +31,11 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report.png"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the one host-evolve writing the run; it names that process."""
+        return self.root / "host-evolve.lock"
 
     @property
     def cache(self) -> Path:

@@ -1,4 +1,6 @@
 """Image folders on real JPEGs: splits, labels, corrupt files, refusals, the decode cache, augmentation."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -91,3 +93,98 @@ def test_augmentation_is_seeded_and_keeps_shape():
     for i in range(6):
         target = batch[i] if flipped[i] == 0 else batch[i].flip(-1)
         torch.testing.assert_close(same[i], target, atol=1e-5, rtol=0)
+
+
+def test_dangling_links_are_skipped_and_counted(tmp_path):
+    root = write_tree(tmp_path / "data", per_class=5)
+    (root / "dog" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")  # unreadable as root too
+    split = scan_folder(root, val_fraction=0.2)
+    both = cache_split(split.train + split.val, PreprocessSpec.square(16), tmp_path / "cache", "all")
+    assert len(both) == 15 and [(p.rsplit("/", 1)[1], r) for p, r in both.skipped] == [
+        ("gone.jpg", "unreadable (No such file or directory)")]
+
+
+def scan_as_unprivileged(root, cache):
+    """scan_folder + cache_split in a forked child that drops root (uid nobody): chmod 000 binds every user
+    but root, and tests run as root here. Without root, the child runs as the same user. The result comes
+    back through a pipe as JSON."""
+    import json
+    import os
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            split = scan_folder(root, val_fraction=0.2)
+            both = cache_split(split.train + split.val, PreprocessSpec.square(16), cache, "all", threads=1)
+            found = {"classes": split.classes, "folders": split.unreadable, "files": both.skipped, "kept": len(both)}
+            os.write(write_end, json.dumps(found).encode())
+            status = 0
+        except BaseException as error:  # reported to the parent, which fails the test with it
+            os.write(write_end, json.dumps({"error": repr(error)}).encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = json.loads(pipe.read().decode() or "{}")
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_permission_denied_files_and_folders_are_skipped_and_counted():
+    import shutil
+    import tempfile
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # not pytest's tmp_path: its parents are closed to others
+    try:
+        base.chmod(0o777)
+        root = write_tree(base / "data", classes=("cat", "dog", "eel", "fox"), per_class=5)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (root / "dog" / "001.jpg").chmod(0o000)
+        (root / "fox").chmod(0o000)
+        found = scan_as_unprivileged(root, base / "cache")
+        assert "error" not in found, found
+        assert found["classes"] == ["cat", "dog", "eel"]  # fox could not be listed: left out, and said so
+        assert found["folders"] == [[str(root / "fox"), "unreadable folder (Permission denied)"]]
+        assert found["files"] == [[str(root / "dog" / "001.jpg"), "unreadable (Permission denied)"]]
+        assert found["kept"] == 14
+    finally:
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o777)
+        shutil.rmtree(base)
+
+
+def test_a_changed_image_is_decoded_again(tmp_path):
+    root = write_tree(tmp_path / "data", per_class=3)
+    split = scan_folder(root, val_fraction=0.34)
+    spec = PreprocessSpec.square(16)
+    path, _ = split.train[0]
+    before = np.array(cache_split(split.train, spec, tmp_path / "cache", "train").images[0])
+    cv2.imwrite(path, np.full((24, 30, 3), 255, np.uint8))  # repaired in place: same path, new pixels
+    after = np.array(cache_split(split.train, spec, tmp_path / "cache", "train").images[0])
+    assert not np.array_equal(before, after) and after.min() > 250
+
+
+def test_a_split_with_no_decodable_image_is_empty_not_a_crash(tmp_path):
+    root = tmp_path / "data"
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "a.jpg").write_bytes(b"not a jpeg")
+    cached = cache_split([(str(root / "cat" / "a.jpg"), 0)], PreprocessSpec.square(16), tmp_path / "cache", "val")
+    assert len(cached) == 0 and cached.images.shape == (0, 16, 16, 3) and len(cached.skipped) == 1
+    again = cache_split([(str(root / "cat" / "a.jpg"), 0)], PreprocessSpec.square(16), tmp_path / "cache", "val")
+    assert len(again) == 0  # from the cache as well
+
+
+def test_labels_are_one_line_each_and_labels_txt_must_be_utf8(tmp_path):
+    root = write_tree(tmp_path / "data", classes=("cat", "dog\nhouse", "eel\r"), per_class=3)
+    split = scan_folder(root, val_fraction=0.34)
+    assert split.labels == ["cat", "dog house", "eel"]
+    assert "\n".join(split.labels).splitlines() == split.labels  # labels.txt: one line per class
+    (root / "labels.txt").write_bytes("cat chat\n".encode("latin-1") + b"dog caf\xe9\n")
+    with pytest.raises(HostError, match=r"labels.txt is not UTF-8 text .*save it as UTF-8"):
+        scan_folder(root, val_fraction=0.34)

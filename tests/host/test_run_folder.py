@@ -1,0 +1,117 @@
+"""Claiming a run folder (host-evolve --out / --resume): nothing of a user's is overwritten, a run is
+continued only by --resume and with its own config, one writer per run, and a refused start leaves nothing."""
+import fcntl
+import json
+import subprocess
+import sys
+
+import pytest
+
+from host.config import resolve
+from host.demo import write_demo_dataset
+from host.errors import HostError
+from host.evolve import evolve
+
+# the smallest real run: the ancestor only, untrained (ancestor_epochs 0), evaluated and exported
+TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
+        "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=8, size=36)
+
+
+@pytest.fixture(scope="module")
+def finished_run(shapes, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    evolve(resolve({}, dict(TINY, data=str(shapes), out=str(run))))
+    return run
+
+
+def host_evolve(*args):
+    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def one_clear_line(result, *phrases):
+    """Exit status 2, no traceback, and the error is the last line (progress may come before it)."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("host-evolve: error: "), result.stderr
+    for phrase in phrases:
+        assert phrase in last, last
+
+
+def flags(**values):
+    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+
+
+def test_a_folder_of_someone_elses_files_is_refused_and_left_as_it_was(shapes, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json.bak").write_text("my notes")
+    (folder / "report.png").write_bytes(b"my picture")
+    result = host_evolve(*flags(**TINY, data=shapes, out=folder))
+    one_clear_line(result, f"--out {folder} holds files that are not a host-evolve run", "new or empty")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json.bak", "report.png"]
+    assert (folder / "report.png").read_bytes() == b"my picture"
+
+
+def test_an_existing_run_is_continued_only_by_resume_and_a_different_config_shows_the_diff(finished_run, shapes):
+    before = (finished_run / "config.json").read_text()
+    result = host_evolve(*flags(**dict(TINY, image_size=48), data=shapes, out=finished_run))
+    one_clear_line(result, f"--out {finished_run} is a run already", f"--resume {finished_run}",
+                   "image_size: 32 -> 48")
+    with pytest.raises(HostError, match="is a run already"):  # the same config: still only by --resume
+        evolve(resolve({}, dict(TINY, data=str(shapes), out=str(finished_run))))
+    with pytest.raises(HostError, match=r"--resume .*differs from the run's \(image_size: 32 -> 48\)"):
+        evolve(resolve({}, dict(TINY, image_size=48, data=str(shapes), out=str(finished_run))), resume=True)
+    assert (finished_run / "config.json").read_text() == before
+
+
+def test_one_writer_per_run_a_second_is_refused_clearly(finished_run):
+    with open(finished_run / "host-evolve.lock", "a+") as lock:  # as a running host-evolve holds it
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.truncate(0)
+        lock.write("host-evolve pid 4242\n")
+        lock.flush()
+        result = host_evolve("--resume", str(finished_run))
+        one_clear_line(result, f"{finished_run} is being written by host-evolve pid 4242", "one host-evolve per run")
+    after = host_evolve("--resume", str(finished_run))  # the holder is gone (a killed one drops it too)
+    assert after.returncode == 0, after.stderr[-2000:]
+
+
+def test_a_refused_data_folder_leaves_no_run_behind(tmp_path):
+    data = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (data / name).mkdir(parents=True)
+        for index in range(3):
+            (data / name / f"broken-{index}.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    result = host_evolve(*flags(**TINY, data=data, out=out))
+    one_clear_line(result, "no decodable images in the train split")
+    assert not out.exists()
+    out.mkdir()  # an empty folder given: it stays, empty
+    one_clear_line(host_evolve(*flags(**TINY, data=data, out=out)), "no decodable images")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("make,args,phrases", [
+    (lambda d: d.write_bytes("generations = 2\n# caf\xe9\n".encode("latin-1")), ["--config", "{f}"],
+     ["is not UTF-8 text", "save it as UTF-8"]),
+    (lambda d: (d.mkdir(), (d / "config.json").write_text("{not json")), ["--resume", "{f}"],
+     ["config.json is not readable JSON", "lineage.sqlite keeps a copy"]),
+    (lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"lr": "fast"}))), ["--resume", "{f}"],
+     ["config key lr = 'fast' should be a float"]),
+    (lambda d: None, ["--data", "x", "--lr", "-1"], ["lr = -1.0 must be > 0"]),
+    (lambda d: None, ["--data", "x", "--lr", "nan"], ["lr = nan must be a finite number"]),
+    (lambda d: None, ["--data", "x", "--image-size", "100000"], ["image_size = 100000 must be in [32, 1024]"]),
+    (lambda d: d.write_text("a file"), ["--data", "{shapes}", "--out", "{f}"], ["is a file, not a folder"]),
+    (lambda d: d.write_text("a file"), ["--data", "{shapes}", "--out", "{f}/run"], ["cannot write there"]),
+])
+def test_bad_input_is_one_clear_line(shapes, tmp_path, make, args, phrases):
+    target = tmp_path / "given"
+    make(target)
+    result = host_evolve(*flags(**TINY), *[a.format(f=target, shapes=shapes) for a in args])
+    one_clear_line(result, *phrases)
