@@ -110,20 +110,23 @@ class Evolution:
         # only rank 0 ever writes to the run folder, and only one host-evolve at a time (the claim's lock)
         self.claim = run_folder.claim(self.layout, config.to_dict(), resume) if self.world.is_main else None
         try:
-            barrier(self.world)
-            self.data = load_dataset(config, self.layout, self.world)  # refused data writes no config or lineage
             if self.world.is_main:
                 Lineage(self.layout.lineage).close()
-                config_module.save(config, self.layout.config)
+                config_module.save(config, self.layout.config)  # first: a run killed while decoding resumes
             barrier(self.world)
             self.lineage = Lineage(self.layout.lineage)
             if self.world.is_main:
                 self.lineage.save_config(config.to_dict())
+            self.data = load_dataset(config, self.layout, self.world)
+            if self.world.is_main:
                 for where, skipped in self.data.skipped().items():
                     self.lineage.add_skipped(skipped, where)
-        except BaseException:
+        except BaseException as error:
+            if hasattr(self, "lineage"):
+                self.lineage.close()
             if self.claim is not None:
-                self.claim.undo_setup()  # a new run takes back what it wrote; a resumed one keeps everything
+                if isinstance(error, HostError):
+                    self.claim.undo_setup()  # a refused new run takes back what it wrote; a resumed one keeps all
                 self.claim.release()
             raise
         self.num_classes = len(self.data.labels)
