@@ -109,6 +109,9 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> F
     Without a val folder, a stratified, seeded ``val_fraction`` of every class is held out.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise HostError(f"--data {root} is a file, not a folder. Give an image-folder tree: DIR/<class>/*.jpg "
+                        "or DIR/train/<class> + DIR/val/<class>")
     if not root.is_dir():
         raise HostError(f"--data {root}: no such folder. Give an image-folder tree: DIR/<class>/*.jpg "
                         "or DIR/train/<class> + DIR/val/<class>")
@@ -215,8 +218,9 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
     # cv2 releases the GIL while decoding, so threads use every core
     with ThreadPoolExecutor(max_workers=threads) as pool:
         decoded = pool.map(lambda item: _decode(item[0], spec), items)
+        # disable=None: a bar on a terminal only (a refused dataset then ends in one clear line in a log)
         for (path, label), image in tqdm(zip(items, decoded), total=len(items), desc=f"decode {name}",
-                                         unit="img", leave=False):
+                                         unit="img", leave=False, disable=None):
             if isinstance(image, str):
                 skipped.append((path, image))
                 continue

@@ -107,6 +107,8 @@ class Evolution:
         device = pick_device(config.device)
         self.world = init_world(device)
         self.device = local_device(device, self.world)
+        if config.pretrained and not resume:  # a bad file is refused before anything is written
+            load_pretrained(SqueezeNet(Genome.squeezenet1_1(2)), config.pretrained)
         # only rank 0 ever writes to the run folder, and only one host-evolve at a time (the claim's lock)
         self.claim = run_folder.claim(self.layout, config.to_dict(), resume) if self.world.is_main else None
         try:

@@ -93,7 +93,11 @@ def load_pretrained(model: SqueezeNet, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file; all mean the same to the user
-        raise HostError(f"--pretrained {path} is not a readable torch state_dict ({error})") from error
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        if "weights_only" in reason:  # torch's many-line advice to drop weights_only: not for a file we don't know
+            reason = "it does not load with weights_only=True"
+        raise HostError(f"--pretrained {path} is not a readable torch state_dict ({reason}); give a torchvision-layout "
+                        "squeezenet1_1 state_dict, e.g. ../shared/weights/squeezenet1_1_imagenet.pth") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = model.state_dict()

@@ -14,8 +14,10 @@ from host.layout import RunLayout
 
 # what --resume may change (everything else would mix two experiments in one lineage)
 RESUMABLE_KEYS = ("generations", "device", "target_fps", "top1_floor", "steer", "latency_from")
-# what a new run's folder may already hold: the dataset host-evolve --demo writes before the run starts
-PRE_RUN_ENTRIES = ("demo-data",)
+# what a new run's folder may already hold: the dataset host-evolve --demo writes before the run starts, and
+# what a host-evolve killed before it wrote config.json left (the run never began: it may start again)
+PRE_RUN_ENTRIES = ("demo-data", "host-evolve.lock", "lineage.sqlite", "lineage.sqlite-wal", "lineage.sqlite-shm",
+                   "config.json.partial")
 
 
 def config_diff(saved: dict, given: dict, ignore=("out",) + RESUMABLE_KEYS) -> list[str]:

@@ -109,9 +109,22 @@ def test_a_refused_data_folder_leaves_no_run_behind(tmp_path):
     (lambda d: None, ["--data", "x", "--image-size", "100000"], ["image_size = 100000 must be in [32, 1024]"]),
     (lambda d: d.write_text("a file"), ["--data", "{shapes}", "--out", "{f}"], ["is a file, not a folder"]),
     (lambda d: d.write_text("a file"), ["--data", "{shapes}", "--out", "{f}/run"], ["cannot write there"]),
+    (lambda d: d.write_text("a file"), ["--data", "{f}"], ["is a file, not a folder"]),
+    (lambda d: d.write_bytes(b"not weights"), ["--data", "{shapes}", "--out", "{f}.run", "--pretrained", "{f}"],
+     ["is not a readable torch state_dict", "squeezenet1_1"]),
 ])
 def test_bad_input_is_one_clear_line(shapes, tmp_path, make, args, phrases):
     target = tmp_path / "given"
     make(target)
     result = host_evolve(*flags(**TINY), *[a.format(f=target, shapes=shapes) for a in args])
     one_clear_line(result, *phrases)
+    assert not target.with_name("given.run").exists()  # refused before anything was written
+
+
+def test_a_run_killed_before_its_config_starts_again_with_the_same_command(shapes, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "host-evolve.lock").write_text("")  # what a host-evolve killed in its first moments leaves
+    (out / "lineage.sqlite").write_bytes(b"")
+    summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(out))))
+    assert [g["generation"] for g in summary["generations"]] == [0]
