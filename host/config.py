@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from contract.files import atomic_write
 from host.errors import HostError
 
 
@@ -150,9 +151,7 @@ def validate(config: EvolveConfig) -> None:
 
 
 def save(config: EvolveConfig, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 
 def load_saved(path: Path) -> EvolveConfig:

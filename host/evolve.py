@@ -6,8 +6,8 @@ ONNX is exported. ``evolve(config)`` on a run folder that already has some of th
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from contract.files import atomic_write
 from contract.preprocess import PreprocessSpec
 from host import config as config_module
 from host.config import EvolveConfig
@@ -52,11 +53,10 @@ class Dataset:
 
 
 def atomic_torch_save(obj, path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """torch.save, whole or not at all (a checkpoint is a few MB: serialised in memory, then written)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()) -> Dataset:

@@ -12,7 +12,6 @@ import copy
 import hashlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import onnx
 import torch
 
+from contract.files import atomic_write
 from contract.preprocess import METADATA_KEY, PreprocessSpec
 from host.errors import HostError
 from host.model import SqueezeNet
@@ -38,15 +38,6 @@ def jetson_inference_command(onnx_name: str = STATIC_BATCH_ONNX) -> str:
 
 class ExportError(HostError):
     """The exported ONNX does not match the torch model (or does not pass the checker)."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def with_static_batch(proto: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
@@ -168,12 +159,12 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
         # fp16 keeps ~3 significant digits: allow 1 % of the logits' range
         half_difference = check_parity(half_data, model, parity_images, tolerance=0.01 * max(1.0, scale),
                                        input_dtype=np.float16)
-        atomic_write_bytes(folder / "model.fp16.onnx", half_data)
+        atomic_write(folder / "model.fp16.onnx", half_data)
         extra_files["fp16"] = {"onnx": "model.fp16.onnx", "sha256": hashlib.sha256(half_data).hexdigest(),
                                "parity_max_abs_difference": half_difference, "input_dtype": "float16"}
-    atomic_write_bytes(folder / STATIC_BATCH_ONNX, static_data)
-    atomic_write_bytes(folder / "model.onnx", data)
-    atomic_write_bytes(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
+    atomic_write(folder / STATIC_BATCH_ONNX, static_data)
+    atomic_write(folder / "model.onnx", data)
+    atomic_write(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
     card = {"generation": generation, "onnx": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(),
             "opset": OPSET, "input": {"name": INPUT_NAME, "shape": ["batch", 3, spec.height, spec.width],
                                       "dtype": "float32"},
@@ -184,5 +175,5 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
             "jetson_inference": jetson_inference_command()}
     card.update(extra_files)
     card.update(extra_card or {})
-    atomic_write_bytes(folder / "card.json", json.dumps(card, indent=2).encode("utf-8"))
+    atomic_write(folder / "card.json", json.dumps(card, indent=2).encode("utf-8"))
     return card

@@ -1,9 +1,11 @@
 """summary.json and report.png of a run, made from the lineage alone (so they can be redrawn any time)."""
 from __future__ import annotations
 
+import io
 import json
 
 from host.export import STATIC_BATCH_ONNX
+from contract.files import atomic_write
 from host.layout import RunLayout
 from host.lineage import Lineage
 
@@ -53,9 +55,7 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
 
 
 def write_summary(layout: RunLayout, summary: dict) -> None:
-    tmp = layout.summary.with_name("summary.json.partial")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(layout.summary)
+    atomic_write(layout.summary, json.dumps(summary, indent=2))
 
 
 def plot_report(layout: RunLayout, summary: dict) -> list[str]:
@@ -108,10 +108,10 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
     right.set_title("Size, compute and speed by generation")
     figure.tight_layout()
     drawn = [axis.get_ylabel() for axis in figure.axes]
-    tmp = layout.report.with_name("report.partial.png")
-    figure.savefig(tmp, dpi=110)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
     plt.close(figure)
-    tmp.replace(layout.report)
+    atomic_write(layout.report, image.getvalue())
     return drawn
 
 

@@ -15,9 +15,13 @@ from host.layout import RunLayout
 # what --resume may change (everything else would mix two experiments in one lineage)
 RESUMABLE_KEYS = ("generations", "device", "target_fps", "top1_floor", "steer", "latency_from")
 # what a new run's folder may already hold: the dataset host-evolve --demo writes before the run starts, and
-# what a host-evolve killed before it wrote config.json left (the run never began: it may start again)
-PRE_RUN_ENTRIES = ("demo-data", "host-evolve.lock", "lineage.sqlite", "lineage.sqlite-wal", "lineage.sqlite-shm",
-                   "config.json.partial")
+# what a host-evolve killed before it wrote config.json left (the run never began: it may start again),
+# including contract.files.atomic_write's temporary file (.config.json.XXXX.partial)
+PRE_RUN_ENTRIES = ("demo-data", "host-evolve.lock", "lineage.sqlite", "lineage.sqlite-wal", "lineage.sqlite-shm")
+
+
+def _left_before_the_run(name: str) -> bool:
+    return name in PRE_RUN_ENTRIES or (name.startswith(".config.json.") and name.endswith(".partial"))
 
 
 def config_diff(saved: dict, given: dict, ignore=("out",) + RESUMABLE_KEYS) -> list[str]:
@@ -63,7 +67,7 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
     if root.exists() and not root.is_dir():
         raise HostError(f"{option} {root} is a file, not a folder; give a folder (new or empty for a new run)")
     created_root = not root.exists()
-    existing = [] if created_root else sorted(p.name for p in _entries(root, option) if p.name not in PRE_RUN_ENTRIES)
+    existing = [] if created_root else sorted(p.name for p in _entries(root, option) if not _left_before_the_run(p.name))
     if not resume and existing:
         if layout.config.is_file():
             diff = config_diff(_saved_config(layout), config, ignore=("out",))

@@ -17,7 +17,7 @@ users may read or write (any group/other permission bit) is refused, and so is a
 from __future__ import annotations
 
 import argparse
-import hashlib
+import copy
 import hmac
 import json
 import math
@@ -30,74 +30,40 @@ import sys
 import threading
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from contract.report_schema import DEVICE_ID_PATTERN, MAX_REPORT_BYTES, MODEL_URL_KEY, REPORT_KINDS, SCHEMA_VERSION
+from contract.address import parse_address
+from contract.errors import ContractError
+from contract.files import sha256_of_file
+from contract.report_schema import MAX_REPORT_BYTES, MODEL_URL_KEY, REPORT_SCHEMA, SCHEMA_VERSION
+from contract.tokens import read_token_file, token_file_exposed
 from host.errors import HostError
 from host.lineage import Lineage
+from host.schema_models import model_from_schema
 
 DEFAULT_BIND = "127.0.0.1:8700"
 TOKEN_FILE_NAME = "host-serve.token"
 SERVED_FILES = {"model.onnx": "application/octet-stream", "labels.txt": "text/plain; charset=utf-8",
                 "card.json": "application/json"}
-MIN_TOKEN_CHARS = 16
 MAX_JSON_DEPTH = 32  # a report nests 3 deep; json.loads would recurse (and fail) near 1000
 MAX_GENERATION = 2 ** 63 - 1  # SQLite's INTEGER: a larger number can name no generation
 
 
-# -- the report schema (mirrors device/reports.py) -----------------------------------------------
+# -- the report schema: generated from contract/report_schema.py, the one definition ----------------
 # strict: JSON types as the published schema says them (no true for a number, no "5" for an integer);
 # bench/fuzz_host_serve.py checks every accepted body against that schema with a second validator
-class Percentiles(BaseModel):
-    model_config = ConfigDict(strict=True)
-    p50: Optional[float] = None
-    p95: Optional[float] = None
-    p99: Optional[float] = None
-
-
-class ReportStats(BaseModel):
-    """The figures of a report; the --stats-json keys. Extra keys are kept (telemetry grows)."""
-    model_config = ConfigDict(extra="allow", strict=True)
-    frames: int = Field(ge=0)
-    fps: float = Field(ge=0)
-    latency_ms: Optional[Percentiles] = None
-    dropped: Optional[int] = Field(default=None, ge=0)
-    rss_mb: Optional[float] = None
-    gpu_mem_mb: Optional[float] = None
-
-
-class DeviceReport(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    schema_: int = Field(alias="schema")
-    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
-    sequence: int = Field(ge=1, lt=2 ** 62)
-    kind: Literal[REPORT_KINDS]  # type: ignore[valid-type]
-    created_at: float
-    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    backend: str = Field(max_length=64)
-    precision: str = Field(max_length=16)
-    platform: dict[str, Any]
-    stats: ReportStats
-
-
-def check_token(token: str, where: str) -> str:
-    """The token stripped, or HostError: an empty or short token would let anyone in."""
-    token = token.strip()
-    if len(token) < MIN_TOKEN_CHARS:
-        raise HostError(f"the token in {where} has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
-                        f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > {where})")
-    return token
+DeviceReport = model_from_schema(REPORT_SCHEMA)
 
 
 def check_token_file_mode(path: Path) -> None:
     """Refuse a token file that users other than its owner may read or write (as ssh does for keys)."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
+    mode = token_file_exposed(path)
+    if mode is not None:
         raise HostError(f"token file {path} has mode {mode:o}: other users can read or change the token; "
                         f"run chmod 600 {path}")
 
@@ -113,10 +79,11 @@ def load_token(token_file: str | None, run: Path, log=print) -> str:
             raise HostError(f"token file {path} is not a file: give a file whose first line is the token")
         try:
             check_token_file_mode(path)
-            lines = path.read_text(encoding="utf-8").strip().splitlines()
-        except (OSError, UnicodeDecodeError) as error:
+            return read_token_file(path)
+        except OSError as error:
             raise HostError(f"token file {path} cannot be read ({error}); put the token on its first line") from error
-        return check_token(lines[0] if lines else "", str(path))
+        except ContractError as error:
+            raise HostError(str(error)) from error
     token = secrets.token_urlsafe(32)
     descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
@@ -196,11 +163,7 @@ class ModelFiles:
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             if key not in self._checked:
-                digest = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                self._checked[key] = digest.hexdigest()
+                self._checked[key] = sha256_of_file(path)
             return self._checked[key]
 
 
@@ -282,13 +245,14 @@ def create_app(run: str | Path, token: str) -> FastAPI:
             data = parse_json_body(await read_bounded_body(request, MAX_REPORT_BYTES))
         except BadBody as error:
             return JSONResponse({"detail": error.detail}, status_code=error.status)
+        version = data.get("schema") if isinstance(data, dict) else None
+        if type(version) is int and version != SCHEMA_VERSION:  # said before the field-by-field errors
+            return JSONResponse({"detail": f"report schema {version} is not {SCHEMA_VERSION}; "
+                                           f"update device-serve or host-serve"}, status_code=422)
         try:
             report = DeviceReport.model_validate(data)
         except ValidationError as error:
             return JSONResponse({"detail": validation_errors(error)}, status_code=422)
-        if report.schema_ != SCHEMA_VERSION:
-            return JSONResponse({"detail": f"report schema {report.schema_} is not {SCHEMA_VERSION}; "
-                                           f"update device-serve or host-serve"}, status_code=422)
         # fps of a final or benchmark report is the device's measured figure; periodic ones stay in the body
         fps = report.stats.fps if report.kind in ("final", "benchmark") else None
         try:
@@ -312,26 +276,10 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     return app
 
 
-def inline_schema(schema: dict) -> dict:
-    """A JSON schema with its ``$defs`` references replaced by the definitions (no recursive models here),
-    so it stands alone inside the OpenAPI document."""
-    definitions = schema.pop("$defs", {})
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
-                return walk(definitions[node["$ref"].rsplit("/", 1)[1]])
-            return {key: walk(value) for key, value in node.items()}
-        return [walk(item) for item in node] if isinstance(node, list) else node
-    return walk(schema)
-
-
 # POST /reports reads its body itself (bounded, then parsed): this declares the body in the OpenAPI document
 def report_body_schema() -> dict:
-    """The JSON schema of POST /reports' body: DeviceReport's, with the one schema version host-serve takes."""
-    schema = inline_schema(DeviceReport.model_json_schema(by_alias=True))
-    schema["properties"]["schema"] = {"const": SCHEMA_VERSION, "title": "Schema"}
-    return schema
+    """The JSON schema of POST /reports' body: contract/report_schema.py's, as it is (the model is made from it)."""
+    return copy.deepcopy(REPORT_SCHEMA)
 
 
 REPORT_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
@@ -395,11 +343,11 @@ class BackgroundServer:
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise HostError(f"--bind {text!r} is not [HOST:]PORT, e.g. 127.0.0.1:8700")
-    return host, int(port)
+    """``--bind [HOST:]PORT`` (a bare port binds to loopback)."""
+    try:
+        return parse_address(text, flag="--bind")
+    except ContractError as error:
+        raise HostError(str(error)) from error
 
 
 def ipaddress_is_loopback(host: str) -> bool:
