@@ -21,6 +21,7 @@ import time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
+from contract.precisions import PRECISIONS  # noqa: E402
 
 
 def write_clip(path, frames=300, width=640, height=480):
@@ -65,7 +66,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "tensorrt"))
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default %(default)s)")
     parser.add_argument("--video", help="a video file (default: a synthetic 640x480 clip written first)")
     parser.add_argument("--json", help="also write the figures here")
