@@ -188,3 +188,16 @@ def test_labels_are_one_line_each_and_labels_txt_must_be_utf8(tmp_path):
     (root / "labels.txt").write_bytes("cat chat\n".encode("latin-1") + b"dog caf\xe9\n")
     with pytest.raises(HostError, match=r"labels.txt is not UTF-8 text .*save it as UTF-8"):
         scan_folder(root, val_fraction=0.34)
+
+
+def test_every_image_the_device_reads_is_read_for_training(tmp_path):
+    """contract.images: .tif and .ppm (which device-serve classifies) are not skipped by host-evolve."""
+    root = write_tree(tmp_path / "data", per_class=3)
+    picture = np.full((20, 20, 3), 200, np.uint8)
+    for name in ("scan.tif", "frame.ppm", "FRAME2.PGM"):
+        cv2.imwrite(str(root / "cat" / name), picture if not name.endswith(("PGM", "pgm")) else picture[:, :, 0])
+    split = scan_folder(root, val_fraction=0.2)
+    names = {p.rsplit("/", 1)[1] for p, _ in split.train + split.val}
+    assert {"scan.tif", "frame.ppm", "FRAME2.PGM"} <= names
+    cached = cache_split(split.train + split.val, PreprocessSpec.square(16), tmp_path / "cache", "all")
+    assert len(cached) == 12 and cached.skipped == []
