@@ -9,6 +9,9 @@ Four threads run at once, joined by queues two frames deep (one would overlap; t
                                               here touches CUDA but a 1 s memory sample, sent there too)
     output thread                             softmax, top-k, smoothing, overlay, page/window, telemetry
 
+One frame's path reads in order in ServeLoop's first block, a method per step as in jetson-inference's
+imagenet.py: capture, preprocess, infer, top_k, overlay, publish; run() only puts those steps on the threads.
+
 So the inference thread never waits for CPU work as long as the CPU stages are each faster than the
 network: the loop runs at the bare backend's speed (device-bench), which bench/serve_loop.py checks.
 Python 3.6, numpy, OpenCV; the backend is anything with ``infer(nchw float32) -> logits``.
@@ -97,6 +100,59 @@ class ServeLoop(object):
     def stop(self):
         self._stop.set()
 
+    # -- one frame's path, in order (jetson-inference's imagenet.py loop) ------------------------
+    # capture -> preprocess -> infer -> top-k -> overlay -> publish. Each step is one method; run() below
+    # puts them on threads (reader + preprocess thread: capture, preprocess; the caller: infer; output
+    # thread: top-k, overlay, publish) so the network never waits for CPU work, but this is the order.
+    def capture(self):
+        """The next frame from the reader thread: a Frame, False (none yet) or None (the source ended)."""
+        return self.reader.get(timeout=0.1)
+
+    def preprocess(self, frame):
+        """The network's input for ``frame`` (contract.preprocess); with GPU preprocessing the frame itself."""
+        begin = time.monotonic()
+        tensor = frame.image if self.gpu_preprocess else self.spec(frame.image)
+        self.telemetry.stage("capture", frame.read_ms)
+        self.telemetry.stage("preprocess", (time.monotonic() - begin) * 1000.0)
+        return tensor
+
+    def infer(self, tensor):
+        """The logits (on the backend's CUDA thread for TensorRT; the GPU kernel preprocesses in infer_frame)."""
+        begin = time.monotonic()
+        logits = self.backend.infer_frame(tensor) if self.gpu_preprocess else self.backend.infer(tensor)
+        self.telemetry.stage("infer", (time.monotonic() - begin) * 1000.0)
+        self.inferred += 1
+        return logits
+
+    def top_k(self, logits):
+        """Softmax, smoothing, the ``top`` best (label, probability)."""
+        begin = time.monotonic()
+        probabilities = self.smoother(softmax(np.asarray(logits).reshape(1, -1))[0])
+        best = top_k(probabilities, self.labels, self.top)
+        self.telemetry.stage("postprocess", (time.monotonic() - begin) * 1000.0)
+        return best
+
+    def overlay(self, frame, best):
+        """Draw the classes and both fps figures on the frame (only when someone looks at it)."""
+        begin = time.monotonic()
+        draw_overlay(frame.image, best, self.telemetry.rate.recent(begin), self.telemetry.network_fps())
+        self.telemetry.stage("overlay", (time.monotonic() - begin) * 1000.0)
+
+    def publish(self, frame, best, window):
+        """To the live page and the window; the frame is done (end-to-end latency from its capture)."""
+        begin = time.monotonic()
+        if self.hub is not None:
+            self.hub.publish(frame.image)
+        if window:
+            import cv2
+            cv2.imshow(self.window_title, frame.image)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                self.log("device-serve: window closed; finishing")
+                self._stop.set()
+        now = time.monotonic()
+        self.telemetry.stage("output", (now - begin) * 1000.0)
+        self.telemetry.frame_done((now - frame.captured) * 1000.0, best)
+
     # -- the inference thread (the caller's) --------------------------------------------------
     def run(self):
         """Run to the end; return the final telemetry snapshot. Raises DeviceError if a stage failed."""
@@ -121,12 +177,7 @@ class ServeLoop(object):
                 if item is _END:
                     break
                 frame, tensor = item
-                begin = time.monotonic()
-                # with GPU preprocessing, "tensor" is the frame itself: the kernel runs in infer_frame
-                logits = self.backend.infer_frame(tensor) if self.gpu_preprocess else self.backend.infer(tensor)
-                self.telemetry.stage("infer", (time.monotonic() - begin) * 1000.0)
-                self.inferred += 1
-                self._put(self._to_output, (frame, logits))
+                self._put(self._to_output, (frame, self.infer(tensor)))
                 if self.backend.name == "tensorrt" and time.monotonic() >= next_cuda_sample:
                     # GPU memory through pycuda, where the backend's CUDA context lives
                     self.telemetry.sample_cuda(self.backend.run_in_context)
@@ -177,16 +228,12 @@ class ServeLoop(object):
     # -- the preprocess thread ---------------------------------------------------------------
     def _preprocess_stage(self):
         while not self._stop.is_set():
-            frame = self.reader.get(timeout=0.1)
+            frame = self.capture()
             if frame is False:
                 continue
             if frame is None:
                 break
-            begin = time.monotonic()
-            tensor = frame.image if self.gpu_preprocess else self.spec(frame.image)
-            self.telemetry.stage("capture", frame.read_ms)
-            self.telemetry.stage("preprocess", (time.monotonic() - begin) * 1000.0)
-            if not self._put(self._to_infer, (frame, tensor)):
+            if not self._put(self._to_infer, (frame, self.preprocess(frame))):
                 return
         self._put(self._to_infer, _END)
 
@@ -205,28 +252,11 @@ class ServeLoop(object):
                 if item is _END:
                     return
                 frame, logits = item
-                begin = time.monotonic()
-                probabilities = self.smoother(softmax(np.asarray(logits).reshape(1, -1))[0])
-                best = top_k(probabilities, self.labels, self.top)
-                now = time.monotonic()
-                self.telemetry.stage("postprocess", (now - begin) * 1000.0)
+                best = self.top_k(logits)
                 if window or (self.hub is not None and self.hub.watched):
-                    begin = now
-                    draw_overlay(frame.image, best, self.telemetry.rate.recent(now), self.telemetry.network_fps())
-                    now = time.monotonic()
-                    self.telemetry.stage("overlay", (now - begin) * 1000.0)
-                begin = now
-                if self.hub is not None:
-                    self.hub.publish(frame.image)
-                if window:
-                    import cv2
-                    cv2.imshow(self.window_title, frame.image)
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                        self.log("device-serve: window closed; finishing")
-                        self._stop.set()
+                    self.overlay(frame, best)
+                self.publish(frame, best, window)
                 now = time.monotonic()
-                self.telemetry.stage("output", (now - begin) * 1000.0)
-                self.telemetry.frame_done((now - frame.captured) * 1000.0, best)
                 if self.status_every_s and now >= next_status:
                     self.log(status_line(self.telemetry.snapshot()))
                     next_status = now + self.status_every_s
