@@ -27,7 +27,6 @@ matching its recorded sha256; and, with one thread, the lineage is compared to t
 at once, and what happened is printed. Exit status 1 if a check fails.
 """
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -41,6 +40,7 @@ import time
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if PROJECT not in sys.path:
     sys.path.insert(0, PROJECT)
+from contract.files import sha256_of_file  # noqa: E402  (after the path is set)
 
 SETTINGS = {"image_size": 32, "epochs": 2, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
             "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5}
@@ -58,14 +58,6 @@ def evolve_command(data, out, generations):
 
 def resume_command(out):
     return [sys.executable, "-m", "host.cli", "--resume", out]
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def epochs_done(run):
@@ -183,7 +175,7 @@ def check_run(run, before, reference, generations):
     missing = sorted(set(range(generations + 1)) - set(in_lineage))
     if duplicated or missing:
         found.append("generations duplicated {} missing {}".format(duplicated, missing))
-    bad_sha = [g for g, onnx, sha in rows if sha256_of(os.path.join(run, onnx)) != sha]
+    bad_sha = [g for g, onnx, sha in rows if sha256_of_file(os.path.join(run, onnx)) != sha]
     if bad_sha:
         found.append("ONNX not matching its sha256: generations {}".format(bad_sha))
     same = [(g["genome"], g["top1"], g["sha256"]) for g in summary["generations"]] == reference["generations"]

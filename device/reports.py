@@ -178,7 +178,7 @@ class ReportSpool(object):
                     victim = path
                     break
             victim = victim or pending[0]
-            os.remove(victim)
+            self.remove(victim)  # another process may have delivered it meanwhile: gone is as good
             pending.remove(victim)
             self.evicted += 1
             if self.evicted == 1:

@@ -117,7 +117,7 @@ def check_args(args):
             raise DeviceError("--stats-json {}: folder {} does not exist".format(args.stats_json, folder))
 
 
-class Terminated(Exception):
+class Terminated(BaseException):  # like KeyboardInterrupt: no `except Exception` on the way may swallow it
     """SIGTERM before the loop started: nothing measured yet, end at once."""
 
 
@@ -272,10 +272,8 @@ def serve(args, log=print, stopper=None):
         final.update(reporter.status())
     figures = stats_json(final)
     if args.stats_json:
-        tmp = args.stats_json + ".partial"
-        with open(tmp, "w") as handle:
-            json.dump(figures, handle, indent=2, sort_keys=True)
-        os.replace(tmp, args.stats_json)
+        from contract.files import atomic_write
+        atomic_write(args.stats_json, json.dumps(figures, indent=2, sort_keys=True))
     log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end, Network {network_fps:.1f} FPS, "
         "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
     return figures

@@ -165,11 +165,14 @@ class FramePacer(object):
         self.clock = clock or time.monotonic
         self.sleep = sleep or time.sleep
         self.due = None
+        self.slept = 0.0  # the last wait's sleep: pacing, not capture, so the reader leaves it out of read_ms
 
     def wait(self):
         now = self.clock()
+        self.slept = 0.0
         if self.due is not None and self.due > now:
-            self.sleep(self.due - now)
+            self.slept = self.due - now
+            self.sleep(self.slept)
             now = self.due
         self.due = now + self.period
 
@@ -450,7 +453,8 @@ class FrameReader(object):
         self.gaps = []
         self.reconnecting = False
         self.error = None
-        self.stall_s = stall_s
+        pacer = getattr(source, "pacer", None)  # a slow realtime file is paced, not stalled: wait two periods
+        self.stall_s = max(stall_s, 2.0 * pacer.period) if (pacer is not None and stall_s) else stall_s
         self.stalls = 0
         self.stalled = False
         self.corrupt = 0
@@ -562,7 +566,9 @@ class FrameReader(object):
                         self.source.describe(), now - self._last_frame_at))
                     self.stalled = False
                 self._last_frame_at = now
-                frame = Frame(self.read_count, image, now, (now - started) * 1000.0)
+                pacer = getattr(self.source, "pacer", None)  # a realtime file's pacing sleep is not capture time
+                paced = pacer.slept if pacer is not None else 0.0
+                frame = Frame(self.read_count, image, now, (now - started - paced) * 1000.0)
                 self.read_count += 1
                 if self.live:
                     with self._condition:

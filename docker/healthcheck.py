@@ -31,16 +31,13 @@ def stats_url(http_value):
     device-serve's own parsing (contract.address): a bare port binds to loopback; a wildcard bind (0.0.0.0, ::)
     is probed on loopback; a specific address is probed there.
     """
-    from contract.address import parse_address
+    from contract.address import connect_host, parse_address
     from contract.errors import ContractError
     try:
         host, port = parse_address(http_value, allow_port_zero=False)
     except ContractError as error:
         raise ValueError(str(error))
-    if host in ("0.0.0.0", "localhost"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
+    host = connect_host(host)
     if ":" in host:
         host = "[" + host + "]"
     return "http://{}:{}/stats".format(host, int(port))

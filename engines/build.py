@@ -159,7 +159,12 @@ def attach_timing_cache(config, path, log=print):
                 old = handle.read()
     except (IOError, OSError) as error:
         log("engine: warning: timing cache {} unreadable ({}); starting a fresh one".format(path, error))
-    cache = config.create_timing_cache(old) if old else None
+    cache = None
+    if old:
+        try:  # TensorRT may raise on a corrupt blob instead of refusing it: either way a fresh cache follows
+            cache = config.create_timing_cache(old)
+        except Exception as error:
+            log("engine: warning: timing cache {} is unusable ({})".format(path, error))
     if cache is not None and config.set_timing_cache(cache, False) is not False:
         return cache
     if old:

@@ -18,6 +18,9 @@ def test_a_bare_port_binds_to_loopback_and_bad_addresses_name_the_flag():
     assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
     assert parse_address("[::1]:7000") == ("::1", 7000)
     assert connect_host("0.0.0.0") == "127.0.0.1" and connect_host("10.0.0.2") == "10.0.0.2"
+    assert connect_host("::") == "::1"  # a wildcard bind is reached on loopback of its own family
+    with pytest.raises(ContractError, match=r"IPv6 address in brackets, e.g. \[::1\]:8080"):
+        parse_address("::1")  # not host ':' and port 1
     with pytest.raises(ContractError, match=r"--bind '80x' is not \[HOST:\]PORT"):
         parse_address("80x", flag="--bind")
     with pytest.raises(ContractError, match="port 1-65535"):

@@ -63,7 +63,7 @@ def test_tensorrt_falls_back_to_the_cpu_path_when_the_kernel_is_unavailable():
     backend._thread = CudaThread(lambda: None, name="recording-cuda")
     try:
         ok, why = backend.enable_gpu_preprocess()
-        assert not ok and "kernel is unavailable" in why and "pycuda" in why
+        assert not ok and "kernel is unavailable" in why  # here: no pycuda; elsewhere: no context to compile in
         assert backend.preprocess_path == "cpu"
         backend._in = IOTensor("input_0", True, np.float16, (-1, 3, 32, 32))
         ok, why = backend.enable_gpu_preprocess()

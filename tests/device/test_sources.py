@@ -258,6 +258,10 @@ def test_the_pacer_does_not_burst_after_a_late_frame():
     pacer.wait()           # late: handed out at once, no sleep
     pacer.wait()           # frame 3 one period after frame 2, not a catch-up burst
     assert slept == [0.1, 0.1]
+    assert round(pacer.slept, 6) == 0.1  # what the reader leaves out of the capture time
+    now[0] += 0.5
+    pacer.wait()
+    assert pacer.slept == 0.0
     with pytest.raises(ValueError):
         FramePacer(0)
 
@@ -275,3 +279,15 @@ def test_realtime_is_on_for_a_watched_demo_and_off_for_benchmarks():
 def test_live_sources_ignore_realtime():
     assert CaptureSource(parse_source("rtsp://cam/x"), realtime=True).realtime is False
     assert CaptureSource(parse_source("csi://0"), realtime=True).realtime is False
+
+
+def test_a_paced_file_is_neither_counted_as_capture_time_nor_as_stalls(tmp_path):
+    video = write_video(tmp_path / "slow.avi", frames=3, fps=20)
+    source = CaptureSource(parse_source(str(video)), realtime=True)
+    source.open()
+    source.pacer.period = 0.4  # as a 2.5 fps file would be paced
+    reader = FrameReader(source, stall_s=0.5).start()
+    frames = read_all(reader)
+    reader.close()
+    assert len(frames) == 3 and reader.stall_s == 0.8 and reader.stalls == 0
+    assert max(frame.read_ms for frame in frames[1:]) < 300  # decode time only, not the 400 ms of pacing
