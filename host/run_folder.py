@@ -17,7 +17,10 @@ RESUMABLE_KEYS = ("generations", "device", "target_fps", "top1_floor", "steer", 
 # what a new run's folder may already hold: the dataset host-evolve --demo writes before the run starts, and
 # what a host-evolve killed before it wrote config.json left (the run never began: it may start again),
 # including contract.files.atomic_write's temporary file (.config.json.XXXX.partial)
-PRE_RUN_ENTRIES = ("demo-data", "host-evolve.lock", "lineage.sqlite", "lineage.sqlite-wal", "lineage.sqlite-shm")
+# what a host-evolve killed before its config.json leaves (the rollback journal: killed inside SQLite's first
+# transaction, before WAL mode is on; found by bench/kill_trials.py, 2 of 18 trials)
+PRE_RUN_ENTRIES = ("demo-data", "host-evolve.lock", "lineage.sqlite", "lineage.sqlite-wal", "lineage.sqlite-shm",
+                   "lineage.sqlite-journal")
 
 
 def _left_before_the_run(name: str) -> bool:

@@ -126,5 +126,6 @@ def test_a_run_killed_before_its_config_starts_again_with_the_same_command(shape
     out.mkdir()
     (out / "host-evolve.lock").write_text("")  # what a host-evolve killed in its first moments leaves
     (out / "lineage.sqlite").write_bytes(b"")
+    (out / "lineage.sqlite-journal").write_bytes(b"")  # killed inside SQLite's first transaction
     summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(out))))
     assert [g["generation"] for g in summary["generations"]] == [0]
