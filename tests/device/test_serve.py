@@ -213,6 +213,15 @@ def test_an_out_of_range_flag_is_one_line_and_exit_2(tiny_model):
                                         "(seconds; leave it out to run until stopped)"
 
 
+def stored_reports(run, device_id="outage-test-dev"):
+    from host.lineage import Lineage
+    lineage = Lineage(run / "lineage.sqlite")
+    try:
+        return [r for r in lineage.device_reports() if r["device_id"] == device_id]
+    finally:
+        lineage.close()
+
+
 def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_order(tiny_model, tmp_path):
     """The fast form of bench/host_outages.py: host-serve goes away twice, the device restarts on its spool
     during an outage; every report it wrote is stored once, in sequence order, and the spool ends empty."""
@@ -231,7 +240,9 @@ def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_orde
                             "--warmup", "0", "--status-every", "0")
     host = BackgroundServer(create_app(run, token), port=port).start()
     first = device(60)
-    time.sleep(2.5)
+    deadline = time.monotonic() + 60  # until the first reports were delivered (stored), however slow the start
+    while time.monotonic() < deadline and not stored_reports(run):
+        time.sleep(0.1)
     host.stop()  # outage 1: the device restarts during it
     time.sleep(0.5)
     assert first.stop() == 0

@@ -29,7 +29,7 @@ from contract.model_info import ModelInfo
 from engines.build import BuildSettings, cached_engine_from_onnx
 from engines.gpu import GpuInfo
 from tests.engines.recording_tensorrt import recording_tensorrt
-onnx, cache, go = sys.argv[1:4]
+onnx, cache, go, ready = sys.argv[1:5]
 trt = recording_tensorrt("8.2.1.8")
 slow = trt.Builder
 class SlowBuilder(slow):  # a TensorRT build takes minutes on a Jetson: long enough for the other process to arrive
@@ -38,6 +38,7 @@ class SlowBuilder(slow):  # a TensorRT build takes minutes on a Jetson: long eno
         return slow.build_serialized_network(self, network, config)
 trt.Builder = SlowBuilder
 info = ModelInfo.from_onnx(onnx)
+open(ready, "w").close()  # imported and about to wait: the test starts both only when both say so
 while not os.path.exists(go):
     time.sleep(0.001)
 messages = []
@@ -78,10 +79,13 @@ def test_two_processes_build_one_engine_once(tmp_path):
     cache = str(tmp_path / "cache")
     go = str(tmp_path / "go")
     onnx = tiny_onnx()
-    racers = [subprocess.Popen([sys.executable, "-c", BUILDER, onnx, cache, go], stdout=subprocess.PIPE,
+    ready = [str(tmp_path / "ready-{}".format(i)) for i in range(2)]
+    racers = [subprocess.Popen([sys.executable, "-c", BUILDER, onnx, cache, go, ready[i]], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, universal_newlines=True, env=env(), cwd=PROJECT)
-              for _ in range(2)]
-    time.sleep(2.0)  # both imported and waiting
+              for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all(os.path.exists(path) for path in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)  # however slow the imports, neither starts before the other is waiting
     open(go, "w").close()
     results = []
     for racer in racers:
