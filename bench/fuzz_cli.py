@@ -208,7 +208,9 @@ def cases(f: dict):
         ("data all non-images", ["--data", f["bad_dataset"], "--out", evolve_out + "-4"] + common),
         ("data all zero-byte images", ["--data", f["zero_dataset"], "--out", evolve_out + "-5"] + common),
         ("data with one huge image", ["--data", f["huge_dataset"], "--out", evolve_out + "-18"] + common, 0),
-        ("generations 0", ["--data", f["dataset"], "--out", evolve_out + "-6"] + common + ["--generations", "0"]),
+        # 0 is in range: the ancestor alone, trained and exported (bench/steering.py makes its reference so)
+        ("generations 0 (the ancestor only)", ["--data", f["dataset"], "--out", evolve_out + "-6"] + common
+         + ["--generations", "0"], 0),
         ("env-factor 1.5", ["--data", f["dataset"], "--out", evolve_out + "-7"] + common + ["--env-factor", "1.5"]),
         ("image-size 7", ["--data", f["dataset"], "--out", evolve_out + "-8"] + common + ["--image-size", "7"]),
         ("image-size 100000", ["--data", f["dataset"], "--out", evolve_out + "-9"] + common + ["--image-size", "100000"]),

@@ -396,6 +396,16 @@ def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264
             source.close()
             raise DeviceError(_open_failure(spec))
         source.open()
+    elif spec.kind == "folder":
+        # A folder whose every image fails to decode would run with 0 frames and exit 0: refuse it now. The
+        # probe is silent and its counts are reset, so the run skips, logs and counts each file once.
+        source.log = lambda line: None
+        first = source.read()
+        source.log, source.skipped = log, 0
+        if first is None:
+            raise DeviceError("image folder {}: none of its {} image file(s) decodes (empty, truncated or not "
+                              "images); give a folder with real images".format(spec.target, len(source.paths)))
+        source.open()
     return source
 
 

@@ -118,6 +118,12 @@ def test_empty_folder_and_undecodable_video_are_refused(tmp_path):
     junk.write_bytes(b"\x00" * 1000)
     with pytest.raises(DeviceError, match="could not be opened"):
         open_source(str(junk))
+    undecodable = tmp_path / "undecodable"
+    undecodable.mkdir()
+    (undecodable / "a.jpg").write_bytes(b"not a jpeg")
+    (undecodable / "b.png").write_bytes(b"")
+    with pytest.raises(DeviceError, match="none of its 2 image file"):  # it would run 0 frames and exit 0
+        open_source(str(undecodable))
 
 
 def test_unreachable_camera_is_a_clear_error():
