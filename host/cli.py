@@ -28,6 +28,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 8)")
     parser.add_argument("--min-filters", type=int, help="filters every layer keeps at least (default 4)")
     parser.add_argument("--distill-weight", type=float, help="weight of distillation from the parent (default 0)")
+    parser.add_argument("--distill-from", choices=("parent", "ancestor"),
+                        help="the distillation teacher: the parent (default) or the ancestor, the strongest model")
+    parser.add_argument("--final-epochs", type=int,
+                        help="recovery fine-tune of the last generation, LR rewound to the peak (default 0: none)")
     parser.add_argument("--crop-scale", type=float, help="smallest area share of the random crop (default 0.25)")
     parser.add_argument("--val-fraction", type=float, help="held out per class without a val folder (default 0.1)")
     parser.add_argument("--seed", type=int, help="seed of split, sampling and training (default 0)")
@@ -55,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
-             "offspring", "round_to", "min_filters", "distill_weight", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
+             "offspring", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained")
 
 

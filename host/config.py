@@ -30,7 +30,9 @@ class EvolveConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     crop_scale: float = 0.25  # smallest area share of the random resized crop (1.0 = flip only)
-    distill_weight: float = 0.0  # >0: offspring also learn from their parent's soft labels (T=2)
+    distill_weight: float = 0.0  # >0: offspring also learn from a teacher's soft labels (T=2)
+    distill_from: str = "parent"  # the teacher: "parent" or "ancestor" (the strongest model: drift cannot compound)
+    final_epochs: int = 0  # >0: a recovery fine-tune of the last generation (LR rewound to the peak), one more generation
     val_fraction: float = 0.1  # held out per class when DIR has no val folder
     pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
     dropout: float = 0.5
@@ -136,6 +138,10 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"crop_scale = {config.crop_scale} must be in (0, 1]")
     if not 0 <= config.distill_weight <= 1:
         problems.append(f"distill_weight = {config.distill_weight} must be in [0, 1]")
+    if config.distill_from not in ("parent", "ancestor"):
+        problems.append(f"distill_from = {config.distill_from!r} must be 'parent' or 'ancestor'")
+    if config.final_epochs < 0:
+        problems.append(f"final_epochs = {config.final_epochs} must be >= 0 (0 = no recovery fine-tune)")
     if config.target_mb < 0:
         problems.append(f"target_mb = {config.target_mb} must be >= 0 (0 = off)")
     if config.target_fps < 0 or not 0 < config.env_floor <= config.env_factor:

@@ -6,6 +6,7 @@ ONNX is exported. ``evolve(config)`` on a run folder that already has some of th
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import time
@@ -132,6 +133,8 @@ class Evolution:
                 self.claim.release()
             raise
         self.num_classes = len(self.data.labels)
+        self.ancestor_weights: str | None = None  # gen-00's weights (relative to RUN), once it is recorded
+        self._ancestor: SqueezeNet | None = None  # the ancestor as a teacher (--distill-from ancestor), loaded once
 
     def settings(self, epochs: int) -> TrainSettings:
         c = self.config
@@ -141,8 +144,10 @@ class Evolution:
 
     # -- one offspring ---------------------------------------------------------------------------
     def new_offspring(self, generation: int, index: int, parent: SqueezeNet | None,
-                      env_factor: float) -> tuple[SqueezeNet, float | None]:
+                      env_factor: float, recovery: bool = False) -> tuple[SqueezeNet, float | None]:
         c = self.config
+        if recovery:  # the recovery fine-tune: the parent itself, every filter kept (no heredity, no lambda)
+            return copy.deepcopy(parent).cpu(), None
         if parent is None:
             model = SqueezeNet(Genome.squeezenet1_1(self.num_classes), dropout=c.dropout)
             torch.manual_seed(derive_seed(c.seed, 0, index, 999))
@@ -157,10 +162,25 @@ class Evolution:
         kept = sample_offspring(strengths, lam, rng, min_filters=c.min_filters, round_to=c.round_to)
         return inherit(parent.cpu(), kept), lam
 
-    def breed(self, generation: int, index: int, parent: SqueezeNet | None, env_factor: float) -> dict:
-        """Train one offspring to the end (resuming from the checkpoint if it is this one's) and record it."""
+    def teacher(self, parent: SqueezeNet | None) -> SqueezeNet | None:
+        """The model an offspring distils from: none for the ancestor or without --distill-weight, else the
+        parent or (--distill-from ancestor) generation 0, the strongest model of the run."""
+        c = self.config
+        if parent is None or c.distill_weight <= 0:
+            return None
+        if c.distill_from == "parent":
+            return parent
+        if self._ancestor is None:
+            self._ancestor = load_weights(self.layout.root / self.ancestor_weights, "cpu").eval()
+        return self._ancestor
+
+    def breed(self, generation: int, index: int, parent: SqueezeNet | None, env_factor: float,
+              recovery: bool = False) -> dict:
+        """Train one offspring to the end (resuming from the checkpoint if it is this one's) and record it.
+        ``recovery``: the final fine-tune of ``parent`` itself for --final-epochs (the learning rate rewound
+        to its peak and decayed again, as every offspring's is: Renda et al. 2020's LR rewinding)."""
         c, layout = self.config, self.layout
-        epochs = c.ancestor_epochs if parent is None else c.epochs
+        epochs = c.ancestor_epochs if parent is None else (c.final_epochs if recovery else c.epochs)
         settings = self.settings(epochs)
         checkpoint = None
         barrier(self.world)  # every rank sees the same checkpoint
@@ -178,10 +198,10 @@ class Evolution:
                     self.lineage.add_epoch(generation, index, epoch, stats)
             log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
         else:
-            model, lam = self.new_offspring(generation, index, parent, env_factor)
+            model, lam = self.new_offspring(generation, index, parent, env_factor, recovery)
             first_epoch, train_seconds, history = 0, 0.0, []
         model = model.to(self.device).to(memory_format=torch.channels_last)
-        teacher = parent if (parent is not None and c.distill_weight > 0) else None
+        teacher = self.teacher(parent)
         if teacher is not None:
             teacher = teacher.to(self.device).to(memory_format=torch.channels_last)
         optimizer, scheduler = make_optimizer(model, settings, max(1, epochs) * steps_per_epoch(
@@ -235,16 +255,19 @@ class Evolution:
             path.unlink(missing_ok=True)
 
     # -- one generation --------------------------------------------------------------------------
-    def breed_generation(self, generation: int, parent: SqueezeNet | None, env_factor: float) -> list[dict]:
-        """Heredity, synthesis, training and evaluation of the generation's offspring (one for the ancestor,
-        K after it); offspring already in the lineage (a resumed run) are not bred again."""
+    def breed_generation(self, generation: int, parent: SqueezeNet | None, env_factor: float,
+                         recovery: bool = False) -> list[dict]:
+        """Heredity, synthesis, training and evaluation of the generation's offspring (one for the ancestor
+        and the recovery fine-tune, K otherwise); offspring already in the lineage (a resumed run) are not
+        bred again."""
         done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
-        for index in range(1 if parent is None else self.config.offspring):
+        for index in range(1 if parent is None or recovery else self.config.offspring):
             if index not in done:
-                done[index] = self.breed(generation, index, parent, env_factor)
+                done[index] = self.breed(generation, index, parent, env_factor, recovery)
         return [done[index] for index in sorted(done)]
 
-    def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None, env_factor: float) -> dict:
+    def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None, env_factor: float,
+                          recovery: bool = False) -> dict:
         """Export the fittest offspring as the generation's ONNX (rank 0) and record it in the lineage."""
         c = self.config
         if not self.world.is_main:
@@ -255,7 +278,8 @@ class Evolution:
         card = export_generation(model, folder, spec=self.data.spec, labels=self.data.labels, generation=generation,
                                  parity_images=parity_images(self.data), fp16=c.fp16_onnx,
                                  extra_card={"top1": best["top1"], "top5": best["top5"], "parent": best["parent"],
-                                             "env_factor": None if parent is None else env_factor})
+                                             "env_factor": None if parent is None else env_factor,
+                                             **({"recovery_of": generation - 1} if recovery else {})})
         row = dict(best, env_factor=None if parent is None else env_factor, onnx=self.layout.relative(folder / "model.onnx"),
                    sha256=card["sha256"], labels=self.layout.relative(folder / "labels.txt"),
                    card=self.layout.relative(folder / "card.json"))
@@ -304,6 +328,8 @@ class Evolution:
                 offspring = self.breed_generation(generation, parent, env_factor)
                 best = max(offspring, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
                 row = self.export_and_record(generation, best, parent, env_factor)
+            if generation == 0:
+                self.ancestor_weights = row["weights"]
             fps = self.fps_for_steering(row) if c.target_fps > 0 else None
             env_factor, stop_reason = next_step(c, generation, row, fps, env_factor)
             if self.world.is_main:
@@ -316,6 +342,8 @@ class Evolution:
                 break
             parent = load_weights(self.layout.root / row["weights"], "cpu")  # selection: the next parent
         bar.close()
+        if c.final_epochs > 0 and row["generation"] > 0:
+            row = self.recover(row, finished)
         if not self.world.is_main:
             return {}
         summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stop_reason)
@@ -323,6 +351,22 @@ class Evolution:
             tqdm.write(f"stopped: {stop_reason}")
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
+
+
+    def recover(self, last: dict, finished: dict) -> dict:
+        """The recovery fine-tune (--final-epochs): the last generation trained on, every filter kept,
+        recorded as one more generation (same genome, env_factor 1, no lambda; its card says
+        ``recovery_of``), so its ONNX, report point and device figures come as every generation's do."""
+        generation = last["generation"] + 1
+        if generation in finished:  # a resumed run that had finished it
+            return finished[generation]
+        parent = load_weights(self.layout.root / last["weights"], "cpu")
+        tqdm.write(f"recovery fine-tune of generation {last['generation']} for {self.config.final_epochs} epochs")
+        (best,) = self.breed_generation(generation, parent, 1.0, recovery=True)
+        row = self.export_and_record(generation, best, parent, 1.0, recovery=True)
+        if self.world.is_main:
+            refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+        return row
 
 
 def describe(row: dict) -> str:

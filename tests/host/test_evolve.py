@@ -106,3 +106,51 @@ def test_kill_9_mid_run_then_resume_loses_and_repeats_nothing(shapes, tmp_path):
 def test_resume_of_a_folder_that_is_not_a_run_says_so(tmp_path):
     result = subprocess.run(host_evolve("--resume", str(tmp_path)), capture_output=True, text=True)
     assert result.returncode == 2 and "no config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_recovery_fine_tune_and_the_ancestor_as_teacher(shapes, tmp_path):
+    """--final-epochs adds one generation: the last one's genome, trained on (weights change, size does not),
+    its card naming what it recovers; --distill-from ancestor makes generation 0 every offspring's teacher.
+    A resume of the finished run breeds nothing more."""
+    import torch
+    from host.evolve import Evolution, load_weights
+    run = tmp_path / "run"
+    config = resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=1, distill_weight=0.5,
+                              distill_from="ancestor", final_epochs=1))
+    evolution = Evolution(config)
+    try:
+        summary = evolution.run()
+        gens = summary["generations"]
+        assert [g["generation"] for g in gens] == [0, 1, 2] and gens[2]["parent"] == 1
+        assert gens[2]["genome"] == gens[1]["genome"] and gens[2]["params"] == gens[1]["params"] < gens[0]["params"]
+        card = json.loads((run / gens[2]["card"]).read_text())
+        assert card["recovery_of"] == 1 and "recovery_of" not in json.loads((run / gens[1]["card"]).read_text())
+        assert gens[2]["sha256"] != gens[1]["sha256"]  # trained on: other weights
+        epochs = sqlite3.connect(run / "lineage.sqlite").execute(
+            "SELECT generation, COUNT(*) FROM epochs GROUP BY generation ORDER BY 1").fetchall()
+        assert epochs == [(0, 2), (1, 1), (2, 1)]
+        weights = {n: evolution.lineage.generation(n)["weights"] for n in (0, 1)}
+        parent = load_weights(run / weights[1], "cpu")
+        teacher = evolution.teacher(parent)
+        ancestor = load_weights(run / weights[0], "cpu")
+        assert teacher is not parent and teacher.genome == ancestor.genome
+        assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), ancestor.state_dict().values()))
+        assert evolution.teacher(None) is None
+        from dataclasses import replace
+        evolution.config = replace(config, distill_from="parent")
+        assert evolution.teacher(parent) is parent
+        evolution.config = replace(config, distill_weight=0.0)
+        assert evolution.teacher(parent) is None
+    finally:
+        evolution.lineage.close()
+        evolution.claim.release()
+    again = evolve(config, resume=True)
+    assert [g["sha256"] for g in again["generations"]] == [g["sha256"] for g in gens]
+
+
+def test_distill_from_and_final_epochs_are_checked():
+    from host.errors import HostError
+    with pytest.raises(HostError, match="distill_from = 'teacher' must be 'parent' or 'ancestor'"):
+        resolve({}, {"distill_from": "teacher"})
+    with pytest.raises(HostError, match="final_epochs = -1 must be >= 0"):
+        resolve({}, {"final_epochs": -1})
