@@ -4,12 +4,15 @@
 
 Per batch of 64, serially (no prefetch thread, so each phase has the cores to itself): gather from the
 uint8 cache, normalise, augment (random resized crop + flip, one grid_sample), channels-last copy, forward,
-loss, backward, optimizer step. Then the real step (host/train.py's train_one_epoch, the batch made on
-the prefetch thread) against pure compute (forward + backward + step on a batch in memory), back to back.
-The gap between the two is what the batch thread takes from the cores the compute would use.
+loss, backward, optimizer step. Then the real step (host/train.py's train_one_epoch) against pure compute
+(forward + backward + step on a batch in memory), alternately for --rounds rounds, the real step both
+ways: the batch made on the prefetch thread (host.train.PREFETCH_DEPTH = 2) and made serially before each
+step (depth 0). The gap between the two real steps is what the batch thread takes from the cores the
+compute would use; the medians of the per-round ratios are printed (this machine's drift cancels).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -22,8 +25,12 @@ sys.path.insert(0, str(PROJECT))
 SHARED = PROJECT.parent / "shared"
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of pure / threaded / serial (default 3)")
+    args = parser.parse_args(argv)
     import torch
+    import host.train as train_module
     import torch.nn.functional as F
     from contract.preprocess import PreprocessSpec
     from host.data import CachedImages, augment_batch, cache_split, normalize_batch, scan_folder
@@ -76,13 +83,19 @@ def main() -> int:
     for name, seconds in phases.items():
         print(f"  {name:14s} {1000 * seconds / steps:7.1f} ms  {100 * seconds / total:5.1f} %")
     cpu = torch.device("cpu")
-    real, pure = [], []
-    for _ in range(2):
-        pure.append(compute_throughput(model, batch, size, cpu, steps=steps))
-        settings = TrainSettings(epochs=1, batch_size=batch, lr=1e-4, crop_scale=0.5)
-        opt, sched = make_optimizer(model, settings, steps)
-        real.append(train_one_epoch(model, data, spec, opt, sched, settings, 0, cpu)["images_per_second"])
-    print(f"real step {max(real):.0f} img/s, pure compute {max(pure):.0f} img/s: {max(real) / max(pure):.2f}")
+    speeds = {"pure": [], "prefetch 2": [], "serial": []}
+    for _ in range(args.rounds):
+        speeds["pure"].append(compute_throughput(model, batch, size, cpu, steps=steps))
+        for name, depth in (("prefetch 2", 2), ("serial", 0)):
+            train_module.PREFETCH_DEPTH = depth
+            settings = TrainSettings(epochs=1, batch_size=batch, lr=1e-4, crop_scale=0.5)
+            opt, sched = make_optimizer(model, settings, steps)
+            speeds[name].append(train_one_epoch(model, data, spec, opt, sched, settings, 0, cpu)["images_per_second"])
+    train_module.PREFETCH_DEPTH = 2
+    for name, values in speeds.items():
+        ratio = np.median(np.array(values) / np.array(speeds["pure"]))
+        print(f"{name:11s} median {np.median(values):6.0f} img/s, against pure compute {ratio:.3f} "
+              f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
     return 0
 
 

@@ -116,7 +116,7 @@ class CudaPreprocessor(object):
         self.spec = spec
         self._cuda = cuda
         self._kernel = SourceModule(KERNEL_SOURCE, no_extern_c=True).get_function(KERNEL_NAME)
-        self._block = (int(block[0]), int(block[1]), 1)
+        self._grid, self._block = launch_shape(spec, block)
         self._source_shape = None
         self._taps = None
         self._staging = None
@@ -145,12 +145,11 @@ class CudaPreprocessor(object):
         np.copyto(self._staging, frame)
         self._cuda.memcpy_htod_async(self._source, self._staging, stream)
         width, height = self.spec.width, self.spec.height
-        grid = ((width + self._block[0] - 1) // self._block[0], (height + self._block[1] - 1) // self._block[1], 1)
         self._kernel(self._source, np.int32(frame.shape[1]), np.int32(frame.shape[1] * 3),
                      self._taps[0], self._taps[1], self._taps[2], self._taps[3], self._taps[4], self._taps[5],
                      destination, np.int32(height), np.int32(width), *(self._affine + [
                          np.int32(1 if self.spec.color == "RGB" else 0)]),
-                     block=self._block, grid=grid, stream=stream)
+                     block=self._block, grid=self._grid, stream=stream)
 
     def __call__(self, frame_bgr):
         cuda = self._cuda

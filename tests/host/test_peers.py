@@ -73,3 +73,17 @@ def test_uniform_keeps_the_strongest_filters_in_every_layer():
 def test_step_targets_are_geometric_and_end_on_the_target():
     targets = peers().step_targets(800, 100, 3)
     assert targets == [400, 200, 100]
+
+
+def test_torch_pruning_runs_as_users_run_it_so_a_mild_cut_keeps_most_of_every_squeeze():
+    """Torch-Pruning's round_to floors the kept count: with round_to=8 a 13 % cut leaves a 16-wide squeeze 8
+    wide (half its input path gone). The peer runs it with its default (no round_to): the same mild cut keeps
+    at least 12 of 16, and the net still meets the budget."""
+    pytest.importorskip("torch_pruning", reason="torch-pruning is a bench extra: pip install 'squishednets[bench]'")
+    module = peers()
+    parent = ancestor()
+    target = int(0.87 * parent.genome.params)
+    widths = module.shrink("torch-pruning", parent, target, 32, seed=0).genome.layer_widths()
+    assert 12 <= widths["fire2.squeeze"] < 16, widths
+    floored = module.torch_pruning_shrink(parent, target, 32, round_to=8).genome.layer_widths()
+    assert floored["fire2.squeeze"] == 8, floored
