@@ -52,6 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--config", help="TOML file of settings; flags win over it")
     parser.add_argument("--pretrained", help="torchvision-layout squeezenet1_1 state_dict for the ancestor")
+    parser.add_argument("--ancestor-from", metavar="WEIGHTS",
+                        help="start from a trained host-evolve model (RUN/gen-XX/offspring-K.pt) instead of "
+                             "SqueezeNet v1.1; it trains --ancestor-epochs more (0: evaluated as it is)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in RUN where it stopped")
     parser.add_argument("--demo", action="store_true",
                         help="evolve on a built-in generated dataset (no data, no network, minutes on a CPU)")
@@ -60,7 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
              "offspring", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
-             "pretrained")
+             "pretrained", "ancestor_from")
 
 
 def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:

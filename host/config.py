@@ -35,6 +35,7 @@ class EvolveConfig:
     final_epochs: int = 0  # >0: a recovery fine-tune of the last generation (LR rewound to the peak), one more generation
     val_fraction: float = 0.1  # held out per class when DIR has no val folder
     pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
+    ancestor_from: str = ""  # a trained host-evolve model (RUN/gen-XX/offspring-K.pt) as the ancestor instead
     dropout: float = 0.5
     target_mb: float = 0.0  # >0: R per generation lands the last generation on this size (MB = 1e6 bytes)
     target_fps: float = 0.0  # >0: steer R by measured speed and stop when a generation reaches this fps
@@ -140,6 +141,9 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"distill_weight = {config.distill_weight} must be in [0, 1]")
     if config.distill_from not in ("parent", "ancestor"):
         problems.append(f"distill_from = {config.distill_from!r} must be 'parent' or 'ancestor'")
+    if config.ancestor_from and config.pretrained:
+        problems.append("give pretrained (SqueezeNet v1.1's ImageNet weights) or ancestor_from (a trained "
+                        "host-evolve model), not both: ancestor_from's weights would replace pretrained's")
     if config.final_epochs < 0:
         problems.append(f"final_epochs = {config.final_epochs} must be >= 0 (0 = no recovery fine-tune)")
     if config.target_mb < 0:

@@ -88,6 +88,33 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
     return data
 
 
+def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:
+    """--ancestor-from: a host-evolve model file (genome + weights) for ``labels``, refused by name when it
+    is not one, has another number of classes, or its generation's labels.txt names other classes."""
+    from pathlib import Path
+    path = Path(path)
+    fix = "give a host-evolve model file, e.g. RUN/gen-00/offspring-0.pt of a run on the same classes"
+    if not path.is_file():
+        raise HostError(f"--ancestor-from {path}: no such file; {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=dropout)
+        model.load_state_dict(state["model"])
+    except Exception as error:  # torch, Genome and load_state_dict raise many types; all mean "not one of ours"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise HostError(f"--ancestor-from {path} is not a host-evolve model file ({reason}); {fix}") from error
+    if model.genome.num_classes != len(labels):
+        raise HostError(f"--ancestor-from {path} classifies {model.genome.num_classes} classes, the data has "
+                        f"{len(labels)}; {fix}")
+    beside = path.parent / "labels.txt"
+    if beside.is_file():
+        theirs = [line.strip() for line in beside.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if theirs and theirs != list(labels):
+            raise HostError(f"--ancestor-from {path}: its {beside} names other classes or another order "
+                            f"({', '.join(theirs[:3])}, ...) than the data ({', '.join(labels[:3])}, ...); {fix}")
+    return model
+
+
 def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
     images = torch.from_numpy(np.array(data.val.images[:count]))
     return normalize_batch(images, data.spec).contiguous().numpy()
@@ -121,6 +148,8 @@ class Evolution:
             if self.world.is_main:
                 self.lineage.save_config(config.to_dict())
             self.data = load_dataset(config, self.layout, self.world)
+            if config.ancestor_from and not resume:  # refused before any training, the new run taken back
+                load_ancestor(config.ancestor_from, self.data.labels, config.dropout)
             if self.world.is_main:
                 for where, skipped in self.data.skipped().items():
                     self.lineage.add_skipped(skipped, where)
@@ -148,6 +177,8 @@ class Evolution:
         c = self.config
         if recovery:  # the recovery fine-tune: the parent itself, every filter kept (no heredity, no lambda)
             return copy.deepcopy(parent).cpu(), None
+        if parent is None and c.ancestor_from:
+            return load_ancestor(c.ancestor_from, self.data.labels, c.dropout), None
         if parent is None:
             model = SqueezeNet(Genome.squeezenet1_1(self.num_classes), dropout=c.dropout)
             torch.manual_seed(derive_seed(c.seed, 0, index, 999))

@@ -154,3 +154,45 @@ def test_distill_from_and_final_epochs_are_checked():
         resolve({}, {"distill_from": "teacher"})
     with pytest.raises(HostError, match="final_epochs = -1 must be >= 0"):
         resolve({}, {"final_epochs": -1})
+
+
+def test_ancestor_from_a_trained_generation_continues_from_it(shapes, tmp_path):
+    """--ancestor-from RUN/gen-01/offspring-0.pt with 0 ancestor epochs: the new run's generation 0 is that model
+    (same genome, same top-1 on the same split), and the evolution goes on from it."""
+    first = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "a"), generations=1)))
+    weights = tmp_path / "a" / "gen-01" / "offspring-0.pt"
+    second = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "b"), generations=1,
+                                     ancestor_epochs=0, ancestor_from=str(weights))))
+    start, was = second["generations"][0], first["generations"][1]
+    assert start["genome"] == was["genome"] and start["top1"] == was["top1"]
+    assert second["generations"][1]["params"] < start["params"]
+
+
+def test_ancestor_from_refuses_what_is_not_a_model_for_these_classes(shapes, tmp_path):
+    import shutil
+    from host.errors import HostError
+    from host.evolve import load_ancestor
+    run = tmp_path / "a"
+    evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=0)))
+    weights = run / "gen-00" / "offspring-0.pt"
+    labels = (run / "gen-00" / "labels.txt").read_text().split()
+    assert load_ancestor(weights, labels, 0.5).genome.num_classes == len(labels)
+    with pytest.raises(HostError, match="no such file"):
+        load_ancestor(tmp_path / "none.pt", labels, 0.5)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(HostError, match="is not a host-evolve model file"):
+        load_ancestor(tmp_path / "junk.pt", labels, 0.5)
+    with pytest.raises(HostError, match=f"classifies {len(labels)} classes, the data has {len(labels) + 1}"):
+        load_ancestor(weights, labels + ["extra"], 0.5)
+    with pytest.raises(HostError, match="names other classes or another order"):
+        load_ancestor(weights, labels[::-1], 0.5)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(weights, alone / "w.pt")  # no labels.txt beside it: the class count is all that can be checked
+    assert load_ancestor(alone / "w.pt", labels[::-1], 0.5) is not None
+    with pytest.raises(HostError, match="not both"):
+        resolve({}, {"pretrained": "x.pth", "ancestor_from": str(weights)})
+    # refused at start, and the new run is taken back
+    with pytest.raises(HostError, match="is not a host-evolve model file"):
+        evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "c"), ancestor_from=str(tmp_path / "junk.pt"))))
+    assert not (tmp_path / "c" / "lineage.sqlite").exists()
