@@ -87,3 +87,9 @@ def test_torch_pruning_runs_as_users_run_it_so_a_mild_cut_keeps_most_of_every_sq
     assert 12 <= widths["fire2.squeeze"] < 16, widths
     floored = module.torch_pruning_shrink(parent, target, 32, round_to=8).genome.layer_widths()
     assert floored["fire2.squeeze"] == 8, floored
+
+
+def test_steps_per_size_are_one_count_or_one_per_size():
+    module = peers()
+    assert [module.steps_for({"steps": (3, 2)}, i) for i in (0, 1)] == [3, 2]
+    assert [module.steps_for({"steps": 2}, i) for i in (0, 1)] == [2, 2]
