@@ -320,7 +320,7 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                 child = shrink(method, parent, step_target, scale["image_size"], derive_seed(seed, size_index, step))
                 mentor = ancestor if teacher == "ancestor" else parent
                 child = train(child, mentor, data, scale["epochs_per_step"], derive_seed(seed, size_index, step, 7),
-                              f"{method} {size_mb:.2f} MB step {step + 1}/{scale['steps']}", bar)
+                              f"{method} {size_mb:.2f} MB step {step + 1}/{steps_for(scale, size_index)}", bar)
                 save_model(child, path, {})
             parent = child
         rows.append({"method": method, "target_mb": size_mb, "model": parent, "top1": top1(parent, data),
