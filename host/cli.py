@@ -24,6 +24,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, help="square input size in pixels (default 112)")
     parser.add_argument("--env-factor", type=float, help="R: expected offspring cost / parent's (default 0.93)")
     parser.add_argument("--budget", choices=("params", "macs"), help="what R budgets (default params)")
+    parser.add_argument("--cost-exponent", type=float,
+                        help="cost-aware heredity: layers whose filters cost more (in --budget) die more readily "
+                             "(0 = the paper's model, the default; e.g. 1)")
     parser.add_argument("--offspring", type=int, help="K offspring per generation, the fittest kept (default 1)")
     parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 8)")
     parser.add_argument("--min-filters", type=int, help="filters every layer keeps at least (default 4)")
@@ -61,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget",
+FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "cost_exponent",
              "offspring", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 

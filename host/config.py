@@ -21,6 +21,7 @@ class EvolveConfig:
     image_size: int = 112  # square input side, pixels (the device resizes whole frames to it)
     env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
     budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
+    cost_exponent: float = 0.0  # alpha of the cost-aware heredity (host/synthesis.py step 5); 0 = the paper's
     offspring: int = 1  # K offspring per generation; the fittest (top-1) becomes the parent
     min_filters: int = 4  # every layer keeps at least this many filters
     round_to: int = 8  # kept counts rounded up to a multiple of this (8 suits GPUs; 1 = off)
@@ -115,6 +116,9 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"env_factor = {config.env_factor} must be in (0, 1] (the paper's R, e.g. 0.93)")
     if config.budget not in ("params", "macs"):
         problems.append(f"budget = {config.budget!r} must be 'params' or 'macs'")
+    if not 0 <= config.cost_exponent <= 4:
+        problems.append(f"cost_exponent = {config.cost_exponent} must be in [0, 4] (0 = the paper's heredity; "
+                        "1 cuts a layer whose filters cost twice the mean about twice as readily)")
     if config.offspring < 1:
         problems.append(f"offspring = {config.offspring} must be >= 1")
     if not 32 <= config.image_size <= MAX_IMAGE_SIZE:

@@ -33,7 +33,7 @@ from host import run_folder
 from host.report import refresh
 from host.steering import fitness, next_step
 from host.surgery import cluster_strengths, inherit
-from host.synthesis import sample_offspring, solve_lambda
+from host.synthesis import layer_scales, sample_offspring, solve_lambda
 from host.train import (TrainSettings, derive_seed, evaluate, make_optimizer, pick_device, steps_per_epoch,
                         train_one_epoch)
 
@@ -187,10 +187,11 @@ class Evolution:
                 load_pretrained(model, c.pretrained)
             return model, None
         strengths = cluster_strengths(parent)
+        scales = layer_scales(strengths, self.num_classes, c.image_size, c.budget, c.cost_exponent)
         lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
-                           min_filters=c.min_filters, round_to=c.round_to)
+                           min_filters=c.min_filters, round_to=c.round_to, scales=scales)
         rng = np.random.default_rng(derive_seed(c.seed, generation, index, 12345))
-        kept = sample_offspring(strengths, lam, rng, min_filters=c.min_filters, round_to=c.round_to)
+        kept = sample_offspring(strengths, lam, rng, min_filters=c.min_filters, round_to=c.round_to, scales=scales)
         return inherit(parent.cpu(), kept), lam
 
     def teacher(self, parent: SqueezeNet | None) -> SqueezeNet | None:

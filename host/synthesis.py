@@ -10,6 +10,14 @@
    ``round_to`` rounds the kept count up (with the next strongest filters) to a multiple that suits
    the hardware. Both are part of the expectation in step 3, computed exactly from the
    Poisson-binomial distribution of each layer's kept count.
+5. Cost-aware heredity (an extension, off by default: alpha = 0 is the paper's model). One lambda for the
+   whole net cuts every layer in about the same share whatever the budget counts; to spend the budget
+   where the cost is, layer l's survival uses
+       lambda_l = lambda * (c_l / c_bar) ** (-alpha),
+   where c_l is the layer's marginal cost (what the offspring saves by dropping one of its filters: its
+   own weights and its consumers' inputs, times the output pixels for MACs) at the parent's widths, and
+   c_bar the geometric mean over layers. Filters that cost more die more easily; lambda is still solved
+   so that the expected cost is R x the parent's (step 3, with lambda_l in place of lambda).
 """
 from __future__ import annotations
 
@@ -58,15 +66,34 @@ def expected_width(probabilities: np.ndarray, min_filters: int, round_to: int) -
     return float(pmf @ counts)
 
 
+def marginal_costs(num_classes: int, widths: dict, image_size: int, kind: str) -> dict:
+    """c_l of step 5: the cost saved by dropping one filter of each layer, at ``widths``."""
+    total = expected_cost(num_classes, widths, image_size, kind)
+    return {name: total - expected_cost(num_classes, dict(widths, **{name: widths[name] - 1.0}), image_size, kind)
+            for name in widths}
+
+
+def layer_scales(strengths: dict, num_classes: int, image_size: int, kind: str, cost_exponent: float) -> dict:
+    """(c_l / c_bar) ** (-alpha) per layer (step 5); all 1.0 when alpha = 0 (the paper's model)."""
+    if cost_exponent == 0:
+        return {name: 1.0 for name in strengths}
+    costs = marginal_costs(num_classes, {name: float(len(s)) for name, s in strengths.items()}, image_size, kind)
+    log_mean = float(np.mean([math.log(c) for c in costs.values()]))
+    return {name: math.exp(-cost_exponent * (math.log(costs[name]) - log_mean)) for name in strengths}
+
+
 def expected_offspring_cost(strengths: dict, lam: float, num_classes: int, image_size: int, kind: str,
-                            min_filters: int, round_to: int) -> float:
-    widths = {name: expected_width(keep_probabilities(s, lam), min_filters, round_to) for name, s in strengths.items()}
+                            min_filters: int, round_to: int, scales: dict | None = None) -> float:
+    widths = {name: expected_width(keep_probabilities(s, lam * (scales[name] if scales else 1.0)), min_filters,
+                                   round_to) for name, s in strengths.items()}
     return expected_cost(num_classes, widths, image_size, kind)
 
 
 def solve_lambda(strengths: dict, num_classes: int, env_factor: float, *, kind: str = "params",
-                 image_size: int = 224, min_filters: int = 1, round_to: int = 1, tolerance: float = 1e-4) -> float:
-    """The lambda whose expected offspring cost is ``env_factor`` x the parent's (bisection; cost grows with lambda)."""
+                 image_size: int = 224, min_filters: int = 1, round_to: int = 1, tolerance: float = 1e-4,
+                 scales: dict | None = None) -> float:
+    """The lambda whose expected offspring cost is ``env_factor`` x the parent's (bisection; cost grows with
+    lambda). ``scales``: step 5's per-layer factors (layer_scales), None for the paper's model."""
     if not 0.0 < env_factor <= 1.0:
         raise HostError(f"environment factor R={env_factor} must be in (0, 1]: it is the offspring's share "
                         "of the parent's resources (the paper uses values just below 1, e.g. 0.93)")
@@ -74,9 +101,9 @@ def solve_lambda(strengths: dict, num_classes: int, env_factor: float, *, kind: 
     target = env_factor * expected_cost(num_classes, parent_widths, image_size, kind)
 
     def cost(lam: float) -> float:
-        return expected_offspring_cost(strengths, lam, num_classes, image_size, kind, min_filters, round_to)
+        return expected_offspring_cost(strengths, lam, num_classes, image_size, kind, min_filters, round_to, scales)
 
-    low, high = 0.0, LAMBDA_MAX
+    low, high = 0.0, LAMBDA_MAX / (min(scales.values()) if scales else 1.0)  # every filter kept at ``high``
     if cost(low) >= target:  # even the floor of min_filters everywhere costs more than the budget
         return low
     for _ in range(60):
@@ -85,22 +112,23 @@ def solve_lambda(strengths: dict, num_classes: int, env_factor: float, *, kind: 
             low = mid
         else:
             high = mid
-        if high - low < tolerance * LAMBDA_MAX:
+        if high - low < tolerance * LAMBDA_MAX:  # absolute: lambda's scale is that of the paper's model
             break
     return 0.5 * (low + high)
 
 
 def sample_offspring(strengths: dict, lam: float, rng: np.random.Generator, *, min_filters: int = 1,
-                     round_to: int = 1) -> dict:
+                     round_to: int = 1, scales: dict | None = None) -> dict:
     """Sample which clusters survive: {layer: sorted indices of the kept filters}.
 
     Layers are drawn in the dict's order from ``rng``, so the same seed gives the same offspring.
+    ``scales``: step 5's per-layer factors of lambda (None: the paper's model).
     """
     kept = {}
     for name, layer_strengths in strengths.items():
         layer_strengths = np.asarray(layer_strengths, dtype=np.float64)
         width = len(layer_strengths)
-        survive = rng.random(width) < keep_probabilities(layer_strengths, lam)
+        survive = rng.random(width) < keep_probabilities(layer_strengths, lam * (scales[name] if scales else 1.0))
         target = final_count(int(survive.sum()), width, min_filters, round_to)
         if target > survive.sum():  # top up with the strongest of the filters that died
             order = np.argsort(-layer_strengths, kind="stable")

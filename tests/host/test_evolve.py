@@ -158,11 +158,12 @@ def test_distill_from_and_final_epochs_are_checked():
 
 def test_ancestor_from_a_trained_generation_continues_from_it(shapes, tmp_path):
     """--ancestor-from RUN/gen-01/offspring-0.pt with 0 ancestor epochs: the new run's generation 0 is that model
-    (same genome, same top-1 on the same split), and the evolution goes on from it."""
+    (same genome, same top-1 on the same split), and the evolution goes on from it (here with the cost-aware
+    heredity of host/synthesis.py step 5)."""
     first = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "a"), generations=1)))
     weights = tmp_path / "a" / "gen-01" / "offspring-0.pt"
     second = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "b"), generations=1,
-                                     ancestor_epochs=0, ancestor_from=str(weights))))
+                                     ancestor_epochs=0, ancestor_from=str(weights), cost_exponent=1.0)))
     start, was = second["generations"][0], first["generations"][1]
     assert start["genome"] == was["genome"] and start["top1"] == was["top1"]
     assert second["generations"][1]["params"] < start["params"]

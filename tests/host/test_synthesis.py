@@ -86,3 +86,47 @@ def test_expected_width_accounts_for_floor_and_rounding():
 def test_r_outside_zero_one_is_refused(strengths):
     with pytest.raises(HostError, match="must be in \\(0, 1\\]"):
         solve_lambda(strengths, 10, 1.2)
+
+
+def test_cost_aware_heredity_off_is_the_papers_model(strengths):
+    from host.synthesis import layer_scales
+    scales = layer_scales(strengths, 10, 112, "macs", 0.0)
+    assert set(scales.values()) == {1.0}
+    lam = solve_lambda(strengths, 10, 0.8, kind="macs", image_size=112)
+    assert solve_lambda(strengths, 10, 0.8, kind="macs", image_size=112, scales=scales) == lam
+    a = sample_offspring(strengths, lam, np.random.default_rng(3), scales=scales)
+    b = sample_offspring(strengths, lam, np.random.default_rng(3))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_marginal_cost_is_what_one_filter_less_saves():
+    from host.synthesis import marginal_costs
+    genome = Genome.squeezenet1_1(10)
+    widths_now = {k: float(v) for k, v in genome.layer_widths().items()}
+    costs = marginal_costs(10, widths_now, 112, "macs")
+    for name in ("conv1", "fire9.expand3x3"):
+        fewer = Genome.from_layer_widths(10, dict(genome.layer_widths(), **{name: genome.layer_widths()[name] - 1}))
+        assert costs[name] == pytest.approx(genome.macs(112) - fewer.macs(112))
+    assert costs["conv1"] > 3 * costs["fire9.expand3x3"]  # 55 x 55 pixels against 6 x 6 (at 112 px)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_cost_aware_heredity_keeps_the_budget_and_cuts_costly_layers_harder(strengths, alpha):
+    """Step 5: the mean offspring still costs R x the parent (the expectation holds with lambda_l), and the
+    layer whose filters cost the most MACs (conv1) keeps a smaller share than under the paper's model,
+    the cheapest (a late expand) a larger one; so compute falls faster than under one lambda."""
+    from host.synthesis import layer_scales, marginal_costs
+    genome = Genome.squeezenet1_1(10)
+    scales = layer_scales(strengths, 10, 112, "macs", alpha)
+    costs = marginal_costs(10, {k: float(v) for k, v in genome.layer_widths().items()}, 112, "macs")
+    costly, cheap = max(costs, key=costs.get), min(costs, key=costs.get)
+    assert scales[costly] < 1 < scales[cheap]
+    shares = {}
+    for label, layer_scale in (("paper", None), ("aware", scales)):
+        lam = solve_lambda(strengths, 10, 0.7, kind="macs", image_size=112, scales=layer_scale)
+        rng = np.random.default_rng(0)
+        kids = [sample_offspring(strengths, lam, rng, scales=layer_scale) for _ in range(300)]
+        macs = [widths(k).macs(112) for k in kids]
+        assert np.mean(macs) / genome.macs(112) == pytest.approx(0.7, rel=0.01)
+        shares[label] = {name: np.mean([len(k[name]) for k in kids]) / len(strengths[name]) for name in (costly, cheap)}
+    assert shares["aware"][costly] < shares["paper"][costly] and shares["aware"][cheap] > shares["paper"][cheap]
