@@ -51,12 +51,13 @@ PRESETS = {
     "compact": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5",
                 "--round-to", "16", "--budget", "macs", "--env-factor", "0.93", "--target-mb", "0.95",
                 "--distill-from", "ancestor", "--final-epochs", "4"],
-    # tiny <= 0.49 MB within 2 points and >= 3x. A first try with R 0.88 and 3 epochs a generation lost 6.8
-    # points by 1.13 MB (generation 7; section 7) and was stopped: compact's milder steps (R 0.93, 4 epochs)
-    # lost nothing by 2 MB, so tiny takes steps almost as mild, more of them, and a longer recovery
-    "tiny": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5",
-             "--round-to", "8", "--budget", "macs", "--env-factor", "0.92", "--generations", "22", "--target-mb", "0.49",
-             "--distill-from", "ancestor", "--final-epochs", "8"],
+    # tiny <= 0.49 MB within 2 points and >= 3x. Two tries with widths in multiples of 8 lost 6-7 points by
+    # 1.1-1.7 MB (R 0.88 x 3 epochs; R 0.92 x 4 epochs; section 7) where compact (multiples of 16, R 0.93)
+    # had lost 2: rounding up to 16 tops each layer up with its strongest filters, less left to the draw.
+    # So tiny is compact's recipe carried on to 0.49 MB, 3 epochs a generation to stay within the hour
+    "tiny": ["--ancestor-epochs", "6", "--epochs", "3", "--lr", "0.01", "--crop-scale", "0.5",
+             "--round-to", "16", "--budget", "macs", "--env-factor", "0.93", "--generations", "22", "--target-mb", "0.49",
+             "--distill-from", "ancestor", "--final-epochs", "4"],
 }
 
 
@@ -143,9 +144,15 @@ def main() -> int:
     parser.add_argument("--run", default=None, help="run folder (default runs/bench-imagenette-PRESET)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--measure-only", action="store_true")
+    parser.add_argument("--ancestor-from", metavar="WEIGHTS",
+                        help="reuse an ancestor trained with the same settings (e.g. another preset's "
+                             "gen-00/offspring-0.pt): host-evolve --ancestor-from WEIGHTS --ancestor-epochs 0")
     args = parser.parse_args()
     run = Path(args.run or PROJECT / "runs" / f"bench-imagenette-{args.preset}")
     flags = COMMON_FLAGS + PRESETS[args.preset]
+    if args.ancestor_from:  # the same ancestor, not trained again: its weights replace --pretrained's
+        at = flags.index("--pretrained")
+        flags = flags[:at] + flags[at + 2:] + ["--ancestor-from", args.ancestor_from, "--ancestor-epochs", "0"]
     command = [sys.executable, "-m", "host.cli", *flags, "--out", str(run)]
     if not args.measure_only:
         if (run / "config.json").is_file():
