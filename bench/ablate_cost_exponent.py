@@ -1,10 +1,10 @@
-"""Ablation of the cost-aware heredity (host/synthesis.py step 5): the same ancestor, the same generations,
-alpha = 0 (the paper's model) against alpha > 0, side by side.
+"""Ablation of the compute-aware heredity (host/synthesis.py step 5): the same ancestor, the same generations,
+alpha = 0 (the paper's model) against alpha > 0, side by side, under a size budget (as the presets are).
 
     python bench/ablate_cost_exponent.py --ancestor runs/compact/gen-00/offspring-0.pt --out runs/ablate-alpha
 
 Each arm is a host-evolve run from the trained ancestor (--ancestor-from, 0 ancestor epochs) on Imagenette at
-112 px: --generations 3 --env-factor 0.8 --budget macs --epochs 2, distilled from the ancestor (weight 0.5),
+112 px: --generations 3 --env-factor 0.8 --budget params --epochs 2 --round-to 16, distilled from the ancestor (weight 0.5),
 seed 0, so the arms differ only in --cost-exponent. Prints per arm the last generation's top-1, MB, MACs
 and its batch-1 speed over the ancestor (ONNX Runtime CPU, measured alternately with it, median of 3
 rounds: host/latency.py speed_ratios). Arms run one after another; a finished arm is resumed, not redone.
@@ -20,8 +20,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 SHARED = PROJECT.parent / "shared"
-FLAGS = ["--image-size", "112", "--generations", "3", "--env-factor", "0.8", "--budget", "macs", "--epochs", "2",
-         "--ancestor-epochs", "0", "--lr", "0.01", "--crop-scale", "0.5", "--round-to", "8", "--min-filters", "4",
+FLAGS = ["--image-size", "112", "--generations", "3", "--env-factor", "0.8", "--budget", "params", "--epochs", "2",
+         "--ancestor-epochs", "0", "--lr", "0.01", "--crop-scale", "0.5", "--round-to", "16", "--min-filters", "4",
          "--distill-weight", "0.5", "--distill-from", "ancestor", "--seed", "0", "--batch-size", "64"]
 
 

@@ -39,7 +39,7 @@ def dry_run(budget: str, env_factor: float, generations: int, target_mb: float, 
     first, env, rows = model.genome, env_factor, []
     for generation in range(1, generations + 1):
         strengths = cluster_strengths(model)
-        scales = layer_scales(strengths, 10, image_size, budget, cost_exponent)
+        scales = layer_scales(strengths, 10, image_size, cost_exponent)
         lam = solve_lambda(strengths, 10, env, kind=budget, image_size=image_size, min_filters=min_filters,
                            round_to=round_to, scales=scales)
         kept = sample_offspring(strengths, lam, np.random.default_rng(derive_seed(seed, generation, 0, 12345)),

@@ -25,7 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-factor", type=float, help="R: expected offspring cost / parent's (default 0.93)")
     parser.add_argument("--budget", choices=("params", "macs"), help="what R budgets (default params)")
     parser.add_argument("--cost-exponent", type=float,
-                        help="cost-aware heredity: layers whose filters cost more (in --budget) die more readily "
+                        help="compute-aware heredity: filters that cost more MACs die more readily, whatever --budget counts "
                              "(0 = the paper's model, the default; e.g. 1)")
     parser.add_argument("--offspring", type=int, help="K offspring per generation, the fittest kept (default 1)")
     parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 8)")

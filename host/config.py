@@ -21,7 +21,7 @@ class EvolveConfig:
     image_size: int = 112  # square input side, pixels (the device resizes whole frames to it)
     env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
     budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
-    cost_exponent: float = 0.0  # alpha of the cost-aware heredity (host/synthesis.py step 5); 0 = the paper's
+    cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/synthesis.py step 5); 0 = the paper's
     offspring: int = 1  # K offspring per generation; the fittest (top-1) becomes the parent
     min_filters: int = 4  # every layer keeps at least this many filters
     round_to: int = 8  # kept counts rounded up to a multiple of this (8 suits GPUs; 1 = off)

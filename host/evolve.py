@@ -187,7 +187,7 @@ class Evolution:
                 load_pretrained(model, c.pretrained)
             return model, None
         strengths = cluster_strengths(parent)
-        scales = layer_scales(strengths, self.num_classes, c.image_size, c.budget, c.cost_exponent)
+        scales = layer_scales(strengths, self.num_classes, c.image_size, c.cost_exponent)
         lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
                            min_filters=c.min_filters, round_to=c.round_to, scales=scales)
         rng = np.random.default_rng(derive_seed(c.seed, generation, index, 12345))

@@ -14,10 +14,12 @@
    whole net cuts every layer in about the same share whatever the budget counts; to spend the budget
    where the cost is, layer l's survival uses
        lambda_l = lambda * (c_l / c_bar) ** (-alpha),
-   where c_l is the layer's marginal cost (what the offspring saves by dropping one of its filters: its
-   own weights and its consumers' inputs, times the output pixels for MACs) at the parent's widths, and
-   c_bar the geometric mean over layers. Filters that cost more die more easily; lambda is still solved
-   so that the expected cost is R x the parent's (step 3, with lambda_l in place of lambda).
+   where c_l is the layer's marginal compute (the MACs the offspring saves by dropping one of its filters:
+   its own weights and its consumers' inputs, times the output pixels) at the parent's widths, and c_bar
+   the geometric mean over layers. Filters that cost more compute die more easily, whatever the budget
+   counts; lambda is still solved so that the expected budgeted cost (parameters or MACs) is R x the
+   parent's (step 3, with lambda_l in place of lambda). With a parameter budget this trades size for
+   speed: the same size, fewer MACs.
 """
 from __future__ import annotations
 
@@ -73,8 +75,10 @@ def marginal_costs(num_classes: int, widths: dict, image_size: int, kind: str) -
             for name in widths}
 
 
-def layer_scales(strengths: dict, num_classes: int, image_size: int, kind: str, cost_exponent: float) -> dict:
-    """(c_l / c_bar) ** (-alpha) per layer (step 5); all 1.0 when alpha = 0 (the paper's model)."""
+def layer_scales(strengths: dict, num_classes: int, image_size: int, cost_exponent: float,
+                 kind: str = "macs") -> dict:
+    """(c_l / c_bar) ** (-alpha) per layer (step 5, c_l in ``kind`` units: MACs, where time goes); all 1.0
+    when alpha = 0 (the paper's model)."""
     if cost_exponent == 0:
         return {name: 1.0 for name in strengths}
     costs = marginal_costs(num_classes, {name: float(len(s)) for name, s in strengths.items()}, image_size, kind)

@@ -90,7 +90,7 @@ def test_r_outside_zero_one_is_refused(strengths):
 
 def test_cost_aware_heredity_off_is_the_papers_model(strengths):
     from host.synthesis import layer_scales
-    scales = layer_scales(strengths, 10, 112, "macs", 0.0)
+    scales = layer_scales(strengths, 10, 112, 0.0)
     assert set(scales.values()) == {1.0}
     lam = solve_lambda(strengths, 10, 0.8, kind="macs", image_size=112)
     assert solve_lambda(strengths, 10, 0.8, kind="macs", image_size=112, scales=scales) == lam
@@ -117,7 +117,7 @@ def test_cost_aware_heredity_keeps_the_budget_and_cuts_costly_layers_harder(stre
     the cheapest (a late expand) a larger one; so compute falls faster than under one lambda."""
     from host.synthesis import layer_scales, marginal_costs
     genome = Genome.squeezenet1_1(10)
-    scales = layer_scales(strengths, 10, 112, "macs", alpha)
+    scales = layer_scales(strengths, 10, 112, alpha)
     costs = marginal_costs(10, {k: float(v) for k, v in genome.layer_widths().items()}, 112, "macs")
     costly, cheap = max(costs, key=costs.get), min(costs, key=costs.get)
     assert scales[costly] < 1 < scales[cheap]
@@ -130,3 +130,18 @@ def test_cost_aware_heredity_keeps_the_budget_and_cuts_costly_layers_harder(stre
         assert np.mean(macs) / genome.macs(112) == pytest.approx(0.7, rel=0.01)
         shares[label] = {name: np.mean([len(k[name]) for k in kids]) / len(strengths[name]) for name in (costly, cheap)}
     assert shares["aware"][costly] < shares["paper"][costly] and shares["aware"][cheap] > shares["paper"][cheap]
+
+
+def test_compute_aware_heredity_under_a_size_budget_keeps_the_size_and_cuts_more_compute(strengths):
+    """Step 5 with --budget params: the mean offspring's size is still R x the parent's, its MACs lower."""
+    from host.synthesis import layer_scales
+    genome = Genome.squeezenet1_1(10)
+    results = {}
+    for alpha in (0.0, 1.0):
+        scales = layer_scales(strengths, 10, 112, alpha)
+        lam = solve_lambda(strengths, 10, 0.7, kind="params", image_size=112, scales=scales)
+        rng = np.random.default_rng(0)
+        kids = [widths(sample_offspring(strengths, lam, rng, scales=scales)) for _ in range(300)]
+        assert np.mean([k.params for k in kids]) / genome.params == pytest.approx(0.7, rel=0.01)
+        results[alpha] = np.mean([k.macs(112) for k in kids]) / genome.macs(112)
+    assert results[1.0] < results[0.0] - 0.05
