@@ -7,7 +7,7 @@ uint8 cache, normalise, augment (random resized crop + flip, one grid_sample), c
 loss, backward, optimizer step. Then the real step (host/train.py's train_one_epoch) against pure compute
 (forward + backward + step on a batch in memory), alternately for --rounds rounds, the real step both
 ways: the batch made on the prefetch thread (host.train.PREFETCH_DEPTH = 2) and made serially before each
-step (depth 0). The gap between the two real steps is what the batch thread takes from the cores the
+step (depth 0; host/train.py's default on 2-core machines since this bench). The gap between the two real steps is what the batch thread takes from the cores the
 compute would use; the medians of the per-round ratios are printed (this machine's drift cancels).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ SHARED = PROJECT.parent / "shared"
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternations of pure / threaded / serial (default 3)")
+    parser.add_argument("--images", type=int, default=640, help="images per measured epoch, 64 a batch (default 640)")
     args = parser.parse_args(argv)
     import torch
     import host.train as train_module
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     from host.genome import Genome
     from host.model import SqueezeNet, load_pretrained
     from host.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
-    size, batch, images = 112, 64, 640
+    size, batch, images = 112, 64, args.images
     spec = PreprocessSpec.square(size)
     split = scan_folder(SHARED / "datasets" / "imagenette", 0.1, 0)
     with tempfile.TemporaryDirectory() as cache:
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     for name, seconds in phases.items():
         print(f"  {name:14s} {1000 * seconds / steps:7.1f} ms  {100 * seconds / total:5.1f} %")
     cpu = torch.device("cpu")
-    speeds = {"pure": [], "prefetch 2": [], "serial": []}
+    speeds, default_depth = {"pure": [], "prefetch 2": [], "serial": []}, train_module.PREFETCH_DEPTH
     for _ in range(args.rounds):
         speeds["pure"].append(compute_throughput(model, batch, size, cpu, steps=steps))
         for name, depth in (("prefetch 2", 2), ("serial", 0)):
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
             settings = TrainSettings(epochs=1, batch_size=batch, lr=1e-4, crop_scale=0.5)
             opt, sched = make_optimizer(model, settings, steps)
             speeds[name].append(train_one_epoch(model, data, spec, opt, sched, settings, 0, cpu)["images_per_second"])
-    train_module.PREFETCH_DEPTH = 2
+    train_module.PREFETCH_DEPTH = default_depth
     for name, values in speeds.items():
         ratio = np.median(np.array(values) / np.array(speeds["pure"]))
         print(f"{name:11s} median {np.median(values):6.0f} img/s, against pure compute {ratio:.3f} "

@@ -6,6 +6,7 @@ epoch gives the same result whether the run went straight through or was killed 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
@@ -69,7 +70,10 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return max(1, n_images // batch_size)  # the last partial batch is dropped (BatchNorm-free, but keeps steps even)
 
 
-PREFETCH_DEPTH = 2
+# batches made ahead on a thread. On 2 cores the thread competes with the compute's own threads: a full
+# Imagenette epoch at 112 px ran at 0.70 of pure compute with it and 0.78 made serially, 3 of 3 rounds
+# (bench/step_phases.py --images 8448, docs/benchmarks.md section 8), so 2-core machines make them serially
+PREFETCH_DEPTH = 2 if (os.cpu_count() or 1) > 2 else 0
 
 
 def prefetch(items, bar: tqdm, depth: int = 2):
