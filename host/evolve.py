@@ -11,6 +11,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,15 +92,12 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
 def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:
     """--ancestor-from: a host-evolve model file (genome + weights) for ``labels``, refused by name when it
     is not one, has another number of classes, or its generation's labels.txt names other classes."""
-    from pathlib import Path
     path = Path(path)
     fix = "give a host-evolve model file, e.g. RUN/gen-00/offspring-0.pt of a run on the same classes"
     if not path.is_file():
         raise HostError(f"--ancestor-from {path}: no such file; {fix}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=dropout)
-        model.load_state_dict(state["model"])
+        model = load_weights(path, "cpu", dropout)
     except Exception as error:  # torch, Genome and load_state_dict raise many types; all mean "not one of ours"
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
         raise HostError(f"--ancestor-from {path} is not a host-evolve model file ({reason}); {fix}") from error
@@ -120,9 +118,11 @@ def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
     return normalize_batch(images, data.spec).contiguous().numpy()
 
 
-def load_weights(path, device) -> SqueezeNet:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=state.get("dropout", 0.5))
+def load_weights(path, device, dropout: float | None = None) -> SqueezeNet:
+    """A host-evolve model file (genome, weights, dropout: plain tensors and numbers, so weights_only);
+    ``dropout`` overrides the file's."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=state.get("dropout", 0.5) if dropout is None else dropout)
     model.load_state_dict(state["model"])
     return model.to(device)
 
@@ -395,10 +395,7 @@ class Evolution:
         parent = load_weights(self.layout.root / last["weights"], "cpu")
         tqdm.write(f"recovery fine-tune of generation {last['generation']} for {self.config.final_epochs} epochs")
         (best,) = self.breed_generation(generation, parent, 1.0, recovery=True)
-        row = self.export_and_record(generation, best, parent, 1.0, recovery=True)
-        if self.world.is_main:
-            refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
-        return row
+        return self.export_and_record(generation, best, parent, 1.0, recovery=True)  # run() refreshes the report
 
 
 def describe(row: dict) -> str:

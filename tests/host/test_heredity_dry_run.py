@@ -1,17 +1,11 @@
 """bench/heredity_dry_run.py: the heredity rules on the pretrained strengths, no training."""
-import importlib.util
-from pathlib import Path
+import importlib
 
 from tests.conftest import PRETRAINED, needs
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "heredity_dry_run.py"
-
 
 def dry_run_module():
-    spec = importlib.util.spec_from_file_location("heredity_dry_run", str(BENCH))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.heredity_dry_run")  # bench/ is a namespace package beside tests/
 
 
 @needs(PRETRAINED)

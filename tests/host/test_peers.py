@@ -1,8 +1,7 @@
 """bench/peers.py's three ways to a smaller net, on an untrained SqueezeNet v1.1 (10 classes, 32 px): each
 gives a host SqueezeNet within the parameter budget, near it (not needlessly small), whose fire concat is
 consistent (it runs), and that exports through host/export.py and runs in ONNX Runtime like torch."""
-import importlib.util
-from pathlib import Path
+import importlib
 
 import numpy as np
 import pytest
@@ -13,14 +12,9 @@ from host.export import export_generation
 from host.genome import Genome
 from host.model import SqueezeNet
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "peers.py"
-
 
 def peers():
-    spec = importlib.util.spec_from_file_location("peers", str(BENCH))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.peers")  # bench/ is a namespace package beside tests/
 
 
 def ancestor():
