@@ -3,17 +3,22 @@
 The device builds reports to it (device/reports.py); host-serve generates its request models from it
 (host/serve.py) and publishes it in its OpenAPI document, which the fuzzing trial checks bodies against.
 
-    {"schema": 1, "device_id", "sequence", "kind": periodic|final|benchmark, "created_at" (unix s),
+    {"schema": 1, "device_id", "spool_id" (optional), "sequence", "kind": periodic|final|benchmark, "created_at" (unix s),
      "model_sha256", "backend", "precision", "platform": {...}, "stats": {frames, fps, latency_ms, ...}}
 
 Numbers must be finite (JSON has no NaN or Infinity; a report that carried one would poison every later
 read); extra keys in the report and its stats are kept, since telemetry grows.
+
+A report is identified by (device_id, spool_id, sequence): ``spool_id`` is random, made with the device's spool
+counter (device/reports.py), so a device id used again with a fresh spool never collides with its past
+reports. Reports from devices that predate it have none (the host stores '').
 """
 
 SCHEMA_VERSION = 1
 REPORT_KINDS = ("periodic", "final", "benchmark")
 MAX_REPORT_BYTES = 64 * 1024  # host-serve refuses larger bodies (413) before reading them
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+SPOOL_ID_SCHEMA_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"  # the device writes 16 hex digits
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_SEQUENCE = 2 ** 62  # exclusive; SQLite's INTEGER holds it with room
 # host-serve's GET /generations: the one key of an entry that holds the model's URL (host/serve.py writes it,
@@ -49,6 +54,7 @@ REPORT_SCHEMA = {
     "properties": {
         "schema": {"type": "integer", "const": SCHEMA_VERSION},
         "device_id": {"type": "string", "pattern": DEVICE_ID_PATTERN},
+        "spool_id": {"type": "string", "pattern": SPOOL_ID_SCHEMA_PATTERN},
         "sequence": {"type": "integer", "minimum": 1, "exclusiveMaximum": MAX_SEQUENCE},
         "kind": {"type": "string", "enum": list(REPORT_KINDS)},
         "created_at": {"type": "number"},

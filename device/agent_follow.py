@@ -123,7 +123,6 @@ class Agent(object):
             result, body = benchmark_generation(path, entry, self.requested(), self.backend, self.precision,
                                                 self.batches, self.seconds, self.warmup_s, self.cache_dir, self.log,
                                                 self.options)
-            report = self.spool.add("benchmark", body)
         except Exception as error:  # an engine that will not build or run: remember it, keep following
             message = str(error) if isinstance(error, DeviceError) else "{}: {}".format(type(error).__name__, error)
             self.state.mark("failed", key, {"generation": generation, "error": message[:2000],
@@ -132,6 +131,9 @@ class Agent(object):
             self.log("generation {}: benchmark failed, not retried (delete its entry in {} to retry): {}".format(
                 generation, self.state.path, message))
             return "failed"
+        report = self.reporter.spool_report("benchmark", body)
+        if report is None:  # the spool's disk is full (said by the reporter): measured again on the next poll
+            return "retry"
         stats = body["stats"]
         self.state.mark("benchmarked", key, {"generation": generation, "fps": stats["fps"],
                                              "sequence": report["sequence"], "device_id": report["device_id"],

@@ -4,8 +4,19 @@ Every report is written to the spool first (one JSON file per report, named by i
 written atomically), then delivered oldest first; a file leaves the spool only once the host has
 answered 2xx. So a report that cannot be delivered waits on disk -- across restarts too -- and arrives
 in order once the host is back. A resend after a lost answer is harmless: the host stores each
-(device_id, sequence) once. The sequence counter and the device id live in the spool folder, so a
-restarted device never reuses a sequence number.
+(device_id, spool_id, sequence) once. The sequence counter, the device id and the spool id live in the
+spool folder, so a restarted device never reuses a sequence number.
+
+A report is identified by (device_id, spool_id, sequence): ``spool_id`` is a random id made with the spool's
+counter, and made anew whenever the counter cannot be read. So a device id used again with a fresh spool
+(a reflashed board, a new container, ``--device-id NAME`` on two boxes) or a spool whose ``sequence`` file
+was damaged starts a new series that can never be taken for the old one. If a host still finds a stored
+report under the same identity with a different body, it keeps both and answers 409 (a conflict); the
+reporter logs it and counts it (``reports_conflicts``).
+
+Nothing stops delivery: a spool file that cannot be read as UTF-8 JSON is moved to ``rejected/``; a full
+disk (ENOSPC) while a report is spooled is logged once, counted (``reports_unspooled``) and retried with the
+next report, and the reporter keeps running.
 
 Several processes may share one spool folder (the default folder is per user, so two device-serve on one
 board do): the device id, the sequence counter and each report file are written under an exclusive
@@ -14,6 +25,7 @@ no write is lost; one process at a time delivers (``deliver.lock``, taken withou
 
 The report schema is contract/report_schema.py (one place; host-serve's request models come from it).
 """
+import errno
 import glob
 import json
 import os
@@ -33,6 +45,7 @@ except ImportError:  # not POSIX: one process per spool folder
     fcntl = None
 
 DEFAULT_SPOOL_LIMIT = 1000
+SPOOL_ID_PATTERN = r"^[0-9a-f]{16}$"
 
 
 def default_spool_dir():
@@ -137,17 +150,35 @@ class ReportSpool(object):
         return device_id
 
     def _next_sequence(self):
+        """(spool_id, the next sequence number), under ``self._lock``. A ``sequence`` file that is missing,
+        unreadable or not a number, or a missing ``spool_id``, starts a new spool id: numbers counted again
+        from there can never be taken for reports the host already has."""
         path = os.path.join(self.folder, "sequence")
+        id_path = os.path.join(self.folder, "spool_id")
+        damaged = False
         try:
-            with open(path) as handle:
-                last = int(handle.read().strip() or 0)
-        except (IOError, OSError, ValueError):
-            last = 0
+            with open(path, "rb") as handle:
+                last = int(handle.read().decode("ascii").strip())
+            if last < 0:
+                raise ValueError(last)
+        except (IOError, OSError) as error:
+            last = None
+            damaged = getattr(error, "errno", None) != errno.ENOENT
+        except ValueError:  # not ASCII, not a number
+            last, damaged = None, True
+        spool_id = _read_spool_id(id_path) if last is not None else None
+        if spool_id is None:
+            spool_id = uuid.uuid4().hex[:16]
+            atomic_write(id_path, spool_id + "\n")
+            if damaged:
+                self.log("report spool {}: its sequence file cannot be read; numbering goes on under a new spool "
+                         "id {}, so no report can be taken for an earlier one".format(self.folder, spool_id))
+            last = last or 0
         pending = self.pending()
         if pending:
             last = max(last, _sequence_of(pending[-1]))
         atomic_write(path, "{}\n".format(last + 1))
-        return last + 1
+        return spool_id, last + 1
 
     def pending(self):
         """Paths of the reports waiting, oldest first."""
@@ -159,8 +190,9 @@ class ReportSpool(object):
             raise DeviceError("report kind {!r} is not one of {}".format(kind, ", ".join(REPORT_KINDS)))
         with self._lock:
             report = dict(body)
-            report.update({"schema": SCHEMA_VERSION, "device_id": self.device_id, "kind": kind,
-                           "sequence": self._next_sequence(), "created_at": round(time.time(), 3)})
+            spool_id, sequence = self._next_sequence()
+            report.update({"schema": SCHEMA_VERSION, "device_id": self.device_id, "spool_id": spool_id,
+                           "kind": kind, "sequence": sequence, "created_at": round(time.time(), 3)})
             text = json.dumps(report, sort_keys=True)
             if len(text.encode("utf-8")) > MAX_REPORT_BYTES:
                 raise DeviceError("report {} is {} bytes, over the host's limit of {}".format(
@@ -198,12 +230,30 @@ def _sequence_of(path):
     return int(match.group(1)) if match else 0
 
 
+def _read_spool_id(path):
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(64).decode("ascii").strip()
+    except (IOError, OSError, ValueError):
+        return None
+    return text if re.match(SPOOL_ID_PATTERN, text) else None
+
+
 def _kind_of(path):
     try:
         with open(path) as handle:
             return json.load(handle).get("kind")
     except (IOError, OSError, ValueError):
         return None
+
+
+def _kept_by_host(detail):
+    """Whether a 409 answer says the host stored the report as a conflict (host-serve: ``"stored": true``)."""
+    try:
+        answer = json.loads(detail)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("stored") is True
 
 
 class DeliveryRefused(Exception):
@@ -229,7 +279,7 @@ def post_json(url, text, token=None, timeout=5.0):
             response.read()
             return response.status
     except urllib.error.HTTPError as error:
-        detail = error.read()[:300].decode("utf-8", "replace")
+        detail = error.read(4096).decode("utf-8", "replace")
         if 400 <= error.code < 500:
             raise DeliveryRefused(error.code, detail)
         raise OSError("host answered {}: {}".format(error.code, detail))
@@ -256,7 +306,10 @@ class Reporter(object):
         self.delivered = 0
         self.failed_attempts = 0
         self.rejected = 0
+        self.conflicts = 0
+        self.unspooled = 0
         self.last_error = None
+        self._spool_error = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._deliver_lock = threading.Lock()
@@ -269,6 +322,7 @@ class Reporter(object):
     def status(self):
         return {"report_to": self.url, "reports_delivered": self.delivered, "reports_waiting": len(self.spool.pending()),
                 "reports_evicted": self.spool.evicted, "reports_rejected": self.rejected,
+                "reports_conflicts": self.conflicts, "reports_unspooled": self.unspooled,
                 "report_failed_attempts": self.failed_attempts, "report_error": self.last_error, "device_id": self.spool.device_id}
 
     def _run(self):
@@ -277,9 +331,15 @@ class Reporter(object):
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_report:
-                self.spool.add("periodic", self.snapshot())
+                self.spool_report("periodic", self.snapshot)
                 next_report = now + self.interval_s
-            if self.flush():
+            try:
+                delivered = self.flush()
+            except Exception as error:  # (IOError, OSError...) the thread must outlive any one bad moment
+                self._note_failure("delivering the spooled reports failed ({}: {}); trying again".format(
+                    type(error).__name__, error))
+                delivered = False
+            if delivered:
                 backoff = 0.0
                 wait = next_report - time.monotonic()
             else:
@@ -287,6 +347,31 @@ class Reporter(object):
                 wait = min(backoff, next_report - time.monotonic())
             self._wake.wait(max(wait, 0.01))
             self._wake.clear()
+
+    def spool_report(self, kind, body):
+        """Write one report to the spool; ``body`` may be a callable that makes it. A report that cannot be
+        written (a full disk, a folder gone read-only) is counted in ``unspooled`` and said once per cause;
+        returns the report, or None."""
+        try:
+            report = self.spool.add(kind, body() if callable(body) else body)
+        except (IOError, OSError) as error:
+            self.unspooled += 1
+            reason = "the disk is full" if getattr(error, "errno", None) == errno.ENOSPC else str(error)
+            if reason != self._spool_error:
+                self.log("report spool {}: a {} report could not be written ({}); measuring goes on and the "
+                         "next report is tried{}".format(self.spool.folder, kind, reason,
+                                                         ": free space there" if error.errno == errno.ENOSPC else ""))
+            self._spool_error = reason
+            return None
+        except Exception as error:  # a snapshot that failed, a report over the size limit: said, not fatal
+            self.unspooled += 1
+            self.log("report spool {}: a {} report was not written ({}: {})".format(
+                self.spool.folder, kind, type(error).__name__, error))
+            return None
+        if self._spool_error is not None:
+            self.log("report spool {}: reports are written again".format(self.spool.folder))
+            self._spool_error = None
+        return report
 
     def flush(self):
         """Deliver what waits, oldest first; True when the spool is empty (or only rejected reports were left)."""
@@ -301,9 +386,15 @@ class Reporter(object):
     def _deliver_pending(self):
         for path in self.spool.pending():
             try:
-                with open(path) as handle:
-                    text = handle.read()
+                with open(path, "rb") as handle:
+                    raw = handle.read()
             except (IOError, OSError):
+                continue  # delivered meanwhile by another process sharing the spool, or unreadable for now
+            try:
+                text = raw.decode("utf-8")
+                json.loads(text)
+            except ValueError as error:  # not UTF-8 (bit rot, a file cut mid-character) or not JSON
+                self._reject(path, "it is not a UTF-8 JSON report ({})".format(str(error)[:120]))
                 continue
             try:
                 post_json(self.url, text, self.token, self.timeout_s)
@@ -312,18 +403,33 @@ class Reporter(object):
                     self._note_failure("host refused the report ({}): {}".format(
                         refusal.status, "check --token" if refusal.status != 429 else "busy"))
                     return False
-                self._reject(path, refusal)
+                if refusal.status == 409 and _kept_by_host(refusal.detail):
+                    self._conflict(path, refusal)
+                    continue
+                self._reject(path, "host refused it: {}".format(refusal))
                 continue
             except (OSError, ValueError) as error:
                 self._note_failure("host {} unreachable ({}); reports wait in {}".format(
                     self.url, getattr(error, "reason", error), self.spool.folder))
                 return False
-            self.spool.remove(path)
-            self.delivered += 1
-            if self.last_error is not None:
-                self.log("host {} reached again; delivering the spooled reports".format(self.url))
-                self.last_error = None
+            self._delivered(path)
         return True
+
+    def _delivered(self, path):
+        self.spool.remove(path)
+        self.delivered += 1
+        if self.last_error is not None:
+            self.log("host {} reached again; delivering the spooled reports".format(self.url))
+            self.last_error = None
+
+    def _conflict(self, path, refusal):
+        """The host holds another report under this one's (device_id, spool_id, sequence) and kept this one
+        beside it: delivered, and said (two devices with one --device-id and a spool copied between them?)."""
+        self.conflicts += 1
+        self.log("host kept report {} as a conflict: it holds a different report under the same device id, "
+                 "spool id and sequence (a spool folder copied to another device, or two devices with one "
+                 "--device-id?); both are stored".format(os.path.basename(path)))
+        self._delivered(path)
 
     def _note_failure(self, message):
         self.failed_attempts += 1
@@ -331,12 +437,20 @@ class Reporter(object):
             self.log(message)
         self.last_error = message
 
-    def _reject(self, path, refusal):
+    def _reject(self, path, why):
+        """Move a report that will never be delivered to ``rejected/`` (kept, said, counted)."""
         folder = os.path.join(self.spool.folder, "rejected")
-        os.makedirs(folder, exist_ok=True)
-        os.replace(path, os.path.join(folder, os.path.basename(path)))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            os.replace(path, os.path.join(folder, os.path.basename(path)))
+        except (IOError, OSError) as error:
+            if not os.path.exists(path):
+                return  # another process sharing the spool moved or delivered it
+            self._note_failure("report {} ({}) cannot be moved to {} ({}); it stays in the spool".format(
+                os.path.basename(path), why, folder, error))
+            return
         self.rejected += 1
-        self.log("host refused report {} ({}): kept in {}".format(os.path.basename(path), refusal, folder))
+        self.log("report {} set aside in {}: {}".format(os.path.basename(path), folder, why))
 
     def close(self, final_body=None, deadline_s=5.0):
         """Stop the periodic reports, spool the final one and try to deliver everything within ``deadline_s``;
@@ -346,10 +460,15 @@ class Reporter(object):
         if self._thread.is_alive():
             self._thread.join(timeout=deadline_s)
         if final_body is not None:
-            self.spool.add("final", final_body)
+            self.spool_report("final", final_body)
         end = time.monotonic() + deadline_s
         while True:
-            if self.flush():
+            try:
+                delivered = self.flush()
+            except Exception as error:
+                self._note_failure("delivering the spooled reports failed ({}: {})".format(type(error).__name__, error))
+                delivered = False
+            if delivered:
                 return True
             if time.monotonic() >= end:
                 left = len(self.spool.pending())

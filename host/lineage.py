@@ -28,8 +28,11 @@ CREATE TABLE IF NOT EXISTS skipped_files (path TEXT PRIMARY KEY, reason TEXT NOT
 CREATE TABLE IF NOT EXISTS device_reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, sequence INTEGER NOT NULL,
     model_sha256 TEXT NOT NULL, generation INTEGER, kind TEXT NOT NULL, fps REAL, body TEXT NOT NULL,
-    received_at REAL NOT NULL, UNIQUE (device_id, sequence));
+    received_at REAL NOT NULL, spool_id TEXT NOT NULL DEFAULT '', conflict INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (device_id, spool_id, sequence, conflict));
 """
+# device_reports before reports carried a spool id: UNIQUE (device_id, sequence), which no ALTER can change
+_REPORTS_COLUMNS = "id, device_id, sequence, model_sha256, generation, kind, fps, body, received_at"
 
 GENERATION_FIELDS = ("generation", "parent", "offspring", "genome", "params", "size_bytes", "macs", "top1", "top5",
                      "train_seconds", "env_factor", "lambda", "onnx", "sha256", "weights", "labels", "card",
@@ -47,6 +50,29 @@ class Lineage:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._add_missing_columns()
+        self._identify_reports_by_spool()
+
+    def _identify_reports_by_spool(self) -> None:
+        """A run made before reports carried a spool id: its device_reports table is rebuilt (in one
+        transaction, every row kept, spool_id '') so that a report is identified by (device_id, spool_id,
+        sequence) and a conflicting one can be kept beside the stored one."""
+        have = {row["name"] for row in self.db.execute("PRAGMA table_info(device_reports)")}
+        if "spool_id" in have:
+            return
+        table = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS device_reports"):].strip().rstrip(";")
+        self.db.execute("BEGIN IMMEDIATE")  # another process opening the run waits, then finds it done
+        try:
+            have = {row["name"] for row in self.db.execute("PRAGMA table_info(device_reports)")}
+            if "spool_id" not in have:
+                self.db.execute("ALTER TABLE device_reports RENAME TO device_reports_before_spool_ids")
+                self.db.execute(table)
+                self.db.execute(f"INSERT INTO device_reports ({_REPORTS_COLUMNS}) "
+                                f"SELECT {_REPORTS_COLUMNS} FROM device_reports_before_spool_ids")
+                self.db.execute("DROP TABLE device_reports_before_spool_ids")
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
 
     def _add_missing_columns(self) -> None:
         """Runs made by an older version gain the newer columns (all nullable); their ``measured_fps`` column
@@ -142,16 +168,25 @@ class Lineage:
 
     # -- device reports (host-serve) -----------------------------------------------------------
     def add_device_report(self, device_id: str, sequence: int, model_sha256: str, kind: str, fps: float | None,
-                          body: dict) -> bool:
-        """Store a report once; a resend (same device and sequence) is ignored. Returns whether it was new."""
+                          body: dict, spool_id: str = "") -> str:
+        """Store a report, identified by (device_id, spool_id, sequence). Returns "stored" (new), "duplicate"
+        (the same body is stored already: a resend, ignored) or "conflict": another body is stored under the
+        same identity (a device id reused with a copied spool, an older device without spool ids): this one
+        is kept too, beside it, with ``conflict`` = 1, 2, ... so nothing a device sent is lost."""
         generation = self.generation_by_sha256(model_sha256)
+        text = json.dumps(body, sort_keys=True)
         with self.db:
-            cursor = self.db.execute(
-                "INSERT OR IGNORE INTO device_reports (device_id, sequence, model_sha256, generation, kind, fps, "
-                "body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (device_id, sequence, model_sha256, generation["generation"] if generation else None, kind, fps,
-                 json.dumps(body, sort_keys=True), time.time()))
-        return cursor.rowcount == 1
+            stored = [row["body"] for row in self.db.execute(
+                "SELECT body FROM device_reports WHERE device_id = ? AND spool_id = ? AND sequence = ?",
+                (device_id, spool_id, sequence))]
+            if text in stored:
+                return "duplicate"
+            self.db.execute(
+                "INSERT INTO device_reports (device_id, spool_id, sequence, conflict, model_sha256, generation, "
+                "kind, fps, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, spool_id, sequence, len(stored), model_sha256,
+                 generation["generation"] if generation else None, kind, fps, text, time.time()))
+        return "conflict" if stored else "stored"
 
     def latest_device_fps(self, device_id: str, sha256: str) -> float | None:
         """The fps ``device_id`` last reported for the model with ``sha256`` in a benchmark or final report."""

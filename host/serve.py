@@ -257,14 +257,21 @@ def create_app(run: str | Path, token: str) -> FastAPI:
         fps = report.stats.fps if report.kind in ("final", "benchmark") else None
         try:
             with lock:
-                stored = lineage.add_device_report(report.device_id, report.sequence, report.model_sha256,
-                                                   report.kind, fps, data)
+                outcome = lineage.add_device_report(report.device_id, report.sequence, report.model_sha256,
+                                                    report.kind, fps, data, spool_id=report.spool_id or "")
                 generation = lineage.generation_by_sha256(report.model_sha256)
         except sqlite3.OperationalError as error:  # disk full, database locked past its timeout, I/O error
             return cannot_store(report.device_id, report.sequence, error)
-        return JSONResponse({"stored": stored, "duplicate": not stored,
-                             "generation": generation["generation"] if generation else None},
-                            status_code=201 if stored else 200)
+        answer = {"stored": outcome != "duplicate", "duplicate": outcome == "duplicate",
+                  "generation": generation["generation"] if generation else None}
+        if outcome == "conflict":  # kept beside the stored one, and said on both sides
+            print(f"host-serve: report {report.sequence} of {report.device_id} (spool {report.spool_id or '-'}) "
+                  f"differs from the one stored under that number: both kept (GET /reports: conflict > 0); "
+                  f"a device id used by two devices?", file=sys.stderr, flush=True)
+            answer.update(conflict=True, detail="another report is stored under this device_id, spool_id and "
+                                                "sequence; this one was kept beside it")
+            return JSONResponse(answer, status_code=409)
+        return JSONResponse(answer, status_code=201 if outcome == "stored" else 200)
 
     @app.get("/reports")
     def get_reports(request: Request, generation: Optional[int] = Query(default=None, ge=0, le=MAX_GENERATION)):

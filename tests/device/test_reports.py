@@ -13,8 +13,9 @@ from device.reports import Reporter, ReportSpool, reports_url
 class Recorder(object):
     """A loopback HTTP server that records POSTed reports and answers with ``status``."""
 
-    def __init__(self, status=201):
+    def __init__(self, status=201, answer=b"{}"):
         self.status = status
+        self.answer = answer
         self.received = []
         recorder = self
 
@@ -26,9 +27,9 @@ class Recorder(object):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 recorder.received.append((self.headers.get("Authorization"), json.loads(body)))
                 self.send_response(recorder.status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(recorder.answer)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(recorder.answer)
 
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
         self.url = "http://127.0.0.1:{}".format(self.server.server_address[1])
@@ -186,3 +187,110 @@ def test_two_processes_sharing_a_spool_lose_nothing(tmp_path):
     assert on_disk == list(range(1, 2 * count + 1))
     assert results[0]["ids"] == results[1]["ids"] and len(results[0]["ids"]) == 1  # one device id, made once
     assert not [n for n in os.listdir(folder) if n.endswith(".partial")]
+
+
+# -- nothing stops delivery: an unreadable file, a full disk, a conflict -----------------------------
+def test_a_spool_file_that_is_not_utf8_json_is_set_aside_and_the_rest_delivered(tmp_path):
+    recorder = Recorder()
+    logged = []
+    try:
+        spool = ReportSpool(str(tmp_path), device_id="dev-rot")
+        spool.add("periodic", {"stats": {"fps": 1.0}})
+        with open(os.path.join(str(tmp_path), "report-000000000002.json"), "wb") as handle:
+            handle.write(b"\xff\xfe\x00\x01")  # bit rot: not UTF-8
+        with open(os.path.join(str(tmp_path), "report-000000000003.json"), "wb") as handle:
+            handle.write(b'{"cut short')  # UTF-8, not JSON
+        spool.add("final", {"stats": {"fps": 2.0}})
+        reporter = Reporter(recorder.url, spool, lambda: {}, log=logged.append)
+        assert reporter.flush() is True
+    finally:
+        recorder.close()
+    assert [r["sequence"] for _, r in recorder.received] == [1, 4]
+    assert sorted(os.listdir(str(tmp_path / "rejected"))) == ["report-000000000002.json", "report-000000000003.json"]
+    assert spool.pending() == [] and reporter.rejected == 2
+    assert sum("not a UTF-8 JSON report" in line for line in logged) == 2
+
+
+class FullDisk(ReportSpool):
+    """A spool whose disk is full (ENOSPC, as the kernel says it) for the writes numbered in ``full``."""
+
+    def __init__(self, folder, full, **kwargs):
+        ReportSpool.__init__(self, folder, **kwargs)
+        self.full = set(full)
+        self.writes = 0
+
+    def add(self, kind, body):
+        import errno
+        self.writes += 1
+        if self.writes in self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return ReportSpool.add(self, kind, body)
+
+
+def test_a_full_spool_disk_is_said_once_and_reporting_goes_on_when_room_is_back(tmp_path):
+    recorder = Recorder()
+    logged = []
+    made = threading.Semaphore(0)
+
+    def snapshot():
+        made.release()
+        return {"stats": {"fps": 1.0}}
+    try:
+        spool = FullDisk(str(tmp_path), full=[2, 3, 4], device_id="dev-full")
+        reporter = Reporter(recorder.url, spool, snapshot, interval_s=0.01, log=logged.append).start()
+        for _ in range(7):  # the 5th to 7th writes come after the disk had room again
+            assert made.acquire(timeout=60)
+        assert reporter._thread.is_alive()
+        assert reporter.close({"stats": {"fps": 2.0}}) is True
+    finally:
+        recorder.close()
+    kinds = [r["kind"] for _, r in recorder.received]
+    assert kinds[-1] == "final" and kinds.count("periodic") >= 4
+    assert reporter.unspooled == 3 and reporter.status()["reports_unspooled"] == 3
+    full = [line for line in logged if "the disk is full" in line]
+    assert len(full) == 1 and "free space" in full[0]
+    assert any("written again" in line for line in logged)
+
+
+def test_a_final_report_that_cannot_be_spooled_is_counted_not_raised(tmp_path):
+    logged = []
+    spool = FullDisk(str(tmp_path), full=[1], device_id="dev-full")
+    reporter = Reporter("http://127.0.0.1:{}".format(free_port()), spool, lambda: {}, log=logged.append,
+                        timeout_s=1)
+    assert reporter.close({"stats": {"fps": 2.0}}, deadline_s=0) is True  # nothing waits; the final is lost, said
+    assert reporter.unspooled == 1 and any("final report could not be written" in line for line in logged)
+
+
+def test_a_conflict_the_host_kept_is_delivered_and_said_other_409s_are_set_aside(tmp_path):
+    recorder = Recorder(status=409, answer=b'{"stored": true, "conflict": true}')
+    logged = []
+    try:
+        spool = ReportSpool(str(tmp_path), device_id="dev-twin")
+        reporter = Reporter(recorder.url, spool, lambda: {}, log=logged.append)
+        spool.add("periodic", {})
+        assert reporter.flush() is True
+        assert spool.pending() == [] and reporter.conflicts == 1 and reporter.delivered == 1
+        assert not os.path.exists(str(tmp_path / "rejected"))
+        assert any("as a conflict" in line and "--device-id" in line for line in logged)
+        recorder.answer = b'{"detail": "no"}'
+        spool.add("periodic", {})
+        assert reporter.flush() is True
+        assert os.listdir(str(tmp_path / "rejected")) == ["report-000000000002.json"]
+    finally:
+        recorder.close()
+
+
+def test_each_spool_has_its_own_id_and_a_damaged_counter_starts_a_new_one(tmp_path):
+    logged = []
+    one = ReportSpool(str(tmp_path / "a"), device_id="same-name", log=logged.append)
+    two = ReportSpool(str(tmp_path / "b"), device_id="same-name", log=logged.append)
+    first, other = one.add("periodic", {}), two.add("periodic", {})
+    assert (first["sequence"], other["sequence"]) == (1, 1)
+    assert first["spool_id"] != other["spool_id"]  # the host can tell the two series apart
+    assert ReportSpool(str(tmp_path / "a")).add("periodic", {})["spool_id"] == first["spool_id"]  # kept
+    with open(str(tmp_path / "a" / "sequence"), "wb") as handle:
+        handle.write(b"\xffgarbage")
+    again = one.add("periodic", {})
+    assert again["spool_id"] != first["spool_id"]
+    assert again["sequence"] == 3  # the waiting files keep their names: numbering goes on past them
+    assert len(logged) == 1 and "new spool id" in logged[0]
