@@ -21,6 +21,7 @@ oversized bodies answered 413 (401 without the token) without the body being sen
 check failed. tests/host/test_fuzz_host_serve.py runs the same with a few examples per operation.
 """
 import argparse
+import collections
 import json
 import math
 import os
@@ -115,7 +116,7 @@ class Tally:
     """Counts requests by phase and status; keeps the first examples of each failure."""
 
     def __init__(self):
-        self.requests, self.by_status, self.failures, self.accepted = 0, {}, {}, set()
+        self.requests, self.by_status, self.failures, self.accepted = 0, {}, {}, []
         self.invalid_accepted = 0
         self.refused_valid = {}  # schema-valid bodies answered 422, by the start of the reason
         self.impossible = []  # operations with no schema-breaking request to make
@@ -190,15 +191,15 @@ def schemathesis_phase(server: HostServe, tally: Tally, examples: int, seed, for
                     and finite_everywhere(case.body)):  # not a failure: the schema cannot say every limit
                 detail = str(response.json().get("detail"))[:160]
                 tally.refused_valid[detail[:60]] = tally.refused_valid.get(detail[:60], 0) + 1
-            if operation.method.upper() == "POST" and status in (200, 201):
+            if operation.method.upper() == "POST" and status in (200, 201, 409):
                 if "Authorization" not in headers or headers["Authorization"] != "Bearer " + TOKEN:
                     tally.fail("write without the token", "{} {}".format(headers, case.body))
                 if not (report_validator.is_valid(case.body) and finite_everywhere(case.body)):
                     tally.invalid_accepted += 1
                     why = [str(error)[:150] for error in report_validator.iter_errors(case.body)][:2] or ["not finite"]
                     tally.fail("invalid body accepted", "{}: {}".format(why, json.dumps(case.body, default=str)))
-                if status == 201:
-                    tally.accepted.add((case.body["device_id"], case.body["sequence"]))
+                if status == 201 or (status == 409 and response.json().get("stored") is True):  # 409: a conflict kept
+                    tally.accepted.append(report_identity(case.body))
         if seed is not None:
             send = hypothesis_seed(seed)(send)
         before, started = tally.requests, time.monotonic()
@@ -285,10 +286,15 @@ def oversized_phase(server: HostServe, tally: Tally):
         tally.fail("oversized not refused up front", "chunked 96 KiB: {!r}".format(answer[:120]))
 
 
+def report_identity(body: dict) -> tuple:
+    """What host-serve identifies a report by: (device_id, spool_id or '', sequence)."""
+    return body["device_id"], body.get("spool_id") or "", body["sequence"]
+
+
 def stored_rows(run: Path):
     database = sqlite3.connect(str(run / "lineage.sqlite"))
     try:
-        return database.execute("SELECT device_id, sequence, body FROM device_reports").fetchall()
+        return database.execute("SELECT device_id, spool_id, sequence, body FROM device_reports").fetchall()
     finally:
         database.close()
 
@@ -316,15 +322,17 @@ def fuzz(examples: int = 1500, seed=None, log=print) -> dict:
         finally:
             output = server.stop()
         rows = stored_rows(run)
-        for device_id, sequence, body in rows:
+        accepted = collections.Counter(tally.accepted)
+        kept = collections.Counter((device_id, spool_id, sequence) for device_id, spool_id, sequence, _ in rows)
+        for device_id, spool_id, sequence, body in rows:
             data = json.loads(body)
-            if (device_id, sequence) not in tally.accepted:
-                tally.fail("stored without a 201", "{} {}".format(device_id, sequence))
+            if kept[(device_id, spool_id, sequence)] > accepted[(device_id, spool_id, sequence)]:
+                tally.fail("stored without a 201 (or a 409 that kept it)", "{} {} {}".format(device_id, spool_id,
+                                                                                             sequence))
             if not (validator.is_valid(data) and finite_everywhere(data)):
                 why = [str(error)[:150] for error in validator.iter_errors(data)][:2] or ["not finite"]
                 tally.fail("stored an invalid report", "{}: {}".format(why, body))
-        missing = tally.accepted - {(device_id, sequence) for device_id, sequence, _ in rows}
-        for key in sorted(missing)[:5]:
+        for key in sorted(accepted - kept)[:5]:
             tally.fail("201 but not stored", str(key))
         if "Traceback" in output:
             tally.fail("traceback in host-serve's output", output[-500:])
