@@ -81,10 +81,13 @@ class SqueezeNet(nn.Module):
         return torch.flatten(self.classifier(self.features(x)), 1)
 
 
-def load_pretrained(model: SqueezeNet, path: str | Path) -> None:
+def load_pretrained(model: SqueezeNet, path: str | Path) -> str:
     """Load a torchvision-layout ``squeezenet1_1`` state_dict from a local file; conv10 stays freshly initialised.
 
-    Every other tensor must match the model's shape (the ancestor has SqueezeNet v1.1's widths).
+    Every other tensor must match the model's shape (the ancestor has SqueezeNet v1.1's widths). Checkpoints
+    wrapped by training scripts (``{"model": ...}``, ``{"state_dict": ...}``) and keys prefixed by DataParallel
+    (``module.``) or torch.compile (``_orig_mod.``) are unwrapped first (:func:`unwrap_state_dict`). Returns
+    what was unwrapped ("" for a plain state_dict); raises HostError naming the file and what it holds.
     """
     path = Path(path)
     if not path.is_file():
@@ -98,14 +101,84 @@ def load_pretrained(model: SqueezeNet, path: str | Path) -> None:
             reason = "it does not load with weights_only=True"
         raise HostError(f"--pretrained {path} is not a readable torch state_dict ({reason}); give a torchvision-layout "
                         "squeezenet1_1 state_dict, e.g. ../shared/weights/squeezenet1_1_imagenet.pth") from error
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
     own = model.state_dict()
     wanted = {k: v for k, v in own.items() if not k.startswith("classifier.1.")}
+    state, how = unwrap_state_dict(state, wanted)
+    if state is None:
+        raise HostError(f"--pretrained {path} holds {how}, not a state_dict of tensors; save "
+                        "model.state_dict() (torchvision's squeezenet1_1 layout), e.g. "
+                        "../shared/weights/squeezenet1_1_imagenet.pth")
     missing = [k for k in wanted if k not in state]
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
              for k, v in wanted.items() if k in state and state[k].shape != v.shape]
     if missing or wrong:
-        raise HostError(f"--pretrained {path} does not fit SqueezeNet v1.1's layout: missing {missing[:5]}, "
-                        f"mismatched {wrong[:5]}. Use torchvision's squeezenet1_1 weights (not 1.0).")
+        raise HostError(f"--pretrained {path} does not fit SqueezeNet v1.1's layout{how}: "
+                        f"{_layout_cause(state, missing, wrong)}")
     model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    return how.strip(" ()")
+
+
+#: Keys under which training scripts wrap a state_dict: torchvision's reference train.py ("model"), Lightning and
+#: many others ("state_dict"), the PyTorch tutorials ("model_state_dict"), timm's EMA ("state_dict_ema").
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "net", "network",
+                "weights", "module")
+#: Prefixes that wrappers add to every key: nn.DataParallel / DistributedDataParallel ("module."),
+#: torch.compile ("_orig_mod."), and a model held as an attribute ("model.", "net.", "backbone.").
+SHARED_PREFIXES = ("module.", "_orig_mod.", "model.", "net.", "backbone.")
+
+
+def _is_tensor_dict(value) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def unwrap_state_dict(state, wanted) -> tuple[dict | None, str]:
+    """(a flat state_dict, how it was found) from what ``torch.load`` returned; (None, what it is) when there
+    is no state_dict of tensors in it.
+
+    A checkpoint dict is unwrapped through WRAPPER_KEYS (the first whose value holds tensors), and prefixes
+    every key shares (SHARED_PREFIXES, nested as ``module._orig_mod.``) are stripped unless the keys already
+    fit ``wanted``. ``how`` is "" for a plain state_dict, else e.g. " (unwrapped 'model', stripped 'module.')".
+    """
+    notes = []
+    if not isinstance(state, dict):
+        return None, f"a {type(state).__name__}"
+    for _ in range(3):  # {"model": {"state_dict": ...}} exists too
+        if _is_tensor_dict(state):
+            break
+        inner = next((k for k in WRAPPER_KEYS if isinstance(state.get(k), dict) and state[k]), None)
+        if inner is None:
+            keys = ", ".join(repr(k) for k in list(state)[:6]) or "nothing"
+            return None, f"a dict of {keys}"
+        notes.append(f"unwrapped {inner!r}")
+        state = state[inner]
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        return None, "a dict without tensors"
+    for _ in range(4):
+        if any(k in state for k in wanted):
+            break
+        prefix = next((p for p in SHARED_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        notes.append(f"stripped {prefix!r}")
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state, f" ({', '.join(notes)})" if notes else ""
+
+
+def _layout_cause(state: dict, missing: list[str], wrong: list[str]) -> str:
+    """Why a state_dict does not fit, in the terms of what it holds."""
+    conv1 = state.get("features.0.weight")
+    if conv1 is not None and tuple(conv1.shape[:1] + conv1.shape[2:]) == (96, 7, 7):
+        return ("its conv1 is 96 x 7 x 7, SqueezeNet v1.0's; use torchvision's squeezenet1_1 weights (not 1.0), "
+                "e.g. ../shared/weights/squeezenet1_1_imagenet.pth")
+    if missing and not any(k.startswith(("features.", "classifier.")) for k in state):
+        keys = ", ".join(list(state)[:4])
+        return (f"none of its {len(state)} tensors is named like torchvision's SqueezeNet (features.N..., "
+                f"classifier.1...); it holds {keys}, ...: another network, or a layout this loader does not "
+                "know; give torchvision's squeezenet1_1 state_dict")
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if wrong:
+        parts.append(f"mismatched {wrong[:5]}")
+    return "; ".join(parts) + ": another network's weights; give torchvision's squeezenet1_1 state_dict"

@@ -75,3 +75,48 @@ def test_pretrained_refuses_a_missing_file_and_a_wrong_layout(tmp_path):
     torch.save(SqueezeNet(SMALL).state_dict(), wrong)
     with pytest.raises(HostError, match="does not fit SqueezeNet v1.1"):
         load_pretrained(model, wrong)
+
+
+def _v11_state():
+    """A state_dict in SqueezeNet v1.1's layout, made here (random weights)."""
+    return SqueezeNet(Genome.squeezenet1_1(1000)).state_dict()
+
+
+@pytest.mark.parametrize("layout", ["dataparallel", "compiled", "dataparallel_compiled", "model_wrapper",
+                                    "state_dict_wrapper", "lightning"])
+def test_pretrained_unwraps_checkpoint_layouts(tmp_path, layout):
+    state = _v11_state()
+    saved = {
+        "dataparallel": {"module." + k: v for k, v in state.items()},
+        "compiled": {"_orig_mod." + k: v for k, v in state.items()},
+        "dataparallel_compiled": {"module._orig_mod." + k: v for k, v in state.items()},
+        "model_wrapper": {"model": state, "epoch": 3, "args": {"lr": 0.1}},
+        "state_dict_wrapper": {"state_dict": state, "optimizer": {"lr": 0.1}},
+        "lightning": {"state_dict": {"model." + k: v for k, v in state.items()}, "epoch": 1},
+    }[layout]
+    path = tmp_path / f"{layout}.pth"
+    torch.save(saved, path)
+    model = SqueezeNet(Genome.squeezenet1_1(10))
+    how = load_pretrained(model, path)
+    assert torch.equal(model.features[0].weight, state["features.0.weight"])
+    assert torch.equal(model.features[12].expand1x1.weight, state["features.12.expand1x1.weight"])
+    assert how  # says what it unwrapped or stripped
+
+
+def test_pretrained_names_the_real_cause(tmp_path):
+    model = SqueezeNet(Genome.squeezenet1_1(10))
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, other)
+    with pytest.raises(HostError) as caught:
+        load_pretrained(model, other)
+    assert "conv1.weight" in str(caught.value) and "not 1.0" not in str(caught.value)
+    v10 = tmp_path / "v10.pth"
+    state = _v11_state()
+    state["features.0.weight"] = torch.zeros(96, 3, 7, 7)
+    torch.save(state, v10)
+    with pytest.raises(HostError, match="not 1.0"):
+        load_pretrained(model, v10)
+    nothing = tmp_path / "meta.pth"
+    torch.save({"epoch": 3, "arch": "squeezenet1_1"}, nothing)
+    with pytest.raises(HostError, match="'epoch', 'arch'"):
+        load_pretrained(model, nothing)
