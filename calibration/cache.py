@@ -24,11 +24,11 @@ def calibration_signature(cache_dir, info, trt_version, dataset):
         if not os.path.isfile(cache_path) or not os.path.isfile(sidecar_path):
             raise DeviceError("INT8 needs a calibration set: give an image folder (--calibration DIR, e.g. the "
                               "training images) the first time; its cache {} is reused afterwards".format(cache_path))
-        with open(sidecar_path, "r") as handle:
+        with open(sidecar_path, "r", encoding="utf-8") as handle:
             return json.load(handle)["signature"]
     signature = dataset.signature()
     if os.path.isfile(sidecar_path):
-        with open(sidecar_path, "r") as handle:
+        with open(sidecar_path, "r", encoding="utf-8") as handle:
             if json.load(handle).get("signature") != signature and os.path.isfile(cache_path):
                 os.remove(cache_path)  # made from other images: calibrate again
     atomic_write(sidecar_path, json.dumps({"signature": signature, "folder": dataset.folder,

@@ -8,6 +8,7 @@ that logic without TensorRT (unit-tested); :func:`entropy_calibrator` wraps it i
 """
 import os
 
+from contract.errors import DeviceError
 from contract.files import atomic_write
 
 
@@ -21,6 +22,7 @@ class CalibrationFeed(object):
         self.log = log
         self.batches_given = 0
         self._batches = None
+        self.error = None  # a DeviceError met while TensorRT was asking (it cannot carry one out of its callback)
 
     @property
     def batch_size(self):
@@ -33,10 +35,17 @@ class CalibrationFeed(object):
             self._batches = self.dataset.batches()
         try:
             batch = next(self._batches)
+        except DeviceError as error:  # no usable image at all: end calibration; the builder's caller raises it
+            self.error = error
+            if self.log is not None:
+                self.log("calibration: {}".format(error))
+            return None
         except StopIteration:
             if self.log is not None:
-                self.log("calibration: {} batches of {} images ({} unreadable skipped)".format(
-                    self.batches_given, self.batch_size, len(self.dataset.skipped)))
+                skipped = self.dataset.skipped
+                self.log("calibration: {} batches of {} images ({} skipped{})".format(
+                    self.batches_given, self.batch_size, len(skipped),
+                    ", e.g. {}: {}".format(*skipped[0]) if skipped else ""))
             return None
         self.batches_given += 1
         return [int(self.upload(batch))] * len(names)  # one image input; TensorRT passes its name
@@ -74,6 +83,10 @@ def entropy_calibrator(trt, cuda, dataset, cache_path, log=None):
             trt.IInt8EntropyCalibrator2.__init__(self)  # pybind11 needs the base initialised explicitly
             self.feed = CalibrationFeed(dataset, cache_path, upload, log)
             self.buffers = buffers  # keep the device memory alive as long as the calibrator
+
+        @property
+        def error(self):
+            return self.feed.error
 
         def get_batch_size(self):
             return self.feed.batch_size

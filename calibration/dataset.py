@@ -6,8 +6,7 @@ import os
 import numpy as np
 
 from contract.errors import DeviceError
-from contract.images import IMAGE_EXTENSIONS
-
+from contract.images import IMAGE_EXTENSIONS, read_image
 
 
 def image_files(folder):
@@ -23,7 +22,8 @@ def image_files(folder):
 
 class CalibrationSet(object):
     """``batch_size`` images at a time from ``folder``, at most ``max_images``, evenly spread over the sorted
-    list so a class-per-folder tree contributes every class. Corrupt images are skipped and counted."""
+    list so a class-per-folder tree contributes every class. Corrupt images are skipped and counted:
+    ``skipped`` lists (path, reason)."""
 
     def __init__(self, folder, spec, batch_size=8, max_images=512):
         if not os.path.isdir(folder):
@@ -53,25 +53,30 @@ class CalibrationSet(object):
         return digest.hexdigest()
 
     def _load(self, path):
-        import cv2
-        frame = cv2.imread(path, cv2.IMREAD_COLOR)
+        """The preprocessed image, or None (the file and the reason appended to ``skipped``): the same reader
+        and rules as training and serving (contract.images.read_image)."""
+        frame, reason = read_image(path)
         if frame is None:
-            self.skipped.append(path)
+            self.skipped.append((path, reason))
             return None
         return self.spec(frame)[0]
 
     def batches(self):
         """Yield float32 ``batch_size`` x 3 x H x W arrays; a short last batch is filled from its start so
         every batch has the size the calibrator announced to TensorRT."""
-        pending = []
+        pending, given = [], 0
         for path in self.files:
             image = self._load(path)
             if image is None:
                 continue
             pending.append(image)
             if len(pending) == self.batch_size:
+                given += 1
                 yield np.ascontiguousarray(np.stack(pending))
                 pending = []
+        if not pending and not given:
+            raise DeviceError("calibration folder {}: none of its {} image file(s) is usable (e.g. {}: {}); give "
+                              "a folder of real images".format(self.folder, len(self.files), *self.skipped[0]))
         if pending:
             while len(pending) < self.batch_size:
                 pending.append(pending[len(pending) % max(1, len(pending))])

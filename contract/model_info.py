@@ -10,6 +10,7 @@ walks the bytes itself can say exactly why a file is not an ONNX model.
 import hashlib
 import json
 import os
+import re
 
 from contract.errors import DeviceError
 from contract.preprocess import METADATA_KEY, PreprocessSpec
@@ -140,8 +141,7 @@ def _labels(path, metadata, out_shape):
     else:
         beside = os.path.join(os.path.dirname(path), "labels.txt")
         if os.path.isfile(beside):
-            with open(beside, "r") as handle:
-                labels = [line.strip() for line in handle if line.strip()]
+            labels = read_labels_txt(beside)
     if labels is None:
         if classes is None:
             raise DeviceError("model {}: no labels in its metadata or beside it (labels.txt) and its output "
@@ -151,6 +151,26 @@ def _labels(path, metadata, out_shape):
         raise DeviceError("model {}: {} labels but {} outputs; the labels belong to another model".format(
             path, len(labels), classes))
     return labels
+
+
+_SYNSET = re.compile(r"^n\d{8}\s+")
+
+
+def read_labels_txt(path):
+    """The labels of a labels.txt beside a model (one per line), as jetson-inference's imagenet reads them:
+    UTF-8 (a byte-order mark stripped, whatever the locale), any line ending, blank lines skipped, and a
+    leading ImageNet synset id ("n01440764 tench") dropped when every line has one. DeviceError naming the
+    file when it is not UTF-8."""
+    try:
+        with open(path, "r", encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise DeviceError("labels file {} is not UTF-8 text ({} at byte {}); save it as UTF-8".format(
+            path, error.reason, error.start))
+    lines = [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+    if lines and all(_SYNSET.match(line) for line in lines):
+        lines = [_SYNSET.sub("", line, count=1).strip() for line in lines]
+    return lines
 
 
 # -- protobuf wire format: just enough of onnx.proto to read a model's interface and metadata ----------------

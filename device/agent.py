@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 
+from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
 from device.agent_follow import DEFAULT_INTERVAL_S, Agent, base_url
 from device.engine_options import add_engine_options, engine_options
@@ -94,6 +95,7 @@ def _checked(args):
 
 
 def main(argv=None):
+    utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
     agent = None
     try:
         args = get_args_parser().parse_args(argv)

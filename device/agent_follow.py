@@ -62,7 +62,7 @@ class Agent(object):
             import fcntl
         except ImportError:  # not on Linux: no guard
             return None
-        handle = open(os.path.join(self.cache_dir, LOCK_FILE), "w")
+        handle = open(os.path.join(self.cache_dir, LOCK_FILE), "w", encoding="utf-8")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (IOError, OSError):

@@ -20,7 +20,7 @@ class AgentState(object):
         self.path = path
         self.data = {"schema": STATE_SCHEMA, "benchmarked": {}, "failed": {}}
         try:
-            with open(path) as handle:
+            with open(path, encoding="utf-8") as handle:
                 loaded = json.load(handle)
             if isinstance(loaded, dict):
                 for section in ("benchmarked", "failed"):

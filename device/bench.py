@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
 from device.engine_options import add_engine_options, engine_options
 
@@ -164,6 +165,7 @@ def _summary_lines(report):
 
 
 def main(argv=None):
+    utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
     args = get_args_parser().parse_args(argv)
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     try:

@@ -23,7 +23,7 @@ import time
 # -- process ------------------------------------------------------------------------------------
 def _proc_status_kb(field, path="/proc/self/status"):
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -46,9 +46,9 @@ def process_peak_rss_mb():
 def process_started_at(pid="self"):
     """Unix time this process started, to 10 ms (now - (uptime - start ticks)), or None off Linux."""
     try:
-        with open("/proc/{}/stat".format(pid)) as handle:
+        with open("/proc/{}/stat".format(pid), encoding="utf-8") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as handle:
+        with open("/proc/uptime", encoding="utf-8") as handle:
             uptime = float(handle.read().split()[0])
         age = uptime - int(fields[19]) / float(os.sysconf("SC_CLK_TCK"))
         return round(time.time() - age, 3)
@@ -68,7 +68,7 @@ def parse_meminfo(text):
 
 def mem_available_mb(path="/proc/meminfo"):
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             return parse_meminfo(handle.read()).get("MemAvailable")
     except (IOError, OSError):
         return None
@@ -83,9 +83,9 @@ def thermal_zones(root="/sys/class/thermal"):
         if not name.startswith("thermal_zone"):
             continue
         try:
-            with open(os.path.join(root, name, "type")) as handle:
+            with open(os.path.join(root, name, "type"), encoding="utf-8") as handle:
                 kind = handle.read().strip()
-            with open(os.path.join(root, name, "temp")) as handle:
+            with open(os.path.join(root, name, "temp"), encoding="utf-8") as handle:
                 temps[kind] = round(int(handle.read().strip()) / 1000.0, 1)
         except (IOError, OSError, ValueError):
             continue
@@ -102,12 +102,12 @@ def platform_info():
     info = {"hostname": platform.node(), "system": platform.system(), "machine": platform.machine(),
             "python": platform.python_version(), "cpus": os.cpu_count(), "jetson": is_jetson()}
     try:
-        with open("/etc/nv_tegra_release") as handle:
+        with open("/etc/nv_tegra_release", encoding="utf-8") as handle:
             info["l4t"] = handle.readline().strip()
     except (IOError, OSError):
         pass
     try:
-        with open("/proc/device-tree/model") as handle:
+        with open("/proc/device-tree/model", encoding="utf-8") as handle:
             info["board"] = handle.read().strip("\x00\n ")
     except (IOError, OSError):
         pass
@@ -157,12 +157,12 @@ def power_mode(command=("nvpmodel", "-q"), conf_path="/etc/nvpmodel.conf",
     except (OSError, subprocess.SubprocessError):
         pass
     try:
-        with open(conf_path) as handle:
+        with open(conf_path, encoding="utf-8") as handle:
             conf = parse_nvpmodel_conf(handle.read())
     except (IOError, OSError):
         return None
     try:
-        with open(status_path) as handle:
+        with open(status_path, encoding="utf-8") as handle:
             match = re.search(r"pmode\s*:\s*(\d+)", handle.read())
         if match:
             mode_id = int(match.group(1))

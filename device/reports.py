@@ -76,7 +76,7 @@ class FolderLock(object):
         if fcntl is None:
             return True
         try:
-            handle = open(self.path, "a")
+            handle = open(self.path, "a", encoding="utf-8")
         except (IOError, OSError):
             self._thread_lock.release()
             raise
@@ -138,7 +138,7 @@ class ReportSpool(object):
     def _stored_device_id(self):
         path = os.path.join(self.folder, "device_id")
         try:
-            with open(path) as handle:
+            with open(path, encoding="utf-8") as handle:
                 stored = handle.read().strip()
             if stored:
                 return stored
@@ -241,7 +241,7 @@ def _read_spool_id(path):
 
 def _kind_of(path):
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             return json.load(handle).get("kind")
     except (IOError, OSError, ValueError):
         return None

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
 from device.engine_options import add_engine_options, engine_options
 from device.sources import SOURCE_HELP
@@ -320,6 +321,7 @@ def stats_json(snapshot):
 
 
 def main(argv=None):
+    utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
     args = get_args_parser().parse_args(argv)
     # OpenCV's own warnings (a camera that cannot be opened...) would repeat our one-line error in its words
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

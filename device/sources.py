@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from contract.errors import DeviceError
-from contract.images import IMAGE_EXTENSIONS
+from contract.images import IMAGE_EXTENSIONS, read_image, size_problem
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265", ".ts",
                     ".mjpeg", ".mjpg", ".wmv", ".flv", ".gif")
@@ -311,7 +311,8 @@ class ImageFolderSource(object):
         self.position = 0
 
     def read(self):
-        import cv2
+        """The next image, decoded by contract.images.read_image (training's own reader, so a file is used or
+        skipped here exactly as host-evolve did); a skipped file is logged by name and counted in ``skipped``."""
         misses = 0
         while True:
             if self.position >= len(self.paths):
@@ -320,16 +321,12 @@ class ImageFolderSource(object):
                 self.position = 0
             path = self.paths[self.position]
             self.position += 1
-            try:
-                image = cv2.imread(path, cv2.IMREAD_COLOR)
-                reason = "not a decodable image"
-            except cv2.error as error:  # e.g. a header claiming more pixels than CV_IO_MAX_IMAGE_PIXELS
-                image, reason = None, str(error).strip().splitlines()[-1][:160]
+            image, reason = read_image(path)
             if image is not None:
                 return image
             misses += 1
             self.skipped += 1
-            self.log("skipped unreadable image {} ({})".format(path, reason))
+            self.log("skipped image {}: {}".format(path, reason))
 
     def close(self):
         pass
@@ -421,9 +418,7 @@ def frame_problem(image):
         return "pixels of type {}, not uint8".format(image.dtype)
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
         return "shape {}, not height x width (x 1, 3 or 4)".format(tuple(image.shape))
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        return "only {}x{} pixels".format(image.shape[1], image.shape[0])
-    return None
+    return size_problem(image.shape[0], image.shape[1])  # the rule image files meet too (contract.images)
 
 
 def as_bgr(image):

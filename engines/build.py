@@ -134,6 +134,8 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
                              settings.opt_batch, settings.max_batch, settings.workspace_mb, workspace_call,
                              api.version_of(trt)))
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and getattr(calibrator, "error", None) is not None:
+        raise calibrator.error  # what the calibration set lacked, not TensorRT's "could not build"
     if serialized is None:
         raise EngineError("TensorRT {} could not build an engine for {} at {} (see its log above); if the "
                           "process ran out of memory, lower --workspace-mb or --max-batch".format(

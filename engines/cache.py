@@ -111,7 +111,7 @@ class CacheEntry(object):
         return self.load()[2]
 
     def sidecar(self):
-        with open(self.sidecar_path, "r") as handle:
+        with open(self.sidecar_path, "r", encoding="utf-8") as handle:
             return json.load(handle)
 
     def read(self):
@@ -179,7 +179,7 @@ class _KeyLock(object):
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             os.makedirs(folder, exist_ok=True)
-        self._handle = open(self.path, "a")
+        self._handle = open(self.path, "a", encoding="utf-8")
         if fcntl is not None:
             try:
                 fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

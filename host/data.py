@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from contract.images import IMAGE_EXTENSIONS  # the device's list: what it classifies, training reads
+from contract.images import IMAGE_EXTENSIONS, read_image  # the device's list and reader: one verdict per file
 from contract.preprocess import PreprocessSpec
 from host.errors import HostError
 
@@ -49,25 +48,71 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def _list_images(folder: Path, unreadable: list[tuple[str, str]]) -> list[str]:
+def _list_images(folder: Path, unreadable: list[tuple[str, str]],
+                 others: dict[str, list[str]] | None = None) -> list[str]:
     """Every entry with an image extension that is not a folder, sorted; a file that cannot be read (permission
     denied, a dangling link) is listed too, so that decoding skips and counts it. An unreadable folder is
-    added to ``unreadable`` and gives no images."""
+    added to ``unreadable`` and gives no images. The names of the other (non-hidden) entries go to
+    ``others[str(folder)]`` when given: what a class folder without images holds, for its refusal."""
     try:
         entries = list(folder.iterdir())
     except OSError as error:
         unreadable.append((str(folder), f"unreadable folder ({error.strerror or error})"))
         return []
-    return sorted(str(p) for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_folder(p))
+    images = sorted(str(p) for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_folder(p))
+    if others is not None:
+        kept = set(images)
+        others[str(folder)] = sorted(p.name for p in entries if str(p) not in kept and not p.name.startswith("."))
+    return images
 
 
-def _class_folders(root: Path, unreadable: list[tuple[str, str]]) -> dict[str, list[str]]:
+def _class_folders(root: Path, unreadable: list[tuple[str, str]], refuse_empty: bool = True) -> dict[str, list[str]]:
     try:
         entries = sorted(root.iterdir())
     except OSError as error:
         raise HostError(f"--data {root}: cannot read the folder ({error.strerror or error}); make it readable "
                         "by this user") from error
-    return {d.name: _list_images(d, unreadable) for d in entries if not d.name.startswith(".") and _is_folder(d)}
+    others: dict[str, list[str]] = {}
+    found = {d.name: _list_images(d, unreadable, others)
+             for d in entries if not d.name.startswith(".") and _is_folder(d)}
+    listed = {folder for folder, _ in unreadable}
+    empty = {name: others.get(str(root / name), []) for name, files in found.items()
+             if not files and str(root / name) not in listed}
+    if refuse_empty and empty and len(found) - len(empty) >= 1:
+        raise HostError(f"--data {root}: {_empty_classes_text(root, empty)}; a class needs images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}): convert them, or move the folder out of {root}")
+    return found
+
+
+def _empty_classes_text(root: Path, empty: dict[str, list[str]]) -> str:
+    """'class folder 'bird' holds no image file (5 files: IMG_0000.HEIC, ...)' for each empty class folder."""
+    parts = []
+    for name, held in sorted(empty.items()):
+        if held:
+            shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+            parts.append(f"class folder {name!r} holds no image file ({len(held)} other file(s): {shown})")
+        else:
+            parts.append(f"class folder {name!r} is empty")
+    return "; ".join(parts)
+
+
+def check_classes_decoded(split: "FolderSplit", train: "CachedImages") -> None:
+    """Refuse a class whose files all failed to decode (HEIC photos named .jpg, truncated files): the model
+    would get an output that never saw an image. Names the folder and what its files are, as
+    contract.images.read_image said."""
+    kept = np.bincount(np.asarray(train.labels, dtype=np.int64), minlength=len(split.classes))
+    empty = [index for index, count in enumerate(kept) if count == 0]
+    if not empty:
+        return
+    parts = []
+    for index in empty:
+        name = split.classes[index]
+        files = [path for path, label in split.train if label == index]
+        reasons = [reason for path, reason in train.skipped if path in set(files)]
+        example = f", e.g. {Path(files[0]).name}: {reasons[0]}" if files and reasons else ""
+        parts.append(f"class folder {name!r} has no usable image ({len(files)} file(s) skipped{example})")
+    raise HostError(f"--data {split.root}: {'; '.join(parts)}; replace its files with JPEG/PNG images, or move "
+                    "the folder out of the data")
 
 
 def one_line(label: str) -> str:
@@ -76,38 +121,54 @@ def one_line(label: str) -> str:
     return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in label).strip() or "?"
 
 
-def read_labels_file(root: Path, classes: list[str]) -> list[str]:
-    """labels.txt lines "n01440764 tench" (or just one name per line, in class order) -> readable labels."""
+def read_labels_file(root: Path, classes: list[str], warn=None) -> list[str]:
+    """labels.txt -> readable labels, one per class folder (in ``classes`` order).
+
+    Two layouts, as jetson-inference and ImageNet's synset files use: "n01440764 tench" (a folder name, any
+    whitespace -- spaces or a tab --, the label) or one label per line in class order. Read as UTF-8 with a
+    byte-order mark stripped (Windows Notepad writes one) and any line ending. ``warn(message)`` is told when
+    a labels.txt exists but maps the class folders neither way (the folder names are used then).
+    """
     path = root / "labels.txt"
     if not path.is_file():
         return list(classes)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise HostError(f"--data {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as "
                         "UTF-8") from error
     except OSError as error:
         raise HostError(f"--data {path}: cannot read it ({error.strerror or error})") from error
     mapping, plain = {}, []
-    for line in text.splitlines():
+    for line in text.lstrip("\ufeff").splitlines():
         line = line.strip()
         if not line:
             continue
-        key, _, rest = line.partition(" ")
-        mapping[key] = rest.strip() or key
+        parts = line.split(None, 1)
+        mapping[parts[0]] = parts[1].strip() if len(parts) > 1 else parts[0]
         plain.append(line)
     if all(c in mapping for c in classes):
         return [mapping[c] for c in classes]
     if len(plain) == len(classes):
         return plain
+    if warn is not None:
+        unmapped = [c for c in classes if c not in mapping]
+        warn(f"{path} does not map the class folders: {len(plain)} line(s) for {len(classes)} classes, and "
+             f"{len(unmapped)} folder(s) ({', '.join(unmapped[:3])}) are not named in it; using the folder names "
+             "as labels. Write one 'FOLDER LABEL' line per class folder, or one label per line in folder order")
     return list(classes)
 
 
-def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> FolderSplit:
+def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn=None) -> FolderSplit:
     """Find the classes and images of ``root``: ``root/<class>/*`` or ``root/train/<class>`` + ``root/val/<class>``.
 
-    Without a val folder, a stratified, seeded ``val_fraction`` of every class is held out.
+    Without a val folder, a stratified, seeded ``val_fraction`` of every class is held out. A class folder
+    without image files is refused by name (HostError), with what it holds; ``warn(message)`` hears about a
+    labels.txt that does not map the class folders (default: the ``squishednets.data`` logger).
     """
+    if warn is None:
+        import logging
+        warn = logging.getLogger("squishednets.data").warning
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise HostError(f"--data {root} is a file, not a folder. Give an image-folder tree: DIR/<class>/*.jpg "
@@ -120,7 +181,7 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> F
     unreadable: list[tuple[str, str]] = []
     if _is_folder(train_dir):
         train_classes = _class_folders(train_dir, unreadable)
-        val_classes = _class_folders(val_dir, unreadable) if val_dir is not None else None
+        val_classes = _class_folders(val_dir, unreadable, refuse_empty=False) if val_dir is not None else None
     else:
         train_classes, val_classes = _class_folders(root, unreadable), None
         train_dir = root
@@ -155,7 +216,7 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> F
     if not val:
         raise HostError(f"--data {root}: the validation split is empty; add images to the val folder "
                         "or more images per class")
-    labels = [one_line(label) for label in read_labels_file(root, classes)]
+    labels = [one_line(label) for label in read_labels_file(root, classes, warn)]
     return FolderSplit(root, classes, labels, train, val, source, unreadable)
 
 
@@ -172,16 +233,9 @@ class CachedImages:
 
 
 def _decode(path: str, spec: PreprocessSpec) -> np.ndarray | str:
-    """The resized image, or why there is none."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, copes with any file name
-    except OSError as error:  # permission denied, a dangling link, a folder named like an image
-        return f"unreadable ({error.strerror or error})"
-    try:
-        frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    except cv2.error:  # a header claiming more pixels than OpenCV allows (CV_IO_MAX_IMAGE_PIXELS): skipped
-        frame = None
-    return "not a decodable image" if frame is None else spec.resize_frame(frame)
+    """The resized image, or why there is none (contract.images.read_image: the device's own rules)."""
+    image, reason = read_image(path)
+    return reason if image is None else spec.resize_frame(image)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

@@ -23,7 +23,7 @@ from host import config as config_module
 from host.config import EvolveConfig
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
 from host.latency import FpsMeter, local_fps, local_fps_against, parse_latency_source, wait_for_device_fps
-from host.data import CachedImages, cache_split, normalize_batch, scan_folder
+from host.data import CachedImages, cache_split, check_classes_decoded, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
 from host.genome import Genome
@@ -78,6 +78,7 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
             example = f", e.g. {part.skipped[0][0]}: {part.skipped[0][1]}" if part.skipped else ""
             raise HostError(f"--data {config.data}: no decodable images in the {name} split ({len(part.skipped)} "
                             f"file(s) skipped{example}); give it readable JPEG/PNG images")
+    check_classes_decoded(split, train)
     for name, skipped in data.skipped().items():
         if skipped and world.is_main:
             log.warning("skipped %d unreadable %s in %s, e.g. %s: %s (listed in lineage.sqlite, table "

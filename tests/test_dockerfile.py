@@ -38,6 +38,9 @@ LAST_FOR_PYTHON36 = {
     "setuptools": "59.6.0",
     "pip": "21.3.1",
 }
+# Where the last release for Python 3.6 is itself unusable on a Jetson, the newest one that is: numpy 1.19.5's
+# aarch64 wheel dies with "Illegal instruction" (numpy/numpy#18131).
+NEWEST_USABLE_ON_JETSON = {"numpy": "1.19.4"}
 # No release of these installs on aarch64 + Python 3.6 from PyPI, or it must come from JetPack instead.
 NOT_FROM_PIP = {
     "torch": "the device side never uses torch",
@@ -165,6 +168,9 @@ def test_every_pin_has_a_python36_release(requirement):
     last = Version(LAST_FOR_PYTHON36[name])
     spec = requirement.specifier
     admitted = [Version(s.version) for s in spec if s.operator == "=="] + [last]
+    if name in NEWEST_USABLE_ON_JETSON:
+        admitted.append(Version(NEWEST_USABLE_ON_JETSON[name]))
+        assert not spec.contains(str(last)), "{} admits {}, which does not run on a Jetson".format(requirement, last)
     assert any(spec.contains(version) and version <= last for version in admitted), (
         "{} admits no release for Python 3.6 (last: {})".format(requirement, last))
     major, minor, micro = (list(last.release) + [0, 0])[:3]
@@ -214,6 +220,17 @@ def test_the_packages_land_on_pythonpath():
     for package in DEVICE_PACKAGES:
         assert "{}/{}".format(root, package) in destinations
     assert environment.get("SQUISHEDNETS_CACHE"), "the engine cache needs a fixed folder to mount a volume on"
+
+
+def test_the_image_speaks_utf8_and_numpy_does_not_die_on_jetson():
+    environment = dict(item.split("=", 1) for arguments in of("ENV")
+                       for item in shlex.split(arguments) if "=" in item)
+    assert environment.get("LANG", "").endswith(("UTF-8", "utf8")), "no UTF-8 LANG: Python 3.6 would write ASCII"
+    assert environment.get("PYTHONIOENCODING", "").lower().startswith("utf")
+    numpy_pin = next(line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines()
+                     if line.startswith("numpy"))
+    assert "<1.19.5" in numpy_pin or environment.get("OPENBLAS_CORETYPE") == "ARMV8", \
+        "numpy 1.19.5's aarch64 wheel dies with 'Illegal instruction' on Jetson (numpy#18131)"
 
 
 def test_it_runs_as_a_user_in_the_video_group():

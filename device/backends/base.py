@@ -103,7 +103,7 @@ def _shape_text(shape):
 
 def _cpu_name():
     try:
-        with open("/proc/cpuinfo", "r") as handle:
+        with open("/proc/cpuinfo", "r", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith(("model name", "Hardware")):
                     return line.split(":", 1)[1].strip()

@@ -36,7 +36,7 @@ def test_set_uses_the_models_preprocessing_and_fixed_batches(folder):
     assert [b.shape for b in batches] == [(4, 3, SIZE, SIZE)] * 3 and batches[0].dtype == np.float32
     first = cv2.imread(str(folder / "cat" / "0.png"))
     np.testing.assert_array_equal(batches[0][0], dataset.spec(first)[0])
-    assert [os.path.basename(p) for p in dataset.skipped] == ["broken.jpg"]
+    assert [(os.path.basename(p), why) for p, why in dataset.skipped] == [("broken.jpg", "not a decodable image")]
 
 
 def test_signature_changes_with_the_images(folder):
