@@ -45,8 +45,10 @@ def benchmark_report(result, entry, requested):
 
     ``stats``: ``fps`` (batch-1 throughput with host-device copies, images/s), ``frames`` (timed batch-1
     runs), ``latency_ms`` {p50, p95, p99} (batch 1, with copies), ``network_fps`` / ``network_latency_ms``
-    (network only), ``throughput_ips`` {batch: images/s} for every batch measured. ``bench`` is the whole
-    result and ``platform`` says where it was measured."""
+    (network only), ``throughput_ips`` {batch: images/s} for every batch measured, ``measurement``
+    ("benchmark-b1": the kind of figure host-serve keeps apart from live ones), ``stable`` / ``cv`` /
+    ``unstable_why`` (device.bench.stability of the batch-1 figure, after its re-measurements). ``bench`` is the
+    whole result and ``platform`` says where it was measured."""
     by_batch = dict((r["batch"], r) for r in result["results"])
     if 1 not in by_batch:
         raise DeviceError("the benchmark has no batch-1 figure; the report's fps is defined at batch 1")
@@ -59,7 +61,10 @@ def benchmark_report(result, entry, requested):
     stats = {"frames": int(copies["runs"]), "fps": float(copies["throughput_ips"]),
              "latency_ms": three(copies["latency_ms"]), "batch": 1, "seconds": copies["seconds"],
              "network_fps": float(network["throughput_ips"]), "network_latency_ms": three(network["latency_ms"]),
-             "throughput_ips": dict((str(b), by_batch[b]["with_copies"]["throughput_ips"]) for b in sorted(by_batch))}
+             "throughput_ips": dict((str(b), by_batch[b]["with_copies"]["throughput_ips"]) for b in sorted(by_batch)),
+             "measurement": "benchmark-b1", "stable": bool(one.get("stable", True)),
+             "cv": copies.get("stability", {}).get("cv"), "unstable_why": copies.get("stability", {}).get("why"),
+             "attempts": one.get("attempts", 1)}
     precision = described.get("precision", requested.get("precision"))
     return {"model_sha256": result["model_sha256"], "generation": entry.get("generation"),
             "backend": described.get("backend"), "precision": precision,

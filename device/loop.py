@@ -280,12 +280,14 @@ class ServeLoop(object):
 
 
 def status_line(snapshot):
-    """The one-line status jetson-inference users know, with both fps figures named."""
+    """The one-line status jetson-inference users know, with both fps figures named. Its end-to-end fps is over
+    the last few seconds (the final line's is over the whole run: short runs differ, so each says which)."""
     top = snapshot.get("top") or []
     best = "{:05.2f}% {}".format(100.0 * top[0][1], top[0][0]) if top else "-"
     latency = snapshot["latency_ms"]["p50"]
-    return ("device-serve: {frames} frames | {fps:.1f} FPS end-to-end | Network {net:.1f} FPS | {best} | "
+    return ("device-serve: {frames} frames | {fps:.1f} FPS end-to-end (last {window:g} s) | Network {net:.1f} FPS | {best} | "
             "latency p50 {lat} ms | dropped {dropped} | RSS {rss} MB".format(
                 frames=snapshot["frames"], fps=snapshot.get("fps_recent") or 0.0, net=snapshot["network_fps"],
+                window=snapshot.get("fps_recent_window_s", 2.0),
                 best=best, lat="-" if latency is None else "{:.2f}".format(latency), dropped=snapshot["dropped"],
                 rss=snapshot["rss_mb"]))

@@ -227,7 +227,8 @@ def serve(args, log=print, stopper=None):
                 backend.warmup(args.warmup)
             telemetry = Telemetry(backend.name, backend.precision, info.sha256)
             telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0,
-                          preprocess=backend.preprocess_path, preprocess_note=preprocess_how)
+                          preprocess=backend.preprocess_path, preprocess_note=preprocess_how,
+                          paced=source_is_paced(source))
             platform = platform_info()
             base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
                            "platform": platform}
@@ -275,9 +276,16 @@ def serve(args, log=print, stopper=None):
     if args.stats_json:
         from contract.files import atomic_write
         atomic_write(args.stats_json, json.dumps(figures, indent=2, sort_keys=True))
-    log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end, Network {network_fps:.1f} FPS, "
+    log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end (whole run), Network {network_fps:.1f} FPS, "
         "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
     return figures
+
+
+def source_is_paced(source):
+    """Whether ``source`` hands frames at its own clock (a camera, a stream, a video played in real time), so
+    the end-to-end fps is capped by it: host-serve keeps such a figure (``live-paced``) apart from an unpaced
+    one and from a benchmark."""
+    return bool(getattr(source, "live", False) or getattr(source, "pacer", None) is not None)
 
 
 def _snapshot(telemetry, reader, reporter):

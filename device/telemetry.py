@@ -209,6 +209,7 @@ class Telemetry(object):
             "frames": self.rate.count,
             "fps": round(self.rate.overall(now), 2),
             "fps_recent": round(self.rate.recent(now), 2),
+            "fps_recent_window_s": self.rate.window_s,  # fps: the whole run; fps_recent: the last window_s
             "network_fps": self.network_fps(),
             "latency_ms": {"p50": total["p50"], "p95": total["p95"], "p99": total["p99"]},
             "stages_ms": stages,

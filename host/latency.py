@@ -32,8 +32,9 @@ def parse_latency_source(text: str) -> tuple[str, str | None]:
 def local_fps(onnx_path: str | Path, seconds: float = 2.0) -> float:
     """Images/s at batch 1 with ONNX Runtime on this machine, measured as device-bench measures."""
     from device.bench import bench_model
+    # remeasure=0: a ratio to the reference measured alternately (speed_ratios) is this side's stability check
     result = bench_model(str(onnx_path), backend="onnxruntime", precision="fp32", batches=(1,), seconds=seconds,
-                         warmup_s=0.2)
+                         warmup_s=0.2, remeasure=0)
     return float(result["results"][0]["throughput_ips"])
 
 
@@ -60,13 +61,19 @@ def local_fps_against(reference_path: str | Path, reference_fps: float, onnx_pat
 
 
 def wait_for_device_fps(lineage: Lineage, device_id: str, sha256: str, timeout_s: float,
-                        poll_s: float = 1.0) -> float:
-    """The fps a device reported (benchmark or final report) for the model with ``sha256``; waits for it."""
+                        poll_s: float = 1.0, log: Callable[[str], None] = print) -> float:
+    """The batch-1 benchmark fps a device reported for the model with ``sha256`` (device-agent's, the figure
+    steering asks for; a live device-serve figure never stands in); waits for it. A figure the device marked
+    unstable (it re-measured and still varied) is used, and said so in ``log``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        fps = lineage.latest_device_fps(device_id, sha256)
-        if fps is not None:
-            return fps
+        figure = lineage.latest_device_figure(device_id, sha256)
+        if figure is not None:
+            if figure["stable"] is False:
+                log(f"host-evolve: warning: device {device_id}'s figure for {sha256[:12]}... ({figure['fps']:.1f} "
+                    f"img/s) is unstable after its re-measurements; steering uses it. On the device: sudo "
+                    f"jetson_clocks, and nothing else running while device-agent benchmarks")
+            return figure["fps"]
         if time.monotonic() >= deadline:
             raise HostError(f"no fps from device {device_id!r} for model {sha256[:12]}... within {timeout_s:.0f} s. "
                             f"Is host-serve running on this run and `device-agent --follow URL --device-id "

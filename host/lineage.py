@@ -37,6 +37,8 @@ _REPORTS_COLUMNS = "id, device_id, sequence, model_sha256, generation, kind, fps
 GENERATION_FIELDS = ("generation", "parent", "offspring", "genome", "params", "size_bytes", "macs", "top1", "top5",
                      "train_seconds", "env_factor", "lambda", "onnx", "sha256", "weights", "labels", "card",
                      "local_fps")
+# the device figure steering reads and /generations calls device_fps: device-agent's batch-1 benchmark
+STEERING_MEASUREMENT = "benchmark-b1"
 
 
 class Lineage:
@@ -188,12 +190,20 @@ class Lineage:
                  generation["generation"] if generation else None, kind, fps, text, time.time()))
         return "conflict" if stored else "stored"
 
+    def latest_device_figure(self, device_id: str, sha256: str,
+                             measurement: str = STEERING_MEASUREMENT) -> dict | None:
+        """The figure ``device_id`` last reported for the model with ``sha256`` as ``measurement`` (by default the
+        batch-1 benchmark device-agent runs for steering; a live figure never stands in for it): the latest
+        stable one, else the latest at all. {fps, stable, measurement, device_id, received_at} or None."""
+        figures = [f for f in self._figures("AND device_id = ? AND model_sha256 = ?", (device_id, sha256))
+                   if f["measurement"] == measurement]
+        stable = [f for f in figures if f["stable"] is not False]
+        return (stable or figures or [None])[-1]
+
     def latest_device_fps(self, device_id: str, sha256: str) -> float | None:
-        """The fps ``device_id`` last reported for the model with ``sha256`` in a benchmark or final report."""
-        row = self.db.execute(
-            "SELECT fps FROM device_reports WHERE device_id = ? AND model_sha256 = ? AND fps IS NOT NULL "
-            "AND kind IN ('benchmark', 'final') ORDER BY id DESC LIMIT 1", (device_id, sha256)).fetchone()
-        return None if row is None else float(row["fps"])
+        """The fps of :meth:`latest_device_figure` (the batch-1 benchmark), or None."""
+        figure = self.latest_device_figure(device_id, sha256)
+        return None if figure is None else figure["fps"]
 
     def device_reports(self, generation: int | None = None) -> list[dict]:
         query, args = "SELECT * FROM device_reports", ()
@@ -204,9 +214,63 @@ class Lineage:
             row["body"] = json.loads(row["body"])
         return rows
 
+    def _figures(self, where: str = "", args: tuple = ()) -> list[dict]:
+        """Every stored figure (a benchmark or final report's fps), oldest first, with its ``measurement``."""
+        rows = self.db.execute("SELECT device_id, generation, model_sha256, kind, fps, body, received_at "
+                               f"FROM device_reports WHERE fps IS NOT NULL {where} ORDER BY id", args)
+        figures = []
+        for row in rows:
+            body = json.loads(row["body"])
+            stats = body.get("stats") if isinstance(body, dict) else None
+            stats = stats if isinstance(stats, dict) else {}
+            stable = stats.get("stable")
+            figures.append({"device_id": row["device_id"], "generation": row["generation"],
+                            "measurement": measurement_of(row["kind"], stats), "fps": row["fps"],
+                            "stable": stable if isinstance(stable, bool) else None,
+                            "received_at": row["received_at"]})
+        return figures
+
+    def device_figures(self) -> dict[int, list[dict]]:
+        """Per generation, the latest figure of each (device, measurement): a live run at 15 fps and a
+        benchmark at 160 img/s of the same generation are two figures, and neither overwrites the other.
+        Each is {device_id, measurement, fps, stable, received_at}; see :func:`measurement_of`. A figure the device
+        marked unstable (``stats.stable`` false) stands only until a stable one of its kind comes, and never
+        replaces one."""
+        latest: dict[tuple, dict] = {}
+        for figure in self._figures("AND generation IS NOT NULL"):
+            key = (figure["generation"], figure["device_id"], figure["measurement"])
+            if figure["stable"] is False and key in latest and latest[key]["stable"] is not False:
+                continue  # an unstable re-run does not replace a stable figure (the unstable one is in /reports)
+            latest[key] = figure
+        result: dict[int, list[dict]] = {}
+        for (generation, _, _), figure in sorted(latest.items(), key=lambda item: (item[0][0], item[0][1], item[0][2])):
+            result.setdefault(generation, []).append({k: v for k, v in figure.items() if k != "generation"})
+        return result
+
     def device_fps(self) -> dict[int, float]:
-        """Per generation, the latest fps any device reported (final or benchmark reports): host-serve's
-        /generations and summary.json call it ``device_fps``."""
-        rows = self.db.execute("SELECT generation, fps FROM device_reports WHERE generation IS NOT NULL "
-                               "AND fps IS NOT NULL ORDER BY id")
-        return {row["generation"]: row["fps"] for row in rows}
+        """Per generation, the batch-1 benchmark fps (``benchmark-b1``) a device reported last (a stable figure
+        before an unstable one): host-serve's /generations and summary.json call it ``device_fps``. Live
+        figures are in :meth:`device_figures`, never here."""
+        result = {}
+        for generation, figures in self.device_figures().items():
+            chosen = [f for f in figures if f["measurement"] == STEERING_MEASUREMENT]
+            chosen.sort(key=lambda f: (f["stable"] is not False, f["received_at"]))
+            if chosen:
+                result[generation] = chosen[-1]["fps"]
+        return result
+
+
+
+def measurement_of(kind: str, stats: dict) -> str:
+    """The kind of measurement a report's fps is, so that unlike figures are never compared or overwritten:
+    ``benchmark-bN`` (device-bench/device-agent at batch N: the backend's throughput), ``live-paced`` (device-serve
+    end to end on a source with its own clock: a camera, a stream, a video played in real time), ``live-unpaced``
+    (end to end as fast as it goes: a folder, a video with --no-realtime), ``live`` (a device-serve that did not
+    say), else the report's kind."""
+    if kind == "benchmark":
+        batch = stats.get("batch", 1)
+        return f"benchmark-b{batch if isinstance(batch, int) and not isinstance(batch, bool) else 1}"
+    if kind == "final":
+        paced = stats.get("paced")
+        return "live" if not isinstance(paced, bool) else ("live-paced" if paced else "live-unpaced")
+    return kind

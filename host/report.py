@@ -22,6 +22,15 @@ def pareto_front(points: list[dict]) -> list[int]:
     return sorted(front)
 
 
+def best_generation(generations: list[dict], top1_floor: float | None) -> int | None:
+    """The run's best generation: the smallest (size_bytes) whose top-1 is at least ``top1_floor`` (0 when
+    unset), the more accurate on a tie; None when none qualifies. summary.json's ``best_generation`` and
+    host-serve's ``/models/best/`` are this."""
+    floor = top1_floor or 0.0
+    eligible = [g for g in generations if g["top1"] >= floor]
+    return min(eligible, key=lambda g: (g["size_bytes"], -g["top1"]))["generation"] if eligible else None
+
+
 def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
     """The generation's ``model-b1.onnx`` relative to RUN, when it exists."""
     path = (layout.root / onnx).parent / STATIC_BATCH_ONNX
@@ -30,7 +39,7 @@ def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
 
 def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
                   stopped: str | None = None) -> dict:
-    device_fps = lineage.device_fps()
+    device_fps, device_figures = lineage.device_fps(), lineage.device_figures()
     generations = []
     for row in lineage.generations():
         generations.append({
@@ -40,14 +49,13 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "env_factor": row["env_factor"], "lambda": row["lambda"], "onnx": row["onnx"], "sha256": row["sha256"],
             "labels": row["labels"], "card": row["card"], "genome": json.loads(row["genome"]),
             "local_fps": row["local_fps"], "device_fps": device_fps.get(row["generation"]),
+            "device_figures": device_figures.get(row["generation"], []),  # per device and kind of measurement
             "steering_fps": row.get("steering_fps"), "fps_source": row.get("fps_source"),
             # the static-batch twin for jetson-inference (runs exported before it existed have none)
             "onnx_static_batch": static_batch_onnx(layout, row["onnx"])})
     ancestor = generations[0] if generations else None
     config = lineage.config()
-    floor = config.get("top1_floor") or 0.0
-    eligible = [g for g in generations if g["top1"] >= floor]
-    best = min(eligible, key=lambda g: (g["size_bytes"], -g["top1"]))["generation"] if eligible else None
+    best = best_generation(generations, config.get("top1_floor"))
     return {"generations": generations, "stopped": stopped, "best_generation": best,
             "target_fps": config.get("target_fps") or None, "pareto": pareto_front(generations), "preprocess": preprocess,
             "labels": labels, "config": config, "skipped_files": len(lineage.skipped()),

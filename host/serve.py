@@ -2,10 +2,14 @@
 
     host-serve --run RUN [--bind 127.0.0.1:8700] [--token-file F]
 
+GET  /                                     the run's generations as a page for people (public)
+GET  /docs                                 the API reference, from /openapi.json (public)
 GET  /health                               liveness: {"status": "ok", "generations": N} (public)
 GET  /generations                          the run's generations, with the fps devices measured (public)
 GET  /models/<generation>/model.onnx       the ONNX, header X-SHA256 (checked against the file before sending)
+GET  /models/<generation>/model-b1.onnx    its static-batch twin for jetson-inference (checked against card.json)
 GET  /models/<generation>/labels.txt|card.json
+     <generation>: a number, ``latest`` (the newest) or ``best`` (summary.json's best_generation); HEAD too
 POST /reports                              a device report (Authorization: Bearer <token>; JSON, <= 64 KiB)
 GET  /reports[?generation=N]               the stored reports (Authorization: Bearer <token>: they name devices)
 
@@ -34,7 +38,7 @@ from typing import Any, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
 from contract.address import parse_address
@@ -43,13 +47,19 @@ from contract.files import sha256_of_file
 from contract.report_schema import MAX_REPORT_BYTES, MODEL_URL_KEY, REPORT_SCHEMA, SCHEMA_VERSION
 from contract.tokens import read_token_file, token_file_exposed
 from host.errors import HostError
+from host.index_page import api_reference_html, index_html
 from host.lineage import Lineage
+from host.report import best_generation
 from host.schema_models import model_from_schema
 
 DEFAULT_BIND = "127.0.0.1:8700"
 TOKEN_FILE_NAME = "host-serve.token"
-SERVED_FILES = {"model.onnx": "application/octet-stream", "labels.txt": "text/plain; charset=utf-8",
+SERVED_FILES = {"model.onnx": "application/octet-stream", "model-b1.onnx": "application/octet-stream",
+                "model.fp16.onnx": "application/octet-stream", "labels.txt": "text/plain; charset=utf-8",
                 "card.json": "application/json"}
+# the ONNX twins export_generation writes beside model.onnx: where card.json keeps each one's sha256
+CARD_SHA256_KEYS = {"model-b1.onnx": "static_batch", "model.fp16.onnx": "fp16"}
+GENERATION_ALIASES = ("latest", "best")
 MAX_JSON_DEPTH = 32  # a report nests 3 deep; json.loads would recurse (and fail) near 1000
 MAX_GENERATION = 2 ** 63 - 1  # SQLite's INTEGER: a larger number can name no generation
 
@@ -190,7 +200,7 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     lineage = Lineage(run / "lineage.sqlite")
     lock = threading.Lock()  # one writer connection shared by the request threads
     files = ModelFiles()
-    app = FastAPI(title="squishednets host-serve", docs_url=None, redoc_url=None)
+    app = FastAPI(title="squishednets host-serve", docs_url=None, redoc_url=None)  # /docs: our own page
     app.state.lineage = lineage
 
     def generation_row(number: int) -> dict:
@@ -199,6 +209,31 @@ def create_app(run: str | Path, token: str) -> FastAPI:
         if row is None:
             raise HTTPException(404, f"generation {number} is not in this run")
         return row
+
+    def resolve_generation(text: str) -> dict:
+        """A generation's row from a number, ``latest`` or ``best``; 404 (with what is allowed) otherwise."""
+        if text in GENERATION_ALIASES:
+            with lock:
+                rows, floor = lineage.generations(), lineage.config().get("top1_floor")
+            number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, floor)
+            if number is None:
+                raise HTTPException(404, f"the run has no {text} generation yet")
+            return generation_row(number)
+        if not text.isdigit() or int(text) > MAX_GENERATION:
+            raise HTTPException(404, f"generation {text[:40]!r} is not a generation: give a number, 'latest' or 'best'")
+        return generation_row(int(text))
+
+    # pages for people (not in the OpenAPI document: they are HTML renderings of what it describes)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def index():
+        listed = generations()
+        with lock:
+            floor = lineage.config().get("top1_floor")
+        return HTMLResponse(index_html(run.name, listed, best_generation(listed, floor)))
+
+    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
+    def docs():
+        return HTMLResponse(api_reference_html(app.openapi()))
 
     @app.get("/health")
     def health():
@@ -209,29 +244,52 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     @app.get("/generations")
     def generations():
         with lock:
-            rows, device_fps = lineage.generations(), lineage.device_fps()
+            rows, device_fps, figures = lineage.generations(), lineage.device_fps(), lineage.device_figures()
         return [{"generation": r["generation"], "parent": r["parent"], "sha256": r["sha256"], "params": r["params"],
                  "size_bytes": r["size_bytes"], "macs": r["macs"], "top1": r["top1"], "top5": r["top5"],
                  "local_fps": r["local_fps"], "device_fps": device_fps.get(r["generation"]),
+                 "device_figures": figures.get(r["generation"], []),
                  MODEL_URL_KEY: f"/models/{r['generation']}/model.onnx"} for r in rows]
 
-    @app.get("/models/{number}/{name}")
-    def model_file(number: int = PathParameter(ge=0, le=MAX_GENERATION), name: str = PathParameter()):
+    def expected_sha256(row: dict, onnx_path: Path, name: str) -> str:
+        """model.onnx: the lineage's sha256; a twin: the one card.json (written with it) records."""
+        if name == "model.onnx":
+            return row["sha256"]
+        try:
+            card = json.loads((onnx_path.parent / "card.json").read_text())
+            return card[CARD_SHA256_KEYS[name]]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise HTTPException(404, f"{name} of generation {row['generation']} has no sha256 in its card.json: "
+                                     f"re-export the generation") from None
+
+    @app.get("/models/{generation}/{name}",
+             summary="A generation's file (model.onnx, model-b1.onnx, labels.txt, card.json)")
+    def model_file(generation: str = PathParameter(max_length=40,
+                                                   description="a number, 'latest' or 'best'"),
+                   name: str = PathParameter()):
         if name not in SERVED_FILES:
             raise HTTPException(404, f"{name} is not served; one of {', '.join(SERVED_FILES)}")
-        row = generation_row(number)
+        row = resolve_generation(generation)
+        number = row["generation"]
         onnx_path = (run / row["onnx"]).resolve()
         path = onnx_path if name == "model.onnx" else onnx_path.parent / name
         if run not in path.parents or not path.is_file():
             raise HTTPException(404, f"{name} of generation {number} is missing from the run folder")
-        headers = {}
-        if name == "model.onnx":
-            actual = files.sha256(path)
-            if actual != row["sha256"]:
-                raise HTTPException(500, f"{path} has sha256 {actual}, the lineage says {row['sha256']}: "
+        # which generation an alias named, and its own address (a device caches and reports by it)
+        headers = {"X-Generation": str(number), "Content-Location": f"/models/{number}/{name}"}
+        if name.endswith(".onnx"):
+            actual, expected = files.sha256(path), expected_sha256(row, onnx_path, name)
+            if actual != expected:
+                raise HTTPException(500, f"{path} has sha256 {actual}, the run says {expected}: "
                                          f"the run folder was changed; re-export generation {number}")
             headers["X-SHA256"] = actual
         return FileResponse(path, media_type=SERVED_FILES[name], headers=headers)
+
+    # HEAD wherever GET reads something public (curl -I, wget --spider, a proxy's health check): the same
+    # answer without its body; kept out of the OpenAPI document, where it would repeat each operation
+    for route in list(app.routes):
+        if getattr(route, "methods", None) == {"GET"} and route.include_in_schema:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
 
     def unauthorized() -> JSONResponse:
         return JSONResponse({"detail": "this needs 'Authorization: Bearer <token>' with host-serve's token"},

@@ -79,3 +79,74 @@ def test_batch_one_is_measured_on_its_own_engine_like_device_serves():
     assert profile_groups([1, 8]) == [[1], [8]]
     assert profile_groups([8, 1, 4]) == [[1], [8, 4]]
     assert profile_groups([1]) == [[1]] and profile_groups([2, 4]) == [[2, 4]]
+
+
+def test_stability_flags_a_spread_and_a_stall_like_trtexec():
+    from device.bench import stability
+    steady = [0.001] * 50
+    assert stability(steady, wall=0.05, batch=1)["stable"] is True
+    spread = [0.001, 0.003] * 25  # CV 50 %
+    check = stability(spread, wall=sum(spread), batch=1)
+    assert check["stable"] is False and check["cv"] == pytest.approx(0.5) and "coefficient of variation" in check["why"]
+    # the reported case: each run ~0.45 ms (2,200 img/s by the median) yet 12.5 img/s over the wall clock
+    stalled = stability([0.00045] * 25, wall=2.0, batch=1)
+    assert stalled["stable"] is False and stalled["cv"] == 0.0
+    assert "of what the median latency implies" in stalled["why"] and stalled["median_implied_ips"] == 2222.22
+
+
+class Measure(object):
+    """A stand-in for device.bench.benchmark that hands out prepared per-run times (seconds) in turn."""
+
+    def __init__(self, *runs):
+        self.runs = list(runs)
+        self.calls = 0
+
+    def __call__(self, backend, batch, seconds, warmup_s):
+        from device.bench import _figures
+        times = self.runs[min(self.calls, len(self.runs) - 1)]
+        self.calls += 1
+        figures = _figures(times, sum(times), batch)
+        return {"batch": batch, "backend": "stand-in", "precision": "fp32", "with_copies": figures,
+                "network_only": figures, "throughput_ips": figures["throughput_ips"],
+                "latency_ms": figures["latency_ms"], "stable": figures["stability"]["stable"]}
+
+
+def test_an_unstable_batch_is_measured_again_and_one_that_stays_so_is_marked(tmp_path):
+    from device.bench import bench_model
+    unstable, steady = [0.001, 0.004] * 10, [0.002] * 20
+    logged = []
+    measure = Measure(unstable, steady)
+    report = bench_model(tiny_onnx(), "onnxruntime", cache_dir=str(tmp_path), log=logged.append, measure=measure)
+    assert measure.calls == 2 and report["stable"] is True
+    assert report["results"][0]["attempts"] == 2 and report["results"][0]["throughput_ips"] == 500.0
+    assert any("unstable" in line and "measuring again" in line for line in logged)
+    logged.clear()
+    measure = Measure(unstable)
+    report = bench_model(tiny_onnx(), "onnxruntime", cache_dir=str(tmp_path), log=logged.append, measure=measure,
+                         remeasure=2)
+    assert measure.calls == 3 and report["stable"] is False and report["results"][0]["attempts"] == 3
+    assert any(line.startswith("device-bench: warning: batch 1 stayed unstable") and "jetson_clocks" in line
+               for line in logged)
+
+
+def test_the_agents_report_carries_the_stability_and_its_kind_of_measurement(tmp_path):
+    from device.agent_job import benchmark_report
+    from device.bench import bench_model
+    result = bench_model(tiny_onnx(), "onnxruntime", cache_dir=str(tmp_path), log=None,
+                         measure=Measure([0.001, 0.004] * 10), remeasure=1)
+    stats = benchmark_report(result, {"generation": 0}, {})["stats"]
+    assert stats["measurement"] == "benchmark-b1" and stats["stable"] is False and stats["attempts"] == 2
+    assert stats["cv"] == pytest.approx(0.6) and "coefficient of variation" in stats["unstable_why"]
+
+
+def test_text_output_names_the_backend_once_and_has_mean_min_max_and_stability(tmp_path, capsys):
+    code = main(["--model", tiny_onnx(), "--backend", "onnxruntime", "--batch", "1,2", "--seconds", "0.05",
+                 "--warmup", "0.01", "--cache-dir", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert sum("onnxruntime fp32" in line for line in out.splitlines()) == 1, out
+    batches = [line for line in out.splitlines() if line.startswith("batch ")]
+    assert len(batches) == 2
+    for line in batches:
+        assert all(word in line for word in ("p50", "p95", "p99", "mean", "min", "max", "runs"))
+        assert "stable, CV" in line or "UNSTABLE:" in line

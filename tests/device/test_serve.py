@@ -162,7 +162,25 @@ def test_reports_reach_a_host_started_after_the_device(tiny_model, tmp_path):
     body = rows[-1]["body"]
     assert body["backend"] == "onnxruntime" and body["model_sha256"] == card["sha256"]
     assert body["platform"]["python"] and body["stats"]["frames"] > 0
+    assert body["stats"]["paced"] is False  # synthetic runs as fast as it goes: host-serve files it live-unpaced
     assert [p for p in os.listdir(str(tmp_path / "spool")) if p.startswith("report-")] == []
+
+
+def test_a_source_with_its_own_clock_is_paced_and_a_folder_or_fast_file_is_not(tmp_path):
+    from device.serve import source_is_paced
+    from device.sources import CaptureSource, ImageFolderSource, SourceSpec, SyntheticSource
+    video = str(tmp_path / "clip.avi")
+    write_video(video, frames=3)
+    realtime = CaptureSource(SourceSpec("file", video, video), realtime=True)
+    fast = CaptureSource(SourceSpec("file", video, video), realtime=False)
+    realtime.open(), fast.open()
+    try:
+        assert source_is_paced(realtime) and not source_is_paced(fast)
+    finally:
+        realtime.close(), fast.close()
+    assert source_is_paced(CaptureSource(SourceSpec("camera", 0, "0")))  # a camera's clock, opened or not
+    assert not source_is_paced(ImageFolderSource(SourceSpec("folder", str(tmp_path), str(tmp_path))))
+    assert not source_is_paced(SyntheticSource())
 
 
 def test_sigterm_finishes_like_ctrl_c(tiny_model, tmp_path):

@@ -20,16 +20,56 @@ def test_a_local_steering_fps_is_also_the_local_fps_and_a_device_one_is_not(tmp_
     assert (one["steering_fps"], one["fps_source"], one["local_fps"]) == (40.0, "device:tx1", None)
 
 
-def test_device_fps_is_the_latest_report_and_per_device_per_model(tmp_path):
+def benchmark(fps, stable=True, batch=1):
+    return {"stats": {"fps": fps, "frames": 10, "batch": batch, "stable": stable}}
+
+
+def live(fps, paced):
+    return {"stats": {"fps": fps, "frames": 100, "paced": paced}}
+
+
+def test_device_fps_is_the_latest_benchmark_per_device_per_model(tmp_path):
     lineage = Lineage(tmp_path / "lineage.sqlite")
     lineage.add_generation(GENERATION)
     sha = GENERATION["sha256"]
     assert lineage.latest_device_fps("tx1", sha) is None
-    lineage.add_device_report("tx1", 1, sha, "benchmark", 30.0, {})
-    lineage.add_device_report("tx1", 2, sha, "periodic", 99.0, {})  # not a benchmark or final report
-    lineage.add_device_report("nano", 1, sha, "final", 20.0, {})
+    lineage.add_device_report("tx1", 1, sha, "benchmark", 30.0, benchmark(30.0))
+    lineage.add_device_report("nano", 1, sha, "benchmark", 20.0, benchmark(20.0))
     assert lineage.latest_device_fps("tx1", sha) == 30.0 and lineage.latest_device_fps("nano", sha) == 20.0
-    assert lineage.device_fps() == {0: 20.0}  # any device's latest, for /generations and summary.json
+    assert lineage.device_fps() == {0: 20.0}  # any device's latest benchmark, for /generations and summary.json
+
+
+def test_a_live_figure_never_overwrites_a_benchmark_nor_steers(tmp_path):
+    """A video played in real time (15 fps) after device-agent's benchmark (160 img/s) of the same generation:
+    both are kept, each under its kind of measurement, and steering and device_fps read the benchmark."""
+    lineage = Lineage(tmp_path / "lineage.sqlite")
+    lineage.add_generation(GENERATION)
+    sha = GENERATION["sha256"]
+    lineage.add_device_report("tx1", 1, sha, "benchmark", 160.0, benchmark(160.0))
+    lineage.add_device_report("tx1", 2, sha, "final", 15.0, live(15.0, paced=True))
+    lineage.add_device_report("tx1", 3, sha, "final", 90.0, live(90.0, paced=False))
+    lineage.add_device_report("tx1", 4, sha, "benchmark", 300.0, benchmark(300.0, batch=8))
+    assert lineage.latest_device_fps("tx1", sha) == 160.0
+    assert lineage.device_fps() == {0: 160.0}
+    figures = {(f["device_id"], f["measurement"]): f["fps"] for f in lineage.device_figures()[0]}
+    assert figures == {("tx1", "benchmark-b1"): 160.0, ("tx1", "live-paced"): 15.0, ("tx1", "live-unpaced"): 90.0,
+                       ("tx1", "benchmark-b8"): 300.0}
+    lineage.add_device_report("nano", 1, sha, "final", 12.0, {})  # a device-serve that did not say: "live"
+    assert lineage.device_fps() == {0: 160.0} and lineage.latest_device_fps("nano", sha) is None
+    assert ("nano", "live") in {(f["device_id"], f["measurement"]) for f in lineage.device_figures()[0]}
+
+
+def test_an_unstable_benchmark_never_replaces_a_stable_one_and_says_so(tmp_path):
+    lineage = Lineage(tmp_path / "lineage.sqlite")
+    lineage.add_generation(GENERATION)
+    sha = GENERATION["sha256"]
+    lineage.add_device_report("tx1", 1, sha, "benchmark", 12.5, benchmark(12.5, stable=False))
+    assert lineage.latest_device_figure("tx1", sha)["stable"] is False  # the only figure: used, and marked
+    assert lineage.device_figures()[0][0]["stable"] is False
+    lineage.add_device_report("tx1", 2, sha, "benchmark", 2100.0, benchmark(2100.0))
+    lineage.add_device_report("tx1", 3, sha, "benchmark", 40.0, benchmark(40.0, stable=False))
+    assert lineage.latest_device_fps("tx1", sha) == 2100.0 and lineage.device_fps() == {0: 2100.0}
+    assert [(f["fps"], f["stable"]) for f in lineage.device_figures()[0]] == [(2100.0, True)]
 
 
 def test_an_older_runs_measured_fps_column_becomes_steering_fps(tmp_path):
