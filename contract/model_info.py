@@ -26,11 +26,13 @@ class ModelInfo(object):
     Attributes: ``path``, ``sha256``, ``labels`` (list of str), ``spec`` (PreprocessSpec), ``spec_source``
     ("metadata" or "default"), ``genome`` (dict or None), ``generation`` (int or None), ``num_classes``,
     ``input_name``, ``input_shape`` (tuple; the batch dim is None when dynamic), ``input_dtype``,
-    ``output_name``, ``output_shape``, ``opsets`` ({domain: version}), ``metadata`` (all metadata_props).
+    ``output_name``, ``output_shape``, ``opsets`` ({domain: version}), ``metadata`` (all metadata_props),
+    ``output_kind`` (OUTPUT_KINDS: what the output holds) and ``output_why`` (how that was found).
     """
 
     def __init__(self, path, sha256, input_name, input_shape, input_dtype, output_name, output_shape,
-                 labels, spec, spec_source, genome, generation, opsets, metadata, ir_version):
+                 labels, spec, spec_source, genome, generation, opsets, metadata, ir_version,
+                 output_kind="logits", output_why="assumed"):
         self.path = path
         self.sha256 = sha256
         self.input_name = input_name
@@ -46,6 +48,13 @@ class ModelInfo(object):
         self.opsets = opsets
         self.metadata = metadata
         self.ir_version = ir_version
+        self.output_kind = output_kind
+        self.output_why = output_why
+
+    @property
+    def fixed_batch(self):
+        """The batch size the input is fixed to (an int), or None when the batch dimension is dynamic."""
+        return self.input_shape[0]
 
     @property
     def num_classes(self):
@@ -57,7 +66,7 @@ class ModelInfo(object):
                 "output_name": self.output_name, "output_shape": list(self.output_shape),
                 "num_classes": self.num_classes, "labels": list(self.labels), "preprocess": self.spec.to_dict(),
                 "preprocess_source": self.spec_source, "genome": self.genome, "generation": self.generation,
-                "opsets": dict(self.opsets), "ir_version": self.ir_version}
+                "opsets": dict(self.opsets), "ir_version": self.ir_version, "output_kind": self.output_kind}
 
     def __repr__(self):
         return "ModelInfo({!r}, input {} {}, {} classes)".format(self.path, self.input_name, self.input_shape,
@@ -95,8 +104,9 @@ class ModelInfo(object):
         shape = given["shape"]
         if given["dtype"] not in ("float32", "float16") or shape is None or len(shape) != 4 \
                 or shape[1] not in (1, 3) or not all(isinstance(d, int) and d >= 8 for d in shape[2:]):
-            raise DeviceError("model {}: input {!r} is {} {}, not an NCHW image batch (float, N x 3 x H x W with "
-                              "fixed H, W >= 8); the device runs the image classifiers host-evolve exports".format(
+            raise DeviceError("model {}: input {!r} is {} {}, not an NCHW image batch (float, N x 3 x H x W, or "
+                              "N x 1 x H x W for greyscale, with fixed H, W >= 8); the device runs image "
+                              "classifiers like those host-evolve exports".format(
                                   path, given["name"], given["dtype"], _shape_text(shape)))
         input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
         out_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (output["shape"] or ()))
@@ -109,8 +119,12 @@ class ModelInfo(object):
                 raise DeviceError("model {}: its preprocess metadata says {}x{} but its input is {}x{}; the file "
                                   "was edited after export, export it again".format(
                                       path, spec.height, spec.width, input_shape[2], input_shape[3]))
-        else:  # a foreign ONNX: jetson-inference's defaults at the input size
-            spec, spec_source = PreprocessSpec(input_shape[2], input_shape[3]), "default"
+            if spec.channels != input_shape[1]:
+                raise DeviceError("model {}: its preprocess metadata makes {} channel(s) ({}) but its input takes "
+                                  "{}; export it again".format(path, spec.channels, spec.color, input_shape[1]))
+        else:  # a foreign ONNX: jetson-inference's defaults at the input size (grey for a 1-channel input)
+            spec = PreprocessSpec(input_shape[2], input_shape[3], color="GRAY" if input_shape[1] == 1 else "RGB")
+            spec_source = "default"
         genome = None
         if "genome" in metadata:
             try:
@@ -120,8 +134,37 @@ class ModelInfo(object):
         generation = None
         if metadata.get("generation", "").strip().lstrip("-").isdigit():
             generation = int(metadata["generation"])
+        output_kind, output_why = _output_kind(graph["producers"], output["name"], metadata)
         return cls(path, sha256, given["name"], input_shape, given["dtype"], output["name"], out_shape, labels,
-                   spec, spec_source, genome, generation, model["opsets"], metadata, model["ir_version"])
+                   spec, spec_source, genome, generation, model["opsets"], metadata, model["ir_version"],
+                   output_kind, output_why)
+
+
+#: What a classifier's output holds: raw scores (host-evolve's models, most exports), probabilities already (a
+#: graph ending in Softmax or Sigmoid), or log-probabilities (LogSoftmax). The device turns each into
+#: probabilities its own way (device/loop.py), so a foreign model's confidences are not softmaxed twice.
+OUTPUT_KINDS = ("logits", "probabilities", "log_probabilities")
+#: The metadata key a model may state its output kind under (host-evolve writes none: its models give logits).
+OUTPUT_KIND_KEY = "output_kind"
+_PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Transpose")
+_ENDINGS = {"Softmax": "probabilities", "Sigmoid": "probabilities", "LogSoftmax": "log_probabilities"}
+
+
+def _output_kind(producers, output_name, metadata):
+    """(kind, why): from the metadata when it says, else from the op that makes the output (through reshapes
+    and casts), else logits."""
+    stated = metadata.get(OUTPUT_KIND_KEY)
+    if stated in OUTPUT_KINDS:
+        return stated, "its metadata says so"
+    name = output_name
+    for _ in range(8):
+        op_type, source = producers.get(name, ("", None))
+        if op_type in _ENDINGS:
+            return _ENDINGS[op_type], "its graph ends in {}".format(op_type)
+        if op_type not in _PASS_THROUGH or source is None:
+            break
+        name = source
+    return "logits", "its graph does not end in Softmax, LogSoftmax or Sigmoid"
 
 
 def _shape_text(shape):
@@ -255,12 +298,24 @@ def _shape(data):
 
 
 def _graph(data):
-    graph = {"inputs": [], "outputs": [], "initializers": [], "nodes": 0}
+    graph = {"inputs": [], "outputs": [], "initializers": [], "nodes": 0, "producers": {}}
     for number, wire, value in _fields(data):
         if wire != 2:
             continue
         if number == 1:
             graph["nodes"] += 1
+            op_type, inputs, outputs = "", [], []
+            for n_number, n_wire, n_value in _fields(value):
+                if n_wire != 2:
+                    continue
+                if n_number == 1:
+                    inputs.append(_text(n_value))
+                elif n_number == 2:
+                    outputs.append(_text(n_value))
+                elif n_number == 4:
+                    op_type = _text(n_value)
+            for name in outputs:  # which node makes each tensor: the output convention is read from it
+                graph["producers"][name] = (op_type, inputs[0] if inputs else None)
         elif number == 5:  # TensorProto: only its name (field 8) matters here
             for t_number, t_wire, t_value in _fields(value):
                 if t_number == 8 and t_wire == 2:

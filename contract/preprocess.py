@@ -14,28 +14,43 @@ from contract.errors import DeviceError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: A 1-channel (greyscale) model's default statistics when its file names none: ImageNet's, averaged over
+#: the channels (what torchvision users pass to Normalize for Grayscale(1) inputs).
+GREY_MEAN = (0.449,)
+GREY_STD = (0.226,)
+#: Colour orders a spec may name; GRAY is one channel (OpenCV's BGR -> grey luma, then the same steps).
+COLORS = ("RGB", "BGR", "GRAY")
 
 #: Key under which the spec is stored in the ONNX ``metadata_props``.
 METADATA_KEY = "preprocess"
 
 
 class PreprocessSpec(object):
-    """How a frame becomes a network input. Stored in the ONNX metadata and in summary.json."""
+    """How a frame becomes a network input. Stored in the ONNX metadata and in summary.json.
+
+    ``color``: RGB or BGR (3 channels), or GRAY (1 channel: a model trained on greyscale; its mean and std
+    default to GREY_MEAN / GREY_STD). ``channels`` is 1 or 3 accordingly.
+    """
 
     def __init__(self, height, width, mean=IMAGENET_MEAN, std=IMAGENET_STD, color="RGB",
                  resize="stretch", interpolation="linear"):
         if int(height) < 8 or int(width) < 8:
             raise DeviceError("preprocess size {}x{} is too small: use at least 8x8 pixels".format(height, width))
-        if color not in ("RGB", "BGR"):
-            raise DeviceError("preprocess color {!r} is not one of RGB, BGR".format(color))
+        if color not in COLORS:
+            raise DeviceError("preprocess color {!r} is not one of {}".format(color, ", ".join(COLORS)))
+        channels = 1 if color == "GRAY" else 3
+        if channels == 1:
+            mean = GREY_MEAN if tuple(mean) == IMAGENET_MEAN else mean
+            std = GREY_STD if tuple(std) == IMAGENET_STD else std
         if resize != "stretch":
             raise DeviceError("preprocess resize {!r} is not supported: only 'stretch' (whole frame, "
                               "as jetson-inference does)".format(resize))
         if interpolation not in _INTERPOLATIONS:
             raise DeviceError("preprocess interpolation {!r} is not one of {}".format(
                 interpolation, ", ".join(sorted(_INTERPOLATIONS))))
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise DeviceError("preprocess mean/std need 3 values each, std > 0; got {} / {}".format(mean, std))
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise DeviceError("preprocess mean/std need {} value(s) each ({}), std > 0; got {} / {}".format(
+                channels, color, mean, std))
         self.height = int(height)
         self.width = int(width)
         self.mean = tuple(float(m) for m in mean)
@@ -43,6 +58,11 @@ class PreprocessSpec(object):
         self.color = color
         self.resize = resize
         self.interpolation = interpolation
+
+    @property
+    def channels(self):
+        """1 for GRAY, else 3: the network input's channel count."""
+        return 1 if self.color == "GRAY" else 3
 
     @classmethod
     def square(cls, size):
@@ -84,7 +104,8 @@ class PreprocessSpec(object):
 
     # -- the steps -----------------------------------------------------------------------------
     def resize_frame(self, frame_bgr):
-        """BGR uint8 HxWx3 (or greyscale HxW) -> uint8 ``height`` x ``width`` x 3 in ``self.color`` order."""
+        """BGR uint8 HxWx3 (or greyscale HxW) -> uint8 ``height`` x ``width`` x 3 in ``self.color`` order
+        (``height`` x ``width`` x 1 for GRAY: OpenCV's luma of the BGR frame, then resized)."""
         import cv2
         if frame_bgr is None or not hasattr(frame_bgr, "shape") or frame_bgr.size == 0:
             raise DeviceError("preprocess got an empty frame")
@@ -92,6 +113,11 @@ class PreprocessSpec(object):
             frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
         elif frame_bgr.shape[2] == 4:
             frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2BGR)
+        if self.color == "GRAY":
+            grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+            if grey.shape[0] != self.height or grey.shape[1] != self.width:
+                grey = cv2.resize(grey, (self.width, self.height), interpolation=_INTERPOLATIONS[self.interpolation])
+            return grey[:, :, None]
         if frame_bgr.shape[0] != self.height or frame_bgr.shape[1] != self.width:
             frame_bgr = cv2.resize(frame_bgr, (self.width, self.height),
                                    interpolation=_INTERPOLATIONS[self.interpolation])
@@ -100,7 +126,7 @@ class PreprocessSpec(object):
         return frame_bgr
 
     def normalize(self, images):
-        """uint8 HxWx3 or NxHxWx3 (already resized, in ``self.color`` order) -> float32 NCHW."""
+        """uint8 HxWxC or NxHxWxC (already resized, in ``self.color`` order; C = ``channels``) -> float32 NCHW."""
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
@@ -115,7 +141,7 @@ class PreprocessSpec(object):
         return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
     def __call__(self, frame_bgr):
-        """One BGR frame -> float32 1x3xHxW network input."""
+        """One BGR frame -> float32 1 x ``channels`` x H x W network input."""
         return self.normalize(self.resize_frame(frame_bgr))
 
 

@@ -149,13 +149,45 @@ def profile_groups(batches):
     return [group for group in (ones, larger) if group]
 
 
+def batches_for_model(info, batches):
+    """(the batch sizes ``info``'s model can run as asked, [(batch, why not)] for the others).
+
+    A model with a fixed batch B runs only B: a figure for another batch would be B-sized runs in disguise.
+    The reason names the model and what to give instead (host-evolve's ``model-b1.onnx`` has a dynamic
+    ``model.onnx`` beside it)."""
+    import os
+    fixed = info.fixed_batch
+    if fixed is None:
+        return list(batches), []
+    beside = os.path.join(os.path.dirname(info.path), "model.onnx")
+    if os.path.basename(info.path) != "model.onnx" and os.path.isfile(beside):
+        instead = "use {} (dynamic batch) for".format(beside)
+    else:
+        instead = "give --batch {}, or export it with a dynamic batch dimension, for".format(fixed)
+    fit = [b for b in batches if b == fixed]
+    refused = [(b, "{} has a fixed batch of {}: {} --batch {}".format(info.path, fixed, instead, b))
+               for b in batches if b != fixed]
+    return fit, refused
+
+
 def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3.0, warmup_s=0.2, cache_dir=None,
                 log=None, remeasure=REMEASURE, measure=benchmark, **options):
-    """Benchmark every batch size; one dict. Each result names the engine profile it was measured on
-    (``engine_profile``: None for backends without one) and whether it is ``stable`` (an unstable batch is
-    measured again up to ``remeasure`` times: :func:`measure_until_stable`); the top-level ``stable`` is
-    whether all are. ``measure``: :func:`benchmark` (tests pass a stand-in)."""
+    """Benchmark every batch size the model can run; one dict. Each result names the engine profile it was
+    measured on (``engine_profile``: None for backends without one) and whether it is ``stable`` (an unstable
+    batch is measured again up to ``remeasure`` times: :func:`measure_until_stable`); the top-level ``stable``
+    is whether all are. ``measure``: :func:`benchmark` (tests pass a stand-in). Batch sizes a fixed-batch model
+    cannot take are listed in ``refused`` (batch, why), told to ``log`` at once, and not measured; when none
+    is left, DeviceError."""
+    from contract.model_info import ModelInfo
     from device.backends import open_backend
+    from device.model_source import default_cache_dir, resolve_model
+    path = resolve_model(model, cache_dir=cache_dir or default_cache_dir())
+    batches, refused = batches_for_model(ModelInfo.from_onnx(path), [int(b) for b in batches])
+    if not batches:
+        raise DeviceError("model " + "; ".join(why for _, why in refused))
+    for batch, why in refused:
+        if log is not None:
+            log("device-bench: batch {} not measured: model {}".format(batch, why))
     results, described, info = [], None, None
     for index, group in enumerate(profile_groups(batches)):
         # the backend line once: a second engine profile is the same backend and precision
@@ -174,6 +206,7 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
             opened.close()
     return {"model": model, "model_sha256": info.sha256, "generation": info.generation, "backend": described,
             "results": sorted(results, key=lambda r: [int(b) for b in batches].index(r["batch"])),  # as asked
+            "refused": [{"batch": batch, "why": why} for batch, why in refused],
             "stable": all(r["stable"] for r in results), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -242,6 +275,8 @@ def _summary_lines(report):
                          result["batch"], copies["throughput_ips"], latency["p50"], latency["p95"], latency["p99"],
                          latency["mean"], latency["min"], latency["max"], network["throughput_ips"],
                          network["latency_ms"]["p50"], copies["runs"], verdict))
+    for refused in report.get("refused", []):
+        lines.append("batch {:>3}: not measured: model {}".format(refused["batch"], refused["why"]))
     if not report.get("stable", True):
         lines.append("warning: unstable figures above; " + UNSTABLE_ADVICE)
     return lines

@@ -112,6 +112,9 @@ class CudaPreprocessor(object):
         from pycuda.compiler import SourceModule
         if spec.resize != "stretch":
             raise DeviceError("CUDA preprocessing supports resize 'stretch' only")
+        if spec.channels != 3:
+            raise DeviceError("CUDA preprocessing writes 3 channels; this model takes {} ({})".format(
+                spec.channels, spec.color))
         resize_taps(2, 1, spec.interpolation)  # refuses 'area' before compiling
         self.spec = spec
         self._cuda = cuda
@@ -176,6 +179,9 @@ class CupyPreprocessor(object):
         import cupy
         if spec.resize != "stretch":
             raise DeviceError("CUDA preprocessing supports resize 'stretch' only")
+        if spec.channels != 3:
+            raise DeviceError("CUDA preprocessing writes 3 channels; this model takes {} ({})".format(
+                spec.channels, spec.color))
         resize_taps(2, 1, spec.interpolation)  # refuses 'area' before compiling
         self.spec = spec
         self._cupy = cupy

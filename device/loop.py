@@ -37,6 +37,17 @@ def softmax(logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def to_probabilities(outputs, kind="logits"):
+    """Row-wise class probabilities of a classifier's (N, C) outputs, by what they hold
+    (contract.model_info.OUTPUT_KINDS): logits are softmaxed, log-probabilities exponentiated, probabilities
+    (a graph ending in Softmax or Sigmoid) kept as they are, clipped to [0, 1]."""
+    if kind == "probabilities":
+        return np.clip(np.asarray(outputs, dtype=np.float64), 0.0, 1.0)
+    if kind == "log_probabilities":
+        return np.exp(np.minimum(np.asarray(outputs, dtype=np.float64), 0.0))
+    return softmax(outputs)
+
+
 def top_k(probabilities, labels, k=5):
     """[(label, probability), ...] of the ``k`` most likely classes, best first."""
     probabilities = np.asarray(probabilities).reshape(-1)
@@ -79,6 +90,8 @@ class ServeLoop(object):
         self.backend = backend
         self.spec = spec
         self.gpu_preprocess = getattr(backend, "preprocess_path", "cpu") == "gpu"
+        info = getattr(backend, "info", None)
+        self.output_kind = getattr(info, "output_kind", "logits")
         self.labels = list(labels)
         self.reader = reader
         self.telemetry = telemetry
@@ -125,9 +138,10 @@ class ServeLoop(object):
         return logits
 
     def top_k(self, logits):
-        """Softmax, smoothing, the ``top`` best (label, probability)."""
+        """Probabilities (softmax of logits; a foreign model's probabilities as they are), smoothing, the
+        ``top`` best (label, probability)."""
         begin = time.monotonic()
-        probabilities = self.smoother(softmax(np.asarray(logits).reshape(1, -1))[0])
+        probabilities = self.smoother(to_probabilities(np.asarray(logits).reshape(1, -1), self.output_kind)[0])
         best = top_k(probabilities, self.labels, self.top)
         self.telemetry.stage("postprocess", (time.monotonic() - begin) * 1000.0)
         return best

@@ -222,6 +222,8 @@ def serve(args, log=print, stopper=None):
             log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
                 os.path.basename(model_path), source.describe(), backend.name, backend.precision,
                 info.num_classes, info.spec.width, info.spec.height))
+            for note in backend.feeding_notes(batch=1):  # what the model needs that frames are not as they come
+                log("device-serve: " + note)
             preprocess_how = choose_preprocess(backend, log)
             if args.warmup > 0:
                 backend.warmup(args.warmup)

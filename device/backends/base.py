@@ -18,7 +18,10 @@ class Backend(object):
     def __init__(self, info, precision, max_batch, why=""):
         self.info = info  # contract.model_info.ModelInfo
         self.precision = precision
-        self.max_batch = int(max_batch)
+        #: the batch the model's input is fixed to (int), or None (dynamic): every run is then exactly that
+        #: batch, smaller ones padded (see :meth:`infer`)
+        self.fixed_batch = info.input_shape[0]
+        self.max_batch = int(self.fixed_batch or max_batch)
         self.why = why
         self.input_name = info.input_name
         self.input_shape = tuple(info.input_shape)
@@ -26,12 +29,56 @@ class Backend(object):
 
     # -- the interface ---------------------------------------------------------------------------
     def infer(self, batch):
-        """float32 N x C x H x W (any N) -> float32 logits N x classes, in batches of at most ``max_batch``."""
+        """float32 N x C x H x W (any N) -> float32 outputs N x classes, in batches of at most ``max_batch``.
+
+        A model with a fixed batch B gets exactly B images a run: a shorter batch is padded with zeros (the
+        padding's outputs are dropped), a longer one split. Any failure of the runtime is a DeviceError naming
+        the model (:meth:`_run_error`)."""
         batch = self.check_batch(batch)
-        if len(batch) <= self.max_batch:
-            return self._infer(batch)
-        return np.concatenate([self._infer(batch[start:start + self.max_batch])
-                               for start in range(0, len(batch), self.max_batch)])
+        try:
+            if self.fixed_batch is not None:
+                return np.concatenate([self._infer_fixed(batch[start:start + self.fixed_batch])
+                                       for start in range(0, len(batch), self.fixed_batch)])
+            if len(batch) <= self.max_batch:
+                return self._infer(batch)
+            return np.concatenate([self._infer(batch[start:start + self.max_batch])
+                                   for start in range(0, len(batch), self.max_batch)])
+        except DeviceError:
+            raise
+        except Exception as error:  # ONNX Runtime's and pycuda's own types: one line naming the model
+            raise self._run_error(error, batch.shape)
+
+    def _infer_fixed(self, batch):
+        count = len(batch)
+        if count < self.fixed_batch:
+            padding = np.zeros((self.fixed_batch - count,) + batch.shape[1:], dtype=batch.dtype)
+            batch = np.concatenate([batch, padding])
+        return self._infer(batch)[:count]
+
+    def _run_error(self, error, shape):
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        return DeviceError("{} backend failed running model {} on input {}: {}: {}".format(
+            self.name, self.info.path, tuple(shape), type(error).__name__, " ".join(lines)[:300] or "no message"))
+
+    def feeding_notes(self, batch=1):
+        """What the device does to feed this model ``batch`` images a run, as lines to say at start (empty when
+        nothing needs saying): padding for a fixed batch, grey frames for a 1-channel input, the output
+        convention of a foreign model."""
+        notes = []
+        if self.fixed_batch is not None and self.fixed_batch > batch:
+            notes.append("model {} has a fixed batch of {}: each run of {} image(s) is padded to {} ({}x the "
+                         "work); export it with a dynamic batch for speed".format(
+                             self.info.path, self.fixed_batch, batch, self.fixed_batch,
+                             self.fixed_batch // max(1, batch)))
+        if self.info.spec.channels == 1:
+            notes.append("model {} takes 1-channel input: frames are converted to grey (OpenCV luma), "
+                         "mean {} std {} ({})".format(self.info.path, self.info.spec.mean[0], self.info.spec.std[0],
+                                                      "from its metadata" if self.info.spec_source == "metadata"
+                                                      else "assumed: its file names none"))
+        if self.info.spec_source != "metadata" or self.info.output_kind != "logits":
+            notes.append("model {} output read as {} ({})".format(
+                self.info.path, self.info.output_kind.replace("_", "-"), self.info.output_why))
+        return notes
 
     def warmup(self, seconds=0.2):
         """Run zeros through the network for ``seconds`` (at least once); returns the number of runs."""
@@ -66,6 +113,7 @@ class Backend(object):
         return {"backend": self.name, "precision": self.precision, "why": self.why,
                 "model_sha256": self.info.sha256, "input_name": self.input_name,
                 "input_shape": [d if d is not None else -1 for d in self.input_shape], "max_batch": self.max_batch,
+                "fixed_batch": self.fixed_batch, "output_kind": self.info.output_kind,
                 "versions": {"python": platform.python_version(), "numpy": np.__version__},
                 "host": {"machine": platform.machine(), "system": platform.system(), "node": platform.node(),
                          "processor": _cpu_name()}}
@@ -90,10 +138,9 @@ class Backend(object):
         if batch.ndim == 3:
             batch = batch[None]
         if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(expected) or len(batch) == 0:
-            raise DeviceError("{} backend: input of shape {} does not fit model input {} {} (N x {}); "
-                              "preprocess frames with the model's PreprocessSpec".format(
-                                  self.name, tuple(batch.shape), self.input_name, _shape_text(self.input_shape),
-                                  " x ".join(str(d) for d in expected)))
+            raise DeviceError("{} backend: input of shape {} does not fit model {}'s input {} {} (N x {})".format(
+                self.name, tuple(batch.shape), self.info.path, self.input_name, _shape_text(self.input_shape),
+                " x ".join(str(d) for d in expected)))
         return np.ascontiguousarray(batch, dtype=np.float32)
 
 
