@@ -148,7 +148,7 @@ class TensorRTBackend(Backend):
         in which case frames keep going through the CPU path. Call it once, before the loop starts."""
         if np.dtype(self._in.dtype) != np.float32:
             return False, "the engine's input is {} and the kernel writes float32".format(np.dtype(self._in.dtype))
-        if self.fixed_batch not in (None, 1):
+        if getattr(self, "fixed_batch", None) not in (None, 1):
             return False, "the model's batch is fixed at {} and the kernel writes one frame".format(self.fixed_batch)
         try:
             from device.cuda_preprocess import CudaPreprocessor
