@@ -86,7 +86,8 @@ class ServeLoop(object):
     ``stop()`` is called, or Ctrl-C. ``run()`` must be called on the thread that owns the backend (CUDA)."""
 
     def __init__(self, backend, spec, labels, reader, telemetry, hub=None, display=False, top=5, smoothing=0.0,
-                 frames=None, duration_s=None, status_every_s=None, log=print, window_title="device-serve"):
+                 frames=None, duration_s=None, status_every_s=None, log=print, window_title="device-serve",
+                 outputs=()):
         self.backend = backend
         self.spec = spec
         self.gpu_preprocess = getattr(backend, "preprocess_path", "cpu") == "gpu"
@@ -104,6 +105,7 @@ class ServeLoop(object):
         self.status_every_s = status_every_s
         self.log = log
         self.window_title = window_title
+        self.outputs = list(outputs)  # device/outputs.py: files of annotated frames, per-image result lines
         self.inferred = 0
         self.errors = []
         self._stop = threading.Event()
@@ -147,16 +149,19 @@ class ServeLoop(object):
         return best
 
     def overlay(self, frame, best):
-        """Draw the classes and both fps figures on the frame (only when someone looks at it)."""
+        """Draw the classes and both fps figures on the frame (only when someone looks at it: a window, a viewer
+        of the page or /frame.jpg, an output file)."""
         begin = time.monotonic()
         draw_overlay(frame.image, best, self.telemetry.rate.recent(begin), self.telemetry.network_fps())
         self.telemetry.stage("overlay", (time.monotonic() - begin) * 1000.0)
 
-    def publish(self, frame, best, window):
-        """To the live page and the window; the frame is done (end-to-end latency from its capture)."""
+    def publish(self, frame, best, window, annotated=False):
+        """To the live page, the window and the outputs; the frame is done (end-to-end latency from capture)."""
         begin = time.monotonic()
+        for output in self.outputs:
+            output.write(frame, best)
         if self.hub is not None:
-            self.hub.publish(frame.image)
+            self.hub.publish(frame.image, annotated)
         if window:
             import cv2
             cv2.imshow(self.window_title, frame.image)
@@ -267,9 +272,11 @@ class ServeLoop(object):
                     return
                 frame, logits = item
                 best = self.top_k(logits)
-                if window or (self.hub is not None and self.hub.watched):
+                annotated = bool(window or (self.hub is not None and self.hub.watched) or
+                                 any(getattr(output, "overlay", False) for output in self.outputs))
+                if annotated:
                     self.overlay(frame, best)
-                self.publish(frame, best, window)
+                self.publish(frame, best, window, annotated)
                 now = time.monotonic()
                 if self.status_every_s and now >= next_status:
                     self.log(status_line(self.telemetry.snapshot()))

@@ -1,11 +1,14 @@
 """device-serve: classify a live source with a generation's model, show it, measure it, report it.
 
-    device-serve --model PATH|URL [--source SRC | --camera [ID|csi://N]] [--backend auto|onnxruntime|tensorrt]
+    device-serve --model PATH|URL [INPUT [OUTPUT]] [--source SRC | --camera [ID|csi://N]] [--output OUTPUT]
+                 [--backend auto|onnxruntime|tensorrt]
                  [--precision fp32|fp16|int8 [--calibration DIR]]
                  [--workspace-mb MB] [--cache-dir DIR] [--http [HOST:]PORT] [--report-to URL] [--token T]
                  [--frames N] [--duration S] [--headless] [--stats-json PATH] [--[no-]realtime]
 
-SRC: a video file, an image folder, rtsp://..., /dev/videoN, csi://N, a camera index, or synthetic.
+INPUT/SRC: a video file, an image folder or pattern, rtsp://..., /dev/videoN, csi://N, a camera index, or synthetic,
+in jetson-inference's URI forms too (file://, v4l2:///dev/videoN); OUTPUT: display://0, a video file, numbered
+images (out/%i.jpg), a folder or one image (device/outputs.py). Positional as in jetson-inference's imagenet.
 Bad input (missing model, unknown source, unreachable camera) ends with one line naming it and the fix,
 exit status 2, no traceback.
 
@@ -25,20 +28,38 @@ import sys
 from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
 from device.engine_options import add_engine_options, engine_options
+from device.outputs import OUTPUT_HELP
 from device.sources import SOURCE_HELP
 
 EXIT_BAD_INPUT = 2
 
+URI_HELP = """input and output, in jetson-inference's forms (positional, as in its imagenet):
+  input   csi://0  v4l2:///dev/video0  /dev/video0  0  rtsp://HOST:8554/path  file://clip.mp4  clip.mp4
+          images/  'images/*.jpg'  photo.jpg  synthetic            (or --source / --camera)
+  output  display://0  out.mp4  out.avi  'out/%i.jpg'  out/  out.jpg (or --output; the live page: --http)
+
+examples:
+  device-serve --model http://HOST:8700/models/best/model.onnx csi://0 --http 0.0.0.0:8080
+  device-serve --model model.onnx clip.mp4 labelled.mp4            record the demo, overlay drawn
+  device-serve --model model.onnx 'photos/*.jpg' labelled/         label photos: a line and an image each
+  device-serve --model model.onnx /dev/video0 display://0          a USB camera in a window
+"""
+
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(prog="device-serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="device-serve", description=__doc__.split("\n\n")[0], epilog=URI_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a generation's model.onnx, or a host-serve URL "
-                        "(http://HOST:8700/models/N/model.onnx); sha256-checked")
+                        "(http://HOST:8700/models/N/model.onnx, or /models/best/model.onnx); sha256-checked")
+    parser.add_argument("input", nargs="?", metavar="INPUT", help="what to classify (as --source): " + SOURCE_HELP)
+    parser.add_argument("output", nargs="?", metavar="OUTPUT", help="where the annotated frames also go: " +
+                        OUTPUT_HELP.replace("%", "%%"))
     parser.add_argument("--sha256", help="the model's expected sha256 (checked before anything starts)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--source", help="what to classify: " + SOURCE_HELP)
     where.add_argument("--camera", nargs="?", const="0", metavar="ID|csi://N",
                        help="a camera: an index (default 0), /dev/videoN or csi://N")
+    parser.add_argument("--output", dest="output_option", metavar="OUTPUT", help="as the positional OUTPUT")
     parser.add_argument("--loop", action="store_true", help="play a video file or image folder again at its end")
     parser.add_argument("--realtime", dest="realtime", action="store_true", default=None,
                         help="play a video file at its own frame rate, as a camera would (the default with --http "
@@ -58,7 +79,8 @@ def get_args_parser():
                              "console keeps its status line, one every --status-every seconds, not one per frame")
     parser.add_argument("--status-every", type=float, default=1.0, metavar="S",
                         help="seconds between status lines (0: none; default %(default)s)")
-    parser.add_argument("--top", type=int, default=5, help="how many classes the page and reports show")
+    parser.add_argument("--top", type=int, default=5,
+                        help="how many classes the page and reports show (default %(default)s)")
     parser.add_argument("--smoothing", type=float, default=0.0,
                         help="moving average of the probabilities, 0 (off) to 0.99 (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=0.5, metavar="S",
@@ -107,8 +129,7 @@ def check_args(args):
     if not (math.isfinite(args.smoothing) and 0.0 <= args.smoothing < 1.0):
         raise DeviceError("--smoothing {} must be in [0, 1): 0 is off, 0.8 steadies a flickering label".format(
             args.smoothing))
-    if args.source is None and args.camera is None:
-        raise DeviceError("nothing to classify: give --source SRC ({}) or --camera".format(SOURCE_HELP))
+    resolve_input_output(args)
     if args.http:
         from contract.address import parse_address
         parse_address(args.http)
@@ -116,6 +137,44 @@ def check_args(args):
         folder = os.path.dirname(os.path.abspath(args.stats_json))
         if not os.path.isdir(folder):
             raise DeviceError("--stats-json {}: folder {} does not exist".format(args.stats_json, folder))
+
+
+def resolve_input_output(args):
+    """Sets ``args.source_text`` and ``args.output_specs`` (device.outputs.OutputSpec list) from the positional
+    INPUT [OUTPUT] (jetson-inference's order), --source/--camera and --output. With --source or --camera one
+    positional is the output. Raises DeviceError naming the clash or what is missing."""
+    from device.outputs import parse_output
+    positional = [text for text in (args.input, args.output) if text is not None]
+    flagged = args.source if args.source is not None else args.camera
+    if flagged is not None:
+        if len(positional) == 2:
+            raise DeviceError("two inputs: {!r} and {} {!r}; give the input once (positional or --source/--camera), "
+                              "then the output".format(positional[0], "--source" if args.source is not None
+                                                       else "--camera", flagged))
+        source_text, outputs = flagged, positional
+    else:
+        source_text, outputs = (positional[0] if positional else None), positional[1:]
+    if source_text is None:
+        raise DeviceError("nothing to classify: give an input (device-serve --model M INPUT [OUTPUT], or --source "
+                          "SRC or --camera): {}".format(SOURCE_HELP))
+    if args.output_option is not None:
+        if outputs:
+            raise DeviceError("two outputs: {!r} and --output {!r}; give one".format(outputs[0], args.output_option))
+        outputs = [args.output_option]
+    args.source_text = source_text
+    args.output_specs = [parse_output(text) for text in outputs]
+    return args
+
+
+def model_title(info, model_argument):
+    """What the page and console call the model: "generation 2 of RUN" from its metadata (host-evolve writes
+    the generation and the run folder's name), else the file or URL it was given by, never the cache's sha256."""
+    generation = getattr(info, "generation", None)
+    run = (getattr(info, "metadata", None) or {}).get("run")
+    if generation is not None:
+        return "generation {} of {}".format(generation, run) if run else "generation {}".format(generation)
+    text = str(model_argument).split("#", 1)[0].rstrip("/")
+    return text.rsplit("/", 1)[-1] if "://" not in text else text
 
 
 class Terminated(BaseException):  # like KeyboardInterrupt: no `except Exception` on the way may swallow it
@@ -150,7 +209,8 @@ class StopOnSignal(object):
 
 def window_wanted(args, available=None):
     """jetson-inference's rule: the annotated frames go to a window wherever a display is there, unless
-    --headless; --display insists (device-serve says so and runs without one where there is no display)."""
+    --headless; --display (or a display://0 output) insists (device-serve says so and runs without one where
+    there is no display)."""
     if getattr(args, "headless", False):
         return False
     if available is None:
@@ -190,8 +250,8 @@ def serve(args, log=print, stopper=None):
     from device.machine import platform_info
     from device.telemetry import Telemetry
 
-    check_args(args)  # the engine options too (device.engine_options)
-    source_text = args.source if args.source is not None else args.camera
+    check_args(args)  # the engine options too (device.engine_options), the input and outputs
+    source_text = args.source_text
     if args.camera is not None and not (args.camera.isdigit() or args.camera.startswith(("csi://", "/dev/video"))):
         raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN or csi://N".format(args.camera))
     reporter = None
@@ -206,24 +266,30 @@ def serve(args, log=print, stopper=None):
     info = ModelInfo.from_onnx(model_path)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
     display = window_wanted(args)
-    if args.display and not display:
-        log("device-serve: --display, but there is no display here (DISPLAY unset); running headless")
+    wants_display = args.display or any(spec.kind == "display" for spec in args.output_specs)
+    if wants_display and not display:
+        log("device-serve: {}, but {}; running without a window".format(
+            "--display" if args.display else "display://", "--headless" if args.headless
+            else "there is no display here (DISPLAY unset)"))
     source = open_source(source_text, loop=args.loop, log=log, codec=args.codec, realtime=realtime_wanted(args))
     if getattr(source, "fps", None):
         log("device-serve: {} plays at its own {:.3g} fps (--no-realtime: as fast as it decodes)".format(
             source_text, source.fps))
     reader = telemetry = live = None
+    outputs = []
     try:
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
         from device.backends import open_backend
         backend = open_backend(model_path, backend=args.backend, precision=args.precision, max_batch=1,
                                cache_dir=args.cache_dir, log=log, **engine_options(args))
         try:
+            title = model_title(info, args.model)
             log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
-                os.path.basename(model_path), source.describe(), backend.name, backend.precision,
+                title, source.describe(), backend.name, backend.precision,
                 info.num_classes, info.spec.width, info.spec.height))
             for note in backend.feeding_notes(batch=1):  # what the model needs that frames are not as they come
                 log("device-serve: " + note)
+            outputs = open_outputs(args.output_specs, source, log)
             preprocess_how = choose_preprocess(backend, log)
             if args.warmup > 0:
                 backend.warmup(args.warmup)
@@ -243,7 +309,7 @@ def serve(args, log=print, stopper=None):
                 host, port = parse_address(args.http)
                 hub = FrameHub()
                 live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
-                                  title="squishednets {}".format(os.path.basename(model_path)), log=log).start()
+                                  title="squishednets: {}".format(title), log=log).start()
                 log("device-serve: live page at {}".format(live.url))
             if args.report_to:
                 spool = ReportSpool(args.spool_dir, limit=args.spool_limit, device_id=args.device_id, log=log)
@@ -253,7 +319,7 @@ def serve(args, log=print, stopper=None):
                                     token=token, interval_s=args.report_every, log=log).start()
             loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
                              top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
-                             status_every_s=args.status_every or None, log=log)
+                             status_every_s=args.status_every or None, log=log, outputs=outputs)
             if stopper is not None:
                 stopper.loop = loop
             reader.start()
@@ -263,6 +329,8 @@ def serve(args, log=print, stopper=None):
         finally:
             backend.close()
     finally:
+        for output in outputs:
+            output.close()
         if reader is not None:
             reader.close()
         else:
@@ -281,6 +349,19 @@ def serve(args, log=print, stopper=None):
     log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end (whole run), Network {network_fps:.1f} FPS, "
         "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
     return figures
+
+
+def open_outputs(specs, source, log=print):
+    """The writers of ``specs`` (display:// is the window, not a writer), and for an image-folder input the
+    per-image result lines (device.outputs.ResultLog). A video output takes the input file's frame rate."""
+    from device.outputs import ResultLog, open_output
+    from device.sources import file_fps
+    capture = getattr(source, "capture", None)
+    fps = getattr(source, "fps", None) or (file_fps(capture) if capture is not None and not source.live else None)
+    outputs = [open_output(spec, fps, log) for spec in specs if spec.kind != "display"]
+    if getattr(getattr(source, "spec", None), "kind", None) == "folder":
+        outputs.append(ResultLog(log))
+    return outputs
 
 
 def source_is_paced(source):

@@ -24,20 +24,22 @@ from contract.images import IMAGE_EXTENSIONS, read_image, size_problem
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265", ".ts",
                     ".mjpeg", ".mjpg", ".wmv", ".flv", ".gif")
-SOURCE_HELP = ("a camera index (0), csi://N, /dev/videoN, rtsp://..., a video file, an image folder, "
-               "or 'synthetic'")
+SOURCE_HELP = ("a camera index (0), csi://N, /dev/videoN or v4l2:///dev/videoN, rtsp://..., a video file, an "
+               "image folder or pattern ('images/*.jpg'), one image, file://..., or 'synthetic'")
 
 
 class Frame(object):
     """One captured frame: ``index`` (0, 1, ... as read), BGR ``image``, ``captured`` (time.monotonic()),
-    ``read_ms`` (time spent in the read call: the capture stage)."""
-    __slots__ = ("index", "image", "captured", "read_ms")
+    ``read_ms`` (time spent in the read call: the capture stage), ``name`` (the image file it came from, for an
+    image-folder source; else None)."""
+    __slots__ = ("index", "image", "captured", "read_ms", "name")
 
-    def __init__(self, index, image, captured, read_ms):
+    def __init__(self, index, image, captured, read_ms, name=None):
         self.index = index
         self.image = image
         self.captured = captured
         self.read_ms = read_ms
+        self.name = name
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -60,8 +62,10 @@ class SourceSpec(object):
 
 
 def parse_source(text):
-    """Map a ``--source`` / ``--camera`` argument to a :class:`SourceSpec`; raise DeviceError if unknown."""
-    text = str(text).strip()
+    """Map a ``--source`` / ``--camera`` argument to a :class:`SourceSpec`; raise DeviceError if unknown.
+    jetson-inference's URIs (``file://``, ``v4l2:///dev/videoN``: device/uris.py) are read as their paths."""
+    from device.uris import has_glob, normalize_input
+    text = normalize_input(text)
     if not text:
         raise DeviceError("the source is empty: give " + SOURCE_HELP)
     if text == "synthetic":
@@ -82,6 +86,11 @@ def parse_source(text):
         raise DeviceError("source {!r}: unknown scheme; use {}".format(text, SOURCE_HELP))
     if os.path.isdir(text):
         return SourceSpec("folder", text, text)
+    if has_glob(text) and not os.path.exists(text):
+        if not glob.glob(text):
+            raise DeviceError("source {!r}: no file matches the pattern; check the folder and the quotes (the shell "
+                              "must not expand it: 'images/*.jpg')".format(text))
+        return SourceSpec("folder", text, text)  # images/*.jpg: the images it matches
     if os.path.isfile(text):
         if text.lower().endswith(IMAGE_EXTENSIONS):
             return SourceSpec("folder", text, text)  # a single image: a folder of one
@@ -294,6 +303,7 @@ class ImageFolderSource(object):
         self.paths = []
         self.position = 0
         self.skipped = 0
+        self.last_path = None  # the file the last read() returned (device-serve's per-image results and outputs)
 
     def describe(self):
         return "{} ({} images)".format(self.spec.text, len(self.paths))
@@ -302,6 +312,8 @@ class ImageFolderSource(object):
         path = self.spec.target
         if os.path.isfile(path):
             self.paths = [path]
+        elif not os.path.isdir(path):  # a pattern: images/*.jpg
+            self.paths = sorted(p for p in glob.glob(path) if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
         else:
             self.paths = sorted(p for p in glob.glob(os.path.join(path, "*"))
                                 if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
@@ -323,6 +335,7 @@ class ImageFolderSource(object):
             self.position += 1
             image, reason = read_image(path)
             if image is not None:
+                self.last_path = path
                 return image
             misses += 1
             self.skipped += 1
@@ -573,7 +586,8 @@ class FrameReader(object):
                 self._last_frame_at = now
                 pacer = getattr(self.source, "pacer", None)  # a realtime file's pacing sleep is not capture time
                 paced = pacer.slept if pacer is not None else 0.0
-                frame = Frame(self.read_count, image, now, (now - started - paced) * 1000.0)
+                frame = Frame(self.read_count, image, now, (now - started - paced) * 1000.0,
+                              getattr(self.source, "last_path", None))
                 self.read_count += 1
                 if self.live:
                     with self._condition:

@@ -31,6 +31,7 @@ class FrameHub(object):
         self.viewers = 0
         self.closed = False
         self._frame = None
+        self._annotated = False
         self._sequence = 0
         self._jpeg = None
         self._jpeg_sequence = -1
@@ -41,10 +42,12 @@ class FrameHub(object):
     def watched(self):
         return self.viewers > 0
 
-    def publish(self, frame_bgr):
-        """Hand over the newest frame (the caller must not change it afterwards)."""
+    def publish(self, frame_bgr, annotated=True):
+        """Hand over the newest frame (the caller must not change it afterwards); ``annotated``: whether the
+        classification is drawn on it (the loop draws only while someone watches)."""
         with self._condition:
             self._frame = frame_bgr
+            self._annotated = bool(annotated)
             self._sequence += 1
             self._condition.notify_all()
 
@@ -53,16 +56,17 @@ class FrameHub(object):
             self.closed = True
             self._condition.notify_all()
 
-    def wait_jpeg(self, after=0, timeout=5.0):
-        """(sequence, JPEG bytes) of the first frame newer than ``after``; None on timeout or when closed."""
+    def wait_jpeg(self, after=0, timeout=5.0, annotated=False):
+        """(sequence, JPEG bytes) of the first frame newer than ``after`` (and with ``annotated``, one with the
+        classification drawn on it); None on timeout or when closed."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._sequence <= after and not self.closed:
+            while (self._sequence <= after or (annotated and not self._annotated)) and not self.closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._condition.wait(remaining)
-            if self._sequence <= after:
+            if self._sequence <= after or (annotated and not self._annotated):
                 return None
             sequence, frame = self._sequence, self._frame
         return sequence, self._encode(sequence, frame)
@@ -147,7 +151,8 @@ def _make_handler(live):
                 elif path == "/frame.jpg":
                     live.hub.viewers += 1
                     try:
-                        found = live.hub.wait_jpeg(0, timeout=5.0)
+                        # the annotated frame, as the page shows it: the loop draws once it sees a viewer
+                        found = live.hub.wait_jpeg(0, timeout=5.0, annotated=True)
                     finally:
                         live.hub.viewers -= 1
                     if found is None:

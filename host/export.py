@@ -127,7 +127,9 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
     folder.mkdir(parents=True, exist_ok=True)
     genome = model.genome
     metadata = {"labels": json.dumps(labels), METADATA_KEY: spec.to_json(), "genome": genome.to_json(),
-                "generation": str(generation), "producer": "squishednets host-evolve"}
+                "generation": str(generation), "producer": "squishednets host-evolve",
+                # the run folder's name (RUN/gen-XX/): the device names the model "generation N of RUN"
+                "run": folder.resolve().parent.name}
 
     def checked(half: bool, static_batch: bool = False) -> onnx.ModelProto:
         proto = onnx_from_model(model, spec, half=half, static_batch=static_batch)

@@ -1,0 +1,186 @@
+"""Where device-serve's annotated frames go besides the live page: jetson-inference's output URIs.
+
+    display://0         a window (as --display)
+    out.mp4 | .avi | .mkv   a video file of the annotated frames (OpenCV's VideoWriter: mp4v in MP4/MKV, MJPG in AVI)
+    out/%i.jpg          one image per frame, numbered (printf: %i, %d, %05d)
+    out/                one image per frame in a folder: the input's file name for an image-folder input (so a
+                        folder of photos comes back labelled under the same names), else 0.jpg, 1.jpg, ...
+    out.jpg             one image, written again for each frame (the last one stays; an image input's result)
+
+``file://`` in front of any of these is accepted. Each writer draws nothing itself: the loop overlays the
+classification (device/overlay.py) on every frame when an output needs it, and hands the frame over.
+For an image-folder input, :class:`ResultLog` prints one line per image (``NAME: 97.12% dog``) as
+jetson-inference's imagenet does. Python 3.6, OpenCV.
+"""
+import os
+import re
+
+from contract.errors import DeviceError
+from contract.images import IMAGE_EXTENSIONS
+from device.uris import STREAMING_SCHEMES, scheme_of, strip_file_scheme
+
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+WRITABLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+OUTPUT_HELP = ("display://0, a video file (out.mp4, out.avi, out.mkv), numbered images (out/%i.jpg), a folder "
+               "(out/), or one image (out.jpg); file://... too")
+_PRINTF = re.compile(r"%0?\d*[id]")
+
+
+class OutputSpec(object):
+    """What an output URI means: ``kind`` in display, video, pattern, folder, image; ``target`` the path."""
+
+    def __init__(self, kind, target, text):
+        self.kind, self.target, self.text = kind, target, text
+
+    def __repr__(self):
+        return "OutputSpec({!r}, {!r})".format(self.kind, self.target)
+
+
+def parse_output(text):
+    """Map an output URI to an :class:`OutputSpec`, or DeviceError naming what is wrong and what to give.
+    Nothing is created here (:func:`open_output` makes the folders)."""
+    text = str(text).strip()
+    if not text:
+        raise DeviceError("the output is empty: give " + OUTPUT_HELP)
+    scheme = scheme_of(text)
+    if scheme == "display":
+        return OutputSpec("display", text[len("display://"):] or "0", text)
+    if scheme in STREAMING_SCHEMES or scheme == "rtsp":
+        raise DeviceError("output {!r}: streaming out over {} is not built in; use --http [HOST:]PORT for the live "
+                          "page (MJPEG over HTTP), or record to a file such as out.mp4".format(text, scheme.upper()))
+    if scheme and scheme != "file":
+        raise DeviceError("output {!r}: unknown scheme {}://; give {}".format(text, scheme, OUTPUT_HELP))
+    path = strip_file_scheme(text)
+    extension = os.path.splitext(path)[1].lower()
+    if "%" in path:
+        if len(_PRINTF.findall(path)) != 1 or "%" in _PRINTF.sub("", path):
+            raise DeviceError("output {!r}: a numbered image output has one %i (or %d, %05d) and no other %, e.g. "
+                              "out/%i.jpg".format(text))
+        if extension not in WRITABLE_IMAGE_EXTENSIONS:
+            raise DeviceError("output {!r}: numbered images end in one of {}, e.g. out/%i.jpg".format(
+                text, ", ".join(WRITABLE_IMAGE_EXTENSIONS)))
+        return OutputSpec("pattern", path, text)
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        return OutputSpec("folder", path, text)
+    if extension in VIDEO_FOURCC:
+        return OutputSpec("video", path, text)
+    if extension in WRITABLE_IMAGE_EXTENSIONS:
+        return OutputSpec("image", path, text)
+    raise DeviceError("output {!r}: not an output device-serve writes; give {}".format(text, OUTPUT_HELP))
+
+
+def open_output(spec, fps=None, log=print):
+    """A writer for ``spec`` (not display, which the loop's window is): ``write(frame, top)``, ``close()``.
+    The folder it writes into is made (as ``mkdir -p``); DeviceError when that cannot be."""
+    folder = spec.target if spec.kind == "folder" else os.path.dirname(os.path.abspath(spec.target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise DeviceError("output {}: cannot make the folder {} ({}); give a folder you may write".format(
+            spec.text, folder, error.strerror or error))
+    if spec.kind == "video":
+        return VideoFileOutput(spec, fps or 30.0, log)
+    return ImageFileOutput(spec, log)
+
+
+def _write_image(path, image):
+    """Encode by the extension and write (bytes through Python: any file name the system takes)."""
+    import cv2
+    ok, data = cv2.imencode(os.path.splitext(path)[1] or ".jpg", image)
+    if not ok:
+        raise DeviceError("output {}: OpenCV could not encode the frame".format(path))
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data.tobytes())
+    except OSError as error:
+        raise DeviceError("output {}: cannot write ({}); check the folder and the free space".format(
+            path, error.strerror or error))
+
+
+class ImageFileOutput(object):
+    """Numbered images, a folder of images, or one image written again each frame (see the module's table)."""
+
+    overlay = True
+
+    def __init__(self, spec, log=print):
+        self.spec, self.log = spec, log
+        self.written = 0
+        self.last_path = None
+
+    def path_for(self, frame):
+        if self.spec.kind == "pattern":
+            return self.spec.target % frame.index
+        if self.spec.kind == "folder":
+            name = getattr(frame, "name", None)
+            if name:
+                stem, extension = os.path.splitext(os.path.basename(name))
+                if extension.lower() not in WRITABLE_IMAGE_EXTENSIONS:
+                    extension = ".jpg"
+                return os.path.join(self.spec.target, stem + extension)
+            return os.path.join(self.spec.target, "{}.jpg".format(frame.index))
+        return self.spec.target
+
+    def write(self, frame, top):
+        self.last_path = self.path_for(frame)
+        _write_image(self.last_path, frame.image)
+        self.written += 1
+
+    def close(self):
+        if self.written:
+            where = self.spec.target if self.spec.kind == "image" else os.path.dirname(self.last_path) or "."
+            self.log("device-serve: wrote {} annotated image(s) to {}".format(self.written, where))
+
+
+class VideoFileOutput(object):
+    """The annotated frames as a video file at ``fps`` (the source's own rate where it has one). Opened at the
+    first frame's size; a frame of another size (a folder of mixed photos) is resized to it."""
+
+    overlay = True
+
+    def __init__(self, spec, fps, log=print):
+        self.spec, self.fps, self.log = spec, float(fps), log
+        self.writer = None
+        self.size = None
+        self.written = 0
+
+    def write(self, frame, top):
+        import cv2
+        image = frame.image
+        if self.writer is None:
+            height, width = image.shape[:2]
+            self.size = (width, height)
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[os.path.splitext(self.spec.target)[1].lower()])
+            self.writer = cv2.VideoWriter(self.spec.target, fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                self.writer = None
+                raise DeviceError("output {}: OpenCV cannot write this video (no encoder for {}); try out.avi "
+                                  "(MJPG)".format(self.spec.text, os.path.splitext(self.spec.target)[1]))
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+        self.written += 1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+            self.log("device-serve: wrote {} annotated frame(s) to {} ({:.3g} fps)".format(
+                self.written, self.spec.target, self.fps))
+
+
+class ResultLog(object):
+    """One line per image of an image-folder input, as jetson-inference's imagenet prints its class:
+    ``NAME: 97.12% dog``. Draws nothing (``overlay`` False)."""
+
+    overlay = False
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def write(self, frame, top):
+        name = getattr(frame, "name", None) or "frame {}".format(frame.index)
+        best = "{:05.2f}% {}".format(100.0 * top[0][1], top[0][0]) if top else "-"
+        self.log("{}: {}".format(name, best))
+
+    def close(self):
+        pass
