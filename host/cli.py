@@ -78,7 +78,13 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
             raise HostError(f"--resume {args.resume}: only --generations, --device, --target-fps, --top1-floor, "
                             "--fixed-env and --latency-from may change on resume; "
                             f"got {', '.join(sorted(overrides))}")
-        return config_module.resolve(saved, dict(overrides, out=args.resume))
+        config = config_module.resolve(saved, dict(overrides, out=args.resume))
+        if not Path(config.data).is_dir():  # stored absolute: the run's own data, wherever --resume is run from
+            raise HostError(f"--resume {args.resume}: the run's data folder {config.data} is not there any more; "
+                            "put it back, or if it moved, set \"data\" in "
+                            f"{Path(args.resume) / 'config.json'} to its new place (its classes and files are "
+                            "checked against the run's)")
+        return config
     file_values = config_module.load_toml(args.config) if args.config else {}
     if args.demo:
         from host.demo import DEFAULT_DEMO_OUT, demo_values

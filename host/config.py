@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 from contract.files import atomic_write
 from host.errors import HostError
 
+log = logging.getLogger("squishednets.config")
 
 @dataclass
 class EvolveConfig:
@@ -56,6 +59,36 @@ class EvolveConfig:
 
 
 KNOWN_KEYS = tuple(f.name for f in fields(EvolveConfig))
+# the settings that name files or folders: stored absolute, so a run means the same files from any directory
+PATH_KEYS = ("data", "out", "pretrained", "ancestor_from", "cache_dir")
+
+
+def absolute_paths(values: dict) -> dict:
+    """``values`` with every path setting (PATH_KEYS) that is a non-empty string made absolute against the
+    current directory (``~`` expanded, ``..`` folded; symlinks kept as given)."""
+    return {key: (os.path.abspath(os.path.expanduser(value)) if key in PATH_KEYS and isinstance(value, str) and value
+                  else value) for key, value in values.items()}
+
+
+def run_paths(values: dict, run: str | Path) -> dict:
+    """A run's saved settings as they apply to its folder ``run`` now: every path absolute (a relative one, as
+    host-evolve stored them before issue 18, against the current directory, as then), ``out`` = ``run``, and
+    paths inside the folder where the run was made (--demo's data) moved along with a moved run folder."""
+    values = absolute_paths(values)
+    old, new = values.get("out"), os.path.abspath(run)
+    if isinstance(old, str) and old and old != new:
+        for key in PATH_KEYS:
+            value = values.get(key)
+            if key != "out" and isinstance(value, str) and (value + os.sep).startswith(old.rstrip(os.sep) + os.sep):
+                values[key] = os.path.normpath(os.path.join(new, os.path.relpath(value, old)))
+    values["out"] = new
+    return values
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies in it, symlinks resolved (neither needs to exist)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def check_keys(values: dict, source: str) -> None:
@@ -83,7 +116,8 @@ def load_toml(path: str | Path) -> dict:
 
 
 def resolve(file_values: dict, flag_values: dict) -> EvolveConfig:
-    """Defaults < file < flags (flags given as None are 'not set'). Types are checked against the defaults."""
+    """Defaults < file < flags (flags given as None are 'not set'). Types are checked against the defaults;
+    paths (PATH_KEYS) are made absolute against the current directory."""
     merged = EvolveConfig().to_dict()
     merged.update(file_values)
     merged.update({k: v for k, v in flag_values.items() if v is not None})
@@ -95,7 +129,7 @@ def resolve(file_values: dict, flag_values: dict) -> EvolveConfig:
         if type(value) is not type(default):
             raise HostError(f"config key {field.name} = {value!r} should be a {type(default).__name__} "
                             f"(default {default!r})")
-    config = EvolveConfig(**merged)
+    config = EvolveConfig(**absolute_paths(merged))
     validate(config)
     return config
 
@@ -162,6 +196,9 @@ def validate(config: EvolveConfig) -> None:
         problems.append("fps_weight needs target_fps > 0 and latency_from = 'local' (offspring are measured here)")
     if problems:
         raise HostError("invalid configuration: " + "; ".join(problems))
+    if config.data and config.out and inside(config.out, config.data):
+        raise HostError(f"--out {config.out} is inside --data {config.data}: the run's files would become part of "
+                        f"the dataset it trains on; give an --out outside {config.data}")
 
 
 def save(config: EvolveConfig, path: Path) -> None:
@@ -179,7 +216,12 @@ def load_saved(path: Path) -> EvolveConfig:
         raise HostError(f"--resume {path.parent}: {path} is not readable JSON ({error}); {fix}") from error
     if not isinstance(values, dict):
         raise HostError(f"--resume {path.parent}: {path} is not a JSON object of settings; {fix}")
+    relative = [f"{key} = {values[key]!r}" for key in PATH_KEYS if key != "out" and isinstance(values.get(key), str)
+                and values[key] and not os.path.isabs(os.path.expanduser(values[key]))]
+    if relative:  # a run made before paths were stored absolute: they meant the directory it was started in
+        log.warning("%s holds relative paths (%s, from an older host-evolve); they are read against the current "
+                    "directory %s and stored absolute from now on", path, ", ".join(relative), os.getcwd())
     try:
-        return resolve(values, {})
+        return resolve(run_paths(values, path.parent), {})
     except HostError as error:
         raise HostError(f"--resume {path.parent}: {path}: {error}; {fix}") from error

@@ -220,6 +220,56 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn
     return FolderSplit(root, classes, labels, train, val, source, unreadable)
 
 
+@dataclass(frozen=True)
+class DataIdentity:
+    """What makes a data folder the one a run was trained on: its classes (folder names, in class-index order)
+    and every image file it lists (paths relative to the folder, '/'-separated, sorted; train and val, the
+    undecodable ones too). Contents are not hashed: a repaired image keeps its place (the cache re-decodes it)."""
+    classes: tuple[str, ...]
+    files: tuple[str, ...]
+
+    @classmethod
+    def of(cls, split: FolderSplit) -> "DataIdentity":
+        root = Path(split.root)
+        files = sorted(Path(path).relative_to(root).as_posix() for path, _ in split.train + split.val)
+        return cls(tuple(split.classes), tuple(files))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps([self.classes, self.files]).encode("utf-8")).hexdigest()
+
+    def to_record(self) -> dict:
+        """For lineage.sqlite's ``dataset`` table."""
+        return {"classes": json.dumps(list(self.classes)), "files": json.dumps(list(self.files)),
+                "sha256": self.sha256}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "DataIdentity":
+        return cls(tuple(json.loads(record["classes"])), tuple(json.loads(record["files"])))
+
+    def differences(self, now: "DataIdentity", shown: int = 3) -> list[str]:
+        """How ``now`` (the folder as it is) differs from this (the run's), as phrases naming the first
+        ``shown`` classes and files missing from it and new in it; [] when it is the same data."""
+        def named(noun: str, state: str, items: list[str]) -> str:
+            return (f"{len(items)} {noun}{'' if len(items) == 1 else ('es' if noun == 'class' else 's')} {state}: "
+                    + ", ".join(items[:shown]) + (", ..." if len(items) > shown else ""))
+        phrases = []
+        if self.classes != now.classes:
+            missing = [c for c in self.classes if c not in set(now.classes)]
+            new = [c for c in now.classes if c not in set(self.classes)]
+            parts = [named("class", "missing", missing)] * bool(missing) + [named("class", "new", new)] * bool(new)
+            phrases.append("; ".join(parts) if parts else
+                           f"classes in another order ({', '.join(now.classes[:shown])}, ...)")
+        ours, theirs = set(self.files), set(now.files)
+        missing = sorted(ours - theirs)
+        new = sorted(theirs - ours)
+        if missing:
+            phrases.append(named("file", "missing", missing))
+        if new:
+            phrases.append(named("file", "new", new))
+        return phrases
+
+
 @dataclass
 class CachedImages:
     """Decoded, resized images of one split: uint8 N x H x W x 3 (RGB) and int64 labels."""

@@ -23,7 +23,7 @@ from host import config as config_module
 from host.config import EvolveConfig
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
 from host.latency import FpsMeter, local_fps, local_fps_against, parse_latency_source, wait_for_device_fps
-from host.data import CachedImages, cache_split, check_classes_decoded, normalize_batch, scan_folder
+from host.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
 from host.genome import Genome
@@ -61,9 +61,14 @@ def atomic_torch_save(obj, path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()) -> Dataset:
-    """Scan and decode the data folder (refused by name when unusable); what was skipped is in the result."""
+def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World(), lineage: Lineage | None = None,
+                 resume: bool = False) -> Dataset:
+    """Scan and decode the data folder (refused by name when unusable); what was skipped is in the result.
+    With ``lineage``: a new run records the data's identity, a resumed run refuses other data (before any
+    decoding)."""
     split = scan_folder(config.data, config.val_fraction, config.seed)
+    if lineage is not None:
+        run_folder.check_data(lineage, DataIdentity.of(split), config.data, config.out, resume, record=world.is_main)
     spec = PreprocessSpec.square(config.image_size)
     cache = config.cache_dir or layout.cache
     if world.is_main:  # rank 0 decodes, the others wait and read its cache
@@ -142,13 +147,15 @@ class Evolution:
         self.claim = run_folder.claim(self.layout, config.to_dict(), resume) if self.world.is_main else None
         try:
             if self.world.is_main:
+                if resume:  # a damaged lineage, checkpoint or weights file: one line naming it and what to do
+                    run_folder.check_run_files(self.layout)
                 Lineage(self.layout.lineage).close()
                 config_module.save(config, self.layout.config)  # first: a run killed while decoding resumes
             barrier(self.world)
             self.lineage = Lineage(self.layout.lineage)
             if self.world.is_main:
                 self.lineage.save_config(config.to_dict())
-            self.data = load_dataset(config, self.layout, self.world)
+            self.data = load_dataset(config, self.layout, self.world, self.lineage, resume)
             if config.ancestor_from and not resume:  # refused before any training, the new run taken back
                 load_ancestor(config.ancestor_from, self.data.labels, config.dropout)
             if self.world.is_main:

@@ -24,6 +24,9 @@ CREATE TABLE IF NOT EXISTS epochs (
     generation INTEGER NOT NULL, offspring INTEGER NOT NULL, epoch INTEGER NOT NULL, loss REAL NOT NULL,
     train_top1 REAL NOT NULL, seconds REAL NOT NULL, images_per_second REAL NOT NULL,
     PRIMARY KEY (generation, offspring, epoch));
+CREATE TABLE IF NOT EXISTS dataset (
+    id INTEGER PRIMARY KEY CHECK (id = 1), root TEXT NOT NULL, classes TEXT NOT NULL, files TEXT NOT NULL,
+    sha256 TEXT NOT NULL, recorded_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS skipped_files (path TEXT PRIMARY KEY, reason TEXT NOT NULL, split TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS device_reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, sequence INTEGER NOT NULL,
@@ -158,6 +161,20 @@ class Lineage:
         """The generation's batch-1 speed with ONNX Runtime on this machine (shown in report.png)."""
         with self.db:
             self.db.execute("UPDATE generations SET local_fps = ? WHERE generation = ?", (fps, generation))
+
+    # -- the dataset's identity --------------------------------------------------------------------
+    def save_dataset(self, root: str, record: dict) -> None:
+        """The run's data: its folder and identity (host.data.DataIdentity.to_record: classes and files as
+        JSON lists, their sha256), recorded once, at the run's start."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO dataset (id, root, classes, files, sha256, recorded_at) "
+                            "VALUES (1, ?, ?, ?, ?, ?)",
+                            (root, record["classes"], record["files"], record["sha256"], time.time()))
+
+    def dataset(self) -> dict | None:
+        """The recorded data identity (root, classes, files, sha256), or None for a run made before issue 18."""
+        row = self.db.execute("SELECT * FROM dataset WHERE id = 1").fetchone()
+        return dict(row) if row else None
 
     # -- skipped inputs ------------------------------------------------------------------------
     def add_skipped(self, skipped: list[tuple[str, str]], split: str) -> None:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+from host.config import run_paths
 from host.errors import HostError
 from host.layout import RunLayout
+
+log = logging.getLogger("squishednets.run_folder")
 
 # what --resume may change (everything else would mix two experiments in one lineage)
 RESUMABLE_KEYS = ("generations", "device", "target_fps", "top1_floor", "steer", "latency_from")
@@ -73,7 +79,7 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
     existing = [] if created_root else sorted(p.name for p in _entries(root, option) if not _left_before_the_run(p.name))
     if not resume and existing:
         if layout.config.is_file():
-            diff = config_diff(_saved_config(layout), config, ignore=("out",))
+            diff = config_diff(run_paths(_saved_config(layout), root), config, ignore=("out",))
             raise HostError(f"--out {root} is a run already; continue it with host-evolve --resume {root}, or give "
                             "a new or empty --out" + (f" (its config differs from this one: {'; '.join(diff)})"
                                                      if diff else ""))
@@ -99,7 +105,7 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
     lock_file.write(f"host-evolve pid {os.getpid()}\n")
     lock_file.flush()
     if resume and layout.config.is_file():
-        diff = config_diff(_saved_config(layout), config)
+        diff = config_diff(run_paths(_saved_config(layout), root), config)
         if diff:
             lock_file.close()
             raise HostError(f"--resume {root}: this config differs from the run's ({'; '.join(diff)}); only "
@@ -123,3 +129,108 @@ def _saved_config(layout: RunLayout) -> dict:
     if not isinstance(values, dict):
         raise HostError(f"{layout.config} is not a host-evolve config (a JSON object of settings)")
     return values
+
+
+def check_data(lineage, identity, data: str, run, resume: bool, record: bool = True) -> None:
+    """One run, one dataset. A new run records its data's identity (``identity``: host.data.DataIdentity of
+    the folder ``data``: classes and files) in ``lineage``; a resumed run compares the folder with it and is
+    refused, naming the classes and files that differ, when it is other data. ``record``: this process writes
+    the lineage (rank 0). A run made before identities were recorded gets its data's recorded now."""
+    saved = lineage.dataset() if resume else None
+    if saved is None:
+        if resume:
+            log.info("%s: this run predates data identities; recorded the classes and files of %s", run, data)
+        if record:
+            lineage.save_dataset(data, identity.to_record())
+        return
+    if saved["sha256"] == identity.sha256:
+        return
+    differences = type(identity).from_record(saved).differences(identity)
+    raise HostError(f"--resume {run}: {data} holds other data than this run was trained on "
+                    f"({'; '.join(differences)}); one run trains on one dataset: put the run's data back in "
+                    f"{data}, or start a new run with --out for this data")
+
+
+CHECKPOINT_KEYS = ("generation", "offspring", "epochs_done", "genome", "model", "optimizer", "scheduler", "lambda",
+                   "train_seconds", "history")
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as a short phrase for a one-line message."""
+    text = (str(error).strip().splitlines() or [""])[0].strip()
+    return (text[:120] + ("..." if len(text) > 120 else "")) if text else type(error).__name__
+
+
+def check_run_files(layout: RunLayout) -> None:
+    """--resume: the run's files that the continuation reads, checked before anything is written, each refused
+    in one line that names the file and what to do: lineage.sqlite (SQLite's quick_check), checkpoint.pt (the
+    offspring in training) and the weights of the last generation (the next parent), of generation 0 (a
+    teacher) and of the offspring of a generation not finished yet."""
+    run = layout.root
+    new_run = (f"or start a new run from an intact generation: host-evolve --data DATA --out NEW "
+               f"--ancestor-from {run}/gen-XX/offspring-K.pt")
+    if not layout.lineage.is_file():
+        if any(run.glob("gen-[0-9]*")):
+            raise HostError(f"--resume {run}: {layout.lineage} is missing, and it holds the run's record "
+                            f"(generations, offspring, epochs); restore it from a backup, {new_run}")
+        return
+    try:
+        with closing(sqlite3.connect(str(layout.lineage), timeout=30)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:2]))
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            generations = (db.execute("SELECT generation, weights FROM generations ORDER BY generation").fetchall()
+                           if "generations" in tables else [])
+            offspring = (db.execute("SELECT generation, offspring, weights FROM offspring ORDER BY 1, 2").fetchall()
+                         if "offspring" in tables else [])
+    except sqlite3.DatabaseError as error:
+        raise HostError(f"--resume {run}: {layout.lineage} is damaged ({_reason(error)}); it holds the run's record "
+                        f"(generations, offspring, epochs): restore it from a backup, {new_run}") from error
+    if layout.checkpoint.is_file():
+        try:
+            _check_checkpoint(layout.checkpoint)
+        except Exception as error:  # torch's readers raise many types (RuntimeError, UnpicklingError, EOFError ...)
+            raise HostError(f"--resume {run}: {layout.checkpoint} is damaged ({_reason(error)}); it holds only the "
+                            "offspring in training: delete it and --resume again, and that offspring's training "
+                            "starts over (finished offspring and generations are kept)") from error
+    finished = {generation for generation, _ in generations}
+    wanted = {}  # path -> what it is
+    if generations:
+        wanted[generations[0][1]] = "generation 0's weights (the ancestor)"
+        wanted[generations[-1][1]] = f"generation {generations[-1][0]}'s weights (the next parent)"
+    for generation, index, weights in offspring:
+        if generation not in finished:
+            wanted[weights] = f"generation {generation}'s offspring {index} (trained, not yet exported)"
+    earlier = {weights: previous for (_, previous), (_, weights) in zip(generations, generations[1:])}
+    for weights, what in wanted.items():
+        path = run / weights
+        try:
+            check_weights(path)
+        except Exception as error:
+            fix = (f"or start a new run from the generation before it: host-evolve --data DATA --out NEW "
+                   f"--ancestor-from {run / earlier[weights]}" if weights in earlier else new_run)
+            raise HostError(f"--resume {run}: {path}, {what}, is damaged ({_reason(error)}); restore it from a "
+                            f"backup, {fix}") from error
+
+
+def check_weights(path: Path) -> None:
+    """A host-evolve model file (genome + state_dict) that loads into its SqueezeNet; raises what torch raises."""
+    import torch  # here: the CLI imports this module before it knows torch is needed
+    from host.genome import Genome
+    from host.model import SqueezeNet
+    if not path.is_file():
+        raise FileNotFoundError("missing")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    SqueezeNet(Genome.from_dict(state["genome"])).load_state_dict(state["model"])
+
+
+def _check_checkpoint(path: Path) -> None:
+    import torch
+    from host.genome import Genome
+    from host.model import SqueezeNet
+    state = torch.load(path, map_location="cpu", weights_only=False)  # as host.evolve reads it
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise KeyError(f"no {', '.join(missing)}")
+    SqueezeNet(Genome.from_dict(state["genome"])).load_state_dict(state["model"])

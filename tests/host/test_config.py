@@ -6,12 +6,13 @@ from host.config import KNOWN_KEYS, load_toml, resolve
 from host.errors import HostError
 
 
-def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path):
+def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "evolve.toml"
     path.write_text('[evolve]\ndata = "x"\ngenerations = 4\nenv_factor = 0.8\n')
     args = get_args_parser().parse_args(["--config", str(path), "--generations", "7"])
     config = resolve_config(args)
-    assert (config.data, config.generations, config.env_factor, config.epochs) == ("x", 7, 0.8, 2)
+    assert (config.data, config.generations, config.env_factor, config.epochs) == (str(tmp_path / "x"), 7, 0.8, 2)
 
 
 def test_unknown_keys_are_an_error_that_lists_the_known_ones(tmp_path):
