@@ -97,12 +97,27 @@ def _open(url, timeout):
     try:
         return urlopen(Request(url, headers={"User-Agent": "squishednets-device"}), timeout=timeout)
     except HTTPError as error:
-        raise DeviceError("model URL {} answered HTTP {} {}: check the generation number (GET /generations on "
-                          "host-serve lists them)".format(url, error.code, error.reason))
+        detail = _error_detail(error)
+        if error.code >= 500:
+            raise DeviceError("model URL {} answered HTTP {} {}{}: the host cannot serve it now; try again later".format(
+                url, error.code, error.reason, ": " + detail if detail else ""))
+        raise DeviceError("model URL {} answered HTTP {} {}{}: check the generation number (GET /generations on "
+                          "host-serve lists them)".format(url, error.code, error.reason, ": " + detail if detail else ""))
     except (URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise DeviceError("model URL {} is unreachable ({}): is host-serve running and reachable from this "
                           "device (host-serve --bind 0.0.0.0:8700)?".format(url, reason))
+
+
+def _error_detail(error):
+    """host-serve's ``{"detail": "..."}`` of an error answer, short and printable, or ''."""
+    try:
+        detail = json.loads(error.read(2048).decode("utf-8")).get("detail")
+    except Exception:  # not JSON, not a dict, a broken connection: the status says enough
+        return ""
+    if not isinstance(detail, str):
+        return ""
+    return "".join(c if c.isprintable() else "?" for c in detail[:300])
 
 
 def _download(url, folder, expected, timeout, log):

@@ -57,6 +57,19 @@ class Lineage:
         self._add_missing_columns()
         self._identify_reports_by_spool()
 
+    @classmethod
+    def reader(cls, path: str | Path, immutable: bool = False) -> "Lineage":
+        """A read-only connection to lineage.sqlite: it never takes the write lock, so it reads (WAL) while
+        another connection or process writes. ``immutable``: the file is on a read-only folder or mount
+        (SQLite then needs no -shm file beside it; nothing may change the file meanwhile)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        options = "mode=ro&immutable=1" if immutable else "mode=ro"
+        self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?{options}", uri=True, timeout=5,
+                                  check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        return self
+
     def _identify_reports_by_spool(self) -> None:
         """A run made before reports carried a spool id: its device_reports table is rebuilt (in one
         transaction, every row kept, spool_id '') so that a report is identified by (device_id, spool_id,
@@ -222,11 +235,10 @@ class Lineage:
         figure = self.latest_device_figure(device_id, sha256)
         return None if figure is None else figure["fps"]
 
-    def device_reports(self, generation: int | None = None) -> list[dict]:
-        query, args = "SELECT * FROM device_reports", ()
-        if generation is not None:
-            query, args = query + " WHERE generation = ?", (generation,)
-        rows = [dict(r) for r in self.db.execute(query + " ORDER BY id", args)]
+    def device_reports(self, generation: int | None = None, since_id: int = 0, limit: int | None = None) -> list[dict]:
+        """Stored reports, oldest first, with ``body`` parsed: those of ``generation`` (all when None) whose
+        ``id`` is above ``since_id``, at most ``limit`` of them (a page; the last row's id starts the next)."""
+        rows = [dict(r) for r in self._device_report_rows(generation, since_id, limit)]
         for row in rows:
             row["body"] = json.loads(row["body"])
         return rows
@@ -263,6 +275,22 @@ class Lineage:
         for (generation, _, _), figure in sorted(latest.items(), key=lambda item: (item[0][0], item[0][1], item[0][2])):
             result.setdefault(generation, []).append({k: v for k, v in figure.items() if k != "generation"})
         return result
+
+    def device_report_rows(self, generation: int | None = None, since_id: int = 0,
+                           limit: int | None = None) -> list[sqlite3.Row]:
+        """As :meth:`device_reports`, with ``body`` the stored JSON text (served as it is, unparsed)."""
+        return self._device_report_rows(generation, since_id, limit)
+
+    def _device_report_rows(self, generation, since_id, limit):
+        query, args = "SELECT * FROM device_reports WHERE id > ?", [since_id]
+        if generation is not None:
+            query += " AND generation = ?"
+            args.append(generation)
+        query += " ORDER BY id"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        return self.db.execute(query, args).fetchall()
 
     def device_fps(self) -> dict[int, float]:
         """Per generation, the batch-1 benchmark fps (``benchmark-b1``) a device reported last (a stable figure

@@ -21,6 +21,7 @@ users may read or write (any group/other permission bit) is refused, and so is a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import hmac
 import json
@@ -38,8 +39,10 @@ from typing import Any, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from contract.address import parse_address
 from contract.errors import ContractError
@@ -94,6 +97,9 @@ def load_token(token_file: str | None, run: Path, log=print) -> str:
             raise HostError(f"token file {path} cannot be read ({error}); put the token on its first line") from error
         except ContractError as error:
             raise HostError(str(error)) from error
+    if not os.access(run, os.W_OK):
+        raise HostError(f"the run folder {run} is read-only and holds no {TOKEN_FILE_NAME}: give --token-file F "
+                        f"(a file of yours, mode 600, whose first line is the token)")
     token = secrets.token_urlsafe(32)
     descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
@@ -154,11 +160,18 @@ def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if depth > max_depth:
         raise BadBody(422, f"the body nests {depth} levels deep; at most {max_depth}")
     try:
-        return json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+        data = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
     except BadBody:
         raise
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise BadBody(400, f"the body is not JSON: {str(error)[:200]}") from None
+    if b"\\u" in body or b"\\U" in body:  # an escape may spell half a surrogate pair, which is no text
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise BadBody(422, f"the body has a lone surrogate escape ({error.object[error.start:error.end]!r}): "
+                               f"reports carry Unicode text only") from None
+    return data
 
 
 class ModelFiles:
@@ -178,34 +191,89 @@ class ModelFiles:
 
 
 def check_run_folder(run: str | Path) -> Path:
-    """``run`` resolved, or HostError when it is not a run folder (no RUN/lineage.sqlite). Writes nothing."""
+    """``run`` resolved, or HostError when it is not a run folder (no RUN/lineage.sqlite). Writes nothing.
+    A run on a read-only folder or mount is a run (:func:`run_is_read_only`: served read-only)."""
     run = Path(run).resolve()
     database = run / "lineage.sqlite"
     if not database.is_file():
         raise HostError(f"{run} is not a run folder: {database} is missing (make one with host-evolve --out {run})")
+    if not os.access(database, os.R_OK):
+        raise HostError(f"{database} cannot be read by this user: run host-serve as the run's owner, or let it "
+                        f"read the folder (chmod -R a+rX {run})")
+    read_only = run_is_read_only(run)
+    options = "mode=ro&immutable=1" if read_only else "mode=ro"
     try:  # read-only: a file that is not a run's database is refused before anything writes to it
-        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=30)) as connection:
+        with closing(sqlite3.connect(f"{database.as_uri()}?{options}", uri=True, timeout=30)) as connection:
             connection.execute("SELECT name FROM sqlite_master").fetchall()
-    except sqlite3.Error as error:  # (a run host-evolve has just begun may have no tables yet: that is fine)
+    except sqlite3.DatabaseError as error:  # (a run host-evolve has just begun may have no tables yet: fine)
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise HostError(f"{database} is locked by another process's write (a long transaction, a sqlite3 "
+                            f"shell in BEGIN?); end it and start host-serve again") from None
         raise HostError(f"{database} is not a run's SQLite database ({error}): give a folder made by host-evolve, "
                         f"or restore its lineage.sqlite") from None
     return run
 
 
-def create_app(run: str | Path, token: str) -> FastAPI:
-    """The host-serve application over the run folder ``run`` (needs RUN/lineage.sqlite)."""
+def run_is_read_only(run: Path) -> bool:
+    """Whether the run's folder or its lineage.sqlite cannot be written by this process (a read-only mount,
+    an archived run, another user's files): then it is served read-only, reports refused with a 503."""
+    return not (os.access(run, os.W_OK) and os.access(run / "lineage.sqlite", os.W_OK))
+
+
+class ThreadReaders(threading.local):
+    """One read-only connection to lineage.sqlite per request thread: reads never wait for the writer."""
+
+    def __init__(self, path: Path, immutable: bool):
+        self.path, self.immutable, self.lineage = path, immutable, None
+
+    def get(self) -> Lineage:
+        if self.lineage is None:
+            self.lineage = Lineage.reader(self.path, immutable=self.immutable)
+        return self.lineage
+
+
+MAX_REPORTS_PAGE = 10000
+DEFAULT_REPORTS_PAGE = 1000
+
+
+def reports_page(rows) -> bytes:
+    """GET /reports' answer for ``rows``: each report as stored, its ``body`` the stored JSON text (never
+    parsed and re-encoded, so every stored report is servable: ASCII, escapes kept). A body that is not
+    strict JSON (written by hand into the database) is served as null with ``body_unreadable``."""
+    parts = []
+    for row in rows:
+        fields = {key: row[key] for key in row.keys() if key != "body"}
+        body = row["body"]
+        try:
+            json.loads(body, parse_constant=_no_constant)
+            body.encode("ascii")
+        except (ValueError, TypeError, BadBody, AttributeError):
+            fields["body_unreadable"] = "the stored body is not strict ASCII JSON"
+            body = "null"
+        head = json.dumps(fields, ensure_ascii=True, allow_nan=False, default=str)
+        parts.append(head[:-1] + (', "body": ' if fields else '"body": ') + body + "}")
+    return ("[" + ",\n".join(parts) + "]").encode("ascii")
+
+
+def create_app(run: str | Path, token: str, read_only: bool | None = None) -> FastAPI:
+    """The host-serve application over the run folder ``run`` (needs RUN/lineage.sqlite). ``read_only``
+    (default: whether the folder can be written): serve the models and stored reports, refuse new reports
+    with a 503. Reads use their own read-only connections (WAL): they never wait for a writer."""
     run = check_run_folder(run)
     if not token or not token.strip():
         raise HostError("host-serve needs a token: an empty one would let anyone write reports")
-    lineage = Lineage(run / "lineage.sqlite")
+    read_only = run_is_read_only(run) if read_only is None else read_only
+    lineage = None if read_only else Lineage(run / "lineage.sqlite")
+    readers = ThreadReaders(run / "lineage.sqlite", immutable=read_only)
     lock = threading.Lock()  # one writer connection shared by the request threads
     files = ModelFiles()
+    said_changed: set = set()
     app = FastAPI(title="squishednets host-serve", docs_url=None, redoc_url=None)  # /docs: our own page
     app.state.lineage = lineage
+    app.state.read_only = read_only
 
     def generation_row(number: int) -> dict:
-        with lock:
-            row = lineage.generation(number)
+        row = readers.get().generation(number)
         if row is None:
             raise HTTPException(404, f"generation {number} is not in this run")
         return row
@@ -213,8 +281,8 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     def resolve_generation(text: str) -> dict:
         """A generation's row from a number, ``latest`` or ``best``; 404 (with what is allowed) otherwise."""
         if text in GENERATION_ALIASES:
-            with lock:
-                rows, floor = lineage.generations(), lineage.config().get("top1_floor")
+            reader = readers.get()
+            rows, floor = reader.generations(), reader.config().get("top1_floor")
             number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, floor)
             if number is None:
                 raise HTTPException(404, f"the run has no {text} generation yet")
@@ -227,8 +295,7 @@ def create_app(run: str | Path, token: str) -> FastAPI:
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index():
         listed = generations()
-        with lock:
-            floor = lineage.config().get("top1_floor")
+        floor = readers.get().config().get("top1_floor")
         return HTMLResponse(index_html(run.name, listed, best_generation(listed, floor)))
 
     @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
@@ -237,14 +304,13 @@ def create_app(run: str | Path, token: str) -> FastAPI:
 
     @app.get("/health")
     def health():
-        with lock:
-            count = len(lineage.generations())
+        count = len(readers.get().generations())
         return {"status": "ok", "generations": count}  # public: no paths, no hostnames
 
     @app.get("/generations")
     def generations():
-        with lock:
-            rows, device_fps, figures = lineage.generations(), lineage.device_fps(), lineage.device_figures()
+        reader = readers.get()
+        rows, device_fps, figures = reader.generations(), reader.device_fps(), reader.device_figures()
         return [{"generation": r["generation"], "parent": r["parent"], "sha256": r["sha256"], "params": r["params"],
                  "size_bytes": r["size_bytes"], "macs": r["macs"], "top1": r["top1"], "top5": r["top5"],
                  "local_fps": r["local_fps"], "device_fps": device_fps.get(r["generation"]),
@@ -271,17 +337,27 @@ def create_app(run: str | Path, token: str) -> FastAPI:
             raise HTTPException(404, f"{name} is not served; one of {', '.join(SERVED_FILES)}")
         row = resolve_generation(generation)
         number = row["generation"]
-        onnx_path = (run / row["onnx"]).resolve()
-        path = onnx_path if name == "model.onnx" else onnx_path.parent / name
+        onnx_path = run / row["onnx"]
+        # every path resolved (symlinks followed) before the containment check: a link to outside is a 404
+        path = (onnx_path if name == "model.onnx" else onnx_path.resolve().parent / name).resolve()
         if run not in path.parents or not path.is_file():
             raise HTTPException(404, f"{name} of generation {number} is missing from the run folder")
         # which generation an alias named, and its own address (a device caches and reports by it)
         headers = {"X-Generation": str(number), "Content-Location": f"/models/{number}/{name}"}
         if name.endswith(".onnx"):
-            actual, expected = files.sha256(path), expected_sha256(row, onnx_path, name)
+            try:
+                actual = files.sha256(path)
+            except OSError as error:
+                print(f"host-serve: cannot read {path} ({error})", file=sys.stderr, flush=True)
+                raise HTTPException(503, f"generation {number}'s {name} cannot be read on the host now") from None
+            expected = expected_sha256(row, onnx_path.resolve(), name)
             if actual != expected:
-                raise HTTPException(500, f"{path} has sha256 {actual}, the run says {expected}: "
-                                         f"the run folder was changed; re-export generation {number}")
+                if (path, actual) not in said_changed:  # the path in host-serve's own log only, once
+                    said_changed.add((path, actual))
+                    print(f"host-serve: {path} has sha256 {actual}, the run says {expected}: the run folder was "
+                          f"changed; re-export generation {number}", file=sys.stderr, flush=True)
+                raise HTTPException(503, f"generation {number}'s {name} on the host does not match its sha256 "
+                                         f"in the run; it is not served until the host's operator restores it")
             headers["X-SHA256"] = actual
         return FileResponse(path, media_type=SERVED_FILES[name], headers=headers)
 
@@ -303,6 +379,8 @@ def create_app(run: str | Path, token: str) -> FastAPI:
             data = parse_json_body(await read_bounded_body(request, MAX_REPORT_BYTES))
         except BadBody as error:
             return JSONResponse({"detail": error.detail}, status_code=error.status)
+        except ClientDisconnect:  # the device went away mid-body: it sends the report again; nothing to log
+            return Response(status_code=400)
         version = data.get("schema") if isinstance(data, dict) else None
         if type(version) is int and version != SCHEMA_VERSION:  # said before the field-by-field errors
             return JSONResponse({"detail": f"report schema {version} is not {SCHEMA_VERSION}; "
@@ -313,11 +391,18 @@ def create_app(run: str | Path, token: str) -> FastAPI:
             return JSONResponse({"detail": validation_errors(error)}, status_code=422)
         # fps of a final or benchmark report is the device's measured figure; periodic ones stay in the body
         fps = report.stats.fps if report.kind in ("final", "benchmark") else None
-        try:
+        if lineage is None:
+            return JSONResponse({"detail": "this run is served read-only (its folder cannot be written): reports "
+                                           "are not stored here; the device keeps them"},
+                                status_code=503, headers={"Retry-After": "300"})
+
+        def store():  # on a worker thread: a writer waiting for SQLite's lock never blocks the event loop
             with lock:
-                outcome = lineage.add_device_report(report.device_id, report.sequence, report.model_sha256,
-                                                    report.kind, fps, data, spool_id=report.spool_id or "")
-                generation = lineage.generation_by_sha256(report.model_sha256)
+                return (lineage.add_device_report(report.device_id, report.sequence, report.model_sha256,
+                                                  report.kind, fps, data, spool_id=report.spool_id or ""),
+                        lineage.generation_by_sha256(report.model_sha256))
+        try:
+            outcome, generation = await run_in_threadpool(store)
         except sqlite3.OperationalError as error:  # disk full, database locked past its timeout, I/O error
             return cannot_store(report.device_id, report.sequence, error)
         answer = {"stored": outcome != "duplicate", "duplicate": outcome == "duplicate",
@@ -332,11 +417,20 @@ def create_app(run: str | Path, token: str) -> FastAPI:
         return JSONResponse(answer, status_code=201 if outcome == "stored" else 200)
 
     @app.get("/reports")
-    def get_reports(request: Request, generation: Optional[int] = Query(default=None, ge=0, le=MAX_GENERATION)):
+    def get_reports(request: Request, generation: Optional[int] = Query(default=None, ge=0, le=MAX_GENERATION),
+                    since_id: int = Query(default=0, ge=0, le=MAX_GENERATION),
+                    limit: int = Query(default=DEFAULT_REPORTS_PAGE, ge=1, le=MAX_REPORTS_PAGE)):
+        """One page of the stored reports, oldest first: those with ``id`` above ``since_id``, at most
+        ``limit``. A full page carries ``Link: <...?since_id=LAST>; rel="next"``."""
         if not authorized(request.headers.get("authorization", ""), token):
             return unauthorized()
-        with lock:
-            return lineage.device_reports(generation)
+        rows = readers.get().device_report_rows(generation, since_id, limit)
+        headers = {}
+        if len(rows) == limit:
+            query = f"since_id={rows[-1]['id']}&limit={limit}" + (
+                f"&generation={generation}" if generation is not None else "")
+            headers["Link"] = f'</reports?{query}>; rel="next"'
+        return Response(reports_page(rows), media_type="application/json", headers=headers)
 
     return app
 
@@ -351,26 +445,47 @@ REPORT_REQUEST_BODY = {"requestBody": {"required": True, "content": {"applicatio
     "schema": report_body_schema()}}}}
 
 
-async def read_bounded_body(request: Request, limit: int) -> bytes:
+BODY_TIMEOUT_S = 30.0
+
+
+async def read_bounded_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> bytes:
     """The body, refused (BadBody 413) before reading when Content-Length says it is larger than ``limit``,
-    and as soon as a chunked body passes ``limit``: nothing larger is ever held in memory."""
+    and as soon as a chunked body passes ``limit``: nothing larger is ever held in memory. A body that has
+    not arrived whole within ``timeout_s`` is refused (BadBody 408): a slow client holds no worker for ever."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BadBody(413, f"a report is at most {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BadBody(413, f"a report is at most {limit} bytes")
+
+    async def read():
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise BadBody(413, f"a report is at most {limit} bytes")
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise BadBody(408, f"the body did not arrive within {timeout_s:g} s") from None
     return bytes(body)
 
 
 def cannot_store(device_id: str, sequence: int, error: Exception) -> JSONResponse:
-    """503 + Retry-After when the lineage cannot take a write (disk full, ...): the device keeps the report in
-    its spool and sends it again, so nothing is lost; one line in host-serve's log, no traceback."""
-    print(f"host-serve: could not store report {sequence} of {device_id} ({error}); the device will send it "
-          f"again (free space in the run folder's disk)", file=sys.stderr, flush=True)
-    return JSONResponse({"detail": f"host-serve cannot store reports now ({error}); send it again later"},
+    """503 + Retry-After when the lineage cannot take a write (disk full, locked by another process, ...): the
+    device keeps the report in its spool and sends it again, so nothing is lost; one line in host-serve's
+    log naming the cause and its fix, no traceback."""
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        fix = ("another process holds lineage.sqlite's write lock (a long transaction, a sqlite3 shell left in "
+               "BEGIN, a maintenance tool): end it")
+    elif "full" in text:
+        fix = "free space on the run folder's disk"
+    elif "readonly" in text or "read-only" in text:
+        fix = "the run folder became read-only: make it writable, or restart host-serve to serve it read-only"
+    else:
+        fix = "check the run folder's disk"
+    print(f"host-serve: could not store report {sequence} of {device_id} ({text}); the device will send it "
+          f"again ({fix})", file=sys.stderr, flush=True)
+    return JSONResponse({"detail": f"host-serve cannot store reports now ({text}); send it again later"},
                         status_code=503, headers={"Retry-After": "10"})
 
 
@@ -382,9 +497,9 @@ def validation_errors(error: ValidationError) -> list:
 class BackgroundServer:
     """host-serve on a thread of this process (tests, notebooks): ``start()`` returns once it listens."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, guard=None):
         import uvicorn
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.server = uvicorn.Server(server_config(app, guard, host=host, port=port, lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, name="host-serve", daemon=True)
 
     def start(self, timeout: float = 10.0) -> "BackgroundServer":
@@ -405,6 +520,21 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def server_config(app: FastAPI, guard=None, **options):
+    """uvicorn's Config for host-serve: the h11 protocol with a header timeout and a connection limit
+    (host/http_guard.py), idle keep-alive connections closed after a few seconds, a bounded log."""
+    import uvicorn
+    from host.http_guard import ACCEPT_BURST, KEEP_ALIVE_TIMEOUT_S, ConnectionGuard, install_bounded_logging
+    install_bounded_logging()
+    guard = guard or ConnectionGuard()
+    return uvicorn.Config(app, http=guard.protocol(), ws="none", log_level="warning",
+                          timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S, backlog=ACCEPT_BURST, **options)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised once uvicorn has finished its graceful shutdown and handed the signal back."""
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -458,11 +588,23 @@ def main(argv: list[str] | None = None) -> int:
     except HostError as error:
         print(f"host-serve: error: {error}", file=sys.stderr)
         return 2
+    import signal
     import uvicorn
     port = listening.getsockname()[1]
     scope = "loopback only" if ipaddress_is_loopback(host) else "reachable from the network"
-    print(f"host-serve: serving {run} on http://{host}:{port} ({scope})", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+    mode = "; read-only: reports are not stored" if app.state.read_only else ""
+    print(f"host-serve: serving {run} on http://{host}:{port} ({scope}{mode})", flush=True)
+
+    def terminated(signum, frame):
+        raise _Terminated()
+    # uvicorn catches SIGINT and SIGTERM, shuts down gracefully, then raises the signal again to the handler
+    # that was there before it: a KeyboardInterrupt or _Terminated here, after a clean stop
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        uvicorn.Server(server_config(app)).run(sockets=[listening])
+    except (KeyboardInterrupt, _Terminated):
+        pass
+    print("host-serve: stopped", file=sys.stderr, flush=True)
     return 0
 
 
