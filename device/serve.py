@@ -12,11 +12,12 @@ images (out/%i.jpg), a folder or one image (device/outputs.py). Positional as in
 Bad input (missing model, unknown source, unreachable camera) ends with one line naming it and the fix,
 exit status 2, no traceback.
 
-Stopping: Ctrl-C (SIGINT) and SIGTERM (docker stop, systemctl stop, kill) end the run the same way: the loop
+Stopping: Ctrl-C (SIGINT), SIGTERM (docker stop, systemctl stop, kill) and SIGHUP (a dropped ssh session) end
+the run the same way: the loop
 finishes the frames in flight, --stats-json and the final report are written, and the exit status is 0 -- what
 systemd counts as a clean stop without SuccessExitStatus= and docker shows as "Exited (0)". A signal that comes
-before the first frame (while a model downloads or an engine builds) ends the run at once: 130 for SIGINT,
-143 (128 + 15) for SIGTERM, nothing to report yet.
+before the first frame (while a model downloads, a network camera is being opened or an engine builds) ends
+the run at once: 130 for SIGINT, 143 (128 + 15) for SIGTERM, 129 for SIGHUP, nothing to report yet.
 """
 import argparse
 import json
@@ -178,7 +179,12 @@ def model_title(info, model_argument):
 
 
 class Terminated(BaseException):  # like KeyboardInterrupt: no `except Exception` on the way may swallow it
-    """SIGTERM before the loop started: nothing measured yet, end at once."""
+    """SIGTERM or SIGHUP before the loop started: nothing measured yet, end at once. ``args[0]``: the signal's
+    name, ``signum``: its number (the exit status is 128 + it)."""
+
+    def __init__(self, name, signum=signal.SIGTERM):
+        BaseException.__init__(self, name)
+        self.signum = int(signum)
 
 
 class StopOnSignal(object):
@@ -197,7 +203,7 @@ class StopOnSignal(object):
             return
         self.received = name
         if self.loop is None:
-            raise Terminated(name)
+            raise Terminated(name, signum)
         self.log("device-serve: {} received; finishing".format(name))
         self.loop.stop()
 
@@ -417,14 +423,19 @@ def main(argv=None):
     # OpenCV's own warnings (a camera that cannot be opened...) would repeat our one-line error in its words
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     stopper = StopOnSignal(log=_log).install(signal.SIGTERM)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # nohup's choice is kept
+        stopper.install(signal.SIGHUP)
+    # Ctrl-C is KeyboardInterrupt even where the shell started us with SIGINT ignored (a script's `cmd &`):
+    # `kill -INT` is then still the documented way to stop, and it must not be ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         serve(args, log=_log, stopper=stopper)
     except ContractError as error:  # DeviceError included: a bad input, a bad address, an engine that won't build
         print("device-serve: error: {}".format(error), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Terminated as signal_name:
-        print("device-serve: {} before the first frame; nothing to report".format(signal_name), file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except Terminated as received:
+        print("device-serve: {} before the first frame; nothing to report".format(received), file=sys.stderr)
+        return 128 + received.signum
     except KeyboardInterrupt:
         print("device-serve: interrupted", file=sys.stderr)
         return 130

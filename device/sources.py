@@ -126,22 +126,32 @@ def gst_quote(value):
     return '"{}"'.format(value.replace("\\", "\\\\").replace('"', '\\"'))
 
 
-def rtsp_pipeline(url, codec="h264", jetson=False, latency_ms=200):
+#: How long a network source may take to answer its open (seconds) and a read once it streams: a camera that
+#: accepts and never answers is given up on after this, not FFmpeg's 30 s default.
+NETWORK_OPEN_TIMEOUT_S = 10.0
+NETWORK_READ_TIMEOUT_S = 5.0
+
+
+def rtsp_pipeline(url, codec="h264", jetson=False, latency_ms=200, width=None, height=None,
+                  timeout_s=NETWORK_OPEN_TIMEOUT_S):
     """RTSP through GStreamer with an explicit depayloader, parser and decoder per codec and platform.
 
     Not ``decodebin``: on L4T it picks the hardware decoder, whose output is ``video/x-raw(memory:NVMM)``, which
     ``videoconvert`` cannot take ("not negotiated"). On a Jetson ``nvv4l2decoder`` decodes into NVMM and
-    ``nvvidconv`` copies it out as BGRx (L4T Accelerated GStreamer guide); on a desktop libav decodes
-    (``avdec_h264``/``avdec_h265``, gst-libav). Late buffers are dropped, and the appsink keeps one frame.
+    ``nvvidconv`` copies it out as BGRx (L4T Accelerated GStreamer guide), scaled there to ``width`` x
+    ``height`` when given (the VIC does it, as in the CSI pipeline; the CPU never converts full-resolution
+    frames); on a desktop libav decodes (``avdec_h264``/``avdec_h265``, gst-libav). Late buffers are dropped,
+    and the appsink keeps one frame. ``tcp-timeout`` bounds rtspsrc's waits for the server (microseconds).
     """
     if codec not in RTSP_CODECS:
         raise DeviceError("RTSP codec {!r} is not one of {}: give --codec {}".format(
             codec, ", ".join(RTSP_CODECS), "|".join(RTSP_CODECS)))
     number = codec[1:]  # "264" or "265"
-    head = "rtspsrc location={} latency={} drop-on-latency=true ! rtph{}depay ! h{}parse ! ".format(
-        gst_quote(url), int(latency_ms), number, number)
+    head = "rtspsrc location={} latency={} drop-on-latency=true tcp-timeout={} ! rtph{}depay ! h{}parse ! ".format(
+        gst_quote(url), int(latency_ms), int(timeout_s * 1e6), number, number)
     if jetson:
-        decode = "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+        size = "width={},height={},".format(int(width), int(height)) if width and height else ""
+        decode = "nvv4l2decoder ! nvvidconv ! video/x-raw,{}format=BGRx ! videoconvert ! ".format(size)
     else:
         decode = "avdec_h{} ! videoconvert ! ".format(number)
     return head + decode + "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
@@ -227,10 +237,10 @@ class CaptureSource(object):
         elif kind == "rtsp":
             if opencv_has_gstreamer():
                 from device.machine import is_jetson
-                capture = cv2.VideoCapture(rtsp_pipeline(target, self.codec, jetson=is_jetson()),
-                                           cv2.CAP_GSTREAMER)
+                capture = cv2.VideoCapture(rtsp_pipeline(target, self.codec, jetson=is_jetson(), width=self.width,
+                                                         height=self.height), cv2.CAP_GSTREAMER)
             else:
-                capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+                capture = ffmpeg_capture(target)
         elif kind in ("camera", "v4l2"):
             node = target if kind == "v4l2" else "/dev/video{}".format(target)
             if os.path.isdir("/dev") and not os.path.exists(node):
@@ -273,6 +283,22 @@ class CaptureSource(object):
         if self.capture is not None:
             self.capture.release()
             self.capture = None
+
+
+def ffmpeg_capture(url, open_timeout_s=NETWORK_OPEN_TIMEOUT_S, read_timeout_s=NETWORK_READ_TIMEOUT_S):
+    """``cv2.VideoCapture(url, CAP_FFMPEG)`` with its open and read times bounded where this OpenCV can
+    (CAP_PROP_OPEN_TIMEOUT_MSEC / CAP_PROP_READ_TIMEOUT_MSEC, OpenCV 4.6+); older ones are bounded by the
+    caller's wait (:func:`open_source`)."""
+    import cv2
+    opening = getattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC", None)
+    reading = getattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC", None)
+    if opening is not None and reading is not None:
+        try:
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, [opening, int(open_timeout_s * 1000),
+                                                           reading, int(read_timeout_s * 1000)])
+        except (TypeError, cv2.error):  # a build without the (url, api, params) form
+            pass
+    return cv2.VideoCapture(url, cv2.CAP_FFMPEG)
 
 
 def _open_failure(spec):
@@ -398,7 +424,10 @@ def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264
         source = SyntheticSource(spec)
     else:
         source = CaptureSource(spec, loop=loop, width=width, height=height, codec=codec, realtime=realtime)
-    source.open()
+    if spec.live:
+        open_live(source, log)
+    else:
+        source.open()
     if spec.kind == "file":
         # A file OpenCV "opens" but cannot decode yields nothing: say so now, not after the backend is built.
         first = source.read()
@@ -417,6 +446,25 @@ def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264
                               "images); give a folder with real images".format(spec.target, len(source.paths)))
         source.open()
     return source
+
+
+def open_live(source, log=print, timeout_s=None):
+    """Open a live source (camera, CSI, V4L2, RTSP) off the main thread (device.interruptible), so that SIGTERM,
+    SIGHUP and Ctrl-C end a hung open at once; a network source is announced first and given up on after
+    ``timeout_s`` (default: NETWORK_OPEN_TIMEOUT_S plus a little, after OpenCV's own limit)."""
+    from device.interruptible import TimedOut, call_interruptibly
+    spec = source.spec
+    if timeout_s is None:
+        timeout_s = NETWORK_OPEN_TIMEOUT_S + 5.0
+    if spec.kind == "rtsp":
+        log("source {}: connecting (giving up after {:.0f} s; Ctrl-C or SIGTERM ends the wait)".format(
+            spec.text, timeout_s))
+    try:
+        call_interruptibly(source.open, timeout_s=timeout_s, cleanup=lambda _: source.close(),
+                           name="open-" + spec.kind)
+    except TimedOut:
+        raise DeviceError("{} did not answer within {:.0f} s: {}".format(
+            spec.text, timeout_s, _open_failure(spec).split(": ", 1)[-1]))
 
 
 # -- the reader thread --------------------------------------------------------------------------

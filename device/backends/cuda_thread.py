@@ -82,8 +82,12 @@ class CudaThread(object):
             return value
         raise value[1].with_traceback(value[2])
 
-    def close(self):
+    def close(self, wait=True):
+        """End the thread after the calls queued so far, releasing the context there. ``wait=False`` does not
+        wait for it: what a signal handler's exception needs while a call (an engine build) is still running --
+        the daemon thread finishes or dies with the process."""
         if not self._closed and self._thread.is_alive():
             self._closed = True
             self._jobs.put(None)
-            self._thread.join()
+            if wait:
+                self._thread.join()

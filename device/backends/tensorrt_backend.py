@@ -30,9 +30,9 @@ class TensorRTBackend(Backend):
         import_pycuda()
         self._thread = CudaThread(device_index=device_index, name="tensorrt-cuda")
         try:
-            self._thread.call(self._open)
+            open_on_thread(self._thread, self._open, self)
         except BaseException:
-            self._thread.close()
+            self._thread = None
             raise
 
     # -- on the CUDA thread ----------------------------------------------------------------------
@@ -207,6 +207,26 @@ class TensorRTBackend(Backend):
 # deserialized it, and the stream. Each is dropped on the CUDA thread; TensorRT's and pycuda's destructors
 # then run there, before the context is popped. Dropped off-thread or after the pop, they crash at exit.
 RELEASE_ORDER = ("_preprocessor", "_device", "_host", "io", "context", "engine", "_runtime", "stream")
+
+
+def open_on_thread(thread, opener, holder):
+    """Run ``opener()`` on the CUDA ``thread``; on failure leave nothing behind.
+
+    An error: what ``opener`` made before it failed (buffers, a context, the engine) is released on the CUDA
+    thread (:func:`release_cuda_objects` on ``holder``), before the thread pops the context; then the thread
+    ends. A signal's exception (KeyboardInterrupt, device-serve's Terminated) while the engine builds: the
+    thread is told to end but not waited for -- the process ends now, not when the build does."""
+    try:
+        thread.call(opener)
+    except Exception:
+        try:
+            thread.call(release_cuda_objects, holder)
+        finally:
+            thread.close()
+        raise
+    except BaseException:
+        thread.close(wait=False)
+        raise
 
 
 def release_cuda_objects(holder):

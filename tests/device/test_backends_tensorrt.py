@@ -132,3 +132,53 @@ def test_real_tensorrt_logits_match_torch(tmp_path):
     with open_backend(tiny_onnx(), backend="tensorrt", max_batch=4, cache_dir=str(tmp_path), log=None) as again:
         assert not again.describe()["engine"]["built_now"]  # loaded from the cache
         np.testing.assert_allclose(again.infer(images), expected, atol=1e-3, rtol=1e-3)
+
+
+class _Allocation(object):
+    def __init__(self, record):
+        self.record = record
+
+    def free(self):
+        self.record.append(("free", threading.current_thread().name))
+
+
+def test_a_failed_open_releases_what_it_made_on_the_cuda_thread_before_the_context_goes():
+    from engines.errors import EngineError
+    from device.backends.tensorrt_backend import open_on_thread
+    record = []
+    worker = CudaThread(lambda: lambda: record.append(("context released", threading.current_thread().name)),
+                        name="recording-cuda")
+
+    class Holder(object):
+        pass
+    holder = Holder()
+
+    def opener():  # gets as far as buffers and a context, then the engine is refused
+        holder._device = {"input_0": _Allocation(record)}
+        holder.context = object()
+        raise EngineError("refused")
+    with pytest.raises(EngineError, match="refused"):
+        open_on_thread(worker, opener, holder)
+    assert record == [("free", "recording-cuda"), ("context released", "recording-cuda")]
+    assert holder.context is None and holder._device == {}
+
+
+def test_a_signal_during_the_build_does_not_wait_for_the_build():
+    import os
+    import signal
+    from device.backends.tensorrt_backend import open_on_thread
+    building, finish = threading.Event(), threading.Event()
+    worker = CudaThread(lambda: None, name="recording-cuda")
+
+    def build():
+        building.set()
+        finish.wait()
+
+    def interrupt():
+        building.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        open_on_thread(worker, build, object())
+    assert not finish.is_set()  # back here while the build still runs: nobody waited for it
+    finish.set()

@@ -182,14 +182,15 @@ def test_lost_live_source_is_reopened_with_back_off_and_the_gap_logged(tmp_path)
                                                               ("h265", "rtph265depay", "h265parse", "avdec_h265")])
 def test_rtsp_pipelines_are_explicit_per_platform_and_codec(codec, depay, parse, desktop_decoder):
     url = "rtsp://cam.local:554/stream"
-    jetson = rtsp_pipeline(url, codec, jetson=True)
-    assert jetson == ('rtspsrc location="rtsp://cam.local:554/stream" latency=200 drop-on-latency=true ! '
-                      "{} ! {} ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+    jetson = rtsp_pipeline(url, codec, jetson=True, width=1280, height=720)
+    assert jetson == ('rtspsrc location="rtsp://cam.local:554/stream" latency=200 drop-on-latency=true '
+                      "tcp-timeout=10000000 ! {} ! {} ! nvv4l2decoder ! nvvidconv ! "
+                      "video/x-raw,width=1280,height=720,format=BGRx ! videoconvert ! "  # scaled by the VIC
                       "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1".format(depay, parse))
     desktop = rtsp_pipeline(url, codec, jetson=False)
-    assert desktop == ('rtspsrc location="rtsp://cam.local:554/stream" latency=200 drop-on-latency=true ! '
-                       "{} ! {} ! {} ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1".format(
-                           depay, parse, desktop_decoder))
+    assert desktop == ('rtspsrc location="rtsp://cam.local:554/stream" latency=200 drop-on-latency=true '
+                       "tcp-timeout=10000000 ! {} ! {} ! {} ! videoconvert ! video/x-raw,format=BGR ! appsink "
+                       "drop=1 max-buffers=1".format(depay, parse, desktop_decoder))
     for pipeline in (jetson, desktop):  # decodebin would pick the NVMM decoder on L4T: "not negotiated"
         assert "decodebin" not in pipeline
 
