@@ -315,7 +315,8 @@ def serve(args, log=print, stopper=None):
                 host, port = parse_address(args.http)
                 hub = FrameHub()
                 live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
-                                  title="squishednets: {}".format(title), log=log).start()
+                                  title="squishednets: {}".format(title), log=log,
+                                  histograms=telemetry.histograms).start()
                 log("device-serve: live page at {}".format(live.url))
             if args.report_to:
                 spool = ReportSpool(args.spool_dir, limit=args.spool_limit, device_id=args.device_id, log=log)

@@ -3,6 +3,7 @@ GPU memory, temperatures and power (read through device.machine, the one place t
 :meth:`Telemetry.snapshot` is what the page, /stats, /metrics (device.prometheus), the reports and --stats-json
 show. Python 3.6, numpy only.
 """
+import bisect
 import collections
 import os
 import threading
@@ -15,22 +16,41 @@ from device.machine import (NvmlMonitor, TegrastatsMonitor, cuda_mem_get_info_mb
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "overlay", "output")
 WINDOW = 2048  # latency samples kept per stage (percentiles are over the most recent ones)
+# Prometheus histogram bucket bounds (ms; /metrics says them in seconds): 0.5 ms (TensorRT on a desktop GPU)
+# to 5 s (a stalled capture), about 2.5x apart
+LATENCY_BUCKETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
 
 class LatencyMeter(object):
-    """Recent samples (ms) of one measure; percentiles over the last ``window`` samples. Thread-safe."""
+    """Recent samples (ms) of one measure; percentiles over the last ``window`` samples; and, over the whole
+    run, a histogram (counts per ``LATENCY_BUCKETS_MS`` bucket, sum, count) for Prometheus. Thread-safe."""
 
     def __init__(self, window=WINDOW):
         self._samples = collections.deque(maxlen=window)
         self._lock = threading.Lock()
+        self._buckets = [0] * len(LATENCY_BUCKETS_MS)  # per bucket, not cumulative; above the last: count
         self.count = 0
         self.total_ms = 0.0
 
     def add(self, ms):
+        ms = float(ms)
         with self._lock:
-            self._samples.append(float(ms))
+            self._samples.append(ms)
             self.count += 1
-            self.total_ms += float(ms)
+            self.total_ms += ms
+            index = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)  # the first bound >= ms: Prometheus' "le"
+            if index < len(self._buckets):
+                self._buckets[index] += 1
+
+    def histogram(self):
+        """The whole run's histogram: {"le_ms": bounds, "cumulative": counts at or below each, "count", "sum_ms"}."""
+        with self._lock:
+            buckets, count, total = list(self._buckets), self.count, self.total_ms
+        cumulative, running = [], 0
+        for value in buckets:
+            running += value
+            cumulative.append(running)
+        return {"le_ms": list(LATENCY_BUCKETS_MS), "cumulative": cumulative, "count": count, "sum_ms": total}
 
     def summary(self):
         """{p50, p95, p99, mean} in ms (None when empty)."""
@@ -171,6 +191,12 @@ class Telemetry(object):
             self.tegrastats.close()
         if self.nvml is not None:
             self.nvml.close()
+
+    def histograms(self):
+        """The latency histograms over the whole run (for /metrics): {"frame": ..., "stages": {name: ...}}, each
+        as :meth:`LatencyMeter.histogram` gives it."""
+        return {"frame": self.total.histogram(),
+                "stages": collections.OrderedDict((name, meter.histogram()) for name, meter in self.stages.items())}
 
     def network_fps(self):
         """1000 / mean inference time: what the network alone could do (jetson-inference's "Network FPS")."""

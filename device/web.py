@@ -18,7 +18,8 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from contract.errors import DeviceError
-from device.prometheus import prometheus_text
+from device.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from device.prometheus import metrics_registry
 
 BOUNDARY = "squishednetsframe"
 
@@ -96,8 +97,11 @@ class _ThreadingHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
 class LiveServer(object):
     """The demo server. ``snapshot`` is a callable returning the telemetry dict; ``hub`` a FrameHub."""
 
-    def __init__(self, host, port, snapshot, hub, title="squishednets", max_stream_fps=30.0, log=print):
+    def __init__(self, host, port, snapshot, hub, title="squishednets", max_stream_fps=30.0, log=print,
+                 histograms=None):
         self.snapshot = snapshot
+        # /metrics: prometheus_client over the same snapshot, the latency histograms and the process
+        self.registry = metrics_registry(snapshot, histograms)
         self.hub = hub
         self.title = title
         self.max_stream_fps = max_stream_fps
@@ -144,8 +148,8 @@ def _make_handler(live):
                 elif path == "/stats":
                     self._send(200, "application/json", json.dumps(live.snapshot()).encode("utf-8"))
                 elif path == "/metrics":
-                    self._send(200, "text/plain; version=0.0.4; charset=utf-8",
-                               prometheus_text(live.snapshot()).encode("utf-8"))
+                    from prometheus_client import generate_latest
+                    self._send(200, METRICS_CONTENT_TYPE, generate_latest(live.registry))
                 elif path == "/health":
                     self._send(200, "text/plain; charset=utf-8", b"ok\n")
                 elif path == "/frame.jpg":

@@ -37,6 +37,7 @@ LAST_FOR_PYTHON36 = {
     "jetson-stats": "4.3.2",
     "setuptools": "59.6.0",
     "pip": "21.3.1",
+    "prometheus-client": "0.17.1",  # 0.18.0 requires Python >= 3.8
 }
 # Where the last release for Python 3.6 is itself unusable on a Jetson, the newest one that is: numpy 1.19.5's
 # aarch64 wheel dies with "Illegal instruction" (numpy/numpy#18131).

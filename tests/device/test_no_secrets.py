@@ -50,7 +50,7 @@ def test_the_token_is_on_no_page_and_in_no_file(tiny_model, tmp_path, how):  # n
                 pages[path] = answer.read().decode("utf-8", "replace")
     finally:
         assert serve.stop() == 0
-    assert "reports_waiting" in pages["/stats"] and "squishednets_fps" in pages["/metrics"]
+    assert "reports_waiting" in pages["/stats"] and "squishednets_frames_per_second" in pages["/metrics"]
     for path, text in pages.items():
         assert TOKEN not in text, "{} shows the token".format(path)
     while not serve.lines.empty():
