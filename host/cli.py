@@ -16,11 +16,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="host-evolve",
         description="Breed ever smaller SqueezeNet v1.1 descendants by deep evolutionary synthesis and export "
                     "every generation to ONNX.")
+    parser.add_argument("--preset", choices=("compact", "tiny"),
+                        help="a measured recipe (host/presets.py): compact <= 0.95 MB, tiny <= 0.49 MB, both at "
+                             "112 px on MACs with distillation from the ancestor; a --config file and flags win over it")
     parser.add_argument("--data", help="image-folder tree: DIR/<class>/*.jpg or DIR/train|val/<class>")
     parser.add_argument("--out", help="run folder (default runs/evolve, runs/demo with --demo)")
     parser.add_argument("--generations", type=int, help="offspring generations after the ancestor (default 15)")
-    parser.add_argument("--epochs", type=int, help="training epochs per offspring (default 2)")
-    parser.add_argument("--ancestor-epochs", type=int, help="training epochs of the ancestor (default 3)")
+    parser.add_argument("--epochs", type=int, help="training epochs per offspring (default 4)")
+    parser.add_argument("--ancestor-epochs", type=int, help="training epochs of the ancestor (default 6)")
     parser.add_argument("--image-size", type=int, help="square input size in pixels (default 112)")
     parser.add_argument("--env-factor", type=float, help="R: expected offspring cost / parent's (default 0.93)")
     parser.add_argument("--budget", choices=("params", "macs"), help="what R budgets (default params)")
@@ -28,18 +31,29 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="compute-aware heredity: filters that cost more MACs die more readily, whatever --budget counts "
                              "(0 = the paper's model, the default; e.g. 1)")
     parser.add_argument("--offspring", type=int, help="K offspring per generation, the fittest kept (default 1)")
-    parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 8)")
+    parser.add_argument("--candidates", type=int,
+                        help="selection: draws per offspring scored by fidelity to the parent, the best trained "
+                             "(default 1: off)")
+    parser.add_argument("--max-drop", type=float,
+                        help="an offspring this far below its parent (fraction) or near chance is redrawn, then "
+                             "the run stops (default 0.10)")
+    parser.add_argument("--redraws", type=int, help="redraws of a collapsed generation at a milder R (default 2)")
+    parser.add_argument("--top1-tolerance", type=float,
+                        help="best_generation: the smallest within this fraction of the ancestor's top-1 "
+                             "(default 0.02 = 2 points)")
+    parser.add_argument("--round-to", type=int, help="round kept filter counts up to a multiple (default 16)")
     parser.add_argument("--min-filters", type=int, help="filters every layer keeps at least (default 4)")
-    parser.add_argument("--distill-weight", type=float, help="weight of distillation from the parent (default 0)")
+    parser.add_argument("--distill-weight", type=float, help="weight of distillation from the teacher (default 0.5)")
     parser.add_argument("--distill-from", choices=("parent", "ancestor"),
-                        help="the distillation teacher: the parent (default) or the ancestor, the strongest model")
+                        help="the distillation teacher: the ancestor (default), the strongest model, or the parent")
     parser.add_argument("--final-epochs", type=int,
                         help="recovery fine-tune of the last generation, LR rewound to the peak (default 0: none)")
-    parser.add_argument("--crop-scale", type=float, help="smallest area share of the random crop (default 0.25)")
+    parser.add_argument("--crop-scale", type=float, help="smallest area share of the random crop (default 0.5)")
     parser.add_argument("--val-fraction", type=float, help="held out per class without a val folder (default 0.1)")
     parser.add_argument("--seed", type=int, help="seed of split, sampling and training (default 0)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 64)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default 0.02)")
+    parser.add_argument("--lr", type=float, help="peak learning rate at batch 64, scaled with the batch (default 0.01); "
+                             "may change on --resume to rescue a run that diverged")
     parser.add_argument("--target-mb", type=float,
                         help="budget by size: choose R each generation so the last lands on this many MB")
     parser.add_argument("--target-fps", type=float,
@@ -65,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "cost_exponent",
-             "offspring", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
+             "offspring", "candidates", "max_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 
 
@@ -75,9 +89,12 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
         saved = config_module.load_saved(Path(args.resume) / "config.json").to_dict()
         overrides = {k: v for k, v in flags.items() if v is not None and k not in ("out",)}
         if overrides.keys() - set(RESUMABLE_KEYS):
-            raise HostError(f"--resume {args.resume}: only --generations, --device, --target-fps, --top1-floor, "
-                            "--fixed-env and --latency-from may change on resume; "
+            allowed = ", ".join("--fixed-env" if k == "steer" else "--" + k.replace("_", "-") for k in RESUMABLE_KEYS)
+            raise HostError(f"--resume {args.resume}: only {allowed} may change on resume; "
                             f"got {', '.join(sorted(overrides))}")
+        if args.preset or args.config:
+            raise HostError(f"--resume {args.resume}: a resumed run keeps its own settings; --preset and --config "
+                            "start a new run (--out)")
         config = config_module.resolve(saved, dict(overrides, out=args.resume))
         if not Path(config.data).is_dir():  # stored absolute: the run's own data, wherever --resume is run from
             raise HostError(f"--resume {args.resume}: the run's data folder {config.data} is not there any more; "
@@ -86,6 +103,9 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
                             "checked against the run's)")
         return config
     file_values = config_module.load_toml(args.config) if args.config else {}
+    if args.preset:
+        from host.presets import preset_values
+        file_values = {**preset_values(args.preset), **file_values}
     if args.demo:
         from host.demo import DEFAULT_DEMO_OUT, demo_values
         file_values = {**demo_values(args.out or DEFAULT_DEMO_OUT), **file_values}
@@ -119,16 +139,30 @@ def evolve_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def command(name: str) -> str:
+    """How to run one of this distribution's commands from a fresh shell: its path beside this Python (a venv's
+    bin/ is not on a fresh shell's PATH) when it is there, else its bare name."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else name
+
+
 def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
     gens = summary["generations"]
     first, last = gens[0], gens[-1]
     print(f"\n{len(gens)} generations in {config.out}: {first['size_mb']:.3f} MB -> {last['size_mb']:.3f} MB "
           f"({first['size_bytes'] / last['size_bytes']:.2f}x smaller), top-1 {100 * first['top1']:.1f} % -> "
           f"{100 * last['top1']:.1f} %; Pareto front: generations {summary['pareto']}")
+    if summary.get("stopped"):
+        print(f"stopped: {summary['stopped']}")
     print(f"report: {Path(config.out) / 'report.png'}, summary: {Path(config.out) / 'summary.json'}")
-    print("serve it to devices:   host-serve --run", config.out)
-    print(f"classify live:          device-serve --model {Path(config.out) / last['onnx']} --source synthetic "
-          "--http 8080")
+    best = next((g for g in gens if g["generation"] == summary.get("best_generation")), None)
+    if best is None:
+        print(f"no generation to deploy: {summary.get('best_reason')}")
+        return
+    print(f"best: {summary['best_reason']}")
+    print(f"serve it to devices:   {command('host-serve')} --run {config.out}")
+    print(f"classify live:         {command('device-serve')} --model {Path(config.out) / best['onnx']} "
+          "--source synthetic --http 8080")
 
 
 if __name__ == "__main__":

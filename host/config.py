@@ -11,6 +11,7 @@ from pathlib import Path
 
 from contract.files import atomic_write
 from host.errors import HostError
+from host.presets import PRESET_NAMES
 
 log = logging.getLogger("squishednets.config")
 
@@ -19,23 +20,29 @@ class EvolveConfig:
     data: str = ""  # image-folder tree: DIR/<class>/*.jpg or DIR/train/<class> + DIR/val/<class>
     out: str = "runs/evolve"  # the run folder (RUN): lineage.sqlite, gen-XX/, summary.json, report.png
     generations: int = 15  # offspring generations after the ancestor (gen-00)
-    epochs: int = 2  # training epochs of every offspring
-    ancestor_epochs: int = 3  # training epochs of the ancestor (SqueezeNet v1.1, conv10 -> N classes)
+    preset: str = ""  # the preset the values below started from (host/presets.py: compact, tiny; "" = none)
+    epochs: int = 4  # training epochs of every offspring (the measured recipe, docs/benchmarks.md section 7)
+    ancestor_epochs: int = 6  # training epochs of the ancestor (SqueezeNet v1.1, conv10 -> N classes)
     image_size: int = 112  # square input side, pixels (the device resizes whole frames to it)
     env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
     budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
     cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/synthesis.py step 5); 0 = the paper's
-    offspring: int = 1  # K offspring per generation; the fittest (top-1) becomes the parent
+    offspring: int = 1  # K offspring per generation, each trained; the fittest (top-1) becomes the parent
+    candidates: int = 1  # selection: draws per offspring scored by fidelity to the parent, the best trained (1 = off)
+    proxy_images: int = 512  # training images the selection proxy scores candidates on (fixed for the run)
+    max_drop: float = 0.10  # an offspring more than this below its parent (or near chance) is not accepted; 1 = off
+    redraws: int = 2  # a collapsed generation is drawn again at a milder R this many times, then the run stops
+    top1_tolerance: float = 0.02  # best_generation: the smallest within this of the ancestor's top-1
     min_filters: int = 4  # every layer keeps at least this many filters
-    round_to: int = 8  # kept counts rounded up to a multiple of this (8 suits GPUs; 1 = off)
+    round_to: int = 16  # kept counts rounded up to a multiple of this (16: this CPU's sweet spot, 8 suits GPUs; 1 = off)
     seed: int = 0  # one seed for the split, sampling, shuffling and augmentation
     batch_size: int = 64
-    lr: float = 0.02  # peak SGD learning rate for batch_size
+    lr: float = 0.01  # peak SGD rate at batch 64, scaled linearly with the batch actually used (host/train.py)
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    crop_scale: float = 0.25  # smallest area share of the random resized crop (1.0 = flip only)
-    distill_weight: float = 0.0  # >0: offspring also learn from a teacher's soft labels (T=2)
-    distill_from: str = "parent"  # the teacher: "parent" or "ancestor" (the strongest model: drift cannot compound)
+    crop_scale: float = 0.5  # smallest area share of the random resized crop (1.0 = flip only)
+    distill_weight: float = 0.5  # >0: offspring also learn from a teacher's soft labels (T=2)
+    distill_from: str = "ancestor"  # the teacher: "parent" or "ancestor" (the strongest model: drift cannot compound)
     final_epochs: int = 0  # >0: a recovery fine-tune of the last generation (LR rewound to the peak), one more generation
     val_fraction: float = 0.1  # held out per class when DIR has no val folder
     pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
@@ -153,13 +160,21 @@ def validate(config: EvolveConfig) -> None:
     if not 0 <= config.cost_exponent <= 4:
         problems.append(f"cost_exponent = {config.cost_exponent} must be in [0, 4] (0 = the paper's heredity; "
                         "1 cuts a layer whose filters cost twice the mean about twice as readily)")
-    if config.offspring < 1:
-        problems.append(f"offspring = {config.offspring} must be >= 1")
+    if config.offspring < 1 or config.candidates < 1 or config.redraws < 0:
+        problems.append(f"offspring = {config.offspring} and candidates = {config.candidates} must be >= 1, "
+                        f"redraws = {config.redraws} >= 0")
+    if config.proxy_images < 8:
+        problems.append(f"proxy_images = {config.proxy_images} must be >= 8 (e.g. 512)")
+    if not 0 < config.max_drop <= 1 or not 0 <= config.top1_tolerance <= 1:
+        problems.append(f"max_drop = {config.max_drop} must be in (0, 1] and top1_tolerance = "
+                        f"{config.top1_tolerance} in [0, 1] (fractions: 0.02 = 2 points)")
+    if config.preset and config.preset not in PRESET_NAMES:
+        problems.append(f"preset = {config.preset!r} must be one of {', '.join(PRESET_NAMES)}")
     if not 32 <= config.image_size <= MAX_IMAGE_SIZE:
         problems.append(f"image_size = {config.image_size} must be in [32, {MAX_IMAGE_SIZE}] (SqueezeNet "
                         f"downsamples 16x; the decoded cache holds every image at this size)")
     if config.lr <= 0:
-        problems.append(f"lr = {config.lr} must be > 0 (the peak learning rate, e.g. 0.02)")
+        problems.append(f"lr = {config.lr} must be > 0 (the peak learning rate at batch 64, e.g. 0.01)")
     if config.weight_decay < 0 or not 0 <= config.label_smoothing < 1 or not 0 <= config.dropout < 1:
         problems.append(f"weight_decay = {config.weight_decay} must be >= 0, label_smoothing = "
                         f"{config.label_smoothing} and dropout = {config.dropout} in [0, 1)")

@@ -7,8 +7,8 @@ ONNX is exported. ``evolve(config)`` on a run folder that already has some of th
 from __future__ import annotations
 
 import copy
-import io
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,26 +17,30 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from contract.files import atomic_write
 from contract.preprocess import PreprocessSpec
 from host import config as config_module
+from host import run_folder
+from host.checkpoints import load_ancestor, load_weights
 from host.config import EvolveConfig
-from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
-from host.latency import FpsMeter, local_fps, local_fps_against, parse_latency_source, wait_for_device_fps
 from host.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
+from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
 from host.genome import Genome
+from host.latency import FpsMeter, local_fps, steering_fps
 from host.layout import RunLayout
 from host.lineage import Lineage
 from host.model import SqueezeNet, load_pretrained
-from host import run_folder
+from host.recorder import Recorder
 from host.report import refresh
-from host.steering import fitness, next_step
+from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on
+from host.steering import collapse_reason, fitness, milder_env_factor, next_step
 from host.surgery import cluster_strengths, inherit
 from host.synthesis import layer_scales, sample_offspring, solve_lambda
-from host.train import (TrainSettings, derive_seed, evaluate, make_optimizer, pick_device, steps_per_epoch,
-                        train_one_epoch)
+from host.train import (Diverged, TrainSettings, derive_seed, effective_batch, effective_lr, evaluate,
+                        make_optimizer, pick_device, set_peak_lr, steps_per_epoch, train_one_epoch)
+
+MAX_RETRIES = 3  # a diverging epoch is retried at half the rate up to this many times, then the run stops
 
 log = logging.getLogger("squishednets.evolve")
 
@@ -52,13 +56,6 @@ class Dataset:
     def skipped(self) -> dict[str, list[tuple[str, str]]]:
         """(path, reason) of every input left out, by where it was found (lineage.sqlite's skipped_files)."""
         return {"train": self.train.skipped, "val": self.val.skipped, "folders": self.unreadable_folders}
-
-
-def atomic_torch_save(obj, path) -> None:
-    """torch.save, whole or not at all (a checkpoint is a few MB: serialised in memory, then written)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write(path, buffer.getvalue())
 
 
 def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World(), lineage: Lineage | None = None,
@@ -95,42 +92,9 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
     return data
 
 
-def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:
-    """--ancestor-from: a host-evolve model file (genome + weights) for ``labels``, refused by name when it
-    is not one, has another number of classes, or its generation's labels.txt names other classes."""
-    path = Path(path)
-    fix = "give a host-evolve model file, e.g. RUN/gen-00/offspring-0.pt of a run on the same classes"
-    if not path.is_file():
-        raise HostError(f"--ancestor-from {path}: no such file; {fix}")
-    try:
-        model = load_weights(path, "cpu", dropout)
-    except Exception as error:  # torch, Genome and load_state_dict raise many types; all mean "not one of ours"
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-        raise HostError(f"--ancestor-from {path} is not a host-evolve model file ({reason}); {fix}") from error
-    if model.genome.num_classes != len(labels):
-        raise HostError(f"--ancestor-from {path} classifies {model.genome.num_classes} classes, the data has "
-                        f"{len(labels)}; {fix}")
-    beside = path.parent / "labels.txt"
-    if beside.is_file():
-        theirs = [line.strip() for line in beside.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if theirs and theirs != list(labels):
-            raise HostError(f"--ancestor-from {path}: its {beside} names other classes or another order "
-                            f"({', '.join(theirs[:3])}, ...) than the data ({', '.join(labels[:3])}, ...); {fix}")
-    return model
-
-
 def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
     images = torch.from_numpy(np.array(data.val.images[:count]))
     return normalize_batch(images, data.spec).contiguous().numpy()
-
-
-def load_weights(path, device, dropout: float | None = None) -> SqueezeNet:
-    """A host-evolve model file (genome, weights, dropout: plain tensors and numbers, so weights_only);
-    ``dropout`` overrides the file's."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=state.get("dropout", 0.5) if dropout is None else dropout)
-    model.load_state_dict(state["model"])
-    return model.to(device)
 
 
 class Evolution:
@@ -153,6 +117,7 @@ class Evolution:
                 config_module.save(config, self.layout.config)  # first: a run killed while decoding resumes
             barrier(self.world)
             self.lineage = Lineage(self.layout.lineage)
+            self.recorder = Recorder(self.lineage, self.world.is_main)
             if self.world.is_main:
                 self.lineage.save_config(config.to_dict())
             self.data = load_dataset(config, self.layout, self.world, self.lineage, resume)
@@ -172,35 +137,71 @@ class Evolution:
         self.num_classes = len(self.data.labels)
         self.ancestor_weights: str | None = None  # gen-00's weights (relative to RUN), once it is recorded
         self._ancestor: SqueezeNet | None = None  # the ancestor as a teacher (--distill-from ancestor), loaded once
+        self._proxy: ProxySet | None = None  # selection's fixed proxy images (--candidates > 1), drawn once
 
     def settings(self, epochs: int) -> TrainSettings:
+        """The training recipe of one offspring: the batch made smaller for a small training split, the peak
+        rate scaled with it from ``--lr`` (given for batch 64; host/train.py: effective_batch, effective_lr)."""
         c = self.config
-        return TrainSettings(epochs=epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
-                             label_smoothing=c.label_smoothing, distill_weight=c.distill_weight,
-                             crop_scale=c.crop_scale)
+        batch = effective_batch(len(self.data.train), c.batch_size)
+        return TrainSettings(epochs=epochs, batch_size=batch, lr=effective_lr(c.lr, batch),
+                             weight_decay=c.weight_decay, label_smoothing=c.label_smoothing,
+                             distill_weight=c.distill_weight, crop_scale=c.crop_scale)
 
     # -- one offspring ---------------------------------------------------------------------------
     def new_offspring(self, generation: int, index: int, parent: SqueezeNet | None,
-                      env_factor: float, recovery: bool = False) -> tuple[SqueezeNet, float | None]:
+                      env_factor: float, recovery: bool = False) -> tuple[SqueezeNet, float | None, dict]:
+        """The untrained offspring, its lambda, and what choosing it cost ({} but for selection: the
+        candidates drawn, the proxy's score and the training-image equivalents it spent)."""
         c = self.config
         if recovery:  # the recovery fine-tune: the parent itself, every filter kept (no heredity, no lambda)
-            return copy.deepcopy(parent).cpu(), None
+            return copy.deepcopy(parent).cpu(), None, {}
         if parent is None and c.ancestor_from:
-            return load_ancestor(c.ancestor_from, self.data.labels, c.dropout), None
+            return load_ancestor(c.ancestor_from, self.data.labels, c.dropout), None, {}
         if parent is None:
             model = SqueezeNet(Genome.squeezenet1_1(self.num_classes), dropout=c.dropout)
             torch.manual_seed(derive_seed(c.seed, 0, index, 999))
             model.reset_parameters()
             if c.pretrained:
                 load_pretrained(model, c.pretrained)
-            return model, None
+            return model, None, {}
         strengths = cluster_strengths(parent)
         scales = layer_scales(strengths, self.num_classes, c.image_size, c.cost_exponent)
         lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
                            min_filters=c.min_filters, round_to=c.round_to, scales=scales)
-        rng = np.random.default_rng(derive_seed(c.seed, generation, index, 12345))
-        kept = sample_offspring(strengths, lam, rng, min_filters=c.min_filters, round_to=c.round_to, scales=scales)
-        return inherit(parent.cpu(), kept), lam
+        draws = []
+        for candidate in range(c.candidates):  # candidate 0 is the draw a run without selection makes
+            seed = derive_seed(c.seed, generation, index, 12345) if candidate == 0 else \
+                derive_seed(c.seed, generation, index, 12345, candidate)
+            draws.append(sample_offspring(strengths, lam, np.random.default_rng(seed), min_filters=c.min_filters,
+                                          round_to=c.round_to, scales=scales))
+        if len(draws) == 1:
+            return inherit(parent.cpu(), draws[0]), lam, {}
+        chosen, choice = self.select(generation, parent, draws)
+        return chosen, lam, choice
+
+    def select(self, generation: int, parent: SqueezeNet, draws: list[dict]) -> tuple[SqueezeNet, dict]:
+        """Selection among ``draws`` (host/selection.py): each candidate inherits the parent's kept weights
+        and is scored by its fidelity to the parent on the run's fixed proxy images, KL(parent || candidate);
+        the most faithful is trained. Costs (candidates + 1) forward passes of the proxy images."""
+        c = self.config
+        if self._proxy is None:
+            self._proxy = ProxySet.draw(self.data.train, c.proxy_images, derive_seed(c.seed, 777))
+        indices = self._proxy.score
+        parent_logits = logits_on(parent.cpu(), self.data.train, indices, self.data.spec, torch.device("cpu"))
+        scored = []
+        for draw in draws:
+            candidate = inherit(parent.cpu(), draw)
+            score = fidelity(logits_on(candidate, self.data.train, indices, self.data.spec, torch.device("cpu")),
+                             parent_logits)
+            scored.append((score if math.isfinite(score) else math.inf, candidate))
+        best = min(range(len(scored)), key=lambda i: scored[i][0])
+        spent = (len(draws) + 1) * len(indices) * FORWARD_SHARE
+        self.recorder.say(f"  gen {generation:02d}: {len(draws)} candidates, fidelity KL "
+                          f"{min(s for s, _ in scored):.3f}..{max(s for s, _ in scored):.3f} nats, "
+                          f"candidate {best} chosen")
+        return scored[best][1], {"candidates": len(draws), "chosen_candidate": best, "proxy_score": scored[best][0],
+                                 "proxy_images": spent}
 
     def teacher(self, parent: SqueezeNet | None) -> SqueezeNet | None:
         """The model an offspring distils from: none for the ancestor or without --distill-weight, else the
@@ -214,32 +215,39 @@ class Evolution:
             self._ancestor = load_weights(self.layout.root / self.ancestor_weights, "cpu").eval()
         return self._ancestor
 
+    def resume_point(self, generation: int, index: int) -> dict | None:
+        """The training checkpoint, if it is this offspring's (a leftover of a finished one is ignored)."""
+        barrier(self.world)  # every rank sees the same checkpoint
+        if not self.layout.checkpoint.is_file():
+            return None
+        checkpoint = torch.load(self.layout.checkpoint, map_location="cpu", weights_only=False)
+        return checkpoint if (checkpoint["generation"], checkpoint["offspring"]) == (generation, index) else None
+
     def breed(self, generation: int, index: int, parent: SqueezeNet | None, env_factor: float,
               recovery: bool = False) -> dict:
         """Train one offspring to the end (resuming from the checkpoint if it is this one's) and record it.
         ``recovery``: the final fine-tune of ``parent`` itself for --final-epochs (the learning rate rewound
-        to its peak and decayed again, as every offspring's is: Renda et al. 2020's LR rewinding)."""
+        to its peak and decayed again, as every offspring's is: Renda et al. 2020's LR rewinding).
+
+        A diverging epoch (host/train.py: Diverged) is rolled back and retried at half the rate, up to
+        MAX_RETRIES times; then the run stops with a HostError naming the rate to resume with. The rate's
+        scale is kept in the checkpoint, so a resumed offspring goes on at the rate that worked."""
         c, layout = self.config, self.layout
         epochs = c.ancestor_epochs if parent is None else (c.final_epochs if recovery else c.epochs)
         settings = self.settings(epochs)
-        checkpoint = None
-        barrier(self.world)  # every rank sees the same checkpoint
-        if layout.checkpoint.is_file():
-            checkpoint = torch.load(layout.checkpoint, map_location="cpu", weights_only=False)
-            if (checkpoint["generation"], checkpoint["offspring"]) != (generation, index):
-                checkpoint = None  # a leftover of a finished offspring
+        checkpoint = self.resume_point(generation, index)
         if checkpoint is not None:
             model = SqueezeNet(Genome.from_dict(checkpoint["genome"]), dropout=c.dropout)
             model.load_state_dict(checkpoint["model"])
             lam, first_epoch, train_seconds = checkpoint["lambda"], checkpoint["epochs_done"], checkpoint["train_seconds"]
-            history = checkpoint["history"]
+            history, choice = checkpoint["history"], checkpoint.get("choice", {})
+            lr_scale = checkpoint.get("lr_scale", 1.0)
             for epoch, stats in enumerate(history):
-                if self.world.is_main:
-                    self.lineage.add_epoch(generation, index, epoch, stats)
+                self.recorder.epoch(generation, index, epoch, stats)
             log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
         else:
-            model, lam = self.new_offspring(generation, index, parent, env_factor, recovery)
-            first_epoch, train_seconds, history = 0, 0.0, []
+            model, lam, choice = self.new_offspring(generation, index, parent, env_factor, recovery)
+            first_epoch, train_seconds, history, lr_scale = 0, 0.0, [], 1.0
         model = model.to(self.device).to(memory_format=torch.channels_last)
         teacher = self.teacher(parent)
         if teacher is not None:
@@ -249,39 +257,57 @@ class Evolution:
         if checkpoint is not None:
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
+        set_peak_lr(optimizer, scheduler, settings.lr * lr_scale)  # a resume with a lower --lr takes effect here
         for epoch in range(first_epoch, epochs):
-            stats = train_one_epoch(model, self.data.train, self.data.spec, optimizer, scheduler, settings,
-                                    derive_seed(c.seed, generation, index, epoch), self.device, teacher,
-                                    desc=f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}", world=self.world)
+            desc = f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}"
+            snapshot = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scheduler.state_dict()))
+            for retry in range(MAX_RETRIES + 1):
+                try:
+                    stats = train_one_epoch(model, self.data.train, self.data.spec, optimizer, scheduler, settings,
+                                            derive_seed(c.seed, generation, index, epoch), self.device, teacher,
+                                            desc=desc, world=self.world)
+                    break
+                except Diverged as diverged:  # roll the epoch back: weights, momentum and schedule
+                    model.load_state_dict(snapshot[0])
+                    optimizer.load_state_dict(snapshot[1])
+                    scheduler.load_state_dict(snapshot[2])
+                    rate = settings.lr * lr_scale
+                    if retry == MAX_RETRIES:
+                        raise HostError(
+                            f"training diverged in generation {generation} offspring {index} epoch {epoch + 1} "
+                            f"({diverged}) at peak rate {rate:.3g}, after {MAX_RETRIES} retries at half the rate "
+                            f"each; nothing of it was recorded. Rescue the run: host-evolve --resume {c.out} "
+                            f"--lr {c.lr * lr_scale / 4:.3g}") from None
+                    lr_scale *= 0.5
+                    set_peak_lr(optimizer, scheduler, settings.lr * lr_scale)
+                    self.recorder.warn(f"{desc}: training diverged ({diverged}) at peak rate {rate:.3g}; the epoch "
+                                       f"is rolled back and retried at {settings.lr * lr_scale:.3g}")
+            stats["lr_scale"] = lr_scale
             train_seconds += stats["seconds"]
             history.append(stats)
-            if not self.world.is_main:
-                continue
             # the checkpoint first, then the lineage row: a kill between the two loses no epoch (the row is
             # written again from the checkpoint's history on resume), a kill before both redoes this epoch
-            atomic_torch_save({"generation": generation, "offspring": index, "epochs_done": epoch + 1,
-                               "genome": model.genome.to_dict(), "model": model.state_dict(),
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "lambda": lam, "train_seconds": train_seconds, "history": history},
-                              layout.checkpoint)
-            self.lineage.add_epoch(generation, index, epoch, stats)
-            tqdm.write(f"  gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}: loss {stats['loss']:.3f}, "
-                       f"train top-1 {100 * stats['train_top1']:.1f} %, {stats['images_per_second']:.0f} img/s")
+            self.recorder.checkpoint({"generation": generation, "offspring": index, "epochs_done": epoch + 1,
+                                      "genome": model.genome.to_dict(), "model": model.state_dict(),
+                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                      "lambda": lam, "train_seconds": train_seconds, "history": history,
+                                      "lr_scale": lr_scale, "choice": choice}, layout.checkpoint)
+            self.recorder.epoch(generation, index, epoch, stats)
+            self.recorder.say(f"  {desc}: loss {stats['loss']:.3f}, train top-1 {100 * stats['train_top1']:.1f} %, "
+                              f"{stats['images_per_second']:.0f} img/s")
         scores = evaluate(model, self.data.val, self.data.spec, self.device)
         weights = layout.offspring_weights(generation, index)
-        if self.world.is_main:
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            atomic_torch_save({"genome": model.genome.to_dict(), "model": model.state_dict(), "dropout": c.dropout},
-                              weights)
+        self.recorder.model(model, weights, c.dropout)
         genome = model.genome
         row = {"generation": generation, "offspring": index, "parent": None if parent is None else generation - 1,
                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
                "macs": genome.macs(c.image_size), "top1": scores["top1"], "top5": scores["top5"],
-               "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights)}
+               "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights),
+               "env_factor": None if parent is None else env_factor, "lr_scale": lr_scale,
+               "proxy_images": choice.get("proxy_images"), "candidates": choice.get("candidates")}
         if c.fps_weight > 0 and parent is not None:  # measured once, on rank 0; every rank must pick the same
             row["local_fps"] = broadcast(self.world, self.offspring_fps(model) if self.world.is_main else None)
-        if self.world.is_main:
-            self.lineage.add_offspring(row)
+        self.recorder.offspring(row)
         barrier(self.world)
         return row
 
@@ -295,21 +321,42 @@ class Evolution:
             path.unlink(missing_ok=True)
 
     # -- one generation --------------------------------------------------------------------------
-    def breed_generation(self, generation: int, parent: SqueezeNet | None, env_factor: float,
-                         recovery: bool = False) -> list[dict]:
+    def breed_generation(self, generation: int, parent: SqueezeNet | None, parent_top1: float | None,
+                         env_factor: float, recovery: bool = False) -> tuple[dict, str | None]:
         """Heredity, synthesis, training and evaluation of the generation's offspring (one for the ancestor
-        and the recovery fine-tune, K otherwise); offspring already in the lineage (a resumed run) are not
-        bred again."""
+        and the recovery fine-tune, K otherwise), then acceptance: while the fittest has collapsed (near
+        chance, or more than --max-drop below its parent: host/steering.py collapse_reason), one more offspring
+        is drawn at a milder R (steering.milder_env_factor), up to --redraws times. Returns the fittest and,
+        when even it collapsed, why (the generation is then not accepted). Offspring already in the lineage
+        (a resumed run) are not bred again."""
+        c = self.config
         done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
-        for index in range(1 if parent is None or recovery else self.config.offspring):
+        regular = 1 if parent is None or recovery else c.offspring
+        for index in range(regular):
             if index not in done:
                 done[index] = self.breed(generation, index, parent, env_factor, recovery)
-        return [done[index] for index in sorted(done)]
+        rows = [done[index] for index in range(regular)]
+        best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
+        verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop)
+        for attempt in range(1, (c.redraws if parent is not None and not recovery else 0) + 1):
+            if verdict is None:
+                break
+            milder = milder_env_factor(env_factor, attempt)
+            index = regular + attempt - 1
+            if index not in done:
+                self.recorder.warn(f"{verdict}: not accepted; redrawing it at R = {milder:.4f} "
+                                   f"(redraw {attempt} of {c.redraws})")
+                done[index] = self.breed(generation, index, parent, milder)
+            rows.append(done[index])
+            best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
+            verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop)
+        return best, verdict
 
-    def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None, env_factor: float,
+    def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None,
                           recovery: bool = False) -> dict:
         """Export the fittest offspring as the generation's ONNX (rank 0) and record it in the lineage."""
         c = self.config
+        env_factor = best.get("env_factor")
         if not self.world.is_main:
             barrier(self.world)  # rank 0 exports and records; the others only need the weights, already written
             return dict(best)
@@ -318,9 +365,9 @@ class Evolution:
         card = export_generation(model, folder, spec=self.data.spec, labels=self.data.labels, generation=generation,
                                  parity_images=parity_images(self.data), fp16=c.fp16_onnx,
                                  extra_card={"top1": best["top1"], "top5": best["top5"], "parent": best["parent"],
-                                             "env_factor": None if parent is None else env_factor,
+                                             "env_factor": env_factor,
                                              **({"recovery_of": generation - 1} if recovery else {})})
-        row = dict(best, env_factor=None if parent is None else env_factor, onnx=self.layout.relative(folder / "model.onnx"),
+        row = dict(best, env_factor=env_factor, onnx=self.layout.relative(folder / "model.onnx"),
                    sha256=card["sha256"], labels=self.layout.relative(folder / "labels.txt"),
                    card=self.layout.relative(folder / "card.json"))
         self.lineage.add_generation(row)
@@ -330,68 +377,74 @@ class Evolution:
         return row
 
     def fps_for_steering(self, row: dict) -> float:
-        """The generation's fps from the configured source, measured once and kept in the lineage."""
+        """The generation's fps from --latency-from (host/latency.py: steering_fps), measured on rank 0."""
         fps = None
         if self.world.is_main:
-            stored = self.lineage.generation(row["generation"])
-            fps = stored.get("steering_fps") if stored else None
-            if fps is None:
-                kind, device_id = parse_latency_source(self.config.latency_from)
-                if kind == "local" and row["generation"] == 0:
-                    fps = sorted(self.measure_fps(self.layout.root / row["onnx"], self.config.latency_seconds)
-                                 for _ in range(3))[1]  # the reference: a median of three
-                elif kind == "local":
-                    ancestor = self.lineage.generation(0)
-                    fps = local_fps_against(self.layout.root / ancestor["onnx"], ancestor["steering_fps"],
-                                            self.layout.root / row["onnx"], self.config.latency_seconds,
-                                            measure=self.measure_fps)
-                else:
-                    tqdm.write(f"  waiting for device {device_id} to report generation {row['generation']} ...")
-                    fps = wait_for_device_fps(self.lineage, device_id, row["sha256"], self.config.latency_timeout)
-                self.lineage.set_steering_fps(row["generation"], fps, self.config.latency_from)
+            fps = steering_fps(self.config, self.lineage, self.layout.root, row, self.measure_fps, tqdm.write)
         return broadcast(self.world, fps)
+
+    def warn_if_below_tolerance(self, row: dict, ancestor: dict) -> None:
+        """A generation accepted (not collapsed) but below the ancestor by more than --top1-tolerance is said as
+        it happens: best_generation will not name it."""
+        drop = ancestor["top1"] - row["top1"]
+        if row["generation"] > 0 and drop > self.config.top1_tolerance:
+            self.recorder.warn(f"generation {row['generation']}: top-1 {100 * row['top1']:.1f} % is {100 * drop:.1f} "
+                               f"points below the ancestor's {100 * ancestor['top1']:.1f} % (--top1-tolerance "
+                               f"{100 * self.config.top1_tolerance:g}): best_generation will not be this one")
 
     # -- the evolution ---------------------------------------------------------------------------
     def run(self) -> dict:
-        """The paper's loop: the ancestor, then generation after generation: heredity from the parent, offspring
-        synthesized, trained and evaluated, the fittest exported and recorded, then the rules (host/steering.py)
-        choose the next R or stop, and the generation is selected as the next parent."""
+        """The paper's loop, with selection and acceptance: the ancestor, then generation after generation:
+        heredity from the parent, offspring synthesized (the fittest of --candidates draws), trained and
+        evaluated; a collapsed one is redrawn and, if it stays collapsed, ends the run unaccepted; the fittest
+        is exported and recorded, then the rules (host/steering.py) choose the next R or stop, and the
+        generation is selected as the next parent."""
         c = self.config
         finished = {row["generation"]: row for row in self.lineage.generations()}  # a resumed run's
         bar = tqdm(range(c.generations + 1), desc="evolution", unit="gen", dynamic_ncols=True,
                    disable=not self.world.is_main)
-        parent, env_factor, stop_reason = None, c.env_factor, None  # generation 0 is the ancestor: no parent
+        parent, row, env_factor, stop_reason = None, None, c.env_factor, None  # generation 0: no parent
         for generation in bar:
             if generation in finished:
                 row = finished[generation]
             else:
-                offspring = self.breed_generation(generation, parent, env_factor)
-                best = max(offspring, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
-                row = self.export_and_record(generation, best, parent, env_factor)
+                best, verdict = self.breed_generation(generation, parent, row["top1"] if row else None, env_factor)
+                if verdict is not None:
+                    stop_reason = f"{verdict}; not accepted" + (
+                        f" after {c.redraws} redraw(s) at a milder R. The run ends at generation {generation - 1}: "
+                        f"for more, start a new run from it with a milder --env-factor or more --epochs "
+                        f"(--ancestor-from {self.layout.root / row['weights']})" if row else
+                        ": the ancestor did not learn. Lower --lr (e.g. --lr 0.002), train it longer "
+                        "(--ancestor-epochs), or check that the class folders hold what their names say")
+                    self.recorder.warn(stop_reason)
+                    break
+                row = self.export_and_record(generation, best, parent)
             if generation == 0:
                 self.ancestor_weights = row["weights"]
+                ancestor = row
+            self.warn_if_below_tolerance(row, ancestor)
             fps = self.fps_for_steering(row) if c.target_fps > 0 else None
             env_factor, stop_reason = next_step(c, generation, row, fps, env_factor)
-            if self.world.is_main:
-                if fps is not None:
-                    tqdm.write(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
-                               + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))
-                if generation not in finished:
-                    refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+            if fps is not None:
+                self.recorder.say(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
+                                  + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))
+            if self.world.is_main and generation not in finished:
+                refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
             if stop_reason:
                 break
             parent = load_weights(self.layout.root / row["weights"], "cpu")  # selection: the next parent
         bar.close()
-        if c.final_epochs > 0 and row["generation"] > 0:
+        if c.final_epochs > 0 and row is not None and row["generation"] > 0:
             row = self.recover(row, finished)
         if not self.world.is_main:
             return {}
         summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stop_reason)
         if stop_reason:
             tqdm.write(f"stopped: {stop_reason}")
+        if row is None:  # not even the ancestor was accepted: nothing to serve
+            raise HostError(stop_reason)
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
-
 
     def recover(self, last: dict, finished: dict) -> dict:
         """The recovery fine-tune (--final-epochs): the last generation trained on, every filter kept,
@@ -402,8 +455,11 @@ class Evolution:
             return finished[generation]
         parent = load_weights(self.layout.root / last["weights"], "cpu")
         tqdm.write(f"recovery fine-tune of generation {last['generation']} for {self.config.final_epochs} epochs")
-        (best,) = self.breed_generation(generation, parent, 1.0, recovery=True)
-        return self.export_and_record(generation, best, parent, 1.0, recovery=True)  # run() refreshes the report
+        best, verdict = self.breed_generation(generation, parent, last["top1"], 1.0, recovery=True)
+        if verdict is not None:  # the fine-tune made it worse beyond the limit: the last generation stands
+            self.recorder.warn(f"recovery fine-tune: {verdict}; not accepted, generation {last['generation']} stands")
+            return last
+        return self.export_and_record(generation, dict(best, env_factor=1.0), parent, recovery=True)
 
 
 def describe(row: dict) -> str:

@@ -79,3 +79,27 @@ def wait_for_device_fps(lineage: Lineage, device_id: str, sha256: str, timeout_s
                             f"Is host-serve running on this run and `device-agent --follow URL --device-id "
                             f"{device_id}` on the device? (host-evolve --resume continues from here)")
         time.sleep(poll_s)
+
+
+def steering_fps(config, lineage: Lineage, root: Path, row: dict, measure: FpsMeter = local_fps,
+                 say: Callable[[str], None] = print) -> float:
+    """The generation ``row``'s fps from ``config.latency_from``, measured once and kept in the lineage
+    (``steering_fps``, ``fps_source``): locally the ancestor is the reference (a median of three) and every
+    later generation is measured alternately with it (``local_fps_against``); ``device:ID`` waits for that
+    device's report of the generation's sha256 (``wait_for_device_fps``)."""
+    stored = lineage.generation(row["generation"])
+    fps = stored.get("steering_fps") if stored else None
+    if fps is not None:
+        return fps
+    kind, device_id = parse_latency_source(config.latency_from)
+    if kind == "local" and row["generation"] == 0:
+        fps = sorted(measure(root / row["onnx"], config.latency_seconds) for _ in range(3))[1]
+    elif kind == "local":
+        ancestor = lineage.generation(0)
+        fps = local_fps_against(root / ancestor["onnx"], ancestor["steering_fps"], root / row["onnx"],
+                                config.latency_seconds, measure=measure)
+    else:
+        say(f"  waiting for device {device_id} to report generation {row['generation']} ...")
+        fps = wait_for_device_fps(lineage, device_id, row["sha256"], config.latency_timeout)
+    lineage.set_steering_fps(row["generation"], fps, config.latency_from)
+    return fps

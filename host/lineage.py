@@ -9,6 +9,8 @@ from pathlib import Path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS config_history (
+    changed_at REAL NOT NULL, key TEXT NOT NULL, old_value TEXT, new_value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offspring (
     generation INTEGER NOT NULL, offspring INTEGER NOT NULL, parent INTEGER, genome TEXT NOT NULL,
     params INTEGER NOT NULL, size_bytes INTEGER NOT NULL, macs INTEGER NOT NULL,
@@ -95,7 +97,9 @@ class Lineage:
     def _add_missing_columns(self) -> None:
         """Runs made by an older version gain the newer columns (all nullable); their ``measured_fps`` column
         is renamed ``steering_fps`` (it held the fps that steered R, never a device's own figure)."""
-        wanted = {"generations": {"steering_fps": "REAL", "fps_source": "TEXT"}, "offspring": {"local_fps": "REAL"}}
+        wanted = {"generations": {"steering_fps": "REAL", "fps_source": "TEXT"}, "offspring": {"local_fps": "REAL", "env_factor": "REAL",
+                                                                        "lr_scale": "REAL", "proxy_images": "REAL",
+                                                                        "candidates": "INTEGER"}}
         for table, columns in wanted.items():
             have = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if table == "generations" and "measured_fps" in have and "steering_fps" not in have:
@@ -112,9 +116,19 @@ class Lineage:
 
     # -- config --------------------------------------------------------------------------------
     def save_config(self, config: dict) -> None:
+        """The run's resolved config; every value a resumed run changes (--lr, --generations ...) is also kept
+        in ``config_history`` with the old and new value and the time."""
+        old = self.config()
+        changes = [(time.time(), k, json.dumps(old[k]), json.dumps(v)) for k, v in config.items()
+                   if k in old and old[k] != v]
         with self.db:
+            if changes:
+                self.db.executemany("INSERT INTO config_history VALUES (?, ?, ?, ?)", changes)
             self.db.executemany("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)",
                                 [(k, json.dumps(v)) for k, v in config.items()])
+
+    def config_history(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM config_history ORDER BY changed_at, key")]
 
     def config(self) -> dict:
         return {row["key"]: json.loads(row["value"]) for row in self.db.execute("SELECT key, value FROM config")}
@@ -124,10 +138,16 @@ class Lineage:
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO offspring (generation, offspring, parent, genome, params, size_bytes, macs, "
-                "top1, top5, train_seconds, lambda, weights, local_fps, created_at) VALUES "
+                "top1, top5, train_seconds, lambda, weights, local_fps, env_factor, lr_scale, proxy_images, candidates, "
+                "created_at) VALUES "
                 "(:generation, :offspring, :parent, :genome, :params, :size_bytes, :macs, :top1, :top5, "
-                ":train_seconds, :lambda, :weights, :local_fps, :created_at)",
-                {"created_at": time.time(), "local_fps": None, **row})
+                ":train_seconds, :lambda, :weights, :local_fps, :env_factor, :lr_scale, :proxy_images, :candidates, "
+                ":created_at)",
+                {"created_at": time.time(), "local_fps": None, "env_factor": None, "lr_scale": None,
+                 "proxy_images": None, "candidates": None, **row})
+
+    def all_offspring(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM offspring ORDER BY generation, offspring")]
 
     def offspring(self, generation: int) -> list[dict]:
         return [dict(r) for r in self.db.execute(

@@ -8,6 +8,7 @@ from host.export import STATIC_BATCH_ONNX
 from contract.files import atomic_write
 from host.layout import RunLayout
 from host.lineage import Lineage
+from host.steering import best_generation as steering_best_generation
 
 
 def pareto_front(points: list[dict]) -> list[int]:
@@ -22,13 +23,11 @@ def pareto_front(points: list[dict]) -> list[int]:
     return sorted(front)
 
 
-def best_generation(generations: list[dict], top1_floor: float | None) -> int | None:
-    """The run's best generation: the smallest (size_bytes) whose top-1 is at least ``top1_floor`` (0 when
-    unset), the more accurate on a tie; None when none qualifies. summary.json's ``best_generation`` and
-    host-serve's ``/models/best/`` are this."""
-    floor = top1_floor or 0.0
-    eligible = [g for g in generations if g["top1"] >= floor]
-    return min(eligible, key=lambda g: (g["size_bytes"], -g["top1"]))["generation"] if eligible else None
+def best_generation(generations: list[dict], config: dict) -> int | None:
+    """The run's best generation under its config (host/steering.py: best_generation): the smallest whose top-1
+    is within ``top1_tolerance`` of the ancestor's and at least ``top1_floor``, the more accurate on a tie; None
+    when none qualifies. summary.json's ``best_generation`` and host-serve's ``/models/best/`` are this."""
+    return steering_best_generation(generations, config.get("top1_tolerance", 0.02), config.get("top1_floor") or 0.0)[0]
 
 
 def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
@@ -55,8 +54,16 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "onnx_static_batch": static_batch_onnx(layout, row["onnx"])})
     ancestor = generations[0] if generations else None
     config = lineage.config()
-    best = best_generation(generations, config.get("top1_floor"))
-    return {"generations": generations, "stopped": stopped, "best_generation": best,
+    floor = config.get("top1_floor") or 0.0
+    tolerance = config.get("top1_tolerance", 0.02)
+    best, best_reason = steering_best_generation(generations, tolerance, floor)
+    accepted = {(g["generation"], g["offspring"]) for g in generations}
+    # offspring bred but not accepted as a generation: the losers of a selection and collapsed draws
+    rejected = [{"generation": o["generation"], "offspring": o["offspring"], "top1": o["top1"],
+                 "size_bytes": o["size_bytes"], "env_factor": o.get("env_factor")}
+                for o in lineage.all_offspring() if (o["generation"], o["offspring"]) not in accepted]
+    return {"generations": generations, "stopped": stopped, "best_generation": best, "best_reason": best_reason,
+            "top1_tolerance": tolerance, "num_classes": len(labels), "rejected_offspring": rejected,
             "target_fps": config.get("target_fps") or None, "pareto": pareto_front(generations), "preprocess": preprocess,
             "labels": labels, "config": config, "skipped_files": len(lineage.skipped()),
             "compression": (ancestor["size_bytes"] / generations[-1]["size_bytes"]) if ancestor else None}
@@ -85,12 +92,29 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
     front = [g for g in gens if g["generation"] in summary["pareto"]]
     left.plot([g["size_mb"] for g in front], [100 * g["top1"] for g in front], "s", color="tab:red",
               markersize=9, fillstyle="none", label="Pareto front")
+    rejected = summary.get("rejected_offspring") or []
+    if rejected:
+        left.plot([r["size_bytes"] / 1e6 for r in rejected], [100 * r["top1"] for r in rejected], "x", color="grey",
+                  label="offspring not accepted")
+    # chance and the tolerance are drawn and the axis always spans from below chance to 100 %, so a flat line
+    # at chance reads as what it is, not as a result
+    chance = 100.0 / max(1, summary.get("num_classes") or len(summary.get("labels") or []) or 1)
+    left.axhline(chance, color="black", linestyle=":", label=f"chance ({chance:.1f} %)")
+    tolerance = summary.get("top1_tolerance")
+    if tolerance is not None:
+        left.axhline(top1[0] - 100 * tolerance, color="tab:green", linestyle="--", alpha=0.6,
+                     label=f"ancestor - {100 * tolerance:g} points (best_generation's bar)")
+    if summary.get("best_generation") is not None:
+        best = next(g for g in gens if g["generation"] == summary["best_generation"])
+        left.plot([best["size_mb"]], [100 * best["top1"]], "*", color="gold", markersize=16, markeredgecolor="black",
+                  label=f"best_generation ({best['generation']})")
+    left.set_ylim(max(0.0, chance - 10.0), 100.0)
     left.set_xlabel("model size, MB (fp32 weights)")
     left.set_ylabel("top-1, %")
     left.set_title("Accuracy against size")
     left.invert_xaxis()
     left.grid(alpha=0.3)
-    left.legend()
+    left.legend(fontsize=8)
 
     numbers = [g["generation"] for g in gens]
     right.plot(numbers, sizes, "o-", label="size, MB")

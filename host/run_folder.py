@@ -19,7 +19,10 @@ from host.layout import RunLayout
 log = logging.getLogger("squishednets.run_folder")
 
 # what --resume may change (everything else would mix two experiments in one lineage)
-RESUMABLE_KEYS = ("generations", "device", "target_fps", "top1_floor", "steer", "latency_from")
+# lr: a run stopped because training diverged is rescued by resuming at a lower rate (lineage.sqlite's
+# config_history keeps every change); top1_tolerance only changes which generation summary.json names best
+RESUMABLE_KEYS = ("generations", "device", "target_fps", "top1_floor", "steer", "latency_from", "lr",
+                  "top1_tolerance")
 # what a new run's folder may already hold: the dataset host-evolve --demo writes before the run starts, and
 # what a host-evolve killed before it wrote config.json left (the run never began: it may start again),
 # including contract.files.atomic_write's temporary file (.config.json.XXXX.partial)

@@ -282,8 +282,8 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
         """A generation's row from a number, ``latest`` or ``best``; 404 (with what is allowed) otherwise."""
         if text in GENERATION_ALIASES:
             reader = readers.get()
-            rows, floor = reader.generations(), reader.config().get("top1_floor")
-            number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, floor)
+            rows, config = reader.generations(), reader.config()
+            number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, config)
             if number is None:
                 raise HTTPException(404, f"the run has no {text} generation yet")
             return generation_row(number)
@@ -295,8 +295,8 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index():
         listed = generations()
-        floor = readers.get().config().get("top1_floor")
-        return HTMLResponse(index_html(run.name, listed, best_generation(listed, floor)))
+        config = readers.get().config()
+        return HTMLResponse(index_html(run.name, listed, best_generation(listed, config)))
 
     @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
     def docs():

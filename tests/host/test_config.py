@@ -12,7 +12,7 @@ def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path, monkeypatc
     path.write_text('[evolve]\ndata = "x"\ngenerations = 4\nenv_factor = 0.8\n')
     args = get_args_parser().parse_args(["--config", str(path), "--generations", "7"])
     config = resolve_config(args)
-    assert (config.data, config.generations, config.env_factor, config.epochs) == (str(tmp_path / "x"), 7, 0.8, 2)
+    assert (config.data, config.generations, config.env_factor, config.epochs) == (str(tmp_path / "x"), 7, 0.8, 4)
 
 
 def test_unknown_keys_are_an_error_that_lists_the_known_ones(tmp_path):

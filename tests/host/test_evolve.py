@@ -16,7 +16,8 @@ from contract.files import sha256_of_file as sha256_of
 from host.genome import Genome
 
 SETTINGS = {"image_size": 32, "epochs": 1, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
-            "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5}
+            "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5,
+            "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
 
 
 @pytest.fixture(scope="module")

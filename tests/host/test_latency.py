@@ -16,7 +16,8 @@ from host.latency import parse_latency_source
 from host.steering import next_env_factor
 
 TINY = {"image_size": 32, "epochs": 1, "ancestor_epochs": 1, "round_to": 4, "min_filters": 2, "batch_size": 32,
-        "lr": 0.01, "crop_scale": 0.7, "latency_seconds": 0.3}
+        "lr": 0.01, "crop_scale": 0.7, "latency_seconds": 0.3,
+        "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from host.evolve import evolve
 
 # the smallest real run: the ancestor only, untrained (ancestor_epochs 0), evaluated and exported
 TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
-        "batch_size": 16}
+        "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
 
 
 @pytest.fixture(scope="module")

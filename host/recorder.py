@@ -1,0 +1,46 @@
+"""Rank 0 writes, the other ranks only train: every write of the evolution to the run goes through one Recorder.
+
+Under torchrun every rank runs the same loop; ``Recorder(world.is_main=False)`` makes each write a no-op, so
+the loop reads the same on every rank and only rank 0 touches lineage.sqlite, the weights and the console.
+"""
+from __future__ import annotations
+
+import logging
+
+from tqdm import tqdm
+
+from host.checkpoints import atomic_torch_save, save_model
+from host.lineage import Lineage
+
+log = logging.getLogger("squishednets.evolve")
+
+
+class Recorder:
+    def __init__(self, lineage: Lineage, is_main: bool):
+        self.lineage, self.active = lineage, is_main
+
+    def say(self, text: str) -> None:
+        """One line on the console, above the progress bars."""
+        if self.active:
+            tqdm.write(text)
+
+    def warn(self, text: str) -> None:
+        if self.active:
+            log.warning(text)
+
+    def epoch(self, generation: int, offspring: int, epoch: int, stats: dict) -> None:
+        if self.active:
+            self.lineage.add_epoch(generation, offspring, epoch, stats)
+
+    def checkpoint(self, state: dict, path) -> None:
+        if self.active:
+            atomic_torch_save(state, path)
+
+    def model(self, model, path, dropout: float) -> None:
+        if self.active:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_model(model, path, dropout)
+
+    def offspring(self, row: dict) -> None:
+        if self.active:
+            self.lineage.add_offspring(row)
