@@ -4,9 +4,27 @@ import os
 import tempfile
 
 
-def atomic_write(path, data):
+def current_umask():
+    """The process's umask, read without changing it where Linux says it (/proc/self/status, Linux 4.7+): the
+    usual ``os.umask(0)`` then restore would, for a moment, let another thread create files open to all."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, data, mode=None):
     """Write ``data`` (bytes, or str as UTF-8) to ``path`` so readers see the old file or the new one, never a
-    part: a uniquely named temporary file in the same folder (two writers never share one), fsync, rename."""
+    part: a uniquely named temporary file in the same folder (two writers never share one), fsync, rename.
+
+    The file gets ``mode``, by default 0666 less the umask, as ``open()`` would make it (mkstemp's own 0600
+    would shut out a second user, nginx, or a container's non-root user reading a bind-mounted run)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     path = str(path)
@@ -14,6 +32,7 @@ def atomic_write(path, data):
     os.makedirs(folder, exist_ok=True)  # another process may be making it too
     handle, partial = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask() if mode is None else mode)
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()

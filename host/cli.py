@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="budget by size: choose R each generation so the last lands on this many MB")
     parser.add_argument("--target-fps", type=float,
                         help="steer R by measured fps and stop when a generation reaches this (default off)")
-    parser.add_argument("--latency-from", help="local (ONNX Runtime here) or device:ID (a device-agent's reports)")
+    parser.add_argument("--latency-from", help="local (ONNX Runtime here) or device:ID (a device-agent's reports; "
+                                               "default local)")
     parser.add_argument("--fixed-env", dest="steer", action="store_false", default=None,
                         help="with --target-fps: keep R fixed, only measure and stop (a baseline for steering)")
     parser.add_argument("--env-floor", type=float, help="harshest R the speed rule may choose (default 0.5)")
@@ -73,6 +75,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="start from a trained host-evolve model (RUN/gen-XX/offspring-K.pt) instead of "
                              "SqueezeNet v1.1; it trains --ancestor-epochs more (0: evaluated as it is)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in RUN where it stopped")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (they are drawn only on a terminal anyway; the log lines stay)")
     parser.add_argument("--demo", action="store_true",
                         help="evolve on a built-in generated dataset (no data, no network, minutes on a CPU)")
     return parser
@@ -120,6 +124,8 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
 def evolve_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_args_parser().parse_args(argv)
+    from host.progress import set_quiet
+    set_quiet(args.quiet)
     try:
         config = resolve_config(args)
         from host.evolve import evolve  # torch is imported only once the arguments are known to be good
@@ -130,7 +136,8 @@ def evolve_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         run = args.resume or (config.out if "config" in locals() else args.out)
         if run and (Path(run) / "config.json").is_file():
-            print(f"\nhost-evolve: interrupted; continue with: host-evolve --resume {run}", file=sys.stderr)
+            print(f"\nhost-evolve: interrupted; continue with: {command('host-evolve')} --resume "
+                  f"{shlex.quote(str(run))}", file=sys.stderr)
         else:
             print("\nhost-evolve: interrupted before the run started; nothing was kept", file=sys.stderr)
         return 130
@@ -143,7 +150,7 @@ def command(name: str) -> str:
     """How to run one of this distribution's commands from a fresh shell: its path beside this Python (a venv's
     bin/ is not on a fresh shell's PATH) when it is there, else its bare name."""
     beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else name
+    return shlex.quote(str(beside)) if beside.is_file() else name
 
 
 def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
@@ -160,9 +167,9 @@ def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
         print(f"no generation to deploy: {summary.get('best_reason')}")
         return
     print(f"best: {summary['best_reason']}")
-    print(f"serve it to devices:   {command('host-serve')} --run {config.out}")
-    print(f"classify live:         {command('device-serve')} --model {Path(config.out) / best['onnx']} "
-          "--source synthetic --http 8080")
+    print(f"serve it to devices:   {command('host-serve')} --run {shlex.quote(str(config.out))}")
+    print(f"classify live:         {command('device-serve')} --model "
+          f"{shlex.quote(str(Path(config.out) / best['onnx']))} --source synthetic --http 8080")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from host.progress import bars_disabled
+
 from contract.images import IMAGE_EXTENSIONS, read_image  # the device's list and reader: one verdict per file
 from contract.preprocess import PreprocessSpec
 from host.errors import HostError
@@ -324,7 +326,7 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
         decoded = pool.map(lambda item: _decode(item[0], spec), items)
         # disable=None: a bar on a terminal only (a refused dataset then ends in one clear line in a log)
         for (path, label), image in tqdm(zip(items, decoded), total=len(items), desc=f"decode {name}",
-                                         unit="img", leave=False, disable=None):
+                                         unit="img", leave=False, disable=bars_disabled()):
             if isinstance(image, str):
                 skipped.append((path, image))
                 continue

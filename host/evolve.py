@@ -27,6 +27,7 @@ from host.distributed import World, barrier, broadcast, init_world, local_device
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
 from host.genome import Genome
+from host.progress import bars_disabled
 from host.latency import FpsMeter, local_fps, steering_fps
 from host.layout import RunLayout
 from host.lineage import Lineage
@@ -402,7 +403,7 @@ class Evolution:
         c = self.config
         finished = {row["generation"]: row for row in self.lineage.generations()}  # a resumed run's
         bar = tqdm(range(c.generations + 1), desc="evolution", unit="gen", dynamic_ncols=True,
-                   disable=not self.world.is_main)
+                   disable=bars_disabled(not self.world.is_main))  # a terminal only (host/progress.py)
         parent, row, env_factor, stop_reason = None, None, c.env_factor, None  # generation 0: no parent
         for generation in bar:
             if generation in finished:

@@ -82,3 +82,19 @@ def test_the_report_schema_is_plain_json_and_lists_what_it_requires():
     assert schema["properties"]["kind"]["enum"] == list(REPORT_KINDS)
     assert schema["properties"]["schema"]["const"] == SCHEMA_VERSION
     assert set(schema["properties"]["stats"]["required"]) == {"frames", "fps"}
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_honours_the_umask_as_any_build_output_does(tmp_path, umask, expected):
+    """mkstemp makes 0600 files: a second user, nginx or a container's non-root user could not read model.onnx."""
+    import stat
+    from contract.files import current_umask
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write(tmp_path / "model.onnx", b"onnx")
+        atomic_write(tmp_path / "private", b"x", mode=0o600)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(str(tmp_path / "model.onnx")).st_mode) == expected
+    assert stat.S_IMODE(os.stat(str(tmp_path / "private")).st_mode) == 0o600

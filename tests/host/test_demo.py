@@ -20,3 +20,4 @@ def test_demo_evolves_visibly_smaller_nets_far_above_chance(tmp_path):
     assert min(g["top1"] for g in gens) > 0.6  # 4 classes: chance is 25 %
     assert f"device-serve --model {run / gens[-1]['onnx']}" in result.stdout  # ends with how to serve it
     assert "host-serve --run" in result.stdout
+    assert "\r" not in result.stderr and "\x1b[" not in result.stderr  # no bars in a log: stderr is not a terminal
