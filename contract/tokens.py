@@ -31,3 +31,38 @@ def token_file_exposed(path):
     """The file's permission bits when users other than its owner may read or write it, else None."""
     mode = stat.S_IMODE(os.stat(str(path)).st_mode)
     return mode if mode & 0o077 else None
+
+
+def read_private_token_file(path, flag="--token-file"):
+    """:func:`read_token_file`, refused first (ContractError, "run chmod 600 FILE") when users other than its
+    owner may read or write the file: host-serve refuses such a file, so the device does too."""
+    try:
+        mode = token_file_exposed(path)
+    except (IOError, OSError) as error:
+        raise ContractError("{} {} cannot be read ({})".format(flag, path, error))
+    if mode is not None:
+        raise ContractError("{} {} has mode {:o}: other users can read or change the token; run chmod 600 {}".format(
+            flag, path, mode, path))
+    return read_token_file(path, flag)
+
+
+def token_from_argv(argv, flag="--token"):
+    """(the value of ``flag`` in ``argv``, ``argv`` without it) -- ``--token T`` or ``--token=T``; (None, argv)
+    when it is not there. device-serve and device-agent use it to move a token given on the command line
+    (which every local user can read in ps or /proc/PID/cmdline) into the environment."""
+    rest, token, items = [], None, iter(argv)
+    for item in items:
+        if item == "--":
+            rest.append(item)
+            rest.extend(items)
+            break
+        if item == flag:
+            token = next(items, None)
+            if token is None:
+                return None, list(argv)  # argparse says what is missing
+            continue
+        if item.startswith(flag + "="):
+            token = item[len(flag) + 1:]
+            continue
+        rest.append(item)
+    return token, rest

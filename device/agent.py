@@ -64,8 +64,8 @@ def get_args_parser():
 
 def _read_token(args):
     if args.token_file:
-        from contract.tokens import read_token_file
-        return read_token_file(args.token_file)  # ContractError (one line) when unreadable, empty or short
+        from contract.tokens import read_private_token_file
+        return read_private_token_file(args.token_file)  # ContractError (one line): exposed, unreadable, short
     token = args.token or os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise _UsageError("give host-serve's token with --token, --token-file or ${} (host-serve keeps it in "
@@ -95,7 +95,12 @@ def _checked(args):
 
 
 def main(argv=None):
+    if argv is None:  # the real command: a --token leaves /proc/PID/cmdline before anything else happens
+        from device.hidden_token import move_token_off_the_command_line
+        move_token_off_the_command_line("device.agent")
     utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
+    from device.hidden_token import said_token_moved
+    said_token_moved("device-agent", lambda message: print(message, file=sys.stderr, flush=True))
     agent = None
     try:
         args = get_args_parser().parse_args(argv)

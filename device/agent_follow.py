@@ -88,6 +88,9 @@ class Agent(object):
             listed = list_generations(self.base)
         except DeviceError as error:
             raise DeviceError("host-serve {} cannot list generations: {}".format(self.base, error))
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as error:  # a garbage answer
+            raise DeviceError("host-serve {} answered /generations with something that is not a list of "
+                              "generations ({}: {})".format(self.base, type(error).__name__, str(error)[:120]))
         if not isinstance(listed, list):
             raise DeviceError("{}/generations did not answer a list: is it host-serve?".format(self.base))
         fresh = []

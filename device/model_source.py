@@ -26,6 +26,9 @@ from urllib.request import Request, urlopen
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TIMEOUT_S = 30.0
+# the largest model a download may be: the project's models are a few MB (SqueezeNet 1.1 is 4.7 MB in fp32);
+# a host (or anyone on a plain-http path) that streams without end must not fill the device's disk first
+MAX_MODEL_BYTES = 128 * 1024 * 1024
 
 
 def default_cache_dir():
@@ -57,7 +60,8 @@ def split_url(url):
     return base, expected
 
 
-def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOUT_S, log=None):
+def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOUT_S, log=None,
+                  max_bytes=MAX_MODEL_BYTES):
     """Return a local path to the model; download and verify it when given a URL.
 
     A path is used in place (checked against ``expected_sha256`` when one is given). A URL is fetched unless
@@ -71,6 +75,11 @@ def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIM
         if not os.path.isfile(path):
             raise DeviceError("model {} does not exist (or is not a file): give a generation's model.onnx or a "
                               "host-serve URL such as http://HOST:8700/models/3/model.onnx".format(text))
+        try:
+            open(path, "rb").close()
+        except (IOError, OSError) as error:  # host-evolve writes model.onnx 0600: another user meets this
+            raise DeviceError("model {} cannot be read by this user ({}): run as its owner, or let others read "
+                              "it (chmod a+r {})".format(path, getattr(error, "strerror", None) or error, path))
         if expected is not None:
             actual = sha256_of_file(path)
             if actual != expected:
@@ -85,7 +94,7 @@ def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIM
     folder = os.path.join(cache_dir or default_cache_dir(), "models")
     if expected is not None and _cached(folder, expected):
         return _cached(folder, expected)
-    return _download(url, folder, expected, timeout, log)
+    return _download(url, folder, expected, timeout, log, max_bytes)
 
 
 def _cached(folder, sha256):
@@ -120,9 +129,17 @@ def _error_detail(error):
     return "".join(c if c.isprintable() else "?" for c in detail[:300])
 
 
-def _download(url, folder, expected, timeout, log):
+def _too_large(url, size, max_bytes):
+    return DeviceError("model URL {} sends {} bytes, more than a model may be ({} MB); nothing was kept: check "
+                       "the URL".format(url, size, max_bytes // (1024 * 1024)))
+
+
+def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
     response = _open(url, timeout)
     try:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            raise _too_large(url, int(declared), max_bytes)  # refused before a byte is read
         announced = response.headers.get("X-SHA256")
         announced = _normal_sha256(announced, "header X-SHA256 from {}".format(url)) if announced else None
         if expected is not None and announced is not None and expected != announced:
@@ -135,6 +152,7 @@ def _download(url, folder, expected, timeout, log):
             os.makedirs(folder)
         digest = hashlib.sha256()
         handle, partial = tempfile.mkstemp(prefix=".download-", suffix=".partial", dir=folder)
+        received = 0
         try:
             with os.fdopen(handle, "wb") as out:
                 while True:
@@ -144,6 +162,9 @@ def _download(url, folder, expected, timeout, log):
                         raise DeviceError("model URL {}: the download broke off ({}); try again".format(url, error))
                     if not block:
                         break
+                    received += len(block)
+                    if received > max_bytes:
+                        raise _too_large(url, "over {}".format(max_bytes), max_bytes)
                     digest.update(block)
                     out.write(block)
                 out.flush()
@@ -189,16 +210,44 @@ def list_generations(base_url, timeout=TIMEOUT_S):
     url = urljoin(base_url.rstrip("/") + "/", "generations")
     response = _open(url, timeout)
     try:
-        generations = json.loads(response.read().decode("utf-8"))
-    except ValueError as error:
-        raise DeviceError("{} did not answer JSON ({}): is it host-serve?".format(url, error))
+        text = response.read(MAX_LISTING_BYTES + 1)
+        if len(text) > MAX_LISTING_BYTES:
+            raise DeviceError("{} answered more than {} MB: is it host-serve?".format(url, MAX_LISTING_BYTES >> 20))
+        generations = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested beyond the parser's depth
+        raise DeviceError("{} did not answer JSON ({}): is it host-serve?".format(url, str(error)[:120]))
+    except (IOError, OSError) as error:
+        raise DeviceError("{}: the answer broke off ({}); try again".format(url, error))
     finally:
         response.close()
     if isinstance(generations, dict):
-        generations = generations.get("generations", [])
+        generations = generations.get("generations")
+    if not isinstance(generations, list):
+        raise DeviceError("{} did not answer a list of generations (it answered {}): is it host-serve?".format(
+            url, type(generations).__name__ if generations is not None else "null"))
+    listed = []
     for entry in generations:
-        if isinstance(entry, dict) and entry.get(MODEL_URL_KEY):
+        if not well_formed_entry(entry):
+            continue  # an entry the device cannot use is skipped; the rest are measured
+        if entry.get(MODEL_URL_KEY):
             entry[MODEL_URL_KEY] = urljoin(url, entry[MODEL_URL_KEY])
-            if entry.get("sha256"):
-                entry[MODEL_URL_KEY] = urldefrag(entry[MODEL_URL_KEY])[0] + "#sha256=" + entry["sha256"]
-    return generations
+            entry[MODEL_URL_KEY] = urldefrag(entry[MODEL_URL_KEY])[0] + "#sha256=" + entry["sha256"]
+        listed.append(entry)
+    if generations and not listed:
+        raise DeviceError("{} answered {} entries, none of them a generation ({{generation: N, sha256: 64 hex, "
+                          "model_url}}): is it host-serve?".format(url, len(generations)))
+    return listed
+
+
+MAX_LISTING_BYTES = 16 * 1024 * 1024
+
+
+def well_formed_entry(entry):
+    """A /generations entry the device can use: a dict whose ``generation`` is an integer >= 0, ``sha256`` 64
+    hex digits, and ``model_url`` (when there) a string."""
+    if not isinstance(entry, dict):
+        return False
+    number, sha256, url = entry.get("generation"), entry.get("sha256"), entry.get(MODEL_URL_KEY)
+    return (isinstance(number, int) and not isinstance(number, bool) and number >= 0
+            and isinstance(sha256, str) and bool(_SHA256.match(sha256))
+            and (url is None or isinstance(url, str)))

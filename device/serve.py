@@ -90,7 +90,12 @@ def get_args_parser():
     parser.add_argument("--duration", type=float, help="stop after S seconds")
     parser.add_argument("--stats-json", metavar="PATH", help="write the final figures here")
     parser.add_argument("--report-to", metavar="URL", help="host-serve's address, e.g. http://HOST:8700")
-    parser.add_argument("--token", help="host-serve's bearer token (or SQUISHEDNETS_TOKEN)")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token-file", metavar="F",
+                       help="file whose first line is host-serve's bearer token (mode 600: a file other users may "
+                            "read is refused)")
+    token.add_argument("--token", help="host-serve's bearer token; prefer --token-file or SQUISHEDNETS_TOKEN (a "
+                                       "token given here is moved off the command line at start, where ps shows it)")
     parser.add_argument("--report-every", type=float, default=10.0, metavar="S",
                         help="seconds between periodic reports (default %(default)s)")
     parser.add_argument("--spool-dir", help="where undelivered reports wait (default ~/.local/state/squishednets/"
@@ -135,9 +140,28 @@ def check_args(args):
         from contract.address import parse_address
         parse_address(args.http)
     if args.stats_json:
-        folder = os.path.dirname(os.path.abspath(args.stats_json))
-        if not os.path.isdir(folder):
-            raise DeviceError("--stats-json {}: folder {} does not exist".format(args.stats_json, folder))
+        check_writable_file(args.stats_json, "--stats-json")
+    if getattr(args, "token_file", None):
+        from contract.tokens import read_private_token_file
+        args.token = read_private_token_file(args.token_file)  # ContractError: one line, exit 2
+
+
+def check_writable_file(path, flag):
+    """DeviceError now, naming ``flag`` and the fix, when ``path`` could not be written at the end of the run
+    (its folder missing or not writable by this user), instead of losing the figures after the whole run."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DeviceError("{} {}: folder {} does not exist".format(flag, path, folder))
+    if os.path.isdir(path):
+        raise DeviceError("{} {} is a folder: give a file name in it, e.g. {}".format(
+            flag, path, os.path.join(path, "stats.json")))
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-")
+        probe.close()
+    except (IOError, OSError) as error:
+        raise DeviceError("{} {}: folder {} cannot be written by this user ({}); give a writable place".format(
+            flag, path, folder, getattr(error, "strerror", None) or error))
 
 
 def resolve_input_output(args):
@@ -352,7 +376,11 @@ def serve(args, log=print, stopper=None):
     figures = stats_json(final)
     if args.stats_json:
         from contract.files import atomic_write
-        atomic_write(args.stats_json, json.dumps(figures, indent=2, sort_keys=True))
+        try:
+            atomic_write(args.stats_json, json.dumps(figures, indent=2, sort_keys=True))
+        except (IOError, OSError) as error:  # checked at start; a disk that filled since: the figures are logged
+            log("device-serve: --stats-json {} could not be written ({}); the figures: {}".format(
+                args.stats_json, error, json.dumps(figures, sort_keys=True)))
     log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end (whole run), Network {network_fps:.1f} FPS, "
         "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
     return figures
@@ -419,8 +447,13 @@ def stats_json(snapshot):
 
 
 def main(argv=None):
+    if argv is None:  # the real command: a --token leaves /proc/PID/cmdline before anything else happens
+        from device.hidden_token import move_token_off_the_command_line
+        move_token_off_the_command_line("device.serve")
     utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
     args = get_args_parser().parse_args(argv)
+    from device.hidden_token import said_token_moved
+    said_token_moved("device-serve", _log)
     # OpenCV's own warnings (a camera that cannot be opened...) would repeat our one-line error in its words
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     stopper = StopOnSignal(log=_log).install(signal.SIGTERM)

@@ -36,6 +36,7 @@ def host(run_folder):
 def token_file(tmp_path):
     path = tmp_path / "token"
     path.write_text(TOKEN + "\n")
+    path.chmod(0o600)  # one others may read is refused, as host-serve refuses it
     return str(path)
 
 
