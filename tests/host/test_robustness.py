@@ -1,0 +1,188 @@
+"""Issue 15's robustness rows: training that cannot go silently wrong, no collapsed generation accepted,
+best_generation within a tolerance. Real runs on real JPEGs where the row is about a run; the acceptance loop
+with scripted offspring (their top-1 given, no training) where the row is about its rules."""
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from host.config import resolve
+from host.demo import write_demo_dataset
+from host.steering import best_generation, collapse_reason, milder_env_factor, near_chance
+from host.train import effective_batch, effective_lr
+
+TINY = {"image_size": 32, "ancestor_epochs": 1, "generations": 1, "epochs": 1, "round_to": 4, "min_filters": 2,
+        "batch_size": 32, "max_drop": 1.0, "distill_weight": 0.0, "crop_scale": 0.7}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=40, size=32)
+
+
+def host_evolve(*args):
+    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True)
+
+
+def flags(values: dict) -> list:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+
+
+def test_forced_divergence_stops_with_one_line_naming_the_fix_and_the_run_is_rescued(shapes, tmp_path):
+    run = tmp_path / "run"
+    result = host_evolve(*flags(dict(TINY, data=shapes, out=run, lr=500.0)))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("host-evolve: error: training diverged in generation 0") and "retries" in last
+    assert f"--resume {run} --lr " in last  # names the fix, with a rate
+    db = sqlite3.connect(run / "lineage.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 0  # nothing non-finite reached the lineage
+    db.close()
+
+    rescued = host_evolve("--resume", str(run), "--lr", "0.01")
+    assert rescued.returncode == 0, rescued.stderr[-2000:]
+    db = sqlite3.connect(run / "lineage.sqlite")
+    losses = [row[0] for row in db.execute("SELECT loss FROM epochs")]
+    history = db.execute("SELECT key, old_value, new_value FROM config_history").fetchall()
+    assert losses and all(loss == loss and loss < 50 for loss in losses)
+    assert ("lr", "500.0", "0.01") in history  # the rescue is on record
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.01
+
+
+def test_a_diverging_epoch_is_rolled_back_and_retried_at_half_the_rate(shapes, tmp_path):
+    """A rate that diverges once but not at half of it: the run goes on and records the scale that worked."""
+    from host.evolve import Evolution
+    config = resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=0, lr=1.0))
+    evolution = Evolution(config)
+    try:
+        from host import train
+        calls = []
+        real = train.train_one_epoch
+
+        def first_diverges(*args, **kwargs):  # the real epoch, made to diverge on its first try only
+            calls.append(args[4].base_lrs[0])
+            if len(calls) == 1:
+                raise train.Diverged(3, float("nan"))
+            return real(*args, **kwargs)
+
+        import host.evolve as evolve_module
+        evolve_module.train_one_epoch = first_diverges
+        try:
+            row = evolution.breed(0, 0, None, config.env_factor)
+        finally:
+            evolve_module.train_one_epoch = real
+        assert calls[1] == pytest.approx(calls[0] / 2) and row["lr_scale"] == 0.5
+        assert evolution.lineage.offspring(0)[0]["lr_scale"] == 0.5
+    finally:
+        evolution.lineage.close()
+        evolution.claim.release()
+
+
+class Scripted:
+    """The acceptance loop of host.evolve.Evolution with offspring whose top-1 is given (no training)."""
+
+    def __init__(self, tmp_path, shapes, script, **settings):
+        from host.evolve import Evolution
+
+        class ScriptedEvolution(Evolution):
+            def breed(inner, generation, index, parent, env_factor, recovery=False):
+                self.calls.append((generation, index, round(env_factor, 6)))
+                return {"generation": generation, "offspring": index, "top1": script[(generation, index)],
+                        "params": 1000 - index, "env_factor": env_factor}
+
+        self.calls = []
+        config = resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), ancestor_epochs=0,
+                                  **settings))
+        self.evolution = ScriptedEvolution(config)
+
+    def close(self):
+        self.evolution.lineage.close()
+        self.evolution.claim.release()
+
+
+def test_a_collapsed_offspring_is_redrawn_at_a_milder_r_then_the_generation_is_not_accepted(shapes, tmp_path):
+    scripted = Scripted(tmp_path, shapes, {(1, 0): 0.30, (1, 1): 0.31, (1, 2): 0.32}, max_drop=0.1, redraws=2)
+    try:
+        best, verdict = scripted.evolution.breed_generation(1, object(), 0.90, 0.8)
+        assert scripted.calls == [(1, 0, 0.8), (1, 1, 0.9), (1, 2, 0.95)]  # R_k = 1 - (1 - R) / 2^k
+        assert verdict is not None and "near chance" in verdict and best["offspring"] == 2
+    finally:
+        scripted.close()
+
+
+def test_a_redraw_that_recovers_is_accepted(shapes, tmp_path):
+    scripted = Scripted(tmp_path, shapes, {(1, 0): 0.70, (1, 1): 0.86}, max_drop=0.1, redraws=2)
+    try:
+        best, verdict = scripted.evolution.breed_generation(1, object(), 0.90, 0.8)
+        assert verdict is None and best["offspring"] == 1 and best["env_factor"] == pytest.approx(0.9)
+        assert len(scripted.calls) == 2  # no third draw once one is acceptable
+    finally:
+        scripted.close()
+
+
+def test_an_ancestor_at_chance_is_not_accepted_and_not_redrawn(shapes, tmp_path):
+    scripted = Scripted(tmp_path, shapes, {(0, 0): 0.25}, max_drop=0.1)
+    try:
+        best, verdict = scripted.evolution.breed_generation(0, None, None, 0.8)
+        assert scripted.calls == [(0, 0, 0.8)] and "the ancestor" in verdict and "near chance" in verdict
+    finally:
+        scripted.close()
+
+
+def test_a_run_whose_ancestor_did_not_learn_says_so_in_one_line_and_in_summary_json(shapes, tmp_path):
+    run = tmp_path / "run"
+    result = host_evolve(*flags(dict(TINY, data=shapes, out=run, ancestor_epochs=0, max_drop=0.1)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the ancestor did not learn" in result.stderr.strip().splitlines()[-1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["generations"] == [] and "near chance" in summary["stopped"]
+    assert summary["best_generation"] is None
+    assert not (run / "gen-00" / "model.onnx").exists()  # a chance-level model is never exported
+
+
+def test_collapse_rules():
+    assert near_chance(0.333, 3) and near_chance(0.45, 3) and not near_chance(0.55, 3)
+    assert near_chance(0.25, 4) and not near_chance(0.5, 4) and near_chance(0.3, 10) and not near_chance(0.4, 10)
+    assert collapse_reason(3, 0.85, 0.90, 10, 0.10) is None
+    assert "below its parent" in collapse_reason(3, 0.79, 0.90, 10, 0.10)
+    assert "near chance" in collapse_reason(3, 0.11, 0.90, 10, 0.10)
+    assert collapse_reason(3, 0.11, 0.90, 10, 1.0) is None  # max_drop 1: acceptance off
+    assert [round(milder_env_factor(0.93, k), 4) for k in (0, 1, 2)] == [0.93, 0.965, 0.9825]
+
+
+def test_best_generation_is_the_smallest_within_the_tolerance_of_the_ancestor():
+    gens = [{"generation": 0, "top1": 0.90, "size_bytes": 5e6}, {"generation": 1, "top1": 0.89, "size_bytes": 3e6},
+            {"generation": 2, "top1": 0.885, "size_bytes": 2e6}, {"generation": 3, "top1": 0.60, "size_bytes": 1e6}]
+    number, why = best_generation(gens, 0.02)
+    assert number == 2 and "within 2 points" in why and "88.5 %" in why
+    assert best_generation(gens, 0.0)[0] == 0  # no tolerance: only as good as the ancestor
+    assert best_generation(gens, 0.5)[0] == 3
+    assert best_generation(gens, 0.5, floor=0.7)[0] == 2  # the floor still holds
+    assert best_generation([], 0.02)[0] is None
+
+
+def test_the_batch_shrinks_for_small_data_and_the_rate_scales_with_it():
+    assert effective_batch(8522, 64) == 64
+    assert effective_batch(90, 64) == 9  # >= 10 steps an epoch
+    assert effective_batch(10, 64) == 2
+    assert effective_lr(0.01, 64) == pytest.approx(0.01) and effective_lr(0.01, 16) == pytest.approx(0.0025)
+
+
+def test_a_preset_is_a_set_of_values_under_the_flags(tmp_path):
+    from host.cli import get_args_parser, resolve_config
+    config = resolve_config(get_args_parser().parse_args(["--preset", "tiny", "--data", "x", "--epochs", "2"]))
+    assert (config.preset, config.target_mb, config.budget, config.epochs, config.round_to) == ("tiny", 0.49, "macs", 2, 16)
+    result = host_evolve("--preset", "huge", "--data", "x")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_resume_refuses_a_preset(shapes, tmp_path):
+    from host.config import save
+    save(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path))), tmp_path / "config.json")
+    result = host_evolve("--resume", str(tmp_path), "--preset", "compact")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "a resumed run keeps its own settings" in result.stderr
