@@ -38,6 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-drop", type=float,
                         help="an offspring this far below its parent (fraction) or near chance is redrawn, then "
                              "the run stops (default 0.10)")
+    parser.add_argument("--max-total-drop", type=float,
+                        help="nor one more than this fraction below the ancestor: the run stops there (default 0.05)")
     parser.add_argument("--redraws", type=int, help="redraws of a collapsed generation at a milder R (default 2)")
     parser.add_argument("--top1-tolerance", type=float,
                         help="best_generation: the smallest within this fraction of the ancestor's top-1 "
@@ -83,7 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "cost_exponent",
-             "offspring", "candidates", "max_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
+             "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 
 

@@ -31,6 +31,7 @@ class EvolveConfig:
     candidates: int = 1  # selection: draws per offspring scored by fidelity to the parent, the best trained (1 = off)
     proxy_images: int = 512  # training images the selection proxy scores candidates on (fixed for the run)
     max_drop: float = 0.10  # an offspring more than this below its parent (or near chance) is not accepted; 1 = off
+    max_total_drop: float = 0.05  # nor one more than this below the ancestor: the run stops there (1 = off)
     redraws: int = 2  # a collapsed generation is drawn again at a milder R this many times, then the run stops
     top1_tolerance: float = 0.02  # best_generation: the smallest within this of the ancestor's top-1
     min_filters: int = 4  # every layer keeps at least this many filters
@@ -165,8 +166,9 @@ def validate(config: EvolveConfig) -> None:
                         f"redraws = {config.redraws} >= 0")
     if config.proxy_images < 8:
         problems.append(f"proxy_images = {config.proxy_images} must be >= 8 (e.g. 512)")
-    if not 0 < config.max_drop <= 1 or not 0 <= config.top1_tolerance <= 1:
-        problems.append(f"max_drop = {config.max_drop} must be in (0, 1] and top1_tolerance = "
+    if not 0 < config.max_drop <= 1 or not 0 < config.max_total_drop <= 1 or not 0 <= config.top1_tolerance <= 1:
+        problems.append(f"max_drop = {config.max_drop} and max_total_drop = {config.max_total_drop} must be in "
+                        f"(0, 1] and top1_tolerance = "
                         f"{config.top1_tolerance} in [0, 1] (fractions: 0.02 = 2 points)")
     if config.preset and config.preset not in PRESET_NAMES:
         problems.append(f"preset = {config.preset!r} must be one of {', '.join(PRESET_NAMES)}")

@@ -138,6 +138,7 @@ class Evolution:
         self.num_classes = len(self.data.labels)
         self.ancestor_weights: str | None = None  # gen-00's weights (relative to RUN), once it is recorded
         self._ancestor: SqueezeNet | None = None  # the ancestor as a teacher (--distill-from ancestor), loaded once
+        self._ancestor_top1: float | None = None  # gen 0's top-1, the reference of --max-total-drop
         self._proxy: ProxySet | None = None  # selection's fixed proxy images (--candidates > 1), drawn once
 
     def settings(self, epochs: int) -> TrainSettings:
@@ -338,7 +339,8 @@ class Evolution:
                 done[index] = self.breed(generation, index, parent, env_factor, recovery)
         rows = [done[index] for index in range(regular)]
         best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
-        verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop)
+        verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop,
+                                  self._ancestor_top1, c.max_total_drop)
         for attempt in range(1, (c.redraws if parent is not None and not recovery else 0) + 1):
             if verdict is None:
                 break
@@ -350,7 +352,8 @@ class Evolution:
                 done[index] = self.breed(generation, index, parent, milder)
             rows.append(done[index])
             best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
-            verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop)
+            verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop,
+                                  self._ancestor_top1, c.max_total_drop)
         return best, verdict
 
     def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None,
@@ -421,7 +424,7 @@ class Evolution:
                     break
                 row = self.export_and_record(generation, best, parent)
             if generation == 0:
-                self.ancestor_weights = row["weights"]
+                self.ancestor_weights, self._ancestor_top1 = row["weights"], row["top1"]
                 ancestor = row
             self.warn_if_below_tolerance(row, ancestor)
             fps = self.fps_for_steering(row) if c.target_fps > 0 else None

@@ -111,9 +111,10 @@ def near_chance(top1: float, num_classes: int) -> bool:
 
 
 def collapse_reason(generation: int, top1: float, parent_top1: float | None, num_classes: int,
-                    max_drop: float) -> str | None:
+                    max_drop: float, ancestor_top1: float | None = None, max_total_drop: float = 1.0) -> str | None:
     """Why an offspring (or, with ``parent_top1`` None, the ancestor) must not be accepted as a generation:
-    its top-1 is near chance, or more than ``max_drop`` (a fraction, 0.10 = 10 points) below its parent's.
+    its top-1 is near chance, more than ``max_drop`` (a fraction, 0.10 = 10 points) below its parent's, or more
+    than ``max_total_drop`` below the ancestor's (the accuracy the user will give up at most over the whole run).
     None when it is acceptable. ``max_drop`` >= 1 accepts everything (exploratory runs, the tests of mechanics)."""
     if max_drop >= 1:
         return None
@@ -123,7 +124,11 @@ def collapse_reason(generation: int, top1: float, parent_top1: float | None, num
                 f"{num_classes} classes)")
     if parent_top1 is not None and top1 < parent_top1 - max_drop:
         return (f"{what} scored top-1 {100 * top1:.1f} %, {100 * (parent_top1 - top1):.1f} points below its "
-                f"parent's {100 * parent_top1:.1f} % (the limit is {100 * max_drop:.0f} points, --max-drop)")
+                f"parent's {100 * parent_top1:.1f} % (the limit is {100 * max_drop:g} points, --max-drop)")
+    if parent_top1 is not None and ancestor_top1 is not None and top1 < ancestor_top1 - max_total_drop:
+        return (f"{what} scored top-1 {100 * top1:.1f} %, {100 * (ancestor_top1 - top1):.1f} points below the "
+                f"ancestor's {100 * ancestor_top1:.1f} % (the limit is {100 * max_total_drop:g} points, "
+                "--max-total-drop)")
     return None
 
 

@@ -151,6 +151,8 @@ def test_collapse_rules():
     assert "below its parent" in collapse_reason(3, 0.79, 0.90, 10, 0.10)
     assert "near chance" in collapse_reason(3, 0.11, 0.90, 10, 0.10)
     assert collapse_reason(3, 0.11, 0.90, 10, 1.0) is None  # max_drop 1: acceptance off
+    assert "below the ancestor" in collapse_reason(3, 0.84, 0.86, 10, 0.10, ancestor_top1=0.90, max_total_drop=0.05)
+    assert collapse_reason(3, 0.86, 0.86, 10, 0.10, ancestor_top1=0.90, max_total_drop=0.05) is None
     assert [round(milder_env_factor(0.93, k), 4) for k in (0, 1, 2)] == [0.93, 0.965, 0.9825]
 
 
