@@ -35,7 +35,10 @@ SHARED = PROJECT.parent / "shared"
 COMMON_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
                 str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"), "--image-size", "112", "--generations", "15",
                 "--env-factor", "0.93", "--min-filters", "4", "--distill-weight", "0.5",
-                "--seed", "0", "--batch-size", "64"]
+                "--seed", "0", "--batch-size", "64", "--distill-from", "parent"]  # as they ran (the default is now the ancestor)
+# what a user of `host-evolve --preset` gives beside the preset: the data, the weights, the seed
+COMMON_PRESET_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
+                       str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"), "--seed", "0"]
 PRESETS = {
     # the first budget run: short fine-tunes at a high learning rate and strong crops
     "quick": ["--ancestor-epochs", "3", "--epochs", "2", "--lr", "0.02", "--crop-scale", "0.25", "--round-to", "8"],
@@ -43,21 +46,10 @@ PRESETS = {
     # epoch; widths in multiples of 16 (this CPU's sweet spot, DESIGN.md); R chosen to land on 0.9 MB
     "default": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5",
                 "--round-to", "16", "--target-mb", "0.9"],
-    # issue 10's targets (docs/benchmarks.md section 7). compact <= 0.95 MB within 1 point, >= 2x at batch 1:
-    # R budgets MACs (time sits in the early, high-resolution layers, section 1b), the size rule stops the
-    # run at the size target (about generation 10 in a dry run of the heredity model on the ancestor's
-    # strengths); every offspring distils from the ancestor (section 6), and the last generation gets a
-    # recovery fine-tune with the learning rate rewound to its peak (one more generation, same genome)
-    "compact": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5",
-                "--round-to", "16", "--budget", "macs", "--env-factor", "0.93", "--target-mb", "0.95",
-                "--distill-from", "ancestor", "--final-epochs", "4"],
-    # tiny <= 0.49 MB within 2 points and >= 3x. Two tries with widths in multiples of 8 lost 6-7 points by
-    # 1.1-1.7 MB (R 0.88 x 3 epochs; R 0.92 x 4 epochs; section 7) where compact (multiples of 16, R 0.93)
-    # had lost 2: rounding up to 16 tops each layer up with its strongest filters, less left to the draw.
-    # So tiny is compact's recipe carried on to 0.49 MB, 3 epochs a generation to stay within the hour
-    "tiny": ["--ancestor-epochs", "6", "--epochs", "3", "--lr", "0.01", "--crop-scale", "0.5",
-             "--round-to", "16", "--budget", "macs", "--env-factor", "0.93", "--generations", "22", "--target-mb", "0.49",
-             "--distill-from", "ancestor", "--final-epochs", "4"],
+    # issue 10's targets (docs/benchmarks.md section 7): host-evolve's own presets (host/presets.py), so the
+    # bench runs exactly what a user's `host-evolve --preset compact|tiny` runs
+    "compact": ["--preset", "compact"],
+    "tiny": ["--preset", "tiny"],
 }
 
 
@@ -149,7 +141,7 @@ def main() -> int:
                              "gen-00/offspring-0.pt): host-evolve --ancestor-from WEIGHTS --ancestor-epochs 0")
     args = parser.parse_args()
     run = Path(args.run or PROJECT / "runs" / f"bench-imagenette-{args.preset}")
-    flags = COMMON_FLAGS + PRESETS[args.preset]
+    flags = (COMMON_PRESET_FLAGS if PRESETS[args.preset][0] == "--preset" else COMMON_FLAGS) + PRESETS[args.preset]
     if args.ancestor_from:  # the same ancestor, not trained again: its weights replace --pretrained's
         at = flags.index("--pretrained")
         flags = flags[:at] + flags[at + 2:] + ["--ancestor-from", args.ancestor_from, "--ancestor-epochs", "0"]

@@ -221,14 +221,14 @@ def train(model, teacher, data, epochs: int, seed: int, desc: str, bar=None):
 
 
 def save_model(model, path: Path, extra: dict) -> None:
-    from host.evolve import atomic_torch_save
-    atomic_torch_save({"genome": model.genome.to_dict(), "model": model.state_dict(),
-                       "dropout": model.classifier[0].p, **extra}, path)
+    """A host-evolve model file (host/checkpoints.py: the one format), with the step's extras."""
+    from host.checkpoints import save_model as save
+    save(model, path, model.classifier[0].p, **extra)
 
 
 def load_model(path: Path):
     import torch
-    from host.evolve import load_weights
+    from host.checkpoints import load_weights
     return load_weights(path, "cpu"), torch.load(path, map_location="cpu", weights_only=False)
 
 
