@@ -507,8 +507,9 @@ class FrameReader(object):
     """
 
     def __init__(self, source, log=print, depth=2, backoff_s=0.25, max_backoff_s=8.0, live=None, reconnect=None,
-                 stall_s=2.0):
+                 stall_s=2.0, clock=None):
         self.source = source
+        self._clock = clock or time.monotonic  # capture times, read_ms, stalls and gaps (tests inject one)
         self.log = log
         self.live = source.live if live is None else live
         self.reconnect = source.live if reconnect is None else reconnect
@@ -525,7 +526,7 @@ class FrameReader(object):
         self.stalled = False
         self.corrupt = 0
         self.read_errors = 0
-        self._last_frame_at = time.monotonic()
+        self._last_frame_at = self._clock()
         self._stop = threading.Event()
         self._queue = queue.Queue(maxsize=depth)
         self._newest = None
@@ -574,7 +575,7 @@ class FrameReader(object):
         flowed, and not while a lost source is being reopened, which logs its own gap), count and log a stall."""
         if self.stalled or self.reconnecting or self._ended or self.read_count == 0 or not self.stall_s:
             return
-        waited = time.monotonic() - self._last_frame_at
+        waited = self._clock() - self._last_frame_at
         if waited >= self.stall_s:
             self.stalled = True
             self.stalls += 1
@@ -604,7 +605,7 @@ class FrameReader(object):
     def _run(self):
         try:
             while not self._stop.is_set():
-                started = time.monotonic()
+                started = self._clock()
                 try:
                     image = self.source.read()
                 except Exception as error:  # a driver or decoder failure mid-stream
@@ -614,7 +615,7 @@ class FrameReader(object):
                     self.log("source {}: reading failed ({}: {}); treating it as lost".format(
                         self.source.describe(), type(error).__name__, error))
                     image = None
-                now = time.monotonic()
+                now = self._clock()
                 if image is None:
                     if self.reconnect and self._reconnect():
                         continue
@@ -665,7 +666,7 @@ class FrameReader(object):
 
     def _reconnect(self):
         """Reopen a lost live source with back-off until it is back or the reader is stopped."""
-        lost_at = time.monotonic()
+        lost_at = self._clock()
         delay = self.backoff_s
         self.reconnecting = True
         self.log("source {} lost after {} frames; reopening (back-off from {:.2f} s)".format(
@@ -682,7 +683,7 @@ class FrameReader(object):
                     self.log("source {} still unavailable ({}); next try in {:.1f} s".format(
                         self.source.describe(), error, delay))
                     continue
-                gap = time.monotonic() - lost_at
+                gap = self._clock() - lost_at
                 self.gaps.append((gap, self.read_count))
                 self.log("source {} is back after a gap of {:.1f} s".format(self.source.describe(), gap))
                 return True

@@ -175,7 +175,15 @@ def test_follow_backs_off_while_the_host_is_down_and_stops_on_request(tmp_path):
     agent = agent_follow.Agent(dead_url(), TOKEN, device_id="jetson-f", backend="onnxruntime",
                                cache_dir=str(tmp_path / "cache"), log=messages.append)
     stop = threading.Event()
-    threading.Timer(1.2, stop.set).start()
+    polls = []
+    list_new = agent.list_new
+
+    def counted():  # stops after the third poll: retries counted, not timed
+        polls.append(1)
+        if len(polls) >= 3:
+            stop.set()
+        return list_new()
+    agent.list_new = counted
     try:
         assert agent.follow(interval_s=0.05, stop=stop) == 0
     finally:

@@ -1,6 +1,7 @@
 """device-serve's live page, /stats, /metrics, its status lines, --stats-json and its spooled reports never
 carry host-serve's token (issue 11, safe defaults): a real device-serve process over a real model, with the
 token given as a flag and through SQUISHEDNETS_TOKEN."""
+import json
 import os
 import subprocess
 import sys
@@ -43,7 +44,12 @@ def test_the_token_is_on_no_page_and_in_no_file(tiny_model, tmp_path, how):  # n
     serve = RunningServeWithEnv(environment, *args)
     try:
         serve.wait_for("FPS end-to-end", timeout=60)
-        time.sleep(1.0)  # a few report attempts, so the delivery status is on the page
+        deadline = time.monotonic() + 120  # until a report attempt failed, so the delivery status is on the page
+        while time.monotonic() < deadline:
+            with urlopen("http://127.0.0.1:{}/stats".format(port), timeout=60) as answer:
+                if json.loads(answer.read().decode("utf-8")).get("report_failed_attempts"):
+                    break
+            time.sleep(0.05)
         pages = {}
         for path in ("/", "/stats", "/metrics", "/health"):
             with urlopen("http://127.0.0.1:{}{}".format(port, path), timeout=10) as answer:

@@ -121,9 +121,14 @@ def test_periodic_and_final_reports_through_the_thread(tmp_path):
     recorder = Recorder()
     try:
         spool = ReportSpool(str(tmp_path), device_id="dev-2")
-        reporter = Reporter(recorder.url, spool, lambda: {"stats": {"fps": 3.0}}, interval_s=0.05,
-                            log=lambda m: None).start()
-        threading.Event().wait(0.4)
+        made = threading.Semaphore(0)
+
+        def snapshot():
+            made.release()
+            return {"stats": {"fps": 3.0}}
+        reporter = Reporter(recorder.url, spool, snapshot, interval_s=0.05, log=lambda m: None).start()
+        for _ in range(3):  # three periodic reports made (an event, not a time: the machine may be busy)
+            assert made.acquire(timeout=120)
         assert reporter.close({"stats": {"fps": 4.0}}) is True
     finally:
         recorder.close()
@@ -137,6 +142,7 @@ RACER = r"""
 import json, os, sys, time
 from device.reports import ReportSpool
 folder, go, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+open(sys.argv[4], "w").close()  # imported and about to poll: ready
 while not os.path.exists(go):
     time.sleep(0.001)
 failed, sequences, ids = 0, [], set()
@@ -160,9 +166,14 @@ def race_two_writers(folder, count):
     go = os.path.join(os.path.dirname(folder), "go")
     project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=project)
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, folder, go, str(count)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=True, env=env) for _ in range(2)]
-    time.sleep(1.0)  # both imported and polling
+    ready = [os.path.join(os.path.dirname(folder), "ready-{}".format(n)) for n in range(2)]
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, folder, go, str(count), ready[n]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env)
+              for n in range(2)]
+    deadline = time.monotonic() + 300  # a bound, not a speed
+    while not all(os.path.exists(path) for path in ready):  # both imported and polling: no fixed wait
+        assert time.monotonic() < deadline and all(r.poll() is None for r in racers), "a racer did not start"
+        time.sleep(0.001)
     open(go, "w").close()
     results = []
     for racer in racers:
@@ -186,6 +197,11 @@ def test_two_processes_sharing_a_spool_lose_nothing(tmp_path):
     assert (failed, collided, lost) == (0, 0, 0)
     assert on_disk == list(range(1, 2 * count + 1))
     assert results[0]["ids"] == results[1]["ids"] and len(results[0]["ids"]) == 1  # one device id, made once
+    # the race happened: each process's numbers are interleaved with the other's, not two blocks one after
+    # the other (were they, the test would prove nothing about the lock)
+    for result in results:
+        numbers = result["sequences"]
+        assert numbers[-1] - numbers[0] + 1 > len(numbers), "no interleaving: the two writers did not race"
     assert not [n for n in os.listdir(folder) if n.endswith(".partial")]
 
 

@@ -142,15 +142,17 @@ def test_reports_reach_a_host_started_after_the_device(tiny_model, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    serve = RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic", "--duration", "4",
+    serve = RunningServe("--model", run / "gen-00" / "model.onnx", "--source", "synthetic",
                          "--report-to", "http://127.0.0.1:{}".format(port), "--token", token, "--report-every",
                          "0.3", "--spool-dir", tmp_path / "spool", "--device-id", "late-host-dev", "--warmup", "0",
                          "--status-every", "0")
     serve.wait_for("unreachable")  # the first report found no host: it waits in the spool
-    time.sleep(0.5)
     host = BackgroundServer(create_app(run, token), port=port).start()
     try:
-        assert serve.process.wait(timeout=30) == 0
+        serve.wait_for("reached again", timeout=120)  # events, not times: the machine may be busy
+        stored = wait_until(lambda: len(stored_reports(run, "late-host-dev")) >= 2)
+        assert stored, "the spooled reports never reached the host"
+        assert serve.stop(timeout=120) == 0
     finally:
         host.stop()
     lineage = Lineage(run / "lineage.sqlite")
@@ -242,6 +244,17 @@ def stored_reports(run, device_id="outage-test-dev"):
         lineage.close()
 
 
+def wait_until(condition, timeout=120):
+    """Poll ``condition`` until it is true (returns its value) or ``timeout`` (a bound, not a speed) passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    return condition()
+
+
 def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_order(tiny_model, tmp_path):
     """The fast form of bench/host_outages.py: host-serve goes away twice, the device restarts on its spool
     during an outage; every report it wrote is stored once, in sequence order, and the spool ends empty."""
@@ -258,24 +271,25 @@ def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_orde
                             "--duration", duration, "--report-to", "http://127.0.0.1:{}".format(port), "--token",
                             token, "--report-every", "0.1", "--spool-dir", spool, "--device-id", "outage-test-dev",
                             "--warmup", "0", "--status-every", "0")
+    # each step waits for an event the device logs or the host stores, never for a time: a busy machine only
+    # makes the test slower
     host = BackgroundServer(create_app(run, token), port=port).start()
-    first = device(60)
-    deadline = time.monotonic() + 60  # until the first reports were delivered (stored), however slow the start
-    while time.monotonic() < deadline and not stored_reports(run):
-        time.sleep(0.1)
+    first = device(600)
+    assert wait_until(lambda: stored_reports(run)), "no report reached the host"
     host.stop()  # outage 1: the device restarts during it
-    time.sleep(0.5)
-    assert first.stop() == 0
+    first.wait_for("unreachable", timeout=120)  # a report failed: it waits in the spool
+    assert first.stop(timeout=120) == 0
     waiting = [n for n in os.listdir(str(spool)) if n.startswith("report-")]
-    second = device(5)
-    time.sleep(1.0)
+    second = device(600)
+    second.wait_for("unreachable", timeout=120)
     host = BackgroundServer(create_app(run, token), port=port).start()
-    time.sleep(1.0)
+    second.wait_for("reached again", timeout=120)
     host.stop()  # outage 2
-    time.sleep(1.0)
+    second.wait_for("unreachable", timeout=120)
     host = BackgroundServer(create_app(run, token), port=port).start()
     try:
-        assert second.process.wait(timeout=60) == 0
+        second.wait_for("reached again", timeout=120)
+        assert second.stop(timeout=120) == 0
     finally:
         host.stop()
     lineage = Lineage(run / "lineage.sqlite")

@@ -28,12 +28,25 @@ def write_video(path, frames=12, size=(64, 48), fps=20):
 def read_all(reader, limit=1000):
     frames = []
     while len(frames) < limit:
-        frame = reader.get(timeout=5)
+        frame = reader.get(timeout=120)  # a bound, not a speed: a busy machine may take its time
         assert frame is not False, "the reader stalled"
         if frame is None:
             break
         frames.append(frame)
     return frames
+
+
+class StepClock(object):
+    """A clock that moves only when told to (``sleep`` advances it): time measured with it is exact."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
 
 
 def test_parse_source_kinds(tmp_path):
@@ -61,7 +74,8 @@ def test_csi_pipeline_drops_stale_buffers():
 def test_video_file_is_read_in_lock_step_and_ends_cleanly(tmp_path):
     video = write_video(tmp_path / "clip.avi", frames=12)
     reader = FrameReader(open_source(str(video))).start()
-    time.sleep(0.2)  # a slow consumer must not lose frames of a file
+    while not reader._queue.full():  # a slow consumer (the reader is ahead, its queue full) must not lose frames
+        time.sleep(0.001)
     frames = read_all(reader)
     reader.close()
     assert [f.index for f in frames] == list(range(12))
@@ -147,11 +161,14 @@ def test_live_reader_keeps_only_the_newest_frame_and_counts_drops():
     reader = FrameReader(source, live=True).start()
     taken = []
     while True:
-        frame = reader.get(timeout=5)
+        frame = reader.get(timeout=120)
         if frame is None:
             break
         taken.append(frame.index)
-        time.sleep(0.01)  # slower than the source: frames must be dropped, never queued
+        # slower than the source, whatever the machine's speed: the next take waits until two newer frames were
+        # read (or the source ended); they must be dropped, never queued
+        while reader.read_count < frame.index + 3 and not reader._ended:
+            time.sleep(0.001)
     reader.close()
     assert taken == sorted(taken) and len(taken) < 60
     assert reader.dropped + len(taken) == 60
@@ -167,7 +184,7 @@ def test_lost_live_source_is_reopened_with_back_off_and_the_gap_logged(tmp_path)
     logged = []
     reader = FrameReader(source, log=logged.append, backoff_s=0.02).start()
     got = 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a bound, not a speed
     while got < 10 and time.monotonic() < deadline:
         if reader.get(timeout=1):
             got += 1
@@ -213,7 +230,7 @@ def test_a_lost_csi_camera_logs_the_argus_socket_hint():
     source.live = True
     logged = []
     reader = FrameReader(source, log=logged.append, backoff_s=0.02, max_backoff_s=0.05).start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 120  # a bound, not a speed
     while not any("still unavailable" in line for line in logged) and time.monotonic() < deadline:
         time.sleep(0.02)
     reader.close()
@@ -232,23 +249,24 @@ def read_source(source, limit=100):
 
 
 def test_a_video_file_plays_at_its_own_frame_rate_when_realtime(tmp_path):
-    """A 10 fps clip, realtime: 8 frames span 7 periods (>= 0.7 s; a loose lower bound, no upper one);
-    unpaced, the same frames come faster (as a benchmark wants them)."""
+    """A 10 fps clip, realtime: its 8 frames are handed out one period apart, 7 periods in all (counted on an
+    injected clock, so the machine's speed does not matter); unpaced, nothing waits (as a benchmark wants)."""
     video = write_video(tmp_path / "clip.avi", frames=8, size=(64, 48), fps=10)
     paced = open_source(video, realtime=True)
     assert paced.fps == pytest.approx(10.0)
-    started = time.monotonic()
+    clock, slept = StepClock(), []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock.sleep(seconds)
+    paced.pacer.clock, paced.pacer.sleep = clock, sleep
     assert len(read_source(paced)) == 8
-    paced_s = time.monotonic() - started
     paced.close()
+    assert len(slept) == 7 and sum(slept) == pytest.approx(0.7)
     unpaced = open_source(video)
-    assert unpaced.fps is None
-    started = time.monotonic()
+    assert unpaced.fps is None and unpaced.pacer is None
     assert len(read_source(unpaced)) == 8
-    unpaced_s = time.monotonic() - started
     unpaced.close()
-    assert paced_s >= 0.65
-    assert unpaced_s < paced_s
 
 
 def test_the_pacer_does_not_burst_after_a_late_frame():
@@ -289,12 +307,16 @@ def test_live_sources_ignore_realtime():
 
 
 def test_a_paced_file_is_neither_counted_as_capture_time_nor_as_stalls(tmp_path):
+    """The pacer's sleep and the reader share an injected clock that only the pacing moves: whatever the
+    machine's speed, a frame's read_ms is its decode time alone (0 on this clock), never the 400 ms of pacing."""
     video = write_video(tmp_path / "slow.avi", frames=3, fps=20)
     source = CaptureSource(parse_source(str(video)), realtime=True)
     source.open()
-    source.pacer.period = 0.4  # as a 2.5 fps file would be paced
-    reader = FrameReader(source, stall_s=0.5).start()
+    clock = StepClock()
+    source.pacer = FramePacer(2.5, clock=clock, sleep=clock.sleep)  # as a 2.5 fps file is paced: 0.4 s a frame
+    reader = FrameReader(source, stall_s=0.5, clock=clock).start()
     frames = read_all(reader)
     reader.close()
     assert len(frames) == 3 and reader.stall_s == 0.8 and reader.stalls == 0
-    assert max(frame.read_ms for frame in frames[1:]) < 300  # decode time only, not the 400 ms of pacing
+    assert clock.now == pytest.approx(1000.8)  # two paced waits happened
+    assert [round(frame.read_ms, 6) for frame in frames] == [0.0, 0.0, 0.0]  # without the fix: 0, 400, 400

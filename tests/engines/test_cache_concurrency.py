@@ -32,9 +32,12 @@ from tests.engines.recording_tensorrt import recording_tensorrt
 onnx, cache, go, ready = sys.argv[1:5]
 trt = recording_tensorrt("8.2.1.8")
 slow = trt.Builder
-class SlowBuilder(slow):  # a TensorRT build takes minutes on a Jetson: long enough for the other process to arrive
-    def build_serialized_network(self, network, config):
-        time.sleep(1.5)
+waiting = os.path.join(os.path.dirname(go), "waiting")
+class SlowBuilder(slow):  # a TensorRT build takes minutes on a Jetson: this one lasts until the other process
+    def build_serialized_network(self, network, config):  # says it waits for it (an event, not a time)
+        deadline = time.monotonic() + 300
+        while not os.path.exists(waiting) and time.monotonic() < deadline:
+            time.sleep(0.005)
         return slow.build_serialized_network(self, network, config)
 trt.Builder = SlowBuilder
 info = ModelInfo.from_onnx(onnx)
@@ -42,9 +45,13 @@ open(ready, "w").close()  # imported and about to wait: the test starts both onl
 while not os.path.exists(go):
     time.sleep(0.001)
 messages = []
+def log(message):
+    messages.append(message)
+    if "another process is building" in message:
+        open(waiting, "w").close()
 entry, data, sidecar, built = cached_engine_from_onnx(trt, info, BuildSettings("fp16", 1, 1, 8),
                                                       GpuInfo("NVIDIA Tegra X1", (5, 3), 4 << 30), cache,
-                                                      log=messages.append)
+                                                      log=log)
 print(json.dumps({"built": built, "sha": hashlib.sha256(data).hexdigest(), "sidecar_sha": sidecar["engine_sha256"],
                   "messages": messages}))
 """
@@ -55,18 +62,20 @@ from contract.model_info import ModelInfo
 from engines.build import BuildSettings
 from engines.cache import CacheEntry, EngineKey
 from engines import tensorrt_api
-folder, key_json, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+folder, key_json, ready, stop = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 import json
 fields = json.loads(key_json)
 key = EngineKey(fields["onnx_sha256"], fields["tensorrt_version"], fields["gpu_name"], fields["compute_capability"],
                 fields["precision"], fields["batch_profile"], fields["calibration"])
 entry = CacheEntry(folder, key)
-end, rounds = time.monotonic() + seconds, 0
-while time.monotonic() < end:  # another process rewriting and removing this entry as fast as it can
+rounds = 0
+while not os.path.exists(stop):  # another process rewriting and removing this entry as fast as it can
     entry.store(os.urandom(1 << 16))
     if rounds % 3 == 0:
         entry.invalidate()
     rounds += 1
+    if rounds == 1:
+        open(ready, "w").close()
 print(rounds)
 """
 
@@ -105,20 +114,26 @@ def test_reads_are_atomic_while_another_process_rewrites_the_entry(tmp_path):
     trt = recording_tensorrt("8.2.1.8")
     cache = str(tmp_path / "cache")
     entry, _, _, _ = cached_engine_from_onnx(trt, info, SETTINGS, TX1, cache, log=lambda m: None)
+    ready, stop = str(tmp_path / "churning"), str(tmp_path / "stop")
     churner = subprocess.Popen([sys.executable, "-c", CHURNER, os.path.dirname(entry.engine_path),
-                                json.dumps(entry.key.fields), "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True, env=env(), cwd=PROJECT)
-    time.sleep(1.0)
+                                json.dumps(entry.key.fields), ready, stop], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True, env=env(), cwd=PROJECT)
+    deadline = time.monotonic() + 120  # a bound, not a speed
+    while not os.path.exists(ready):  # the other process is rewriting: an event, not a time
+        assert churner.poll() is None and time.monotonic() < deadline, churner.communicate()[1]
+        time.sleep(0.01)
     reads = mismatched = 0
-    while churner.poll() is None:
-        _, data, sidecar, _ = cached_engine_from_onnx(trt, info, SETTINGS, TX1, cache, log=lambda m: None)
-        reads += 1
-        if hashlib.sha256(data).hexdigest() != sidecar["engine_sha256"] or len(data) != sidecar["engine_bytes"]:
-            mismatched += 1
-    out, err = churner.communicate()
+    try:
+        for reads in range(1, 51):  # a count of reads, not a rate: a busy machine only takes longer
+            _, data, sidecar, _ = cached_engine_from_onnx(trt, info, SETTINGS, TX1, cache, log=lambda m: None)
+            if hashlib.sha256(data).hexdigest() != sidecar["engine_sha256"] or len(data) != sidecar["engine_bytes"]:
+                mismatched += 1
+    finally:
+        open(stop, "w").close()
+    out, err = churner.communicate(timeout=120)
     assert churner.returncode == 0, err
     print("{} reads during {} rewrites by another process: {} mismatched".format(reads, out.strip(), mismatched))
-    assert reads > 20 and mismatched == 0
+    assert reads == 50 and int(out) > 0 and mismatched == 0
 
 
 @contextlib.contextmanager
