@@ -87,7 +87,7 @@ class ServeLoop(object):
 
     def __init__(self, backend, spec, labels, reader, telemetry, hub=None, display=False, top=5, smoothing=0.0,
                  frames=None, duration_s=None, status_every_s=None, log=print, window_title="device-serve",
-                 outputs=()):
+                 outputs=(), overlay_fps=True):
         self.backend = backend
         self.spec = spec
         self.gpu_preprocess = getattr(backend, "preprocess_path", "cpu") == "gpu"
@@ -106,6 +106,7 @@ class ServeLoop(object):
         self.log = log
         self.window_title = window_title
         self.outputs = list(outputs)  # device/outputs.py: files of annotated frames, per-image result lines
+        self.overlay_fps = overlay_fps  # False for photos: a labelled photo carries its class, not a frame rate
         self.inferred = 0
         self.errors = []
         self._stop = threading.Event()
@@ -152,7 +153,10 @@ class ServeLoop(object):
         """Draw the classes and both fps figures on the frame (only when someone looks at it: a window, a viewer
         of the page or /frame.jpg, an output file)."""
         begin = time.monotonic()
-        draw_overlay(frame.image, best, self.telemetry.rate.recent(begin), self.telemetry.network_fps())
+        if self.overlay_fps:
+            draw_overlay(frame.image, best, self.telemetry.rate.recent(begin), self.telemetry.network_fps())
+        else:
+            draw_overlay(frame.image, best)
         self.telemetry.stage("overlay", (time.monotonic() - begin) * 1000.0)
 
     def publish(self, frame, best, window, annotated=False):

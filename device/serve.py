@@ -350,7 +350,8 @@ def serve(args, log=print, stopper=None):
                                     token=token, interval_s=args.report_every, log=log).start()
             loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
                              top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
-                             status_every_s=args.status_every or None, log=log, outputs=outputs)
+                             status_every_s=args.status_every or None, log=log, outputs=outputs,
+                             overlay_fps=getattr(getattr(source, "spec", None), "kind", None) != "folder")
             if stopper is not None:
                 stopper.loop = loop
             reader.start()

@@ -90,6 +90,9 @@ def test_a_folder_pattern_to_a_folder_labels_each_photo_under_its_name(tiny_mode
         # one line per image, as imagenet prints its class: NAME: xx.xx% label
         assert re.search(r"photo-\d\.jpg: \d\d\.\d\d% (cat|dog|fox)", out)
     assert len(re.findall(r"photos/photo-\d\.jpg: ", out)) == 3
+    # a labelled photo carries its class only: no fps line under it (it would say 0.0 FPS on the first photo)
+    first = cv2.imread(str(tmp_path / "labelled" / names[0]))
+    assert (first[30:50, :60].max(axis=2) < 40).mean() < 0.05, "an fps line was drawn under the label"
     assert "wrote 3 annotated image(s)" in out
 
 
