@@ -22,6 +22,8 @@ def current_umask():
 def atomic_write(path, data, mode=None):
     """Write ``data`` (bytes, or str as UTF-8) to ``path`` so readers see the old file or the new one, never a
     part: a uniquely named temporary file in the same folder (two writers never share one), fsync, rename.
+    The temporary file is removed when writing fails (an OSError then names ``path``); one left by a killed
+    process is named ``.NAME.XXXXXXXX.partial``.
 
     The file gets ``mode``, by default 0666 less the umask, as ``open()`` would make it (mkstemp's own 0600
     would shut out a second user, nginx, or a container's non-root user reading a bind-mounted run)."""
@@ -30,7 +32,11 @@ def atomic_write(path, data, mode=None):
     path = str(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)  # another process may be making it too
-    handle, partial = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
+    try:
+        handle, partial = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=folder)
+    except OSError as error:
+        error.filename = path  # the file meant, not the temporary one
+        raise
     try:
         os.fchmod(handle, 0o666 & ~current_umask() if mode is None else mode)
         with os.fdopen(handle, "wb") as out:
@@ -38,6 +44,10 @@ def atomic_write(path, data, mode=None):
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, path)  # atomic on POSIX, replaces an old file
+    except OSError as error:  # a full disk (ENOSPC) or a file-size limit (EFBIG) names no file by itself
+        if error.filename in (None, partial):
+            error.filename = path
+        raise
     finally:
         if os.path.exists(partial):
             os.remove(partial)

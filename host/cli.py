@@ -4,12 +4,27 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from host import config as config_module
 from host.errors import HostError
-from host.run_folder import RESUMABLE_KEYS
+from host.run_folder import RESUMABLE_KEYS, write_failure
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, docker stop), raised where the evolution is, as Ctrl-C's KeyboardInterrupt is: the
+    file being written is dropped whole, the lock released; ``--resume`` continues at the last finished epoch."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -124,25 +139,55 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
 
 
 def evolve_main(argv: list[str] | None = None) -> int:
+    """host-evolve. Exit status: 0 done, 2 bad input or no room to write (one line naming it and the fix), 130
+    Ctrl-C, 143 SIGTERM (both a clean stop: ``--resume`` continues), 1 a bug."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_args_parser().parse_args(argv)
     from host.progress import set_quiet
     set_quiet(args.quiet)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if on_main_thread else None
+    try:
+        return _evolve(args)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _close_progress_bars() -> None:
+    """Bars a stopped evolution left open, closed before its last line (else their clean-up at exit follows it)."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _evolve(args: argparse.Namespace) -> int:
+    config = None
     try:
         config = resolve_config(args)
         from host.evolve import evolve  # torch is imported only once the arguments are known to be good
         summary = evolve(config, resume=bool(args.resume))
     except HostError as error:
+        _close_progress_bars()
         print(f"host-evolve: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        run = args.resume or (config.out if "config" in locals() else args.out)
+    except KeyboardInterrupt as stop:
+        _close_progress_bars()
+        run = config.out if config is not None else (args.resume or args.out)
+        how = "stopped by SIGTERM" if isinstance(stop, Stopped) else "interrupted"
         if run and (Path(run) / "config.json").is_file():
-            print(f"\nhost-evolve: interrupted; continue with: {command('host-evolve')} --resume "
+            print(f"\nhost-evolve: {how}; continue with: {command('host-evolve')} --resume "
                   f"{shlex.quote(str(run))}", file=sys.stderr)
         else:
-            print("\nhost-evolve: interrupted before the run started; nothing was kept", file=sys.stderr)
-        return 130
+            print(f"\nhost-evolve: {how} before the run started; nothing was kept", file=sys.stderr)
+        return 128 + (stop.signum if isinstance(stop, Stopped) else signal.SIGINT)
+    except Exception as error:  # OSError (ENOSPC, EFBIG, EDQUOT) or sqlite3's SQLITE_FULL: no room to write
+        message = write_failure(error, config.out if config is not None else None, command("host-evolve"))
+        if message is None:
+            raise
+        _close_progress_bars()
+        print(f"host-evolve: error: {message}", file=sys.stderr)
+        return 2
     if summary:  # ranks other than 0 of a torchrun job return an empty summary
         print_outcome(config, summary)
     return 0

@@ -8,8 +8,10 @@ does, so the accuracy measured here is the accuracy the device will see.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import unicodedata
@@ -22,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from host.progress import bars_disabled
-
+from contract.files import atomic_write
 from contract.images import IMAGE_EXTENSIONS, read_image  # the device's list and reader: one verdict per file
 from contract.preprocess import PreprocessSpec
 from host.errors import HostError
+from host.progress import bars_disabled
 
+log = logging.getLogger("squishednets.data")
 VAL_FOLDER_NAMES = ("val", "valid", "validation", "test")
 
 
@@ -311,15 +314,19 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
     manifest_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".u8")
     shape_hw = (spec.height, spec.width, 3)
     if manifest_path.is_file() and data_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        count = len(manifest["labels"])  # none decodable: an empty file cannot be mapped
-        images = (np.memmap(data_path, dtype=np.uint8, mode="r", shape=(count,) + shape_hw) if count
-                  else np.zeros((0,) + shape_hw, np.uint8))
-        return CachedImages(images, np.asarray(manifest["labels"], dtype=np.int64), manifest["paths"],
-                            [tuple(s) for s in manifest["skipped"]])
+        cached = _read_cache(manifest_path, data_path, shape_hw)
+        if cached is not None:
+            return cached
+        log.warning("the decoded-image cache %s is damaged; decoding the %s split again", manifest_path, name)
 
     tmp = data_path.with_suffix(".u8.partial")
-    buffer = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(1, len(items)),) + shape_hw)
+    try:  # the whole file reserved first: a full disk is an OSError here, not a SIGBUS while writing the map
+        with open(tmp, "wb") as handle:
+            _reserve(handle.fileno(), max(1, len(items)) * int(np.prod(shape_hw)))
+    except OSError as error:
+        error.filename = str(data_path)
+        raise
+    buffer = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(1, len(items)),) + shape_hw)
     kept_paths, kept_labels, skipped = [], [], []
     # cv2 releases the GIL while decoding, so threads use every core
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -337,10 +344,36 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
     del buffer
     os.truncate(tmp, len(kept_labels) * int(np.prod(shape_hw)))
     os.replace(tmp, data_path)
-    manifest_tmp = manifest_path.with_suffix(".json.partial")
-    manifest_tmp.write_text(json.dumps({"labels": kept_labels, "paths": kept_paths, "skipped": skipped}))
-    os.replace(manifest_tmp, manifest_path)  # the manifest lands last: its presence means the cache is whole
+    # the manifest lands last: its presence means the cache is whole
+    atomic_write(manifest_path, json.dumps({"labels": kept_labels, "paths": kept_paths, "skipped": skipped}))
     return cache_split(items, spec, cache_dir, name, threads)
+
+
+def _reserve(descriptor: int, size: int) -> None:
+    """Allocate ``size`` bytes of the open file (posix_fallocate; a plain truncate where the file system has
+    no such call). Raises OSError ENOSPC / EFBIG when there is no room."""
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(descriptor, size)
+
+
+def _read_cache(manifest_path: Path, data_path: Path, shape_hw: tuple) -> CachedImages | None:
+    """A whole cache (manifest and images agreeing), or None for a damaged one (a stray write, a copy cut
+    short): the cache is derived from the images, so it is decoded again."""
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        labels, paths, skipped = manifest["labels"], manifest["paths"], manifest["skipped"]
+        count = len(labels)
+        if len(paths) != count or data_path.stat().st_size != count * int(np.prod(shape_hw)):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    images = (np.memmap(data_path, dtype=np.uint8, mode="r", shape=(count,) + shape_hw) if count
+              else np.zeros((0,) + shape_hw, np.uint8))  # none decodable: an empty file cannot be mapped
+    return CachedImages(images, np.asarray(labels, dtype=np.int64), paths, [tuple(s) for s in skipped])
 
 
 def normalize_batch(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:

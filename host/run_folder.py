@@ -3,10 +3,13 @@ its own config, and one writer per run at a time (a lock that the operating syst
 dies, so kill -9 never leaves a stale lock behind)."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import resource
+import shlex
 import shutil
 import sqlite3
 from contextlib import closing
@@ -107,6 +110,7 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
     lock_file.truncate()
     lock_file.write(f"host-evolve pid {os.getpid()}\n")
     lock_file.flush()
+    remove_partials(layout)  # the lock's holder is the only writer: any temporary file is a stopped one's
     if resume and layout.config.is_file():
         diff = config_diff(run_paths(_saved_config(layout), root), config)
         if diff:
@@ -114,6 +118,69 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
             raise HostError(f"--resume {root}: this config differs from the run's ({'; '.join(diff)}); only "
                             f"{', '.join(RESUMABLE_KEYS)} may change on resume. Start a new run with --out for the rest")
     return RunClaim(layout, lock_file, new=not resume, created_root=created_root)
+
+
+# the temporary files host-evolve writes (contract.files.atomic_write's .NAME.XXXXXXXX.partial, the image cache's
+# NAME.partial, the --fps-weight speed model), which a kill -9 (or a signal in the instant a write begins) leaves
+PARTIAL_PATTERNS = (".config.json.*.partial", ".checkpoint.pt.*.partial", ".summary.json.*.partial",
+                    ".report.png.*.partial", "gen-[0-9]*/.*.partial", "cache/*.partial", "cache/.*.partial",
+                    "offspring-speed.onnx")
+
+
+def remove_partials(layout: RunLayout) -> list[Path]:
+    """Remove the temporary files a stopped host-evolve left in the run folder (call it holding the run's
+    lock: then none is being written). Returns what was removed; says so when it removed any."""
+    removed = []
+    for pattern in PARTIAL_PATTERNS:
+        for path in layout.root.glob(pattern):
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                log.warning("could not remove the temporary file %s (%s)", path, error.strerror or error)
+                continue
+            removed.append((path, size))
+    if removed:
+        log.info("removed %d temporary file(s) (%.1f MB) that a stopped host-evolve left in %s, e.g. %s",
+                 len(removed), sum(size for _, size in removed) / 1e6, layout.root, removed[0][0].name)
+    return [path for path, _ in removed]
+
+
+# a write that failed for want of room: the cause, and what frees it
+NO_ROOM = {errno.ENOSPC: ("no space left on its disk", "free space there"),
+           errno.EDQUOT: ("the disk quota is used up", "free space there or raise the quota"),
+           errno.EFBIG: ("a file-size limit was reached (ulimit -f)", "raise the limit (ulimit -f unlimited)")}
+
+
+def write_failure(error: BaseException, run: str | Path | None, program: str = "host-evolve") -> str | None:
+    """The one line for an evolution stopped because a file could not be written for want of room (a full
+    disk, a quota, a file-size limit; SQLite's SQLITE_FULL or SQLITE_IOERR for lineage.sqlite), naming the file,
+    the cause and the fix; None for any other error. Every file is written whole or not at all, so nothing finished is lost."""
+    if isinstance(error, sqlite3.Error):
+        code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+        path = Path(run) / "lineage.sqlite" if run else "lineage.sqlite"
+        if code == sqlite3.SQLITE_FULL:
+            cause, fix = NO_ROOM[errno.ENOSPC]
+        elif code == sqlite3.SQLITE_IOERR and resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]  # SQLite reports EFBIG as an I/O error
+            cause = f"a disk I/O error ({error.sqlite_errorname}) under a file-size limit of {limit:,} bytes (ulimit -f)"
+            fix = NO_ROOM[errno.EFBIG][1]
+        elif code == sqlite3.SQLITE_IOERR:
+            cause = f"a disk I/O error ({error.sqlite_errorname})"
+            fix = "see that its disk has room (df -h) and is healthy (dmesg)"
+        else:
+            return None
+    elif isinstance(error, OSError) and error.errno in NO_ROOM:
+        path, (cause, fix) = error.filename or run or "the run folder", NO_ROOM[error.errno]
+    else:
+        return None
+    if run and (Path(run) / "config.json").is_file():
+        then = f"{program} --resume {shlex.quote(str(run))} (nothing finished is lost)"
+    else:
+        then = "run the same command again (the run had not started)"
+    return f"cannot write {path}: {cause}; {fix}, then {then}"
 
 
 def _entries(root: Path, option: str) -> list[Path]:
