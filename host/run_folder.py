@@ -286,13 +286,10 @@ def check_run_files(layout: RunLayout) -> None:
 
 def check_weights(path: Path) -> None:
     """A host-evolve model file (genome + state_dict) that loads into its SqueezeNet; raises what torch raises."""
-    import torch  # here: the CLI imports this module before it knows torch is needed
-    from host.genome import Genome
-    from host.model import SqueezeNet
+    from host.checkpoints import load_weights  # here: the CLI imports this module before it knows torch is needed
     if not path.is_file():
         raise FileNotFoundError("missing")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    SqueezeNet(Genome.from_dict(state["genome"])).load_state_dict(state["model"])
+    load_weights(path, "cpu")
 
 
 def _check_checkpoint(path: Path) -> None:

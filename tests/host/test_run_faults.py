@@ -25,7 +25,7 @@ from host.evolve import evolve
 from host.run_folder import write_failure
 
 TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
-        "batch_size": 16}
+        "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
 
 
 def host_evolve(*args, limit_bytes=None, wait=True):
@@ -155,7 +155,7 @@ def test_a_file_size_limit_is_one_line_and_resume_completes_once_it_is_raised(sh
     # 1 MB: the cache and the lineage fit, the ancestor's 2.9 MB weights do not (EFBIG, as `ulimit -f 1000`)
     result = host_evolve(*flags(**dict(TINY, generations=1), data=shapes, out=run), limit_bytes=1_000_000)
     one_clear_line(result, f"cannot write {run / 'gen-00' / 'offspring-0.pt'}: a file-size limit was reached",
-                   "raise the limit (ulimit -f unlimited)", f"then host-evolve --resume {run}")
+                   "raise the limit (ulimit -f unlimited)", f"host-evolve --resume {run} (nothing finished is lost)")
     assert partials(run) == []  # the temporary file went with the failed write
     resumed = host_evolve("--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -183,6 +183,7 @@ def test_write_failure_names_the_file_the_cause_and_the_fix(tmp_path):
                                             "space there, then run the same command again (the run had not started)")
     (run / "config.json").write_text("{}")
     assert write_failure(no_space, run).endswith(f"then host-evolve --resume {run} (nothing finished is lost)")
+    assert f"then /venv/bin/host-evolve --resume {run} " in write_failure(no_space, run, "/venv/bin/host-evolve")
     db = sqlite3.connect(":memory:")
     db.execute("PRAGMA max_page_count = 2")
     with pytest.raises(sqlite3.OperationalError) as full_database:  # SQLite's own SQLITE_FULL
@@ -247,8 +248,9 @@ def test_sigterm_stops_like_ctrl_c_and_resume_continues(shapes, tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]  # 128 + SIGTERM, as Ctrl-C is 128 + SIGINT
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == (f"host-evolve: stopped by SIGTERM; continue with: "
-                                               f"host-evolve --resume {run}")
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("host-evolve: stopped by SIGTERM; continue with: ") and last.endswith(
+        f"host-evolve --resume {run}"), last
     assert partials(run) == [] and (run / "host-evolve.lock").read_text() == ""  # lock released, nothing half written
     done = torch.load(run / "checkpoint.pt", weights_only=False)["epochs_done"]  # the last finished epoch
     assert 1 <= done < 40
