@@ -29,7 +29,7 @@ sys.path.insert(0, str(PROJECT))
 
 from bench.machine import describe_machine  # noqa: E402
 
-from bench.fuzz_host_serve import TOKEN, HostServe, make_run  # noqa: E402
+from trials.fuzz_host_serve import TOKEN, HostServe, make_run  # noqa: E402
 
 
 def report_body(device: int, sequence: int, sha256: str) -> bytes:

@@ -13,7 +13,7 @@ an integer is a number, as in JSON Schema.
 from __future__ import annotations
 
 import keyword
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
@@ -46,9 +46,9 @@ def model_from_schema(schema: dict, name: str | None = None) -> type[BaseModel]:
         python_name = key
         if not key.isidentifier() or keyword.iskeyword(key) or hasattr(BaseModel, key):
             python_name, options["alias"] = key + "_", key  # e.g. "schema", a BaseModel method
+        # an optional key may be left out (then None, never validated) but, when given, must be what its schema
+        # says: null only where the schema allows it (found by the mutational fuzzing: "spool_id": null stored)
         default = ... if key in required else None
-        if default is None:
-            annotation = Optional[annotation]
         fields[python_name] = (annotation, Field(default, **options))
     config = ConfigDict(strict=True, extra=EXTRA[schema.get("additionalProperties")], populate_by_name=True)
     return create_model(name, __config__=config, **fields)

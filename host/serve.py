@@ -69,7 +69,7 @@ MAX_GENERATION = 2 ** 63 - 1  # SQLite's INTEGER: a larger number can name no ge
 
 # -- the report schema: generated from contract/report_schema.py, the one definition ----------------
 # strict: JSON types as the published schema says them (no true for a number, no "5" for an integer);
-# bench/fuzz_host_serve.py checks every accepted body against that schema with a second validator
+# trials/fuzz_host_serve.py checks every accepted body against that schema with a second validator
 DeviceReport = model_from_schema(REPORT_SCHEMA)
 
 

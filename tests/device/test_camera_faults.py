@@ -1,9 +1,9 @@
-"""Camera faults under the real loop with the page up (the fast form of bench/camera_faults.py): a stall, an
+"""Camera faults under the real loop with the page up (the fast form of trials/camera_faults.py): a stall, an
 end of stream with refused reopens, a read that raises and corrupt frames are each counted and logged, the page
 answers throughout, and frames flow again after each fault."""
 import numpy as np
 
-from bench.camera_faults import problems, run_trial
+from trials.camera_faults import problems, run_trial
 from device.sources import FrameReader, as_bgr, frame_problem
 from tests.engines.tiny_onnx import tiny_onnx
 

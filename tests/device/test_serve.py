@@ -256,7 +256,7 @@ def wait_until(condition, timeout=120):
 
 
 def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_order(tiny_model, tmp_path):
-    """The fast form of bench/host_outages.py: host-serve goes away twice, the device restarts on its spool
+    """The fast form of trials/host_outages.py: host-serve goes away twice, the device restarts on its spool
     during an outage; every report it wrote is stored once, in sequence order, and the spool ends empty."""
     from host.lineage import Lineage
     from host.serve import BackgroundServer, create_app

@@ -1,20 +1,14 @@
-"""host-serve fed bad input as a new user would (bench/fuzz_cli.py's host-serve cases, every test run): a
+"""host-serve fed bad input as a new user would (trials/fuzz_cli.py's host-serve cases, every test run): a
 missing, foreign or broken run, bad --bind values, missing, empty, exposed or short token files, unknown
 flags. Each is a real process answering exit status 2 with one line naming host-serve, and no traceback."""
-import importlib.util
-from pathlib import Path
+import importlib
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz_cli.py"
 
 
 @pytest.fixture(scope="module")
 def fuzz_cli():
-    spec = importlib.util.spec_from_file_location("fuzz_cli", str(BENCH))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("trials.fuzz_cli")  # trials/ is a namespace package beside tests/
 
 
 def test_every_host_serve_case_is_one_line_and_exit_2(fuzz_cli):

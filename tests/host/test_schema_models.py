@@ -44,3 +44,15 @@ def test_every_required_key_is_required():
 def test_an_untranslated_feature_is_refused_when_the_model_is_made(schema):
     with pytest.raises(SchemaNotSupported):
         model_from_schema(schema)
+
+
+def test_an_optional_key_may_be_left_out_but_not_given_as_null_unless_its_schema_allows_null():
+    """Found by trials/fuzz_host_serve.py's mutation phase: ``"spool_id": null`` was stored, though the
+    published schema says a string (an optional field was read as Optional[str])."""
+    model = model_from_schema(REPORT_SCHEMA)
+    assert model.model_validate(GOOD).spool_id is None  # left out: fine
+    assert model.model_validate(dict(GOOD, spool_id="0123456789abcdef")).spool_id == "0123456789abcdef"
+    with pytest.raises(ValidationError):
+        model.model_validate(dict(GOOD, spool_id=None))
+    with_null = dict(GOOD, stats=dict(GOOD["stats"], rss_mb=None, latency_ms=None))  # "type": [..., "null"]
+    assert model.model_validate(with_null).stats.rss_mb is None

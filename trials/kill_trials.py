@@ -1,7 +1,7 @@
 """Kill trials (issue 11, trial 1): host-evolve killed with SIGKILL at random and at targeted moments, then
 resumed with --resume; and two --resume of one run at once.
 
-    python bench/kill_trials.py [--trials 20] [--seed 0] [--generations 3] [--json out.json]
+    python trials/kill_trials.py [--trials 20] [--seed 0] [--generations 3] [--json out.json]
 
 On a tiny generated dataset (the demo's shapes, 60 JPEGs a class, 40 px) with the settings of
 tests/host/test_evolve.py, one uninterrupted run is the reference. Each trial starts the same run and kills it
@@ -37,10 +37,7 @@ import sys
 import tempfile
 import time
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
-from contract.files import sha256_of_file  # noqa: E402  (after the path is set)
+from contract.files import sha256_of_file
 
 SETTINGS = {"image_size": 32, "epochs": 2, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
             "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5}
@@ -48,7 +45,7 @@ MODES = ("random", "mid-epoch", "mid-checkpoint", "mid-export", "mid-lineage-wri
 
 
 def env():
-    return dict(os.environ, PYTHONPATH=PROJECT, OMP_NUM_THREADS="1")  # one thread: bit-identical arithmetic
+    return dict(os.environ, OMP_NUM_THREADS="1")  # one thread: bit-identical arithmetic
 
 
 def evolve_command(data, out, generations):
@@ -272,7 +269,7 @@ def main(argv=None):
                "identical_to_reference": sum(1 for r in results if r.get("identical_to_reference")),
                "reference_seconds": round(reference_seconds, 1), "two_resumes": twice, "results": results}
     print(json.dumps({k: v for k, v in figures.items() if k != "results"}, indent=2, sort_keys=True))
-    from bench.machine import describe_machine
+    from host.machine_info import describe_machine
     figures["machine"] = describe_machine()
     figures["finished_at"] = time.strftime("%a %b %d %H:%M:%S %Z %Y")
     print("machine: {} | finished {}".format(figures["machine"], figures["finished_at"]))

@@ -1,6 +1,6 @@
 """Feed the command-line tools bad input and count how each one answers (issue 11, trial 4, the CLIs).
 
-    python bench/fuzz_cli.py [--only host-serve,device-serve,device-bench,host-evolve] [--json out.json]
+    python trials/fuzz_cli.py [--only host-serve,device-serve,device-bench,host-evolve] [--json out.json]
 
 Every case is a real process with a real bad input: wrong paths, wrong types, truncated or foreign ONNX
 files, files that are not images, zero-byte images, images whose header claims 100,000 x 100,000 pixels, a
@@ -25,10 +25,8 @@ import time
 import zlib
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))
 
-from bench.machine import describe_machine  # noqa: E402
+from host.machine_info import describe_machine
 
 TOOLS = {"host-serve": "host.serve", "device-serve": "device.serve", "device-bench": "device.bench",
          "host-evolve": "host.cli"}
@@ -67,7 +65,7 @@ def foreign_onnx(path: Path):
 
 def fixtures(root: Path) -> dict:
     """Every bad (and the few good) inputs the cases name, made once."""
-    from tests.host.test_serve import make_tiny_run
+    from host.tiny_run import make_tiny_run
     f = {}
     run = root / "run"
     run.mkdir()
@@ -261,7 +259,7 @@ def judge(tool: str, code, stdout: str, stderr: str, expected: int = 2) -> list:
 
 
 def run_case(tool: str, argv: list, cwd: Path, timeout: float):
-    environment = dict(os.environ, PYTHONPATH=str(PROJECT), SQUISHEDNETS_CACHE=str(cwd / "cache"),
+    environment = dict(os.environ, SQUISHEDNETS_CACHE=str(cwd / "cache"),
                        XDG_STATE_HOME=str(cwd / "state"))
     started = time.monotonic()
     try:

@@ -2,7 +2,7 @@
 under the real serve loop (ONNX Runtime) with the live page up. The page must answer throughout, every fault
 must be counted and logged, and frames must flow again after each one.
 
-    python bench/camera_faults.py [--rounds 5] [--seed 0] [--model RUN/gen-00/model.onnx] [--json out.json]
+    python trials/camera_faults.py [--rounds 5] [--seed 0] [--model RUN/gen-00/model.onnx] [--json out.json]
 
 Each round injects, in a random order, one stall (1.5-3 s with no frame), one end of the stream (the camera
 then refuses to reopen 1-3 times), one read that raises (a driver failure) and 5-30 corrupt frames (empty,
@@ -21,12 +21,9 @@ import urllib.request
 
 import numpy as np
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
 
-from contract.errors import DeviceError  # noqa: E402
-from device.sources import SyntheticSource  # noqa: E402
+from contract.errors import DeviceError
+from device.sources import SyntheticSource
 
 CORRUPT_FRAMES = [np.zeros((0, 0, 3), np.uint8), np.zeros((48, 64, 5), np.uint8), np.zeros((48, 64, 3), np.float32),
                   np.zeros((1, 1, 3), np.uint8), "not an image"]
@@ -236,8 +233,16 @@ def problems(figures):
 
 
 def tiny_model():
-    from tests.engines.tiny_onnx import tiny_onnx
-    return tiny_onnx()
+    """gen-00/model.onnx of a tiny run (host.tiny_run) made in a temporary folder, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from host.tiny_run import make_tiny_run
+    folder = tempfile.mkdtemp(prefix="camera-faults-")
+    atexit.register(shutil.rmtree, folder, True)
+    make_tiny_run(Path(folder))
+    return os.path.join(folder, "gen-00", "model.onnx")
 
 
 def main(argv=None):
@@ -253,7 +258,7 @@ def main(argv=None):
     figures["rounds"], figures["seed"] = args.rounds, args.seed
     found = problems(figures)
     figures["problems"] = found
-    from bench.machine import describe_machine
+    from host.machine_info import describe_machine
     figures["machine"] = describe_machine()
     figures["finished_at"] = time.strftime("%a %b %d %H:%M:%S %Z %Y")
     print("machine: {} | finished {}".format(figures["machine"], figures["finished_at"]))

@@ -1,7 +1,7 @@
 """Host outages trial (issue 11, trial 2): device-serve reports while host-serve is stopped and restarted, once
 with its disk full, and the device itself restarts mid-outage; then a spool at its limit.
 
-    python bench/host_outages.py [--outages 6] [--seed 0] [--report-every 0.1] [--json out.json]
+    python trials/host_outages.py [--outages 6] [--seed 0] [--report-every 0.1] [--json out.json]
 
 Real processes on loopback: host-serve (uvicorn) over a tiny run folder, device-serve over the synthetic scene
 with --report-to. Phase 1: ``--outages`` times, host-serve is killed (SIGKILL and SIGTERM alternately), stays
@@ -28,8 +28,6 @@ import time
 import urllib.request
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if PROJECT not in sys.path:
-    sys.path.insert(0, PROJECT)
 
 TOKEN = "outage-trial-token-0123456789abcdef"
 
@@ -41,7 +39,7 @@ def free_port():
 
 
 def env():
-    return dict(os.environ, PYTHONPATH=PROJECT, OMP_NUM_THREADS="1")
+    return dict(os.environ, OMP_NUM_THREADS="1")
 
 
 class HostServe(object):
@@ -146,7 +144,7 @@ def fill_disk(folder):
 
 
 def make_run(folder):
-    from tests.host.test_serve import make_tiny_run
+    from host.tiny_run import make_tiny_run
     from pathlib import Path
     make_tiny_run(Path(folder))
     return os.path.join(folder, "gen-00", "model.onnx")
@@ -306,7 +304,7 @@ def main(argv=None):
     figures = trial(args.outages, args.seed, args.report_every, log=lambda m: print(m, flush=True))
     found = problems(figures)
     figures["problems"] = found
-    from bench.machine import describe_machine
+    from host.machine_info import describe_machine
     figures["machine"] = describe_machine()
     figures["finished_at"] = time.strftime("%a %b %d %H:%M:%S %Z %Y")
     print("machine: {} | finished {}".format(figures["machine"], figures["finished_at"]))

@@ -1,6 +1,6 @@
 """Fuzz host-serve's HTTP API from its own OpenAPI schema (issue 11, trial 4) and print the counts.
 
-    python bench/fuzz_host_serve.py [--examples 1500] [--seed N] [--json out.json]
+    python trials/fuzz_host_serve.py [--examples 1500] [--mutants 2000] [--seed N] [--json out.json]
 
 host-serve runs as its own process (the real CLI) on 127.0.0.1 over a tiny real run folder (one exported
 generation in lineage.sqlite), with a token file, a secret file beside the run and the run's own private
@@ -12,9 +12,14 @@ files (lineage.sqlite, host-serve.token, weights.pt) as bait. Then:
 3. path traversal in every encoding (``../``, ``%2e%2e%2f``, ``%252e``, backslashes, absolute paths, NUL,
    overlong UTF-8) against every route, over a raw socket so nothing normalises the path first;
 4. oversized bodies: a Content-Length of 1 GB (no body sent), a chunked body past 64 KiB, with and without
-   the token.
+   the token;
+5. mutation: ``--mutants`` valid reports each changed a little (a value anywhere replaced by an odd one: lone
+   surrogates, NUL, 10**4000, 2**64, -0.0, 5e-324, nesting near the limit, 2,000-element arrays; a key added,
+   removed or given twice; a byte flipped, the text cut, an escape or ``1e999`` inserted): what a generator
+   from the schema never makes. After each mutant that is stored, GET /reports must still answer 200 with
+   JSON; at the end every page of it, /generations and /health.
 
-Checks: no 5xx; no response carries the secret, the token, the SQLite file or the weights; every stored
+Checks: no 5xx; every stored report still servable; no response carries the secret, the token, the SQLite file or the weights; every stored
 row came from a 201 answer to a body that a second validator (jsonschema-rs, not pydantic) finds valid
 against the published schema, with finite numbers only; no row stored by a request without the token;
 oversized bodies answered 413 (401 without the token) without the body being sent. Exit status 1 when any
@@ -34,10 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))
 
-from bench.machine import describe_machine  # noqa: E402
+from host.machine_info import describe_machine
 
 TOKEN = "fuzz-token-" + "0123456789abcdef" * 2
 SECRET = "SECRET-OUTSIDE-THE-RUN-7f3a9c"
@@ -51,7 +54,7 @@ def free_port():
 
 def make_run(folder: Path) -> Path:
     """A real run folder (tests/host/test_serve.py's tiny run), a token file and bait beside it."""
-    from tests.host.test_serve import make_tiny_run
+    from host.tiny_run import make_tiny_run
     run = folder / "run"
     run.mkdir()
     make_tiny_run(run)
@@ -69,7 +72,7 @@ class HostServe:
     def __init__(self, run: Path, token_file: Path):
         self.port = free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
-        environment = dict(os.environ, PYTHONPATH=str(PROJECT))
+        environment = dict(os.environ)
         self.process = subprocess.Popen([sys.executable, "-m", "host.serve", "--run", str(run), "--token-file",
                                          str(token_file), "--bind", "127.0.0.1:{}".format(self.port)],
                                         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -286,6 +289,161 @@ def oversized_phase(server: HostServe, tally: Tally):
         tally.fail("oversized not refused up front", "chunked 96 KiB: {!r}".format(answer[:120]))
 
 
+# -- mutational fuzzing: valid reports changed a little, what a generator from the schema never makes -------
+ODD_STRINGS = ["\ud800", "\udfff", "a\ud83d", "\u0000", "\u202e", "\ufeff", "\U0001f600", "x" * 5000, "", " ",
+               "'; DROP TABLE device_reports; --", "../../etc/passwd", "%s%n", "\\", '"', "null", "\u00e9\u0301"]
+ODD_NUMBERS = [0, -0.0, 1e308, -1e308, 5e-324, 2 ** 53 + 1, 2 ** 62, 2 ** 63 - 1, 2 ** 63, 2 ** 64, -2 ** 63,
+               10 ** 300, 10 ** 4000, 1.5, -1, 3.141592653589793]
+
+
+def odd_value(rng: random.Random, depth: int = 0):
+    """A JSON value of a random kind, leaning to the edges: odd strings and numbers, deep or wide containers."""
+    kind = rng.randrange(9)
+    if kind == 0:
+        return rng.choice(ODD_STRINGS)
+    if kind == 1:
+        return rng.choice(ODD_NUMBERS)
+    if kind == 2:
+        return rng.choice([None, True, False])
+    if kind == 3 and depth < 40:
+        return [odd_value(rng, depth + 1) for _ in range(rng.randrange(3))]
+    if kind == 4 and depth < 40:
+        return {rng.choice(ODD_STRINGS + ["k"]): odd_value(rng, depth + 1) for _ in range(rng.randrange(3))}
+    if kind == 5:  # nested near host-serve's limit of 32
+        value = 1
+        for _ in range(rng.randrange(25, 36)):
+            value = [value] if rng.random() < 0.5 else {"n": value}
+        return value
+    if kind == 6:
+        return "".join(chr(rng.randrange(0x20, 0x2FFFF)) for _ in range(rng.randrange(1, 40)))
+    if kind == 7:
+        return [rng.random() for _ in range(rng.randrange(100, 2000))]
+    return rng.choice(ODD_STRINGS)
+
+
+def paths_of(value, prefix=()):
+    """Every path (tuple of keys and indexes) into a JSON value, the value itself first."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from paths_of(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from paths_of(item, prefix + (index,))
+
+
+def mutate(base: dict, rng: random.Random) -> bytes:
+    """One mutant of a valid report: a value replaced, a key added or removed (in the report or any object in
+    it), a duplicated key, or the text itself cut, a byte flipped or an escape inserted."""
+    report = json.loads(json.dumps(base))
+    how = rng.randrange(7)
+    paths = list(paths_of(report))[1:]
+    if how <= 2 and paths:  # replace a value somewhere
+        path = rng.choice(paths)
+        holder = report
+        for step in path[:-1]:
+            holder = holder[step]
+        holder[path[-1]] = odd_value(rng)
+    elif how == 3:  # add a key to an object somewhere
+        objects = [report] + [v for v in (get_path(report, p) for p in paths) if isinstance(v, dict)]
+        rng.choice(objects)[rng.choice(ODD_STRINGS + ["extra", "stats"])] = odd_value(rng)
+    elif how == 4 and paths:  # remove a key
+        path = rng.choice([p for p in paths if isinstance(p[-1], str)] or paths)
+        holder = get_path(report, path[:-1])
+        if isinstance(holder, dict):
+            holder.pop(path[-1], None)
+    text = json.dumps(report, ensure_ascii=rng.random() < 0.5)
+    data = text.encode("utf-8", "surrogatepass")
+    if how == 5 and data:  # byte-level: flip, cut, insert
+        index = rng.randrange(len(data))
+        choice = rng.randrange(3)
+        if choice == 0:
+            data = data[:index] + bytes([data[index] ^ (1 << rng.randrange(8))]) + data[index + 1:]
+        elif choice == 1:
+            data = data[:index]
+        else:
+            data = data[:index] + rng.choice([b"\\ud800", b"\xff", b"\x00", b"1e999", b"NaN", b"-"]) + data[index:]
+    elif how == 6:  # a key given twice (JSON parsers keep the last): the second one odd
+        key = rng.choice(["sequence", "device_id", "kind", "stats", "model_sha256", "spool_id"])
+        data = data[:-1] + b", " + json.dumps(key).encode() + b": " + json.dumps(odd_value(rng)).encode() + b"}"
+    return data
+
+
+def get_path(value, path):
+    for step in path:
+        value = value[step]
+    return value
+
+
+def mutation_phase(server: HostServe, tally: Tally, sha256: str, count: int, seed, forbidden, log=print):
+    """``count`` mutants of valid reports POSTed with the token; after each one stored, GET /reports must still
+    answer 200 with JSON (the poison-report class: a report that is valid JSON but that no later read can
+    serve); every page of GET /reports, /generations and /health at the end."""
+    import requests
+    rng = random.Random(seed if seed is not None else 18)
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + TOKEN
+    base = {"schema": 1, "device_id": "mutant", "spool_id": "0123456789abcdef", "sequence": 1, "kind": "periodic",
+            "created_at": 1.0, "model_sha256": sha256, "backend": "onnxruntime", "precision": "fp32",
+            "platform": {"hostname": "jetson", "jetpack": "4.6.1"},
+            "stats": {"frames": 10, "fps": 30.0, "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": None},
+                      "dropped": 0, "rss_mb": 50.0, "gpu_mem_mb": None}}
+    started, stored = time.monotonic(), 0
+    for number in range(count):
+        valid = dict(base, sequence=number + 1, device_id="mutant-{}".format(number % 7))
+        body = mutate(valid, rng)
+        try:
+            answer = session.post(server.url + "/reports", data=body, headers={"Content-Type": "application/json"},
+                                  timeout=60)
+        except requests.RequestException as error:
+            tally.fail("no answer", "mutant {}: {!r}".format(body[:200], error))
+            continue
+        tally.count("mutated POST /reports", answer.status_code)
+        if answer.status_code >= 500:
+            tally.fail("5xx", "mutant {!r}: {}".format(body[:300], answer.text[:200]))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if answer.status_code in (201, 409) and answer.json().get("stored") is True:
+            stored += 1
+            tally.accepted.append(report_identity(data))
+            read = session.get(server.url + "/reports", params={"since_id": 0, "limit": 1, "device_id": "x"},
+                               timeout=60)
+            last = session.get(server.url + "/reports", params={"limit": 10000}, timeout=60)
+            tally.count("GET /reports after a stored mutant", last.status_code)
+            if read.status_code != 200 or last.status_code != 200:
+                tally.fail("a stored report made GET /reports fail", "mutant {!r}: {} {}".format(
+                    body[:300], last.status_code, last.text[:200]))
+            else:
+                try:
+                    last.json()
+                except ValueError as error:
+                    tally.fail("GET /reports is not JSON after a stored mutant", "{!r}: {}".format(body[:300], error))
+            found = leaks(last.content, forbidden)
+            if found:
+                tally.fail("leak", "GET /reports leaked {}".format(found))
+    # at the end: every page, and the public routes
+    url, pages = server.url + "/reports?limit=50", 0
+    while url:
+        answer = session.get(url, timeout=60)
+        tally.count("GET /reports pages at the end", answer.status_code)
+        if answer.status_code != 200:
+            tally.fail("a stored report made GET /reports fail", "page {}: {}".format(url, answer.text[:200]))
+            break
+        answer.json()
+        pages += 1
+        link = answer.headers.get("link")
+        url = server.url + link[1:link.index(">")] if link else None
+    for path in ("/health", "/generations", "/models/0/model.onnx", "/models/0/card.json"):
+        answer = session.get(server.url + path, timeout=60)
+        tally.count("GET {} at the end".format(path), answer.status_code)
+        if answer.status_code != 200:
+            tally.fail("a stored report broke a public route", "{}: {}".format(path, answer.text[:200]))
+    log("  mutated reports {:>6}, {} stored, {} pages of /reports at the end, {:.1f} s".format(
+        count, stored, pages, time.monotonic() - started))
+
+
 def report_identity(body: dict) -> tuple:
     """What host-serve identifies a report by: (device_id, spool_id or '', sequence)."""
     return body["device_id"], body.get("spool_id") or "", body["sequence"]
@@ -299,7 +457,7 @@ def stored_rows(run: Path):
         database.close()
 
 
-def fuzz(examples: int = 1500, seed=None, log=print) -> dict:
+def fuzz(examples: int = 1500, seed=None, log=print, mutants: int = 0) -> dict:
     """Run every phase against a fresh run folder; return the counts (and failures, empty when all held)."""
     import jsonschema_rs
     from host.serve import report_body_schema
@@ -319,6 +477,10 @@ def fuzz(examples: int = 1500, seed=None, log=print) -> dict:
             traversal_phase(server, tally, forbidden)
             log("fuzz: oversized bodies ...")
             oversized_phase(server, tally)
+            if mutants:
+                log("fuzz: {} mutated reports ...".format(mutants))
+                sha256 = json.loads((run / "gen-00" / "card.json").read_text())["sha256"]
+                mutation_phase(server, tally, sha256, mutants, seed, forbidden, log)
         finally:
             output = server.stop()
         rows = stored_rows(run)
@@ -344,17 +506,19 @@ def fuzz(examples: int = 1500, seed=None, log=print) -> dict:
                                                                        for k, v in tally.failures.items()},
             "by_status": dict(sorted(tally.by_status.items())), "no_case_possible": tally.impossible,
             "schema_valid_but_refused": tally.refused_valid, "seconds": round(time.monotonic() - started, 1),
-            "examples_per_operation": examples, "seed": seed, "machine": describe_machine(),
+            "examples_per_operation": examples, "mutants": mutants, "seed": seed, "machine": describe_machine(),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=1500, help="examples per operation and mode")
+    parser.add_argument("--mutants", type=int, default=2000,
+                        help="mutated valid reports to POST after the generated ones (default %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: derandomized)")
     parser.add_argument("--json", help="also write the counts here")
     args = parser.parse_args(argv)
-    counts = fuzz(args.examples, args.seed)
+    counts = fuzz(args.examples, args.seed, mutants=args.mutants)
     for key, value in counts["by_status"].items():
         print("  {:<60} {:>6}".format(key, value))
     print("requests {requests} | 5xx {five_xx} | 201s {accepted_201} | rows stored {rows_stored} | invalid accepted "

@@ -1,0 +1,46 @@
+"""A tiny real run folder: 32 px, 3-class SqueezeNets exported by host.export and recorded in lineage.sqlite as
+host-evolve records them (``labels`` and ``card`` are paths relative to the run, as real runs store them). The
+tests serve it with host-serve and fetch it with device-serve and device-agent; the trials (trials/) run their
+faults against it; a person can try host-serve on it in a second:
+
+    python -c "from pathlib import Path; from host.tiny_run import make_tiny_run; make_tiny_run(Path('run'))"
+
+The weights are random (seeded by the generation's number): the files are real, the accuracy is not.
+"""
+from pathlib import Path
+
+import numpy as np
+
+LABELS = ["cat", "dog", "fox"]
+SIZE = 32
+
+
+def make_tiny_run(run: Path, generations: int = 1, local_fps=100.0) -> list:
+    """Export ``generations`` tiny generations (weights seeded by their number) into ``run``; their cards."""
+    import torch
+    from contract.preprocess import PreprocessSpec
+    from host.export import export_generation
+    from host.genome import Genome
+    from host.lineage import Lineage
+    from host.model import SqueezeNet
+    genome = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
+    lineage = Lineage(run / "lineage.sqlite")
+    cards = []
+    try:
+        for number in range(generations):
+            torch.manual_seed(number)
+            folder = "gen-{:02d}".format(number)
+            card = export_generation(SqueezeNet(genome), run / folder, spec=PreprocessSpec.square(SIZE),
+                                     labels=LABELS, generation=number,
+                                     parity_images=np.random.RandomState(number).rand(2, 3, SIZE, SIZE).astype("float32"))
+            lineage.add_generation({"generation": number, "parent": number - 1 if number else None, "offspring": 0,
+                                    "genome": genome.to_json(), "params": genome.params,
+                                    "size_bytes": genome.size_bytes, "macs": genome.macs(SIZE), "top1": 0.5,
+                                    "top5": 1.0, "train_seconds": 1.0, "env_factor": None, "lambda": None,
+                                    "onnx": folder + "/model.onnx", "sha256": card["sha256"],
+                                    "weights": folder + "/weights.pt", "labels": folder + "/labels.txt",
+                                    "card": folder + "/card.json", "local_fps": local_fps})
+            cards.append(card)
+    finally:
+        lineage.close()
+    return cards
