@@ -190,7 +190,7 @@ def _make_handler(live):
             live.hub.viewers += 1
             try:
                 while not live.hub.closed and (not limit or sent < limit):
-                    found = live.hub.wait_jpeg(sequence, timeout=2.0)
+                    found = live.hub.wait_jpeg(sequence, timeout=2.0, annotated=True)  # never a raw frame
                     if found is None:
                         continue
                     sequence, data = found

@@ -213,3 +213,28 @@ def test_the_hub_hands_frame_jpg_an_annotated_frame_only():
     hub.publish(np.zeros((20, 20, 3), np.uint8), annotated=True)
     waiter.join()
     assert found[0] is not None and cv2.imdecode(np.frombuffer(found[0][1], np.uint8), cv2.IMREAD_COLOR).max() < 20
+
+
+def test_the_stream_never_starts_with_a_raw_frame():
+    """A slow source (2 fps) published a raw frame before anyone watched: the stream waits for the loop's next,
+    annotated frame rather than show the raw one first."""
+    import time
+    from device.web import FrameHub, LiveServer
+    from tests.device.test_web import mjpeg_frames
+    hub = FrameHub()
+    server = LiveServer("127.0.0.1", 0, lambda: {}, hub).start()
+    try:
+        hub.publish(np.full((40, 60, 3), 255, np.uint8), annotated=False)
+
+        def annotate_once_watched():
+            deadline = time.monotonic() + 20
+            while hub.viewers == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # waits for the viewer (a condition), not for a fixed time
+            hub.publish(np.zeros((40, 60, 3), np.uint8), annotated=True)
+        publisher = threading.Thread(target=annotate_once_watched)
+        publisher.start()
+        first = mjpeg_frames(server.url + "stream.mjpg?frames=1", 1)[0]
+        publisher.join()
+    finally:
+        server.close()
+    assert first.max() < 20  # the annotated frame, not the raw white one
