@@ -10,7 +10,7 @@ from typing import Iterable
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:72em}
 table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}
-th{background:#f4f4f4}td.l,th.l{text-align:left}code{background:#f4f4f4;padding:0 .3em}
+th{background:#f4f4f4}td{white-space:nowrap}td.l,th.l{text-align:left}td.wrap{white-space:normal}code{background:#f4f4f4;padding:0 .3em}
 .muted{color:#777}.warn{color:#b00}h1{font-size:1.5em}"""
 
 
@@ -44,7 +44,7 @@ def index_html(run_name: str, generations: list[dict], best: int | None) -> str:
             f"<td>{g['params']:,}</td><td>{_number(100 * g['top1'], 1, ' %')}</td>"
             f"<td>{_number(100 * g['top5'], 1, ' %')}</td><td>{_number(g['local_fps'])}</td>"
             f"<td>{_number(g['device_fps'])}</td><td class=l>{_figures_cell(g.get('device_figures', []))}</td>"
-            f"<td class=l>{files}</td></tr>")
+            f"<td class='l wrap'>{files}</td></tr>")
     table = ("<table><tr><th>generation</th><th>parent</th><th>size</th><th>params</th><th>top-1</th>"
              "<th>top-5</th><th>local fps</th><th>device fps<br><span class=muted>benchmark, batch 1</span></th>"
              "<th class=l>device figures</th><th class=l>files</th></tr>" + "".join(rows) + "</table>"
@@ -59,8 +59,9 @@ def index_html(run_name: str, generations: list[dict], best: int | None) -> str:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>squishednets host-serve: "
             f"{html.escape(run_name)}</title><style>{STYLE}</style></head><body>"
             f"<h1>squishednets host-serve: run {html.escape(run_name)}</h1>"
-            f"<p>{len(generations)} generation(s). latest: {'-' if latest is None else latest}; best (smallest at "
-            f"or above the run's top-1 floor): {'-' if best is None else best}. "
+            f"<p>{len(generations)} generation(s). latest: {'-' if latest is None else latest}; best (the smallest "
+            f"within the run's top-1 tolerance of the ancestor, summary.json's best_generation): "
+            f"{'-' if best is None else best}. "
             f'Machine-readable: <a href="/generations">/generations</a>; API: <a href="/docs">/docs</a> '
             f'(<a href="/openapi.json">/openapi.json</a>).</p>{table}{usage}</body></html>')
 

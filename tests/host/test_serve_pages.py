@@ -17,8 +17,8 @@ TOKEN = "test-token-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Three generations: 0 (top-1 0.9, largest), 1 (0.8), 2 (0.6, smallest); the run's floor is 0.7, so the
-    best is 1 (the smallest at or above the floor) and the latest is 2."""
+    """Three generations: 0 (top-1 0.9, largest), 1 (0.8), 2 (0.6, smallest); the run allows 15 points below the
+    ancestor and a floor of 0.7, so the best is 1 (the smallest within both) and the latest is 2."""
     run = tmp_path_factory.mktemp("run")
     cards = make_tiny_run(run, generations=3)
     db = sqlite3.connect(str(run / "lineage.sqlite"))
@@ -27,7 +27,7 @@ def served(tmp_path_factory):
     db.commit()
     db.close()
     lineage = Lineage(run / "lineage.sqlite")
-    lineage.save_config({"top1_floor": 0.7})
+    lineage.save_config({"top1_floor": 0.7, "top1_tolerance": 0.15})
     lineage.add_device_report("tx1", 1, cards[1]["sha256"], "benchmark", 160.0,
                               {"stats": {"fps": 160.0, "frames": 10, "batch": 1, "stable": True}})
     lineage.add_device_report("tx1", 2, cards[1]["sha256"], "final", 15.0,
