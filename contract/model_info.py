@@ -1,7 +1,7 @@
 """What the device needs to know about a generation's ONNX file, read from the file alone.
 
 ``ModelInfo.from_onnx(path)`` returns the input/output names and shapes, the labels, the preprocessing spec
-the host trained with and the genome, all from the ONNX ``metadata_props`` (DESIGN.md, Contracts: ONNX).
+the host trained with and the genome, all from the ONNX ``metadata_props`` (docs/architecture.md).
 
 The file is read with a small protobuf wire-format reader rather than the ``onnx`` package: a Jetson with
 TensorRT has no reason to carry ``onnx`` (and its protobuf pins) just to read six fields, and a reader that

@@ -2,7 +2,7 @@
 
 The host imports this module; it never imports the host. Python 3.6, numpy and OpenCV only.
 
-The contract (DESIGN.md, and what jetson-inference's ``imagenet`` does with a custom ONNX):
+The contract (docs/architecture.md, and what jetson-inference's ``imagenet`` does with a custom ONNX):
 resize the whole frame to the network's input size (no crop, aspect not kept), bilinear,
 BGR -> RGB, scale to [0, 1], subtract the mean and divide by the std per channel, HWC -> CHW.
 """

@@ -100,6 +100,45 @@ def reference_resize_normalize(frame_bgr, spec):
     return np.ascontiguousarray((resized * scale + offset).transpose(2, 0, 1)[None].astype(np.float32))
 
 
+#: How far the kernel's output may be from the CPU path's (contract.preprocess, OpenCV), in grey levels of the
+#: uint8 input: resizing arithmetic differs in rounding, never by more than one level.
+SELF_CHECK_TOLERANCE_LEVELS = 1.0
+
+
+def self_check_frame(height=75, width=101):
+    """A deterministic BGR test frame of odd size (gradients and a disc in all three channels): every tap of a
+    resize and every channel of the colour swap show in the output."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (255 * xs / (width - 1)).astype(np.uint8)
+    frame[..., 1] = (255 * ys / (height - 1)).astype(np.uint8)
+    frame[..., 2] = np.where((xs - width / 3.0) ** 2 + (ys - height / 2.0) ** 2 < (height / 4.0) ** 2, 230, 20)
+    return frame
+
+
+def kernel_self_check(preprocess, spec, frame=None, tolerance=SELF_CHECK_TOLERANCE_LEVELS):
+    """Launch ``preprocess(frame) -> float32 1x3xHxW`` (the kernel, copied back) once on a synthetic frame and
+    compare it with the CPU path ``spec(frame)``. Returns (True, what it measured) or (False, why not): an
+    exception of the launch, a wrong shape, NaN, or a difference above ``tolerance`` grey levels
+    (``|gpu - cpu| * 255 * std`` per channel: the normalised difference in uint8 levels)."""
+    frame = self_check_frame() if frame is None else frame
+    try:
+        produced = np.asarray(preprocess(frame), dtype=np.float32)
+    except Exception as error:  # pycuda's LaunchError, LogicError...: the kernel does not run here
+        return False, "its test launch failed ({}: {})".format(type(error).__name__, str(error).strip()[:160])
+    expected = spec(frame)
+    if produced.shape != expected.shape:
+        return False, "its test launch gave shape {}, not {}".format(produced.shape, expected.shape)
+    if not np.all(np.isfinite(produced)):
+        return False, "its test launch gave NaN or infinite values"
+    levels = np.abs(produced - expected) * (255.0 * np.asarray(spec.std, np.float32)).reshape(1, -1, 1, 1)
+    worst = float(levels.max())
+    if worst > tolerance:
+        return False, "its test launch differs from the CPU path by {:.1f} grey levels (at most {:.0f} " \
+                      "allowed)".format(worst, tolerance)
+    return True, "test launch within {:.2f} grey levels of the CPU path".format(worst)
+
+
 class CudaPreprocessor(object):
     """The kernel with its buffers. Use it on the thread that holds the CUDA context (the backend's).
 

@@ -437,7 +437,7 @@ def _describe(backend):
 
 
 def stats_json(snapshot):
-    """The --stats-json figures (DESIGN.md contract keys first, then the rest of the snapshot)."""
+    """The --stats-json figures (the contract keys of docs/serve.md first, then the rest of the snapshot)."""
     figures = {key: snapshot.get(key) for key in ("frames", "fps", "latency_ms", "stages_ms", "dropped", "rss_mb",
                                                   "gpu_mem_mb", "backend", "precision", "model_sha256")}
     for key, value in snapshot.items():

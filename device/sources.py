@@ -107,8 +107,8 @@ CSI_RECONNECT_HINT = ("hint: if nvargus-daemon was restarted on the host (sudo s
 
 
 def csi_pipeline(sensor_id, width=1280, height=720, fps=30, out_width=None, out_height=None):
-    """The nvarguscamerasrc GStreamer pipeline for a Jetson CSI camera (REFERENCE.md); ``drop=true
-    max-buffers=1`` keeps the appsink from queueing stale frames (without it, lag grows)."""
+    """The nvarguscamerasrc GStreamer pipeline for a Jetson CSI camera (NVIDIA's L4T Accelerated GStreamer
+    guide); ``drop=true max-buffers=1`` keeps the appsink from queueing stale frames (without it, lag grows)."""
     out_width = out_width or width
     out_height = out_height or height
     return ("nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM),width={},height={},format=NV12,"

@@ -44,7 +44,7 @@ class BuildSettings(object):
                 "workspace_mb": self.workspace_mb}
 
 
-def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
+def precision_plan(trt, builder, precision, onnx_dtype):
     """How to get ``precision`` from this TensorRT: a dict with ``flags`` (BuilderFlag names to set),
     ``strongly_typed`` and ``notes``; EngineError where it cannot be had, saying what to do instead."""
     plan = {"flags": [], "clear_flags": [], "strongly_typed": False, "notes": []}
@@ -56,6 +56,11 @@ def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
         plan["strongly_typed"] = True
         plan["notes"].append("FP16 ONNX built strongly typed: its types decide each layer's precision")
         return plan
+    if precision == "fp32" and api.has_builder_flag(trt, "TF32"):
+        # TensorRT enables TF32 by default: on Ampere and newer an "fp32" engine would run its convolutions
+        # with 10-bit mantissas. fp32 means fp32 on every TensorRT that has the flag, 11 included (TX1 has no
+        # TF32; clearing the flag there changes nothing).
+        plan["clear_flags"].append("TF32")
     if not flags_exist:  # TensorRT 11+: no FP16/INT8 builder flags, no implicit calibration
         if precision == "fp16":
             raise EngineError("TensorRT {} has no FP16 builder flag: precision comes from the ONNX itself. Export "
@@ -66,10 +71,6 @@ def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
                               "Q/DQ (quantize/dequantize) nodes made by a quantization tool (e.g. NVIDIA "
                               "ModelOpt); use --precision fp32 or an FP16 ONNX here".format(api.version_of(trt)))
         return plan
-    if precision == "fp32" and api.has_builder_flag(trt, "TF32"):
-        # TensorRT enables TF32 by default: on Ampere and newer an "fp32" engine would run its convolutions
-        # with 10-bit mantissas. fp32 means fp32 (TX1 has no TF32; clearing the flag there changes nothing).
-        plan["clear_flags"].append("TF32")
     if precision in ("fp16", "int8"):
         fast = api.platform_flag(builder, "platform_has_fast_fp16")
         if fast is False:
@@ -84,7 +85,7 @@ def precision_plan(trt, builder, precision, onnx_dtype, gpu=None):
     return plan
 
 
-def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, calibrator=None, gpu=None,
+def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, calibrator=None,
                      log=print, store=None):
     """Build and return the serialized engine (bytes) for ``onnx_path`` (``info``: its ModelInfo).
 
@@ -96,7 +97,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     """
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    plan = precision_plan(trt, builder, settings.precision, info.input_dtype, gpu)
+    plan = precision_plan(trt, builder, settings.precision, info.input_dtype)
     network = builder.create_network(api.network_creation_flags(trt, plan["strongly_typed"]))
     parser = trt.OnnxParser(network, logger)
     with open(onnx_path, "rb") as handle:
@@ -138,7 +139,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
         raise calibrator.error  # what the calibration set lacked, not TensorRT's "could not build"
     if serialized is None:
         raise EngineError("TensorRT {} could not build an engine for {} at {} (see its log above); if the "
-                          "process ran out of memory, lower --workspace-mb or --max-batch".format(
+                          "process ran out of memory, lower --workspace-mb (or device-bench's largest --batch)".format(
                               api.version_of(trt), onnx_path, settings.precision))
     engine = bytes(serialized)
     if store is not None:
@@ -199,8 +200,9 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
     """Return (CacheEntry, engine bytes, sidecar dict, built: bool) for ``info`` (a ModelInfo).
 
     Loads the cached engine when its sidecar proves it is the one asked for; otherwise builds it (with the
-    timing cache kept beside the engines) and stores it atomically. ``calibrator_factory(cache_path)``
-    returns (calibrator, signature) for INT8 builds (calibration/ makes both; engines/ never imports it).
+    timing cache kept beside the engines) and stores it atomically. ``calibrator_factory()`` (no arguments;
+    it knows its model and cache folder) returns (calibrator, signature) for INT8 builds (calibration/ makes
+    both; engines/ never imports it).
     """
     trt_version = api.version_of(trt)
     calibration = None
@@ -231,7 +233,7 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
             stored.append(entry.store(engine_bytes, {"build_seconds": round(time.time() - started, 2),
                                                      "onnx_path": info.path, "settings": settings.to_dict(),
                                                      "gpu": gpu.to_dict()}))
-        engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, gpu, log, store)
+        engine = engine_from_onnx(trt, info.path, info, settings, timing_cache_path, calibrator, log=log, store=store)
         sidecar = stored[0]
     log("engine: stored {} ({:.1f} MB, {:.1f} s)".format(entry.engine_path, len(engine) / 1e6,
                                                           sidecar["build_seconds"]))

@@ -1,4 +1,4 @@
-"""One place for the TensorRT calls whose spelling changed between 8.2, 8.4+, 10 and 11 (REFERENCE.md's table):
+"""One place for the TensorRT calls whose spelling changed between 8.2, 8.4+, 10 and 11 (docs/device-runtime.md):
 building (flags, workspace, profiles, timing cache, TF32) and running (the two I/O shapes below).
 
 Every choice is a feature test on the module or object at hand, never a version-string comparison, so a

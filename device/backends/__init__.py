@@ -30,6 +30,27 @@ def choose_backend(requested, precision, tensorrt_check=None):
     return "onnxruntime", precision, why
 
 
+#: Where a Jetson container gets TensorRT, CUDA and cuDNN from: ``--runtime nvidia`` mounts the host's files
+#: listed in these CSV files (JetPack 4.x's nvidia-container-runtime); without the flag none of them is there.
+JETSON_MOUNT_LISTS = "/etc/nvidia-container-runtime/host-files-for-container.d/*.csv"
+
+
+def no_backend_message(tensorrt_reason, onnxruntime_reason, jetson=None):
+    """The one line for ``--backend auto`` when neither backend can run: both reasons, and on a Jetson the
+    likely cause (a container started without ``--runtime nvidia``, or the host's mount lists missing)."""
+    if jetson is None:
+        from device.machine import is_jetson
+        jetson = is_jetson()
+    text = "no backend can run here: TensorRT: {}; ONNX Runtime: {}".format(tensorrt_reason, onnxruntime_reason)
+    if jetson:
+        text += ("; this is a Jetson: in a container, start it with --runtime nvidia (it mounts TensorRT, CUDA "
+                 "and pycuda's libraries from the host as listed in the host's {}; check they are there, e.g. "
+                 "tensorrt.csv, cuda.csv)".format(JETSON_MOUNT_LISTS))
+    else:
+        text += "; install onnxruntime (pip install onnxruntime), or TensorRT with pycuda on a CUDA GPU"
+    return text
+
+
 def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print,
                  expected_sha256=None, **options):
     """Open ``model_path`` (a path or a host-serve URL) on ``backend``; returns a Backend.
@@ -54,6 +75,12 @@ def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cach
         opened = TensorRTBackend(info, precision, max_batch, why, cache_dir, log, **options)
     else:
         from device.backends.onnxruntime_backend import OnnxRuntimeBackend
+        if backend == "auto":  # the fallback must run, or say why neither does
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError as error:
+                from device.backends.tensorrt_backend import tensorrt_ready
+                raise DeviceError(no_backend_message(tensorrt_ready()[1], "not importable ({})".format(error)))
         _check_options(options, ("providers", "threads", "workspace_mb", "opt_batch", "calibration_dir"), name)
         options.pop("opt_batch", None)  # TensorRT-only settings, harmless when auto fell back
         options.pop("calibration_dir", None)

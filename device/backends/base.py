@@ -92,6 +92,9 @@ class Backend(object):
     #: where frames become network input: "cpu" (contract.preprocess on the host, then :meth:`infer`) or "gpu"
     #: (the backend's own device kernel, then :meth:`infer_frame`); see TensorRTBackend.enable_gpu_preprocess
     preprocess_path = "cpu"
+    #: on the "gpu" path, the milliseconds the last :meth:`infer_frame` spent uploading and preprocessing the
+    #: frame on the device (the loop counts it as the preprocess stage, not as network time); None elsewhere
+    last_preprocess_ms = None
 
     def infer_frame(self, frame_bgr):
         """Logits (1, classes) for one uint8 BGR frame, preprocessed where :attr:`preprocess_path` says."""

@@ -76,7 +76,10 @@ class CudaThread(object):
             raise RuntimeError("the CUDA thread is closed")
         done, result = threading.Event(), []
         self._jobs.put((function, args, kwargs, done, result))
-        done.wait()
+        # in slices: a signal the kernel hands to another thread (any may get it) only wakes this one's handler
+        # when this one wakes; an untimed wait would sit through a minutes-long engine build
+        while not done.wait(0.1):
+            pass
         ok, value = result[0]
         if ok:
             return value

@@ -14,6 +14,7 @@ from engines.gpu import gpu_info_from_pycuda
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    _events = None  # (start, end) CUDA events timing the GPU preprocessing of a frame
 
     def __init__(self, info, precision="fp32", max_batch=8, why="", cache_dir=None, log=print,
                  workspace_mb=DEFAULT_WORKSPACE_MB, opt_batch=None, calibration_dir=None, device_index=0):
@@ -67,7 +68,7 @@ class TensorRTBackend(Backend):
             raise EngineError(
                 "TensorRT could not create an execution context for {} (out of GPU memory: {:.0f} MB free of "
                 "{:.0f} MB). Close other GPU programs (a desktop session takes hundreds of MB on a 4 GB TX1) or "
-                "lower the largest batch (--max-batch)".format(entry.engine_path, *[
+                "lower the largest batch (device-bench --batch)".format(entry.engine_path, *[
                     value / 2.0 ** 20 for value in cuda.mem_get_info()]))
         self.io = api.io_for(trt, self.engine, self.context)
         self.stream = cuda.Stream()
@@ -115,9 +116,16 @@ class TensorRTBackend(Backend):
         """The CUDA-backed path: the uint8 frame is uploaded once and resized, colour-converted and normalised
         by the kernel straight into the engine's input buffer (contract.preprocess's arithmetic)."""
         spec = self.info.spec
+        if self._events is None:
+            self._events = (self._cuda.Event(), self._cuda.Event())
+        start, end = self._events
+        start.record(self.stream)
         self._preprocessor.to_device(frame_bgr, int(self._device[self._in.name]), self.stream)
+        end.record(self.stream)
         self.io.set_input_shape(self._in.name, (1, 3, spec.height, spec.width))
-        return self._execute_and_fetch()
+        logits = self._execute_and_fetch()  # synchronizes the stream: both events have happened
+        self.last_preprocess_ms = end.time_since(start)  # upload + kernel, milliseconds
+        return logits
 
     def _execute_and_fetch(self):
         self.io.execute(self.stream.handle)
@@ -151,12 +159,19 @@ class TensorRTBackend(Backend):
         if getattr(self, "fixed_batch", None) not in (None, 1):
             return False, "the model's batch is fixed at {} and the kernel writes one frame".format(self.fixed_batch)
         try:
-            from device.cuda_preprocess import CudaPreprocessor
-            self._preprocessor = self._thread.call(CudaPreprocessor, self.info.spec)
+            from device.cuda_preprocess import CudaPreprocessor, kernel_self_check
+            preprocessor = self._thread.call(CudaPreprocessor, self.info.spec)
         except Exception as error:  # a kernel that will not compile or a spec it cannot do: the CPU path works
             return False, "the CUDA preprocessing kernel is unavailable ({})".format(error)
+        # compiled is not working: launch it once and compare with the CPU path before any frame depends on it
+        ok, how = self._thread.call(kernel_self_check, preprocessor, self.info.spec)
+        if not ok:
+            self._thread.call(release_cuda_objects, _Holder(_preprocessor=preprocessor))
+            return False, "the CUDA preprocessing kernel is not used: " + how
+        self._preprocessor = preprocessor
         self.preprocess_path = "gpu"
-        return True, "frames are uploaded once and preprocessed by a CUDA kernel into the engine's input buffer"
+        return True, "frames are uploaded once and preprocessed by a CUDA kernel into the engine's input buffer " \
+                     "({})".format(how)
 
     def infer_frame(self, frame_bgr):
         if self.preprocess_path != "gpu":
@@ -206,7 +221,14 @@ class TensorRTBackend(Backend):
 # (they point into the engine's tensors), then the execution context, the engine, the runtime that
 # deserialized it, and the stream. Each is dropped on the CUDA thread; TensorRT's and pycuda's destructors
 # then run there, before the context is popped. Dropped off-thread or after the pop, they crash at exit.
-RELEASE_ORDER = ("_preprocessor", "_device", "_host", "io", "context", "engine", "_runtime", "stream")
+RELEASE_ORDER = ("_events", "_preprocessor", "_device", "_host", "io", "context", "engine", "_runtime", "stream")
+
+
+class _Holder(object):
+    """Attributes to release with :func:`release_cuda_objects` (what a failed step made)."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
 
 
 def open_on_thread(thread, opener, holder):

@@ -109,3 +109,17 @@ def test_effective_precision_follows_the_session_and_the_onnx():
     precision, note = effective_precision("fp32", "float16", [CPU])
     assert precision == "fp16" and "the ONNX is FP16" in note
     assert effective_precision("fp32", "float32", [CPU]) == ("fp32", None)
+
+
+def test_auto_with_neither_backend_carries_both_reasons_and_names_the_runtime_flag_on_a_jetson(monkeypatch):
+    import sys
+    from device.backends import no_backend_message
+    from device.backends.tensorrt_backend import tensorrt_ready
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what a container without the wheel has: ImportError
+    with pytest.raises(DeviceError) as caught:
+        open_backend(tiny_onnx(), "auto", log=None)
+    message = str(caught.value)
+    assert "TensorRT: " + tensorrt_ready()[1] in message and "ONNX Runtime: not importable" in message
+    jetson = no_backend_message("TensorRT's Python bindings are not importable (No module named 'tensorrt')",
+                                "not importable (No module named 'onnxruntime')", jetson=True)
+    assert "--runtime nvidia" in jetson and "host-files-for-container.d" in jetson and "\n" not in jetson

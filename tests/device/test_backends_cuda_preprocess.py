@@ -55,3 +55,22 @@ def test_cuda_kernel_matches_cpu_path():
         got = CudaPreprocessor(spec)(image)
         np.testing.assert_allclose(got, reference_resize_normalize(image, spec), atol=1e-4)
         assert np.abs(got - spec(image)).max() <= ONE_GREY_LEVEL
+
+
+def test_the_kernel_self_check_takes_a_faithful_kernel_and_refuses_a_wrong_or_failing_one():
+    """enable_gpu_preprocess launches the kernel once and compares it with the CPU path: here the launch is
+    stood in for by functions (the real kernel: scripts/gpu-check.sh), the comparison is the real one."""
+    from contract.preprocess import PreprocessSpec
+    from device.cuda_preprocess import kernel_self_check, reference_resize_normalize
+    spec = PreprocessSpec.square(32)
+    ok, how = kernel_self_check(lambda frame: reference_resize_normalize(frame, spec), spec)
+    assert ok and "within" in how
+    ok, why = kernel_self_check(lambda frame: spec(frame)[:, ::-1].copy(), spec)  # red and blue swapped
+    assert not ok and "grey levels" in why
+    ok, why = kernel_self_check(lambda frame: spec(frame) + 2.5 / (255 * 0.229), spec)  # 2.5 levels off
+    assert not ok and "differs from the CPU path by 2.5" in why
+
+    def failing(frame):
+        raise RuntimeError("cuLaunchKernel failed: too many resources requested for launch")
+    ok, why = kernel_self_check(failing, spec)
+    assert not ok and "test launch failed (RuntimeError: cuLaunchKernel failed" in why

@@ -70,3 +70,20 @@ def test_tensorrt_falls_back_to_the_cpu_path_when_the_kernel_is_unavailable():
         assert not ok and "float16" in why  # an FP16 engine input: the kernel writes float32
     finally:
         backend._thread.close()
+
+
+def test_on_the_gpu_path_the_kernels_time_is_the_preprocess_stage_not_network_time(tmp_path):
+    """jetson-inference's Network FPS is the network alone: the frame upload and the kernel, which the backend
+    times with CUDA events (last_preprocess_ms), go to the preprocess stage and come out of "infer"."""
+    with open_backend(tiny_onnx(), backend="onnxruntime", max_batch=1, cache_dir=str(tmp_path), log=None) as backend:
+        backend.preprocess_path = "gpu"
+        infer_frame = backend.infer_frame
+
+        def timed(frame):
+            result = infer_frame(frame)
+            backend.last_preprocess_ms = 0.25  # what TensorRT's events would say
+            return result
+        backend.infer_frame = timed
+        loop = run_loop(backend)
+    stages = loop.telemetry.snapshot()["stages_ms"]
+    assert stages["preprocess"]["p50"] == stages["preprocess"]["p99"] == 0.25  # the kernel alone, every frame
