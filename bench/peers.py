@@ -15,6 +15,10 @@ most 0.95 MB and then at most 0.49 MB (the second continues from the first, for 
       cluster strength), no evolution; the share found by bisection, as in (a).
   (c) evolution: this project's heredity model (host/synthesis.py: lambda solved so the expected offspring
       is R x the parent, then a seeded draw; the first of up to 16 draws that fits the step's size).
+  (d) selection: (c) with selection (host/selection.py, host-evolve --candidates): the first CANDIDATES draws
+      that fit, and the heredity model's most likely offspring (strongest_offspring) when it fits, each scored
+      by fidelity to the parent, KL(parent || candidate) on PROXY_IMAGES fixed training images; the most
+      faithful is trained. The scoring's forward passes count in the budget (a third of a training image each).
 
 Everything else is the same for the three: the step sizes (geometric from the ancestor to the target, one
 per step), the training after every step (host/train.py: SGD, warm-up + cosine, label smoothing, crops,
@@ -44,7 +48,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 SHARED = PROJECT.parent / "shared"
 
-METHODS = ("torch-pruning", "uniform", "evolution")
+METHODS = ("torch-pruning", "uniform", "evolution", "selection")
+CANDIDATES, PROXY_IMAGES = 8, 512  # (d) selection: draws scored per step, fixed training images they are scored on
 SIZES_MB = (0.95, 0.49)
 SCALES = {
     # what ran in this session (docs/benchmarks.md): tiny images, 2 steps of 1 epoch per size, on a 2-core
@@ -57,6 +62,12 @@ SCALES = {
     # (the evolution's second step: 58 % -> 29 % train top-1 as the rate peaked 13 steps in; uniform 85 -> 78 %),
     # so it measured the schedule, not the methods (docs/benchmarks.md section 5)
     "full": {"image_size": 112, "ancestor_epochs": 6, "steps": (3, 2), "epochs_per_step": 4},
+    # issue 15's fair fight: the presets' gentle schedule for every method (steps of about R 0.85 on size, 4
+    # epochs each, distillation from the ancestor with --teacher ancestor, a 4-epoch recovery at each size);
+    # about 3 h a method on this CPU (not run yet: docs/benchmarks.md section 9)
+    "gentle": {"image_size": 112, "ancestor_epochs": 6, "steps": (10, 4), "epochs_per_step": 4, "recovery_epochs": 4},
+    # the same shape at 64 px with 1-epoch steps: what fits a session on a shared 2-core CPU
+    "gentle-64": {"image_size": 64, "ancestor_epochs": 3, "steps": (5, 3), "epochs_per_step": 1, "recovery_epochs": 1},
     # seconds: the tests' scale (use with a small --data such as cifar10-mini)
     "smoke": {"image_size": 32, "ancestor_epochs": 1, "steps": 2, "epochs_per_step": 1},
 }
@@ -177,13 +188,48 @@ def torch_pruning_shrink(parent, target_params: int, image_size: int, round_to: 
     return best if best is not None else prune(0.97)
 
 
-def shrink(method: str, parent, target_params: int, image_size: int, seed: int):
+def selection_shrink(parent, target_params: int, seed: int, image_size: int, data, candidates: int = CANDIDATES,
+                     round_to: int = ROUND_TO, min_filters: int = MIN_FILTERS) -> tuple:
+    """(d) The most faithful to the parent of the first ``candidates`` heredity draws that fit (and the heredity
+    model's most likely offspring when it fits); returns (model, proxy cost in training-image equivalents)."""
+    import torch
+    from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
+    from host.surgery import cluster_strengths, inherit
+    from host.synthesis import sample_offspring, solve_lambda
+    from host.train import derive_seed
+    strengths = cluster_strengths(parent)
+    classes = parent.genome.num_classes
+    env_factor = min(1.0, target_params / parent.genome.params)
+    lam = solve_lambda(strengths, classes, env_factor, kind="params", image_size=image_size,
+                       min_filters=min_filters, round_to=round_to)
+    pool = [strongest_offspring(strengths, lam, min_filters=min_filters, round_to=round_to)]
+    for draw in range(16 * candidates):
+        if len(pool) > candidates:
+            break
+        pool.append(sample_offspring(strengths, lam, np.random.default_rng(derive_seed(seed, draw, 12345)),
+                                     min_filters=min_filters, round_to=round_to))
+    fits = [kept for kept in pool if widths_params(classes, {k: len(v) for k, v in kept.items()}) <= target_params]
+    if not fits:  # nothing fits: the evolution's own fallback (the smallest of its draws)
+        return evolution_shrink(parent, target_params, seed, image_size, round_to, min_filters), 0.0
+    proxy = ProxySet.draw(data.train, PROXY_IMAGES, derive_seed(seed, 777))
+    cpu = torch.device("cpu")
+    reference = logits_on(parent.cpu(), data.train, proxy.score, data.spec, cpu)
+    scored = [(fidelity(logits_on(inherit(parent.cpu(), kept), data.train, proxy.score, data.spec, cpu), reference),
+               kept) for kept in fits]
+    best = min(scored, key=lambda item: item[0])[1]
+    return inherit(parent.cpu(), best), (len(fits) + 1) * len(proxy.score) * FORWARD_SHARE
+
+
+def shrink(method: str, parent, target_params: int, image_size: int, seed: int, data=None) -> tuple:
+    """(the smaller model, the training-image equivalents spent choosing it)"""
     if method == "torch-pruning":
-        return torch_pruning_shrink(parent, target_params, image_size)
+        return torch_pruning_shrink(parent, target_params, image_size), 0.0
     if method == "uniform":
-        return uniform_shrink(parent, target_params)
+        return uniform_shrink(parent, target_params), 0.0
     if method == "evolution":
-        return evolution_shrink(parent, target_params, seed, image_size)
+        return evolution_shrink(parent, target_params, seed, image_size), 0.0
+    if method == "selection":
+        return selection_shrink(parent, target_params, seed, image_size, data)
     raise ValueError(method)
 
 
@@ -308,25 +354,42 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     """The method from the ancestor to each size in turn; per size: model, top-1, size, MACs, epochs.
     ``teacher``: distil from the previous step's model ("parent") or from the ancestor ("ancestor")."""
     from host.train import derive_seed
-    parent, rows = ancestor, []
+    parent, rows, spent = ancestor, [], 0.0
+    recovery = scale.get("recovery_epochs", 0)
     for size_index, size_mb in enumerate(SIZES_MB):
         target = int(size_mb * 1e6 / 4)
         for step, step_target in enumerate(step_targets(parent.genome.params, target, steps_for(scale, size_index))):
             path = folder / f"{method}-{size_mb:.2f}-step{step}.pt"
             if path.is_file():
-                child, _ = load_model(path)
+                child, state = load_model(path)
                 bar.update(scale["epochs_per_step"])
             else:
-                child = shrink(method, parent, step_target, scale["image_size"], derive_seed(seed, size_index, step))
+                child, cost = shrink(method, parent, step_target, scale["image_size"], derive_seed(seed, size_index, step),
+                                     data)
                 mentor = ancestor if teacher == "ancestor" else parent
                 child = train(child, mentor, data, scale["epochs_per_step"], derive_seed(seed, size_index, step, 7),
                               f"{method} {size_mb:.2f} MB step {step + 1}/{steps_for(scale, size_index)}", bar)
-                save_model(child, path, {})
+                state = {"proxy_images": cost}
+                save_model(child, path, state)
+            spent += state.get("proxy_images", 0.0)
             parent = child
+        if recovery:  # the presets' recovery fine-tune at each size: every filter kept, the rate rewound
+            path = folder / f"{method}-{size_mb:.2f}-recovery.pt"
+            if path.is_file():
+                parent, _ = load_model(path)
+                bar.update(recovery)
+            else:
+                mentor = ancestor if teacher == "ancestor" else parent
+                parent = train(copy.deepcopy(parent), mentor, data, recovery, derive_seed(seed, size_index, 99),
+                               f"{method} {size_mb:.2f} MB recovery", bar)
+                save_model(parent, path, {})
+        epochs = sum(steps_for(scale, i) for i in range(size_index + 1)) * scale["epochs_per_step"] + \
+            recovery * (size_index + 1)
         rows.append({"method": method, "target_mb": size_mb, "model": parent, "top1": top1(parent, data),
                      "params": parent.genome.params, "size_mb": parent.genome.size_bytes / 1e6,
-                     "macs_m": parent.genome.macs(scale["image_size"]) / 1e6,
-                     "epochs": sum(steps_for(scale, i) for i in range(size_index + 1)) * scale["epochs_per_step"]})
+                     "macs_m": parent.genome.macs(scale["image_size"]) / 1e6, "epochs": epochs,
+                     # the budget: training images processed after the ancestor, the selection's proxy included
+                     "budget_images": epochs * len(data.train) + spent, "proxy_images": spent})
     return rows
 
 
@@ -335,7 +398,7 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    colours = {"torch-pruning": "tab:orange", "uniform": "tab:green", "evolution": "tab:blue"}
+    colours = {"torch-pruning": "tab:orange", "uniform": "tab:green", "evolution": "tab:blue", "selection": "tab:purple"}
     for key, axis, label in (("size_mb", axes[0], "size, MB (fp32 weights)"),
                              ("b1_vs_ancestor", axes[1], "ONNX Runtime CPU batch-1 speed vs ancestor (x)")):
         if any(key not in r for r in rows):
@@ -363,12 +426,14 @@ def speed(row: dict, key: str, form: str, unit: str = "") -> str:
 
 
 def markdown(rows: list[dict], ancestor: dict) -> str:
-    lines = ["| model | target | top-1 % | params | MB | MACs (M) | epochs after the ancestor | ORT b1 img/s | b1 vs ancestor | "
-             "ORT b8 img/s | b8 vs ancestor |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | target | top-1 % | params | MB | MACs (M) | epochs after the ancestor | budget (images, proxy incl.) "
+             "| ORT b1 img/s | b1 vs ancestor | ORT b8 img/s | b8 vs ancestor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in [ancestor] + rows:
         target = "-" if r["target_mb"] is None else f"<= {r['target_mb']} MB"
         lines.append(f"| {r['method']} | {target} | "
                      f"{100 * r['top1']:.1f} | {r['params']:,} | {r['size_mb']:.3f} | {r['macs_m']:.1f} | {r['epochs']} | "
+                     f"{r.get('budget_images', 0):,.0f} | "
                      f"{speed(r, 'b1_ips', '.0f')} | {speed(r, 'b1_vs_ancestor', '.2f', 'x')} | {speed(r, 'b8_ips', '.0f')} | "
                      f"{speed(r, 'b8_vs_ancestor', '.2f', 'x')} |")
     return "\n".join(lines)
@@ -397,8 +462,8 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = Data(args.data, scale["image_size"], folder / "cache", args.seed)
-    total = scale["ancestor_epochs"] + len(methods) * sum(steps_for(scale, i) for i in range(len(SIZES_MB))) * \
-        scale["epochs_per_step"]
+    total = scale["ancestor_epochs"] + len(methods) * (sum(steps_for(scale, i) for i in range(len(SIZES_MB))) *
+                                                       scale["epochs_per_step"] + scale.get("recovery_epochs", 0) * len(SIZES_MB))
     bar = tqdm(total=total, desc="peers (epochs)", unit="epoch", dynamic_ncols=True)
     ancestor, ancestor_top1, ancestor_seconds = ancestor_model(data, scale, args.pretrained, folder, args.seed, bar)
     rows = []

@@ -33,19 +33,47 @@ def check(model, target, tmp_path):
     assert card["params"] == model.genome.params and (tmp_path / "model.onnx").is_file()
 
 
-@pytest.mark.parametrize("method", ["uniform", "evolution"])
-def test_uniform_and_evolution_meet_the_budget_and_export(method, tmp_path):
+class TinyData:
+    """What selection scores candidates on: a training split of random 32 px images (10 classes)."""
+    def __init__(self):
+        from host.data import CachedImages
+        rng = np.random.default_rng(0)
+        self.spec = PreprocessSpec.square(32)
+        self.train = CachedImages(rng.integers(0, 255, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10,
+                                  [f"{i}.jpg" for i in range(60)], [])
+
+
+@pytest.mark.parametrize("method", ["uniform", "evolution", "selection"])
+def test_uniform_evolution_and_selection_meet_the_budget_and_export(method, tmp_path):
     module = peers()
     parent = ancestor()
     target = int(0.95e6 / 4)
-    check(module.shrink(method, parent, target, 32, seed=0), target, tmp_path)
+    model, proxy_images = module.shrink(method, parent, target, 32, seed=0, data=TinyData())
+    check(model, target, tmp_path)
+    assert (proxy_images > 0) == (method == "selection")  # only selection spends forward passes choosing
+
+
+def test_selection_picks_the_most_faithful_of_its_candidates():
+    """Among the candidates that fit, the one chosen has the smallest KL(parent || candidate) on the proxy."""
+    module = peers()
+    from host.selection import ProxySet, fidelity, logits_on
+    parent, data = ancestor(), TinyData()
+    target = int(0.6 * parent.genome.params)
+    chosen, _ = module.selection_shrink(parent, target, 3, 32, data, candidates=4)
+    proxy = ProxySet.draw(data.train, module.PROXY_IMAGES, __import__("host.train", fromlist=["x"]).derive_seed(3, 777))
+    cpu = torch.device("cpu")
+    reference = logits_on(parent, data.train, proxy.score, data.spec, cpu)
+    mine = fidelity(logits_on(chosen, data.train, proxy.score, data.spec, cpu), reference)
+    other = fidelity(logits_on(module.evolution_shrink(parent, target, 3, 32), data.train, proxy.score, data.spec, cpu),
+                     reference)
+    assert mine <= other + 1e-9
 
 
 def test_torch_pruning_meets_the_budget_and_export(tmp_path):
     pytest.importorskip("torch_pruning", reason="torch-pruning is a bench extra: pip install 'squishednets[bench]'")
     module = peers()
     target = int(0.95e6 / 4)
-    pruned = module.shrink("torch-pruning", ancestor(), target, 32, seed=0)
+    pruned, _ = module.shrink("torch-pruning", ancestor(), target, 32, seed=0)
     check(pruned, target, tmp_path)
     # L1: in every layer that was cut, the kept filters are the strongest of the parent's (same ratio everywhere)
     widths = pruned.genome.layer_widths()
@@ -77,7 +105,7 @@ def test_torch_pruning_runs_as_users_run_it_so_a_mild_cut_keeps_most_of_every_sq
     module = peers()
     parent = ancestor()
     target = int(0.87 * parent.genome.params)
-    widths = module.shrink("torch-pruning", parent, target, 32, seed=0).genome.layer_widths()
+    widths = module.shrink("torch-pruning", parent, target, 32, seed=0)[0].genome.layer_widths()
     assert 12 <= widths["fire2.squeeze"] < 16, widths
     floored = module.torch_pruning_shrink(parent, target, 32, round_to=8).genome.layer_widths()
     assert floored["fire2.squeeze"] == 8, floored
