@@ -142,8 +142,10 @@ class Agent(object):
                                              "sequence": report["sequence"], "device_id": report["device_id"],
                                              "at": result["measured_at"]})
         self.measured += 1
-        self.log("generation {}: {:.1f} img/s at batch 1, p50 {:.3f} ms (report {} of device {})".format(
-            generation, stats["fps"], stats["latency_ms"]["p50"], report["sequence"], report["device_id"]))
+        self.log("generation {}: {:.1f} img/s at batch 1, p50 {:.3f} ms{} (report {} of device {})".format(
+            generation, stats["fps"], stats["latency_ms"]["p50"],
+            "" if stats.get("stable", True) else ", UNSTABLE after {} measurements".format(stats.get("attempts")),
+            report["sequence"], report["device_id"]))
         self.reporter.flush()
         return "measured"
 

@@ -190,3 +190,33 @@ def test_follow_backs_off_while_the_host_is_down_and_stops_on_request(tmp_path):
         agent.close()
     assert sum("cannot list generations" in m for m in messages) == 1  # said once, not every retry
     assert agent.measured == 0
+
+
+def test_an_unstable_figure_is_measured_again_reported_and_said_as_such(host, tmp_path, token_file, monkeypatch,
+                                                                         capsys):
+    """Run times that vary (a stand-in measure: CV 60 %): device-bench measures each batch 3 times, the report
+    says ``stable`` false, the agent's line says UNSTABLE, and host-serve keeps the figure marked."""
+    from device import bench
+    from tests.device.test_bench import Measure
+    server, run, cards = host
+    real = bench.bench_model
+    measures = []
+
+    def varying(*args, **kwargs):
+        measures.append(Measure([0.001, 0.004] * 10))
+        return real(*args, measure=measures[-1], **kwargs)
+    monkeypatch.setattr("device.bench.bench_model", varying)
+    argv = ["--follow", server.url, "--token-file", token_file, "--device-id", "jetson-u",
+            "--cache-dir", str(tmp_path / "cache")] + FAST
+    assert main(argv) == 0
+    assert [m.calls for m in measures] == [3, 3]
+    out = capsys.readouterr().out
+    assert out.count("UNSTABLE after 3 measurements") == 2 and "jetson_clocks" in out
+    reports = reports_of(run, "jetson-u")[0]
+    assert len(reports) == 2 and all(r["body"]["stats"]["stable"] is False for r in reports)
+    lineage = Lineage(run / "lineage.sqlite")
+    try:
+        figures = [f for g in lineage.device_figures().values() for f in g if f["device_id"] == "jetson-u"]
+    finally:
+        lineage.close()
+    assert len(figures) == 2 and all(f["stable"] is False and f["measurement"] == "benchmark-b1" for f in figures)
