@@ -11,7 +11,7 @@ from typing import Iterable
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:72em}
 table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}
 th{background:#f4f4f4}td{white-space:nowrap}td.l,th.l{text-align:left}td.wrap{white-space:normal}code{background:#f4f4f4;padding:0 .3em}
-.muted{color:#777}.warn{color:#b00}h1{font-size:1.5em}"""
+.muted{color:#777}td.wrap a{white-space:nowrap}.warn{color:#b00}h1{font-size:1.5em}"""
 
 
 def _number(value, digits: int = 1, suffix: str = "") -> str:
@@ -28,9 +28,10 @@ def _figures_cell(figures: Iterable[dict]) -> str:
     return "<br>".join(lines) or '<span class="muted">none yet</span>'
 
 
-def index_html(run_name: str, generations: list[dict], best: int | None) -> str:
+def index_html(run_name: str, generations: list[dict], best: int | None, address: str = "http://HOST:8700") -> str:
     """The page at ``/``: one row per generation (size, params, top-1/top-5, local and device fps, every
-    device figure by kind) with links to its files, and the aliases ``latest`` and ``best``."""
+    device figure by kind) with links to its files, the aliases ``latest`` and ``best``, and the device-serve
+    command with host-serve's ``address`` as the page was reached."""
     rows = []
     latest = generations[-1]["generation"] if generations else None
     for g in generations:
@@ -52,8 +53,8 @@ def index_html(run_name: str, generations: list[dict], best: int | None) -> str:
     example = best if best is not None else latest
     usage = ""
     if example is not None:
-        usage = (f"<h2>On a device</h2><p><code>device-serve --model http://ADDRESS/models/best/model.onnx "
-                 f"--camera 0 --http 8080</code> (or <code>/models/latest/</code>, or a generation's number). "
+        usage = (f"<h2>On a device</h2><p><code>device-serve --model {html.escape(address)}/models/best/model.onnx "
+                 f"csi://0 --http 8080</code> (or <code>/models/latest/</code>, or a generation's number). "
                  f"jetson-inference's imagenet takes <code>model-b1.onnx</code> (batch fixed at 1) with "
                  f"<code>--input_blob=input_0 --output_blob=output_0 --labels=labels.txt</code>.</p>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>squishednets host-serve: "

@@ -293,10 +293,12 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
 
     # pages for people (not in the OpenAPI document: they are HTML renderings of what it describes)
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    def index():
+    def index(request: Request):
         listed = generations()
         config = readers.get().config()
-        return HTMLResponse(index_html(run.name, listed, best_generation(listed, config)))
+        # the address as the browser reached it (what a device on the same network uses too)
+        return HTMLResponse(index_html(run.name, listed, best_generation(listed, config),
+                                       address=str(request.base_url).rstrip("/")))
 
     @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
     def docs():

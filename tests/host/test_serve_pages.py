@@ -87,6 +87,7 @@ def test_the_index_page_lists_each_generation_with_its_figures_and_links(served)
     assert "2 <b>(latest)</b>" in text and "1 <b>(best)</b>" in text
     assert "80.0 %" in text and "tx1 benchmark-b1: 160.0" in text and "tx1 live-paced: 15.0" in text
     assert 'href="/generations"' in text and 'href="/docs"' in text
+    assert "device-serve --model {}/models/best/model.onnx csi://0".format(server.url) in text  # as reached
 
 
 def test_docs_lists_every_route_of_the_openapi_document_without_the_internet(served):
