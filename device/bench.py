@@ -171,13 +171,15 @@ def batches_for_model(info, batches):
 
 
 def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3.0, warmup_s=0.2, cache_dir=None,
-                log=None, remeasure=REMEASURE, measure=benchmark, **options):
+                log=None, remeasure=REMEASURE, measure=benchmark, check=False, **options):
     """Benchmark every batch size the model can run; one dict. Each result names the engine profile it was
     measured on (``engine_profile``: None for backends without one) and whether it is ``stable`` (an unstable
     batch is measured again up to ``remeasure`` times: :func:`measure_until_stable`); the top-level ``stable``
     is whether all are. ``measure``: :func:`benchmark` (tests pass a stand-in). Batch sizes a fixed-batch model
     cannot take are listed in ``refused`` (batch, why), told to ``log`` at once, and not measured; when none
-    is left, DeviceError."""
+    is left, DeviceError. ``check``: each engine opened is first compared with the reference outputs stored
+    with the model (contract.reference; ``checks``: one agreement dict per engine profile); DeviceError when
+    the model has none."""
     from contract.model_info import ModelInfo
     from device.backends import open_backend
     from device.model_source import default_cache_dir, resolve_model
@@ -188,7 +190,7 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
     for batch, why in refused:
         if log is not None:
             log("device-bench: batch {} not measured: model {}".format(batch, why))
-    results, described, info = [], None, None
+    results, described, info, checks = [], None, None, []
     for index, group in enumerate(profile_groups(batches)):
         # the backend line once: a second engine profile is the same backend and precision
         opened = open_backend(model, backend, precision, max_batch=max(group), cache_dir=cache_dir,
@@ -196,6 +198,8 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
         try:
             description = opened.describe()
             profile = description.get("engine", {}).get("batch_profile")
+            if check:
+                checks.append(_check(opened, profile, log))
             for batch in group:
                 result = measure_until_stable(lambda b: measure(opened, b, seconds, warmup_s), batch, remeasure, log)
                 result["engine_profile"] = profile
@@ -207,7 +211,22 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
     return {"model": model, "model_sha256": info.sha256, "generation": info.generation, "backend": described,
             "results": sorted(results, key=lambda r: [int(b) for b in batches].index(r["batch"])),  # as asked
             "refused": [{"batch": batch, "why": why} for batch, why in refused],
+            "checks": checks if check else None,
             "stable": all(r["stable"] for r in results), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _check(backend, profile, log):
+    """The backend's agreement with its model's reference outputs (``engine_profile`` added), told to ``log``."""
+    from contract.reference import REFERENCE_FILE, agreement_line
+    result = backend.check_reference()
+    if result is None:
+        raise DeviceError("--check: model {} has no reference outputs beside it ({}: host-evolve writes one with "
+                          "every generation); give the model in its generation folder, or leave --check out".format(
+                              backend.info.path, REFERENCE_FILE))
+    result["engine_profile"] = profile
+    if log is not None:
+        log("device-bench: check: " + agreement_line(result))
+    return result
 
 
 def _without_backend_line(log):
@@ -247,6 +266,10 @@ def get_args_parser():
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")
     parser.add_argument("--remeasure", type=int, default=REMEASURE,
                         help="measure an unstable batch again up to N times (default %(default)s; 0: never)")
+    parser.add_argument("--check", action="store_true",
+                        help="first compare the backend's outputs with the reference outputs stored with the model "
+                             "(ONNX Runtime FP32 on a few real images): top-1 agreement and max |difference|; "
+                             "exit 1 when they disagree beyond the stated tolerance")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     add_engine_options(parser)
@@ -293,7 +316,8 @@ def main(argv=None):
             raise DeviceError("--remeasure {} must be between 0 and 10".format(args.remeasure))
         batches = parse_batches(args.batch)
         report = bench_model(args.model, args.backend, args.precision, batches, args.seconds,
-                             args.warmup, args.cache_dir, log, remeasure=args.remeasure, **options)
+                             args.warmup, args.cache_dir, log, remeasure=args.remeasure, check=args.check,
+                             **options)
         text = json.dumps(report, indent=2, sort_keys=True)
         if args.out:
             from contract.files import atomic_write
@@ -309,6 +333,12 @@ def main(argv=None):
     else:
         for line in _summary_lines(report):
             print(line)
+    failed = [c for c in report.get("checks") or [] if not c["ok"]]
+    if failed:
+        print("device-bench: warning: the {} backend's outputs disagree with the model's reference beyond the "
+              "stated tolerance ({} of {} engine(s)); see the check line above".format(
+                  report["backend"]["backend"], len(failed), len(report["checks"])), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -271,6 +271,28 @@ def choose_preprocess(backend, log=print):
     return how
 
 
+def check_against_reference(backend, log=print):
+    """Once per opened backend (so once per built engine): its outputs on the reference images stored with the
+    model's generation against ONNX Runtime's FP32 ones (contract.reference). Logs the agreement, and a warning
+    when it is beyond the stated tolerance; returns the dict for --stats-json and the reports (None without a
+    reference; {"error": ...} when the reference file cannot be used -- serving goes on either way)."""
+    from contract.reference import agreement_line
+    try:
+        result = backend.check_reference()
+    except ContractError as error:
+        log("device-serve: warning: no check against the reference outputs: {}".format(error))
+        return {"error": str(error)}
+    if result is None:
+        log("device-serve: no reference outputs beside the model (reference.npz): its outputs are not checked")
+        return None
+    log("device-serve: check: " + agreement_line(result))
+    if not result["ok"]:
+        log("device-serve: warning: this {} {} backend classifies differently from the model's ONNX (ONNX Runtime "
+            "FP32); expect other answers than host-evolve measured. Try --precision fp16 or fp32, or for INT8 a "
+            "larger, more representative --calibration set".format(backend.name, backend.precision))
+    return result
+
+
 def serve(args, log=print, stopper=None):
     """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict). ``stopper``: a
     :class:`StopOnSignal` to hand the loop to once it exists."""
@@ -323,10 +345,11 @@ def serve(args, log=print, stopper=None):
             preprocess_how = choose_preprocess(backend, log)
             if args.warmup > 0:
                 backend.warmup(args.warmup)
+            reference_check = check_against_reference(backend, log)
             telemetry = Telemetry(backend.name, backend.precision, info.sha256)
             telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0,
                           preprocess=backend.preprocess_path, preprocess_note=preprocess_how,
-                          paced=source_is_paced(source))
+                          paced=source_is_paced(source), reference_check=reference_check)
             platform = platform_info()
             base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
                            "platform": platform}

@@ -21,6 +21,7 @@ import torch
 
 from contract.files import atomic_write
 from contract.preprocess import METADATA_KEY, PreprocessSpec
+from contract.reference import REFERENCE_FILE, write_reference
 from host.errors import HostError
 from host.model import SqueezeNet
 
@@ -119,11 +120,27 @@ def check_parity(proto_bytes: bytes, model: SqueezeNet, images: np.ndarray, tole
     return worst
 
 
+REFERENCE_IMAGES = 8
+
+
+def write_reference_outputs(folder: Path, proto_bytes: bytes, images: np.ndarray, models: dict[str, str]) -> dict:
+    """``folder/reference.npz`` (contract.reference): up to REFERENCE_IMAGES of ``images`` (real validation
+    images, preprocessed), rounded to float16, and ONNX Runtime's FP32 CPU outputs for exactly those values --
+    what device-bench --check and device-serve compare a TensorRT engine with. Returns the card's entry."""
+    import onnxruntime as ort
+    inputs = np.asarray(images[:REFERENCE_IMAGES], np.float16)
+    session = ort.InferenceSession(proto_bytes, providers=["CPUExecutionProvider"])
+    outputs = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.astype(np.float32)})[0]
+    producer = f"ONNX Runtime {ort.__version__} CPU fp32"
+    write_reference(folder, inputs, outputs, models, producer)
+    return {"file": REFERENCE_FILE, "images": int(len(inputs)), "producer": producer, "for": sorted(models)}
+
+
 def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, labels: list[str],
                       generation: int, parity_images: np.ndarray, extra_card: dict | None = None,
                       fp16: bool = False) -> dict:
-    """Write ``folder/{model.onnx, model-b1.onnx, labels.txt, card.json}`` (and ``model.fp16.onnx`` with ``fp16``);
-    return the card."""
+    """Write ``folder/{model.onnx, model-b1.onnx, labels.txt, reference.npz, card.json}`` (and ``model.fp16.onnx``
+    with ``fp16``); return the card. reference.npz: ONNX Runtime's outputs for a few of ``parity_images``."""
     folder.mkdir(parents=True, exist_ok=True)
     genome = model.genome
     metadata = {"labels": json.dumps(labels), METADATA_KEY: spec.to_json(), "genome": genome.to_json(),
@@ -164,6 +181,10 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
         atomic_write(folder / "model.fp16.onnx", half_data)
         extra_files["fp16"] = {"onnx": "model.fp16.onnx", "sha256": hashlib.sha256(half_data).hexdigest(),
                                "parity_max_abs_difference": half_difference, "input_dtype": "float16"}
+    models = {"model.onnx": hashlib.sha256(data).hexdigest(), STATIC_BATCH_ONNX: extra_files["static_batch"]["sha256"]}
+    if fp16:
+        models["model.fp16.onnx"] = extra_files["fp16"]["sha256"]
+    extra_files["reference"] = write_reference_outputs(folder, data, parity_images, models)
     atomic_write(folder / STATIC_BATCH_ONNX, static_data)
     atomic_write(folder / "model.onnx", data)
     atomic_write(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))

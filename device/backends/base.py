@@ -89,6 +89,20 @@ class Backend(object):
             runs += 1
         return runs
 
+    def check_reference(self):
+        """Run the reference inputs stored with the model's generation (contract.reference: ONNX Runtime's FP32
+        outputs for a few real images) through this backend and compare; the agreement dict, or None where the
+        model has no reference (a foreign model, or one fetched without its folder). Polygraphy's ``run --trt
+        --onnxrt`` comparison, on the device."""
+        from contract.reference import agreement, load_reference
+        reference = load_reference(self.info.path, self.info.sha256)
+        if reference is None:
+            return None
+        if tuple(reference.inputs.shape[1:]) != tuple(self.input_shape[1:]):
+            raise DeviceError("reference outputs {} are for input {}, model {} takes {}; export again".format(
+                reference.path, reference.inputs.shape[1:], self.info.path, self.input_shape[1:]))
+        return agreement(self.infer(reference.inputs), reference, self.precision)
+
     #: where frames become network input: "cpu" (contract.preprocess on the host, then :meth:`infer`) or "gpu"
     #: (the backend's own device kernel, then :meth:`infer_frame`); see TensorRTBackend.enable_gpu_preprocess
     preprocess_path = "cpu"
