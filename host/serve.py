@@ -304,12 +304,13 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
     def docs():
         return HTMLResponse(api_reference_html(app.openapi()))
 
-    @app.get("/health")
+    @app.get("/health", summary="Liveness: {status: ok, generations: N}")
     def health():
         count = len(readers.get().generations())
         return {"status": "ok", "generations": count}  # public: no paths, no hostnames
 
-    @app.get("/generations")
+    @app.get("/generations", summary="The run's generations: size, top-1, sha256, the fps devices measured "
+                                     "(per device and kind of measurement), the model URL")
     def generations():
         reader = readers.get()
         rows, device_fps, figures = reader.generations(), reader.device_fps(), reader.device_figures()
@@ -373,7 +374,8 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
         return JSONResponse({"detail": "this needs 'Authorization: Bearer <token>' with host-serve's token"},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.post("/reports", openapi_extra=REPORT_REQUEST_BODY)
+    @app.post("/reports", openapi_extra=REPORT_REQUEST_BODY,
+              summary="A device report (Authorization: Bearer <token>; JSON, at most 64 KiB)")
     async def post_report(request: Request):
         if not authorized(request.headers.get("authorization", ""), token):
             return unauthorized()
@@ -418,7 +420,7 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
             return JSONResponse(answer, status_code=409)
         return JSONResponse(answer, status_code=201 if outcome == "stored" else 200)
 
-    @app.get("/reports")
+    @app.get("/reports", summary="The stored reports, paged (Authorization: Bearer <token>: they name devices)")
     def get_reports(request: Request, generation: Optional[int] = Query(default=None, ge=0, le=MAX_GENERATION),
                     since_id: int = Query(default=0, ge=0, le=MAX_GENERATION),
                     limit: int = Query(default=DEFAULT_REPORTS_PAGE, ge=1, le=MAX_REPORTS_PAGE)):

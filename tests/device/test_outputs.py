@@ -238,3 +238,17 @@ def test_the_stream_never_starts_with_a_raw_frame():
     finally:
         server.close()
     assert first.max() < 20  # the annotated frame, not the raw white one
+
+
+def test_the_status_line_and_the_final_line_say_which_window_their_fps_covers(tiny_model):  # noqa: F811
+    """A short run's status fps (the last 2 s) and final fps (the whole run, start-up included) differ: each says
+    which it is."""
+    from device.loop import status_line
+    line = status_line({"frames": 10, "fps_recent": 50.0, "fps_recent_window_s": 2.0, "network_fps": 900.0,
+                        "top": [("cat", 0.9)], "latency_ms": {"p50": 1.0}, "dropped": 0, "rss_mb": 80})
+    assert "50.0 FPS end-to-end (last 2 s)" in line
+    run, card = tiny_model
+    code, out, err = device_serve("--model", run / "gen-00" / "model.onnx", "synthetic", "--frames", "20",
+                                  "--warmup", "0", "--status-every", "0")
+    assert code == 0, err
+    assert re.search(r"done: 20 frames, [\d.]+ FPS end-to-end \(whole run\)", out)
