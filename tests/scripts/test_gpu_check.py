@@ -1,6 +1,7 @@
 """scripts/gpu-check.sh on this machine (no GPU: every step SKIPs with its reason, exit 0) and the parity
 comparison its steps use, on CPU arrays."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -65,44 +66,75 @@ def test_real_jpegs_are_picked_the_same_way_every_time(tmp_path):
         "a/1.jpg", "a/3.jpeg", "b/2.jpg"]
 
 
+def load_gpu_kit():
+    spec = importlib.util.spec_from_file_location("gpu_kit", PROJECT / "scripts" / "gpu_kit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_kit = load_gpu_kit()
+
+
+@pytest.fixture()
+def kit(tmp_path):
+    """A kit gathered without a registry (images and data from ../shared where it is there), as the tests
+    can; its wheels folder gets a stand-in file so that the manifest has something to guard."""
+    folder = tmp_path / "kit"
+    (folder / "wheels").mkdir(parents=True)
+    (folder / "wheels" / "pycuda-0.tar.gz").write_bytes(b"a source package")
+    gpu_kit.gather(str(folder), offline=True, log=lambda line: None)
+    return folder
+
+
 @pytest.mark.skipif(gpu_check.find_gpu()[0], reason="this machine has a GPU: the script really runs its steps")
-def test_without_a_gpu_every_step_skips_and_the_exit_status_is_0(tmp_path):
+def test_without_a_gpu_the_kit_is_verified_every_gpu_step_skips_and_nothing_passes_as_run(tmp_path, kit):
     report = tmp_path / "steps.json"
-    done = subprocess.run(["sh", str(PROJECT / "scripts" / "gpu-check.sh"), "--json", str(report)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
-                          env=dict(os.environ, PYTHON=sys.executable))
+    done = subprocess.run(["sh", str(PROJECT / "scripts" / "gpu-check.sh"), "--kit", str(kit), "--json",
+                           str(report)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=120, env=dict(os.environ, PYTHON=sys.executable))
     assert done.returncode == 0, done.stdout
     lines = done.stdout.splitlines()
     assert lines[0].startswith("gpu-check: ")
+    assert lines[1].startswith("PASS kit: ") and "files" in lines[1]
     skipped = [line for line in lines if line.startswith("SKIP ")]
-    assert [line.split(":")[0] for line in skipped] == ["SKIP " + step for step in gpu_check.STEPS]
+    assert [line.split(":")[0] for line in skipped] == ["SKIP " + step for step in gpu_check.STEPS[1:]]
     assert all(line.split(": ", 1)[1] for line in skipped)  # each with its reason
-    assert not any(line.startswith(("PASS", "FAIL")) for line in lines)
-    import json
-    assert [step["status"] for step in json.loads(report.read_text())["steps"]] == ["SKIP"] * len(gpu_check.STEPS)
+    assert lines[-1].startswith("gpu-check: SKIP: nothing ran on a GPU")
+    assert json.loads(report.read_text())["verdict"] == lines[-1]
 
 
-def test_nvml_sample_judgement():
-    full = {"gpu_mem_used_mb": 512.0, "gpu_mem_total_mb": 81559.0, "power_mw": {"gpu": (70000, None)},
-            "gpu_percent": 3, "temperatures_c": {"GPU": 31.0}}
-    status, detail = gpu_check.judge_nvml(full)
-    assert status == gpu_check.PASS and "not read" not in detail
-    status, detail = gpu_check.judge_nvml({"gpu_mem_used_mb": 1.0, "gpu_mem_total_mb": 4096.0})
-    assert status == gpu_check.PASS and "not read: power_mw, gpu_percent, temperatures_c" in detail
-    assert gpu_check.judge_nvml({})[0] == gpu_check.FAIL
-    assert gpu_check.judge_nvml({"gpu_mem_used_mb": 9.0, "gpu_mem_total_mb": 4.0})[0] == gpu_check.FAIL
+@pytest.mark.skipif(gpu_check.find_gpu()[0], reason="this machine has a GPU: the script really runs its steps")
+def test_a_kit_that_did_not_arrive_whole_fails(kit):
+    (kit / "wheels" / "pycuda-0.tar.gz").write_bytes(b"a source package cut")
+    done = subprocess.run(["sh", str(PROJECT / "scripts" / "gpu-check.sh"), "--kit", str(kit)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    assert done.returncode == 1
+    assert "FAIL kit: 1 of" in done.stdout and "wheels/pycuda-0.tar.gz differs from the manifest" in done.stdout
 
 
-def test_kernel_parity_judges_a_runner_on_real_jpegs():
-    """The comparison the CuPy step makes, run here with the kernel's numpy arithmetic as the runner (PASS)
-    and with a runner that swaps the colour planes (FAIL: the check can fail)."""
-    from device.cuda_preprocess import reference_resize_normalize
-    from tests.conftest import CIFAR_MINI, IMAGENETTE
-    images = gpu_check.jpegs([str(d) for d in (CIFAR_MINI, IMAGENETTE) if d.is_dir()], per_folder=2)
-    if not images:
-        pytest.skip("no real JPEGs under ../shared/datasets")
-    status, detail = gpu_check.kernel_parity(reference_resize_normalize, images)
-    assert status == gpu_check.PASS, detail
-    assert "max |kernel - numpy math| 0 " in detail
-    status, detail = gpu_check.kernel_parity(lambda f, s: reference_resize_normalize(f, s)[:, ::-1].copy(), images)
-    assert status == gpu_check.FAIL and "kernel vs its numpy math" in detail
+def test_the_verdict_passes_only_when_a_gpu_step_ran_and_none_failed():
+    step = lambda name, status: {"step": name, "status": status, "detail": ""}  # noqa: E731
+    assert gpu_check.verdict([step("kit", "PASS"), step("nvml", "SKIP")]).startswith("gpu-check: SKIP")
+    assert gpu_check.verdict([step("kit", "PASS"), step("nvml", "PASS")]).startswith("gpu-check: PASS")
+    assert gpu_check.verdict([step("nvml", "PASS"), step("gpu-tests", "FAIL")]).startswith("gpu-check: FAIL")
+
+
+def test_all_gpu_tests_skipped_is_not_a_pass():
+    assert gpu_check.passed_count("3 passed, 2 skipped in 1.2s") == 3
+    assert gpu_check.passed_count("5 skipped in 0.3s") == 0
+
+
+def test_pycuda_is_not_built_without_a_source_package_or_a_cuda_toolkit(tmp_path, monkeypatch):
+    if gpu_check._importable("pycuda.driver"):
+        pytest.skip("pycuda is installed here")
+    results = gpu_check.Results()
+    assert not gpu_check.build_pycuda(results, None, str(tmp_path))
+    assert results.steps[-1]["status"] == "SKIP" and "source package" in results.steps[-1]["detail"]
+    kit = tmp_path / "kit"
+    (kit / "wheels").mkdir(parents=True)
+    (kit / "wheels" / "pycuda-2026.1.tar.gz").write_bytes(b"x")
+    monkeypatch.setattr(gpu_check, "find_nvcc", lambda: None)
+    assert not gpu_check.build_pycuda(results, str(kit), str(tmp_path))
+    assert results.steps[-1]["status"] == "SKIP" and "no CUDA toolkit" in results.steps[-1]["detail"]
