@@ -176,7 +176,9 @@ def test_a_signal_during_the_build_does_not_wait_for_the_build():
 
     def interrupt():
         building.wait()
-        os.kill(os.getpid(), signal.SIGINT)
+        # to the main thread itself: a process-directed kill may land on a worker thread, whose wake-up
+        # never reaches a main thread blocked in a lock (the suite hung here beside a busy loop)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         open_on_thread(worker, build, object())
