@@ -233,6 +233,7 @@ class ThreadReaders(threading.local):
 
 
 MAX_REPORTS_PAGE = 10000
+BODY_TIMEOUT_S = 30.0  # a report's body must arrive within it (a slow client holds no worker)
 DEFAULT_REPORTS_PAGE = 1000
 
 
@@ -255,10 +256,12 @@ def reports_page(rows) -> bytes:
     return ("[" + ",\n".join(parts) + "]").encode("ascii")
 
 
-def create_app(run: str | Path, token: str, read_only: bool | None = None) -> FastAPI:
+def create_app(run: str | Path, token: str, read_only: bool | None = None,
+               body_timeout_s: float | None = None) -> FastAPI:
     """The host-serve application over the run folder ``run`` (needs RUN/lineage.sqlite). ``read_only``
     (default: whether the folder can be written): serve the models and stored reports, refuse new reports
-    with a 503. Reads use their own read-only connections (WAL): they never wait for a writer."""
+    with a 503. Reads use their own read-only connections (WAL): they never wait for a writer.
+    ``body_timeout_s``: how long a report's body may take to arrive (default BODY_TIMEOUT_S)."""
     run = check_run_folder(run)
     if not token or not token.strip():
         raise HostError("host-serve needs a token: an empty one would let anyone write reports")
@@ -380,9 +383,11 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None) -> Fa
         if not authorized(request.headers.get("authorization", ""), token):
             return unauthorized()
         try:
-            data = parse_json_body(await read_bounded_body(request, MAX_REPORT_BYTES))
-        except BadBody as error:
-            return JSONResponse({"detail": error.detail}, status_code=error.status)
+            data = parse_json_body(await read_bounded_body(request, MAX_REPORT_BYTES,
+                                                           body_timeout_s or BODY_TIMEOUT_S))
+        except BadBody as error:  # a body refused before its end (too large, too slow) also ends the connection:
+            closing = {"Connection": "close"} if error.status in (408, 413) else {}  # its rest is never read
+            return JSONResponse({"detail": error.detail}, status_code=error.status, headers=closing)
         except ClientDisconnect:  # the device went away mid-body: it sends the report again; nothing to log
             return Response(status_code=400)
         version = data.get("schema") if isinstance(data, dict) else None
@@ -447,9 +452,6 @@ def report_body_schema() -> dict:
 
 REPORT_REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": report_body_schema()}}}}
-
-
-BODY_TIMEOUT_S = 30.0
 
 
 async def read_bounded_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> bytes:

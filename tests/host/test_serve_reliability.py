@@ -289,3 +289,20 @@ def test_a_read_only_run_is_served_read_only_not_called_broken(run_folder, tmp_p
         assert "read-only" in process.first_line and process.returncode == 0 and "Traceback" not in err
     finally:
         undo()
+
+
+def test_a_body_that_drips_is_refused_with_a_408_and_its_connection_closed(run_folder):
+    run, card = run_folder
+    server = BackgroundServer(create_app(run, TOKEN, body_timeout_s=0.3)).start()  # default 30 s
+    try:
+        host_name, port = server.url.split("//")[1].split(":")
+        sock = socket.create_connection((host_name, int(port)), timeout=120)  # a bound, not a speed
+        sock.sendall(b"POST /reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                     b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        try:
+            answer = closed_by_server(sock)  # the body never ends: the server answers and closes
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer.lower()
+    finally:
+        server.stop()
