@@ -298,7 +298,8 @@ def serve(args, log=print, stopper=None):
     :class:`StopOnSignal` to hand the loop to once it exists."""
     from device.loop import ServeLoop
     from device.reports import ReportSpool, Reporter
-    from device.sources import FrameReader, open_source
+    from device.frame_reader import FrameReader
+    from device.sources import open_source
     from device.machine import platform_info
     from device.telemetry import Telemetry
 

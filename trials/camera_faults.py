@@ -125,7 +125,7 @@ def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=N
     from device.loop import ServeLoop
     from contract.model_info import ModelInfo
     from device.serve import _snapshot
-    from device.sources import FrameReader
+    from device.frame_reader import FrameReader
     from device.telemetry import Telemetry
     from device.web import FrameHub, LiveServer
 

@@ -4,7 +4,7 @@ answers throughout, and frames flow again after each fault."""
 import numpy as np
 
 from trials.camera_faults import problems, run_trial
-from device.sources import FrameReader, as_bgr, frame_problem
+from device.frame_reader import FrameReader, as_bgr, frame_problem
 from tests.engines.tiny_onnx import tiny_onnx
 
 

@@ -9,7 +9,8 @@ from device.backends import open_backend
 from device.backends.cuda_thread import CudaThread
 from device.loop import ServeLoop
 from device.serve import choose_preprocess
-from device.sources import FrameReader, SyntheticSource
+from device.frame_reader import FrameReader
+from device.sources import SyntheticSource
 from device.telemetry import Telemetry
 from tests.engines.tiny_onnx import tiny_onnx
 

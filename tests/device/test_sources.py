@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from contract.errors import DeviceError
-from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FramePacer, FrameReader, SyntheticSource, csi_pipeline, gst_quote,
-                            open_source, parse_source, rtsp_pipeline)
+from device.frame_reader import FrameReader
+from device.sources import (CSI_RECONNECT_HINT, CaptureSource, FramePacer, SyntheticSource, csi_pipeline,
+                            gst_quote, open_source, parse_source, rtsp_pipeline)
 
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
