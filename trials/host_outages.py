@@ -237,7 +237,14 @@ def trial(outages, seed, report_every, log=print):
         limited = DeviceServe(model, port, spool_limited, "limit-dev", 0.1, os.path.join(work, "stats-limited.json"),
                               extra=["--spool-limit", "15"])
         limited.start()
-        time.sleep(4.0)
+        deadline = time.monotonic() + 300  # until 19 reports were written (past the limit of 15): a count, not
+        while time.monotonic() < deadline:  # a time (at load 10 a fixed 4 s wrote only 12)
+            try:
+                if last_sequence(spool_limited) >= 19:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
         limited.stop()
         with open(os.path.join(work, "stats-limited.json")) as handle:
             evicted = json.load(handle).get("reports_evicted")
