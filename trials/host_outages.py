@@ -198,7 +198,9 @@ def trial(outages, seed, report_every, log=print):
             host.start()
         figures.update(outages=outages, host_kills=kills, host_starts=host.starts, device_restarts=device_restarts)
         if mounted:
-            time.sleep(1.0)
+            drained = time.monotonic() + 180  # the backlog of the outages delivered first (the device backs off
+            while len(spooled(spool)) > 5 and time.monotonic() < drained:  # up to 30 s), so that what waits
+                time.sleep(0.2)  # after the disk fills is what the full disk refused
             filler = fill_disk(run)
             log("disk full: {} of filler; {} reports waiting".format(os.path.getsize(filler), len(spooled(spool))))
             # SQLite reuses its WAL file's pages, so a full disk bites only once the WAL or the database must
