@@ -105,13 +105,10 @@ def main(argv=None):
     try:
         args = get_args_parser().parse_args(argv)
         batches, token = _checked(args)
-        options = engine_options(args)
-        if args.precision == "int8" and args.calibration is None and args.backend != "onnxruntime":
-            raise DeviceError("--precision int8: every new generation is calibrated afresh for TensorRT; add "
-                              "--calibration DIR (a folder of images like those the models classify, e.g. the "
-                              "training images), or use --precision fp16 (no calibration)")
+        engine = engine_options(args)
+        engine.require_calibration(every_model=True)  # the one INT8 rule, for a follower of new generations
         agent = Agent(args.follow, token, args.device_id, args.backend, args.precision, batches, args.seconds,
-                      args.warmup, args.cache_dir, args.spool_dir, args.report_to, options=options)
+                      args.warmup, args.cache_dir, args.spool_dir, args.report_to, options=engine.backend_options())
     except (_UsageError, ContractError) as error:
         print("device-agent: error: {}".format(error), file=sys.stderr)
         return 2

@@ -44,7 +44,11 @@ class Agent(object):
         self.warmup_s = float(warmup_s)
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
         self.log = log
-        self.options = dict(options or {})
+        from device.engine_options import EngineOptions
+        options = dict(options or {})
+        self.engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
+                                    options.pop("workspace_mb", None), self.cache_dir)
+        self.options = options  # what else open_backend takes (opt_batch, providers, ...)
         try:
             os.makedirs(self.cache_dir, exist_ok=True)
         except OSError as error:
@@ -123,9 +127,8 @@ class Agent(object):
             generation, sha256[:12], self.backend, self.precision, ",".join(str(b) for b in self.batches),
             self.seconds))
         try:
-            result, body = benchmark_generation(path, entry, self.requested(), self.backend, self.precision,
-                                                self.batches, self.seconds, self.warmup_s, self.cache_dir, self.log,
-                                                self.options)
+            result, body = benchmark_generation(path, entry, self.requested(), self.engine, self.batches,
+                                                self.seconds, self.warmup_s, self.log, self.options)
         except Exception as error:  # an engine that will not build or run: remember it, keep following
             message = str(error) if isinstance(error, DeviceError) else "{}: {}".format(type(error).__name__, error)
             self.state.mark("failed", key, {"generation": generation, "error": message[:2000],

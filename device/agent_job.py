@@ -11,12 +11,13 @@ def fetch_generation(url, entry, cache_dir, log):
     return resolve_model(url, cache_dir=cache_dir, expected_sha256=entry["sha256"], log=log)
 
 
-def benchmark_generation(path, entry, requested, backend, precision, batches, seconds, warmup_s, cache_dir, log,
-                         options):
-    """device.bench.bench_model on ``path``; returns (result, report body). Raises when the engine will not build
-    or run, or the cached file is not the listed generation."""
+def benchmark_generation(path, entry, requested, engine, batches, seconds, warmup_s, log, options=None):
+    """device.bench.bench_model on ``path`` with ``engine`` (an EngineOptions, device.engine_options) and
+    ``options`` (what else open_backend takes); returns (result, report body). Raises when the engine will not
+    build or run, or the cached file is not the listed generation."""
     from device.bench import bench_model
-    result = bench_model(path, backend, precision, batches, seconds, warmup_s, cache_dir, log, **options)
+    result = bench_model(path, batches=batches, seconds=seconds, warmup_s=warmup_s, log=log, engine=engine,
+                         **dict(options or {}))
     if result["model_sha256"] != entry["sha256"]:
         raise DeviceError("the cached model has sha256 {}, not {}".format(result["model_sha256"], entry["sha256"]))
     return result, benchmark_report(result, entry, requested)

@@ -171,19 +171,24 @@ def batches_for_model(info, batches):
 
 
 def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3.0, warmup_s=0.2, cache_dir=None,
-                log=None, remeasure=REMEASURE, measure=benchmark, check=False, **options):
+                log=None, remeasure=REMEASURE, measure=benchmark, check=False, engine=None, **options):
     """Benchmark every batch size the model can run; one dict. Each result names the engine profile it was
     measured on (``engine_profile``: None for backends without one) and whether it is ``stable`` (an unstable
     batch is measured again up to ``remeasure`` times: :func:`measure_until_stable`); the top-level ``stable``
     is whether all are. ``measure``: :func:`benchmark` (tests pass a stand-in). Batch sizes a fixed-batch model
     cannot take are listed in ``refused`` (batch, why), told to ``log`` at once, and not measured; when none
-    is left, DeviceError. ``check``: each engine opened is first compared with the reference outputs stored
+    is left, DeviceError. ``engine``: an EngineOptions (device.engine_options) instead of ``backend``,
+    ``precision``, ``cache_dir`` and the engine ``options``. ``check``: each engine opened is first compared with the reference outputs stored
     with the model (contract.reference; ``checks``: one agreement dict per engine profile); DeviceError when
     the model has none."""
     from contract.model_info import ModelInfo
     from device.backends import open_backend
+    from device.engine_options import EngineOptions
     from device.model_source import default_cache_dir, resolve_model
-    path = resolve_model(model, cache_dir=cache_dir or default_cache_dir())
+    if engine is None:
+        engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
+                               options.pop("workspace_mb", None), cache_dir)
+    path = resolve_model(model, cache_dir=engine.cache_dir or default_cache_dir())
     batches, refused = batches_for_model(ModelInfo.from_onnx(path), [int(b) for b in batches])
     if not batches:
         raise DeviceError("model " + "; ".join(why for _, why in refused))
@@ -193,7 +198,7 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
     results, described, info, checks = [], None, None, []
     for index, group in enumerate(profile_groups(batches)):
         # the backend line once: a second engine profile is the same backend and precision
-        opened = open_backend(model, backend, precision, max_batch=max(group), cache_dir=cache_dir,
+        opened = open_backend(model, engine=engine, max_batch=max(group),
                               log=log if index == 0 or log is None else _without_backend_line(log), **options)
         try:
             description = opened.describe()
@@ -310,14 +315,13 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     try:
-        options = engine_options(args)
+        engine = engine_options(args)
         check_times(args.seconds, args.warmup)
         if not 0 <= args.remeasure <= 10:
             raise DeviceError("--remeasure {} must be between 0 and 10".format(args.remeasure))
         batches = parse_batches(args.batch)
-        report = bench_model(args.model, args.backend, args.precision, batches, args.seconds,
-                             args.warmup, args.cache_dir, log, remeasure=args.remeasure, check=args.check,
-                             **options)
+        report = bench_model(args.model, batches=batches, seconds=args.seconds, warmup_s=args.warmup, log=log,
+                             remeasure=args.remeasure, check=args.check, engine=engine)
         text = json.dumps(report, indent=2, sort_keys=True)
         if args.out:
             from contract.files import atomic_write

@@ -3,15 +3,18 @@
 same flags with the same meaning and the same checks (an INT8 engine needs its calibration folder in each).
 
     add_engine_options(parser)        # the argument group
-    options = engine_options(args)    # checked; the keyword options open_backend takes
+    engine = engine_options(args)     # an EngineOptions, checked once; passed whole (open_backend(engine=...))
+
+This module imports nothing of device.backends (which imports it): BACKENDS is defined here.
 """
 import glob
 import os
 
 from contract.errors import DeviceError
 from contract.precisions import PRECISIONS
-from device.backends import BACKENDS
 from engines.build import DEFAULT_WORKSPACE_MB
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 MIN_WORKSPACE_MB = 16
 MAX_WORKSPACE_MB = 65536
@@ -34,27 +37,73 @@ def add_engine_options(parser, cache_help="models and engines (default $SQUISHED
     return group
 
 
-def engine_options(args):
-    """Check the group's values; return the keyword options for device.backends.open_backend
-    (``workspace_mb``, ``calibration_dir``; only those given). Raises DeviceError naming the flag and the fix."""
-    if args.backend not in BACKENDS:
-        raise DeviceError("--backend {!r}: backend {!r} is not one of {}".format(
-            args.backend, args.backend, ", ".join(BACKENDS)))
-    if args.precision not in PRECISIONS:
-        raise DeviceError("--precision {!r}: precision {!r} is not one of {}".format(
-            args.precision, args.precision, ", ".join(PRECISIONS)))
-    options = {}
-    if args.workspace_mb is not None:
-        if not MIN_WORKSPACE_MB <= args.workspace_mb <= MAX_WORKSPACE_MB:
+class EngineOptions(object):
+    """How the device opens a model, checked once where it is made (each message names the flag and the fix).
+
+    ``backend`` (BACKENDS), ``precision`` (PRECISIONS), ``calibration_dir`` (an image folder for INT8, or None),
+    ``workspace_mb`` (TensorRT builder scratch memory in MB, or None for DEFAULT_WORKSPACE_MB), ``cache_dir``
+    (models and engines; None: device.model_source.default_cache_dir()).
+    """
+
+    def __init__(self, backend="auto", precision="fp32", calibration_dir=None, workspace_mb=None, cache_dir=None):
+        if backend not in BACKENDS:
+            raise DeviceError("--backend {!r}: backend {!r} is not one of {}".format(
+                backend, backend, ", ".join(BACKENDS)))
+        if precision not in PRECISIONS:
+            raise DeviceError("--precision {!r}: precision {!r} is not one of {}".format(
+                precision, precision, ", ".join(PRECISIONS)))
+        if workspace_mb is not None and not MIN_WORKSPACE_MB <= int(workspace_mb) <= MAX_WORKSPACE_MB:
             raise DeviceError("--workspace-mb {} must be between {} and {} (TensorRT builder scratch memory)".format(
-                args.workspace_mb, MIN_WORKSPACE_MB, MAX_WORKSPACE_MB))
-        options["workspace_mb"] = args.workspace_mb
-    if args.calibration is not None:
-        if not os.path.isdir(args.calibration):
+                workspace_mb, MIN_WORKSPACE_MB, MAX_WORKSPACE_MB))
+        if calibration_dir is not None and not os.path.isdir(calibration_dir):
             raise DeviceError("--calibration {} is not a folder: give a folder of images like those the model will "
-                              "classify (e.g. its training images)".format(args.calibration))
-        options["calibration_dir"] = args.calibration
-    return options
+                              "classify (e.g. its training images)".format(calibration_dir))
+        self.backend = backend
+        self.precision = precision
+        self.calibration_dir = calibration_dir
+        self.workspace_mb = None if workspace_mb is None else int(workspace_mb)
+        self.cache_dir = cache_dir
+
+    @classmethod
+    def from_args(cls, args):
+        """From the option group's parsed ``args`` (see :func:`add_engine_options`)."""
+        return cls(args.backend, args.precision, args.calibration, args.workspace_mb, args.cache_dir)
+
+    def backend_options(self):
+        """The keyword options open_backend's backends take: ``workspace_mb``, ``calibration_dir`` (only those
+        given)."""
+        options = {}
+        if self.workspace_mb is not None:
+            options["workspace_mb"] = self.workspace_mb
+        if self.calibration_dir is not None:
+            options["calibration_dir"] = self.calibration_dir
+        return options
+
+    def require_calibration(self, info=None, cache_dir=None, every_model=False):
+        """The one INT8 rule, before any TensorRT work: INT8 on TensorRT needs ``--calibration DIR``, unless a
+        calibration cache for this model (``info``) is already in the cache folder -- which a follower of new
+        generations (``every_model``: device-agent) can never count on. ONNX Runtime does not run INT8 (its
+        backend says so)."""
+        if self.precision != "int8" or self.backend == "onnxruntime" or self.calibration_dir:
+            return
+        if every_model:
+            raise DeviceError("--precision int8: every new generation is calibrated afresh for TensorRT; add "
+                              "--calibration DIR (a folder of images like those the models classify, e.g. the "
+                              "training images), or use --precision fp16 (no calibration)")
+        if info is not None:
+            require_calibration(info, cache_dir or self.cache_dir, None)
+
+    def to_dict(self):
+        return {"backend": self.backend, "precision": self.precision, "calibration_dir": self.calibration_dir,
+                "workspace_mb": self.workspace_mb, "cache_dir": self.cache_dir}
+
+    def __repr__(self):
+        return "EngineOptions({})".format(", ".join("{}={!r}".format(k, v) for k, v in sorted(self.to_dict().items())))
+
+
+def engine_options(args):
+    """The option group's values as one checked :class:`EngineOptions`; DeviceError naming the flag and the fix."""
+    return EngineOptions.from_args(args)
 
 
 def require_calibration(info, cache_dir, calibration_dir):

@@ -122,7 +122,8 @@ def _in_range(flag, value, low, high, what, low_open=False):
 
 
 def check_args(args):
-    engine_options(args)
+    """Check every flag before anything starts; returns the checked EngineOptions (device.engine_options)."""
+    engine = engine_options(args)
     _in_range("--frames", args.frames, 1, 10 ** 12, "frames to classify")
     _in_range("--duration", args.duration, 0, 10 * 365 * 86400, "seconds; leave it out to run until stopped",
               low_open=True)
@@ -144,6 +145,7 @@ def check_args(args):
     if getattr(args, "token_file", None):
         from contract.tokens import read_private_token_file
         args.token = read_private_token_file(args.token_file)  # ContractError: one line, exit 2
+    return engine
 
 
 def check_writable_file(path, flag):
@@ -303,7 +305,7 @@ def serve(args, log=print, stopper=None):
     from device.machine import platform_info
     from device.telemetry import Telemetry
 
-    check_args(args)  # the engine options too (device.engine_options), the input and outputs
+    engine = check_args(args)  # the engine options too (device.engine_options), the input and outputs
     source_text = args.source_text
     if args.camera is not None and not (args.camera.isdigit() or args.camera.startswith(("csi://", "/dev/video"))):
         raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN or csi://N".format(args.camera))
@@ -333,8 +335,7 @@ def serve(args, log=print, stopper=None):
     try:
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
         from device.backends import open_backend
-        backend = open_backend(model_path, backend=args.backend, precision=args.precision, max_batch=1,
-                               cache_dir=args.cache_dir, log=log, **engine_options(args))
+        backend = open_backend(model_path, engine=engine, max_batch=1, log=log)
         try:
             title = model_title(info, args.model)
             log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(

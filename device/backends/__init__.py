@@ -5,9 +5,8 @@ model (path or host-serve URL), reads its ModelInfo, and opens the backend asked
 TensorRT when TensorRT, pycuda and a GPU are all there, else ONNX Runtime, and says why in ``backend.why``.
 """
 from device.backends.base import PRECISIONS, Backend
+from device.engine_options import BACKENDS, EngineOptions
 from contract.errors import DeviceError
-
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 def choose_backend(requested, precision, tensorrt_check=None):
@@ -52,23 +51,28 @@ def no_backend_message(tensorrt_reason, onnxruntime_reason, jetson=None):
 
 
 def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print,
-                 expected_sha256=None, **options):
-    """Open ``model_path`` (a path or a host-serve URL) on ``backend``; returns a Backend.
+                 expected_sha256=None, engine=None, **options):
+    """Open ``model_path`` (a path or a host-serve URL); returns a Backend.
 
-    ``options``: ``workspace_mb``, ``opt_batch``, ``calibration_dir`` (INT8), ``device_index`` for TensorRT;
-    ``providers``, ``threads`` for ONNX Runtime. Raises DeviceError with a clear message on bad input.
+    ``engine``: an :class:`~device.engine_options.EngineOptions` (what the commands pass, built and checked
+    once); without one, ``backend``, ``precision``, ``cache_dir`` and the ``workspace_mb`` / ``calibration_dir``
+    options make it. Further ``options``: ``opt_batch``, ``device_index`` for TensorRT; ``providers``,
+    ``threads`` for ONNX Runtime. Raises DeviceError with a clear message on bad input.
     """
     from contract.model_info import ModelInfo
     from device.model_source import default_cache_dir, resolve_model
-    name, precision, why = choose_backend(backend, precision)
+    if engine is None:
+        engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
+                               options.pop("workspace_mb", None), cache_dir)
+    options = dict(engine.backend_options(), **options)
+    backend, cache_dir = engine.backend, engine.cache_dir
+    name, precision, why = choose_backend(engine.backend, engine.precision)
     if int(max_batch) < 1:
         raise DeviceError("max_batch {} must be at least 1".format(max_batch))
     cache_dir = cache_dir or default_cache_dir()
     info = ModelInfo.from_onnx(resolve_model(model_path, cache_dir=cache_dir, expected_sha256=expected_sha256))
     if name == "tensorrt":
-        if precision == "int8":
-            from device.engine_options import require_calibration
-            require_calibration(info, cache_dir, options.get("calibration_dir"))
+        engine.require_calibration(info, cache_dir)  # the one INT8 rule (device.engine_options)
         from device.backends.tensorrt_backend import TensorRTBackend
         allowed = ("workspace_mb", "opt_batch", "calibration_dir", "device_index")
         _check_options(options, allowed, name)
@@ -97,4 +101,4 @@ def _check_options(options, allowed, name):
             name, ", ".join(unknown), ", ".join(allowed)))
 
 
-__all__ = ["Backend", "BACKENDS", "PRECISIONS", "choose_backend", "open_backend"]
+__all__ = ["Backend", "BACKENDS", "EngineOptions", "PRECISIONS", "choose_backend", "open_backend"]

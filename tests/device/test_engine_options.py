@@ -63,3 +63,30 @@ def test_a_calibration_cache_from_an_earlier_run_is_enough(tmp_path):
     open(cache, "wb").close()
     require_calibration(info, str(tmp_path), None)  # reused: no folder needed
     require_calibration(info, str(tmp_path / "empty"), str(tmp_path))  # a folder given: fine
+
+
+def test_the_options_are_one_checked_value_passed_whole(tmp_path):
+    """EngineOptions is built and checked once; open_backend and bench_model take it whole, and the loose
+    keywords (host/latency.py's) make the same value."""
+    from contract.errors import DeviceError
+    from device.backends import open_backend
+    from device.engine_options import EngineOptions
+    engine = EngineOptions("onnxruntime", "fp32", workspace_mb=128, cache_dir=str(tmp_path))
+    assert engine.backend_options() == {"workspace_mb": 128}
+    with open_backend(tiny_onnx(), engine=engine, max_batch=1, log=None) as backend:
+        assert backend.name == "onnxruntime"
+    with pytest.raises(DeviceError, match="--workspace-mb 8 must be between"):
+        EngineOptions(workspace_mb=8)
+    with pytest.raises(DeviceError, match="every new generation is calibrated afresh"):
+        EngineOptions("tensorrt", "int8").require_calibration(every_model=True)
+    EngineOptions("onnxruntime", "int8").require_calibration(every_model=True)  # its backend refuses INT8 itself
+
+
+def test_engine_options_import_no_backend():
+    """The import circle device.backends <-> device.engine_options is gone: engine_options imports nothing of
+    device.backends."""
+    import ast
+    from pathlib import Path
+    source = (Path(__file__).resolve().parents[2] / "device" / "engine_options.py").read_text()
+    imported = [node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
+    assert not any(module.startswith("device") for module in imported), imported
