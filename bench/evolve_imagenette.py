@@ -74,7 +74,7 @@ def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 19
     import torch
     from contract.preprocess import PreprocessSpec
     from host.data import CachedImages, cache_split, scan_folder
-    from host.evolve import load_weights
+    from host.checkpoints import load_weights
     from host.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
     config = json.loads((run / "config.json").read_text())
     spec = PreprocessSpec.square(image_size)

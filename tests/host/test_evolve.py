@@ -114,7 +114,8 @@ def test_recovery_fine_tune_and_the_ancestor_as_teacher(shapes, tmp_path):
     its card naming what it recovers; --distill-from ancestor makes generation 0 every offspring's teacher.
     A resume of the finished run breeds nothing more."""
     import torch
-    from host.evolve import Evolution, load_weights
+    from host.checkpoints import load_weights
+    from host.evolve import Evolution
     run = tmp_path / "run"
     config = resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=1, distill_weight=0.5,
                               distill_from="ancestor", final_epochs=1))
@@ -173,7 +174,7 @@ def test_ancestor_from_a_trained_generation_continues_from_it(shapes, tmp_path):
 def test_ancestor_from_refuses_what_is_not_a_model_for_these_classes(shapes, tmp_path):
     import shutil
     from host.errors import HostError
-    from host.evolve import load_ancestor
+    from host.checkpoints import load_ancestor
     run = tmp_path / "a"
     evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=0)))
     weights = run / "gen-00" / "offspring-0.pt"
