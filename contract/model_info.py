@@ -12,8 +12,17 @@ import json
 import os
 import re
 
-from contract.errors import DeviceError
+from contract.errors import ContractError
 from contract.preprocess import METADATA_KEY, PreprocessSpec
+
+#: The ONNX ``metadata_props`` keys of a generation: host/export.py writes them, :class:`ModelInfo` reads them
+#: (the preprocessing spec's key, "preprocess", is contract.preprocess.METADATA_KEY).
+LABELS_KEY = "labels"          # JSON list of str, one per output
+GENOME_KEY = "genome"          # JSON of the genome (host/genome.py)
+GENERATION_KEY = "generation"  # the generation number, as text
+PRODUCER_KEY = "producer"      # "squishednets host-evolve"
+RUN_KEY = "run"                # the run folder's name: the device says "generation N of RUN"
+PRODUCER = "squishednets host-evolve"
 
 #: ONNX TensorProto.DataType values this project meets.
 ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
@@ -74,16 +83,16 @@ class ModelInfo(object):
 
     @classmethod
     def from_onnx(cls, path):
-        """Read and check ``path``; raise DeviceError naming the file and the fix when it cannot be used."""
+        """Read and check ``path``; raise ContractError naming the file and the fix when it cannot be used."""
         path = os.path.abspath(str(path))
         if not os.path.exists(path):
-            raise DeviceError("model {} does not exist: give the path of a generation's model.onnx "
+            raise ContractError("model {} does not exist: give the path of a generation's model.onnx "
                               "(RUN/gen-XX/model.onnx) or a host-serve URL".format(path))
         if os.path.isdir(path):
             if os.path.isfile(os.path.join(path, "model.onnx")):
                 path = os.path.join(path, "model.onnx")
             else:
-                raise DeviceError("model {} is a folder without model.onnx: give the .onnx file".format(path))
+                raise ContractError("model {} is a folder without model.onnx: give the .onnx file".format(path))
         with open(path, "rb") as handle:
             data = handle.read()
         model = _read_model(data, path)
@@ -95,16 +104,16 @@ class ModelInfo(object):
         initializer_names = set(graph["initializers"])
         inputs = [value for value in graph["inputs"] if value["name"] not in initializer_names]
         if len(inputs) != 1:
-            raise DeviceError("model {} has {} inputs ({}); the device runs image classifiers with one NCHW "
+            raise ContractError("model {} has {} inputs ({}); the device runs image classifiers with one NCHW "
                               "input (export with host-evolve)".format(
                                   path, len(inputs), ", ".join(v["name"] for v in inputs) or "none"))
         if len(graph["outputs"]) < 1:
-            raise DeviceError("model {} has no graph output".format(path))
+            raise ContractError("model {} has no graph output".format(path))
         given, output = inputs[0], graph["outputs"][0]
         shape = given["shape"]
         if given["dtype"] not in ("float32", "float16") or shape is None or len(shape) != 4 \
                 or shape[1] not in (1, 3) or not all(isinstance(d, int) and d >= 8 for d in shape[2:]):
-            raise DeviceError("model {}: input {!r} is {} {}, not an NCHW image batch (float, N x 3 x H x W, or "
+            raise ContractError("model {}: input {!r} is {} {}, not an NCHW image batch (float, N x 3 x H x W, or "
                               "N x 1 x H x W for greyscale, with fixed H, W >= 8); the device runs image "
                               "classifiers like those host-evolve exports".format(
                                   path, given["name"], given["dtype"], _shape_text(shape)))
@@ -116,24 +125,24 @@ class ModelInfo(object):
         if METADATA_KEY in metadata:
             spec = PreprocessSpec.from_json(metadata[METADATA_KEY])
             if (spec.height, spec.width) != tuple(input_shape[2:]):
-                raise DeviceError("model {}: its preprocess metadata says {}x{} but its input is {}x{}; the file "
+                raise ContractError("model {}: its preprocess metadata says {}x{} but its input is {}x{}; the file "
                                   "was edited after export, export it again".format(
                                       path, spec.height, spec.width, input_shape[2], input_shape[3]))
             if spec.channels != input_shape[1]:
-                raise DeviceError("model {}: its preprocess metadata makes {} channel(s) ({}) but its input takes "
+                raise ContractError("model {}: its preprocess metadata makes {} channel(s) ({}) but its input takes "
                                   "{}; export it again".format(path, spec.channels, spec.color, input_shape[1]))
         else:  # a foreign ONNX: jetson-inference's defaults at the input size (grey for a 1-channel input)
             spec = PreprocessSpec(input_shape[2], input_shape[3], color="GRAY" if input_shape[1] == 1 else "RGB")
             spec_source = "default"
         genome = None
-        if "genome" in metadata:
+        if GENOME_KEY in metadata:
             try:
-                genome = json.loads(metadata["genome"])
+                genome = json.loads(metadata[GENOME_KEY])
             except ValueError:
-                raise DeviceError("model {}: its genome metadata is not JSON; export it again".format(path))
+                raise ContractError("model {}: its genome metadata is not JSON; export it again".format(path))
         generation = None
-        if metadata.get("generation", "").strip().lstrip("-").isdigit():
-            generation = int(metadata["generation"])
+        if metadata.get(GENERATION_KEY, "").strip().lstrip("-").isdigit():
+            generation = int(metadata[GENERATION_KEY])
         output_kind, output_why = _output_kind(graph["producers"], output["name"], metadata)
         return cls(path, sha256, given["name"], input_shape, given["dtype"], output["name"], out_shape, labels,
                    spec, spec_source, genome, generation, model["opsets"], metadata, model["ir_version"],
@@ -148,6 +157,14 @@ OUTPUT_KINDS = ("logits", "probabilities", "log_probabilities")
 OUTPUT_KIND_KEY = "output_kind"
 _PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Transpose")
 _ENDINGS = {"Softmax": "probabilities", "Sigmoid": "probabilities", "LogSoftmax": "log_probabilities"}
+
+
+def generation_metadata(labels, spec, genome_json, generation, run):
+    """The ``metadata_props`` of a generation's ONNX (str -> str), what :meth:`ModelInfo.from_onnx` reads back:
+    ``labels`` (list of str), ``spec`` (PreprocessSpec), ``genome_json`` (str), ``generation`` (int), ``run``
+    (the run folder's name)."""
+    return {LABELS_KEY: json.dumps(list(labels)), METADATA_KEY: spec.to_json(), GENOME_KEY: genome_json,
+            GENERATION_KEY: str(int(generation)), PRODUCER_KEY: PRODUCER, RUN_KEY: str(run)}
 
 
 def _output_kind(producers, output_name, metadata):
@@ -176,22 +193,22 @@ def _shape_text(shape):
 def _labels(path, metadata, out_shape):
     classes = out_shape[1] if len(out_shape) == 2 else None
     labels = None
-    if "labels" in metadata:
+    if LABELS_KEY in metadata:
         try:
-            labels = [str(label) for label in json.loads(metadata["labels"])]
+            labels = [str(label) for label in json.loads(metadata[LABELS_KEY])]
         except (ValueError, TypeError):
-            raise DeviceError("model {}: its labels metadata is not a JSON list; export it again".format(path))
+            raise ContractError("model {}: its labels metadata is not a JSON list; export it again".format(path))
     else:
         beside = os.path.join(os.path.dirname(path), "labels.txt")
         if os.path.isfile(beside):
             labels = read_labels_txt(beside)
     if labels is None:
         if classes is None:
-            raise DeviceError("model {}: no labels in its metadata or beside it (labels.txt) and its output "
+            raise ContractError("model {}: no labels in its metadata or beside it (labels.txt) and its output "
                               "shape {} does not give the class count".format(path, _shape_text(out_shape)))
         labels = ["class {}".format(i) for i in range(classes)]
     if classes is not None and classes != len(labels):
-        raise DeviceError("model {}: {} labels but {} outputs; the labels belong to another model".format(
+        raise ContractError("model {}: {} labels but {} outputs; the labels belong to another model".format(
             path, len(labels), classes))
     return labels
 
@@ -202,13 +219,13 @@ _SYNSET = re.compile(r"^n\d{8}\s+")
 def read_labels_txt(path):
     """The labels of a labels.txt beside a model (one per line), as jetson-inference's imagenet reads them:
     UTF-8 (a byte-order mark stripped, whatever the locale), any line ending, blank lines skipped, and a
-    leading ImageNet synset id ("n01440764 tench") dropped when every line has one. DeviceError naming the
+    leading ImageNet synset id ("n01440764 tench") dropped when every line has one. ContractError naming the
     file when it is not UTF-8."""
     try:
         with open(path, "r", encoding="utf-8-sig") as handle:
             text = handle.read()
     except UnicodeDecodeError as error:
-        raise DeviceError("labels file {} is not UTF-8 text ({} at byte {}); save it as UTF-8".format(
+        raise ContractError("labels file {} is not UTF-8 text ({} at byte {}); save it as UTF-8".format(
             path, error.reason, error.start))
     lines = [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
     if lines and all(_SYNSET.match(line) for line in lines):
@@ -328,11 +345,11 @@ def _graph(data):
 
 
 def _read_model(data, path):
-    """Parse the ModelProto fields the device uses; DeviceError when ``data`` is not an ONNX model."""
+    """Parse the ModelProto fields the device uses; ContractError when ``data`` is not an ONNX model."""
     not_onnx = ("model {} is not an ONNX model ({{}}); give the model.onnx that host-evolve exported "
                 "(RUN/gen-XX/model.onnx)".format(path))
     if not data:
-        raise DeviceError(not_onnx.format("the file is empty"))
+        raise ContractError(not_onnx.format("the file is empty"))
     view = memoryview(data)
     model = {"ir_version": None, "graph": None, "opsets": {}, "metadata": {}}
     try:
@@ -358,10 +375,10 @@ def _read_model(data, path):
                         text = _text(m_value)
                 model["metadata"][key] = text
     except _NotProtobuf as error:
-        raise DeviceError(not_onnx.format("it does not parse as protobuf: {}; a truncated download or another "
+        raise ContractError(not_onnx.format("it does not parse as protobuf: {}; a truncated download or another "
                                           "kind of file".format(error)))
     if model["ir_version"] is None or not 1 <= model["ir_version"] <= 100 or model["graph"] is None:
-        raise DeviceError(not_onnx.format("no ONNX ir_version and graph in it"))
+        raise ContractError(not_onnx.format("no ONNX ir_version and graph in it"))
     if not model["graph"]["outputs"]:
-        raise DeviceError(not_onnx.format("its graph has no outputs"))
+        raise ContractError(not_onnx.format("its graph has no outputs"))
     return model

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from contract.errors import DeviceError
+from contract.errors import ContractError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,21 +35,21 @@ class PreprocessSpec(object):
     def __init__(self, height, width, mean=IMAGENET_MEAN, std=IMAGENET_STD, color="RGB",
                  resize="stretch", interpolation="linear"):
         if int(height) < 8 or int(width) < 8:
-            raise DeviceError("preprocess size {}x{} is too small: use at least 8x8 pixels".format(height, width))
+            raise ContractError("preprocess size {}x{} is too small: use at least 8x8 pixels".format(height, width))
         if color not in COLORS:
-            raise DeviceError("preprocess color {!r} is not one of {}".format(color, ", ".join(COLORS)))
+            raise ContractError("preprocess color {!r} is not one of {}".format(color, ", ".join(COLORS)))
         channels = 1 if color == "GRAY" else 3
         if channels == 1:
             mean = GREY_MEAN if tuple(mean) == IMAGENET_MEAN else mean
             std = GREY_STD if tuple(std) == IMAGENET_STD else std
         if resize != "stretch":
-            raise DeviceError("preprocess resize {!r} is not supported: only 'stretch' (whole frame, "
+            raise ContractError("preprocess resize {!r} is not supported: only 'stretch' (whole frame, "
                               "as jetson-inference does)".format(resize))
         if interpolation not in _INTERPOLATIONS:
-            raise DeviceError("preprocess interpolation {!r} is not one of {}".format(
+            raise ContractError("preprocess interpolation {!r} is not one of {}".format(
                 interpolation, ", ".join(sorted(_INTERPOLATIONS))))
         if len(mean) != channels or len(std) != channels or min(std) <= 0:
-            raise DeviceError("preprocess mean/std need {} value(s) each ({}), std > 0; got {} / {}".format(
+            raise ContractError("preprocess mean/std need {} value(s) each ({}), std > 0; got {} / {}".format(
                 channels, color, mean, std))
         self.height = int(height)
         self.width = int(width)
@@ -83,7 +83,7 @@ class PreprocessSpec(object):
             return cls(data["height"], data["width"], data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD),
                        data.get("color", "RGB"), data.get("resize", "stretch"), data.get("interpolation", "linear"))
         except (KeyError, TypeError) as error:
-            raise DeviceError("preprocess spec {!r} is missing a field ({}): it needs height and width".format(
+            raise ContractError("preprocess spec {!r} is missing a field ({}): it needs height and width".format(
                 data, error))
 
     @classmethod
@@ -91,7 +91,7 @@ class PreprocessSpec(object):
         try:
             return cls.from_dict(json.loads(text))
         except ValueError as error:
-            raise DeviceError("preprocess spec is not valid JSON ({}): {!r}".format(error, text[:200]))
+            raise ContractError("preprocess spec is not valid JSON ({}): {!r}".format(error, text[:200]))
 
     def __eq__(self, other):
         return isinstance(other, PreprocessSpec) and self.to_dict() == other.to_dict()
@@ -108,7 +108,7 @@ class PreprocessSpec(object):
         (``height`` x ``width`` x 1 for GRAY: OpenCV's luma of the BGR frame, then resized)."""
         import cv2
         if frame_bgr is None or not hasattr(frame_bgr, "shape") or frame_bgr.size == 0:
-            raise DeviceError("preprocess got an empty frame")
+            raise ContractError("preprocess got an empty frame")
         if frame_bgr.ndim == 2:
             frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
         elif frame_bgr.shape[2] == 4:

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 
-from contract.errors import DeviceError
+from contract.errors import ContractError, DeviceError
 from contract.files import sha256_of_file
 from contract.model_info import ModelInfo
 from contract.report_schema import MODEL_URL_KEY
@@ -195,7 +195,7 @@ def _check_is_model(path, url):
     """DeviceError unless ``path`` is an ONNX model the device can run (parses; one NCHW image input)."""
     try:
         ModelInfo.from_onnx(path)
-    except DeviceError as error:
+    except ContractError as error:
         raise DeviceError("model URL {} did not give a model the device can run ({}); nothing was kept: "
                           "check the URL (host-serve's GET /generations lists them)".format(
                               url, str(error).replace(path, "the download")))

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from contract.errors import ContractError
 from host import config as config_module
 from host.errors import HostError
 from host.run_folder import RESUMABLE_KEYS, write_failure
@@ -167,7 +168,7 @@ def _evolve(args: argparse.Namespace) -> int:
         config = resolve_config(args)
         from host.evolve import evolve  # torch is imported only once the arguments are known to be good
         summary = evolve(config, resume=bool(args.resume))
-    except HostError as error:
+    except (HostError, ContractError) as error:  # the shared layer's (a preprocessing spec, a labels file...)
         _close_progress_bars()
         print(f"host-evolve: error: {error}", file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ import onnx
 import torch
 
 from contract.files import atomic_write
-from contract.preprocess import METADATA_KEY, PreprocessSpec
+from contract.model_info import generation_metadata
+from contract.preprocess import PreprocessSpec
 from contract.reference import REFERENCE_FILE, write_reference
 from host.errors import HostError
 from host.model import SqueezeNet
@@ -143,10 +144,9 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
     with ``fp16``); return the card. reference.npz: ONNX Runtime's outputs for a few of ``parity_images``."""
     folder.mkdir(parents=True, exist_ok=True)
     genome = model.genome
-    metadata = {"labels": json.dumps(labels), METADATA_KEY: spec.to_json(), "genome": genome.to_json(),
-                "generation": str(generation), "producer": "squishednets host-evolve",
-                # the run folder's name (RUN/gen-XX/): the device names the model "generation N of RUN"
-                "run": folder.resolve().parent.name}
+    # the keys ModelInfo reads back (contract.model_info); the run folder's name (RUN/gen-XX/): the device names
+    # the model "generation N of RUN"
+    metadata = generation_metadata(labels, spec, genome.to_json(), generation, folder.resolve().parent.name)
 
     def checked(half: bool, static_batch: bool = False) -> onnx.ModelProto:
         proto = onnx_from_model(model, spec, half=half, static_batch=static_batch)

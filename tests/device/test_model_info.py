@@ -1,4 +1,4 @@
-"""ModelInfo on real exported ONNX files, and a clear DeviceError for every kind of bad model file."""
+"""ModelInfo on real exported ONNX files, and a clear ContractError for every kind of bad model file."""
 import json
 
 import numpy as np
@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from contract.errors import DeviceError
+from contract.errors import ContractError
 from contract.model_info import ModelInfo
 from contract.preprocess import PreprocessSpec
 from tests.engines.tiny_onnx import LABELS, SIZE, tiny_onnx
@@ -56,7 +56,7 @@ def test_foreign_image_onnx_gets_default_preprocessing_and_labels_txt(tmp_path):
                                           (["n", 5, 32, 32], TensorProto.FLOAT), (["n", 3, 32, 32], TensorProto.INT64)])
 def test_non_image_input_is_refused(tmp_path, shape, dtype):
     path = save(tmp_path, relu_graph(shape, dtype, out_shape=[1, 10]))
-    with pytest.raises(DeviceError, match="not an NCHW image batch"):
+    with pytest.raises(ContractError, match="not an NCHW image batch"):
         ModelInfo.from_onnx(path)
 
 
@@ -64,7 +64,7 @@ def test_non_image_input_is_refused(tmp_path, shape, dtype):
 def test_not_onnx_is_refused(tmp_path, content):
     path = tmp_path / "model.onnx"
     path.write_bytes(content)
-    with pytest.raises(DeviceError, match="is not an ONNX model"):
+    with pytest.raises(ContractError, match="is not an ONNX model"):
         ModelInfo.from_onnx(str(path))
 
 
@@ -72,25 +72,25 @@ def test_truncated_onnx_is_refused(tmp_path):
     data = open(tiny_onnx(), "rb").read()
     path = tmp_path / "model.onnx"
     path.write_bytes(data[:len(data) // 2])
-    with pytest.raises(DeviceError, match="is not an ONNX model"):
+    with pytest.raises(ContractError, match="is not an ONNX model"):
         ModelInfo.from_onnx(str(path))
 
 
 def test_missing_file_is_refused(tmp_path):
-    with pytest.raises(DeviceError, match="does not exist"):
+    with pytest.raises(ContractError, match="does not exist"):
         ModelInfo.from_onnx(str(tmp_path / "nope.onnx"))
 
 
 def test_labels_that_do_not_fit_the_outputs_are_refused(tmp_path):
     path = save(tmp_path, relu_graph(["n", 3, 32, 32], out_shape=["n", 3]), {"labels": json.dumps(["a", "b"])})
-    with pytest.raises(DeviceError, match="2 labels but 3 outputs"):
+    with pytest.raises(ContractError, match="2 labels but 3 outputs"):
         ModelInfo.from_onnx(path)
 
 
 def test_preprocess_size_must_match_input(tmp_path):
     path = save(tmp_path, relu_graph(["n", 3, 32, 32], out_shape=["n", 2]),
                 {"preprocess": PreprocessSpec.square(64).to_json(), "labels": '["a", "b"]'})
-    with pytest.raises(DeviceError, match="64x64 but its input is 32x32"):
+    with pytest.raises(ContractError, match="64x64 but its input is 32x32"):
         ModelInfo.from_onnx(path)
 
 
