@@ -210,9 +210,8 @@ class ServeLoop(object):
                     break
                 frame, tensor = item
                 self._put(self._to_output, (frame, self.infer(tensor)))
-                if self.backend.name == "tensorrt" and time.monotonic() >= next_cuda_sample:
-                    # GPU memory through pycuda, where the backend's CUDA context lives
-                    self.telemetry.sample_cuda(self.backend.run_in_context)
+                if time.monotonic() >= next_cuda_sample:  # the backend says whether it has device memory to tell
+                    self.telemetry.set_device_memory(self.backend.device_memory_mb())
                     next_cuda_sample = time.monotonic() + 1.0
         except KeyboardInterrupt:
             self.log("device-serve: interrupted; finishing")

@@ -20,6 +20,7 @@ before the first frame (while a model downloads, a network camera is being opene
 the run at once: 130 for SIGINT, 143 (128 + 15) for SIGTERM, 129 for SIGHUP, nothing to report yet.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -330,72 +331,65 @@ def serve(args, log=print, stopper=None):
     if getattr(source, "fps", None):
         log("device-serve: {} plays at its own {:.3g} fps (--no-realtime: as fast as it decodes)".format(
             source_text, source.fps))
-    reader = telemetry = live = None
-    outputs = []
-    try:
+    reader = telemetry = None
+    # every resource is closed on the way out, in reverse order of opening, whatever ends the run
+    with contextlib.ExitStack() as resources:
+        resources.callback(source.close)  # the reader closes it too when it exists; closing twice is harmless
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
         from device.backends import open_backend
         backend = open_backend(model_path, engine=engine, max_batch=1, log=log)
-        try:
-            title = model_title(info, args.model)
-            log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
-                title, source.describe(), backend.name, backend.precision,
-                info.num_classes, info.spec.width, info.spec.height))
-            for note in backend.feeding_notes(batch=1):  # what the model needs that frames are not as they come
-                log("device-serve: " + note)
-            outputs = open_outputs(args.output_specs, source, log)
-            preprocess_how = choose_preprocess(backend, log)
-            if args.warmup > 0:
-                backend.warmup(args.warmup)
-            reference_check = check_against_reference(backend, log)
-            telemetry = Telemetry(backend.name, backend.precision, info.sha256)
-            telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0,
-                          preprocess=backend.preprocess_path, preprocess_note=preprocess_how,
-                          paced=source_is_paced(source), reference_check=reference_check)
-            platform = platform_info()
-            base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
-                           "platform": platform}
-
-            reader = FrameReader(source, log=log)
-            hub = None
-            if args.http:
-                from contract.address import parse_address
-                from device.web import FrameHub, LiveServer
-                host, port = parse_address(args.http)
-                hub = FrameHub()
-                live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
-                                  title="squishednets: {}".format(title), log=log,
-                                  histograms=telemetry.histograms).start()
-                log("device-serve: live page at {}".format(live.url))
-            if args.report_to:
-                spool = ReportSpool(args.spool_dir, limit=args.spool_limit, device_id=args.device_id, log=log)
-                token = args.token or os.environ.get("SQUISHEDNETS_TOKEN")
-                reporter = Reporter(args.report_to, spool,
-                                    lambda: _report_body(base_report, _snapshot(telemetry, reader, reporter)),
-                                    token=token, interval_s=args.report_every, log=log).start()
-            loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
-                             top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
-                             status_every_s=args.status_every or None, log=log, outputs=outputs,
-                             overlay_fps=getattr(getattr(source, "spec", None), "kind", None) != "folder")
-            if stopper is not None:
-                stopper.loop = loop
-            reader.start()
-            loop.run()
-            final = _snapshot(telemetry, reader, reporter)
-            final["backend_info"] = _describe(backend)
-        finally:
-            backend.close()
-    finally:
+        resources.callback(backend.close)
+        title = model_title(info, args.model)
+        log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
+            title, source.describe(), backend.name, backend.precision,
+            info.num_classes, info.spec.width, info.spec.height))
+        for note in backend.feeding_notes(batch=1):  # what the model needs that frames are not as they come
+            log("device-serve: " + note)
+        outputs = open_outputs(args.output_specs, source, log)
         for output in outputs:
-            output.close()
-        if reader is not None:
-            reader.close()
-        else:
-            source.close()
-        if live is not None:
-            live.close()
-        if telemetry is not None:
-            telemetry.close()
+            resources.callback(output.close)
+        preprocess_how = choose_preprocess(backend, log)
+        if args.warmup > 0:
+            backend.warmup(args.warmup)
+        reference_check = check_against_reference(backend, log)
+        telemetry = Telemetry(backend.name, backend.precision, info.sha256)
+        resources.callback(telemetry.close)
+        telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0,
+                      preprocess=backend.preprocess_path, preprocess_note=preprocess_how,
+                      paced=source_is_paced(source), reference_check=reference_check)
+        platform = platform_info()
+        base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
+                       "platform": platform}
+
+        reader = FrameReader(source, log=log)
+        resources.callback(reader.close)
+        hub = None
+        if args.http:
+            from contract.address import parse_address
+            from device.web import FrameHub, LiveServer
+            host, port = parse_address(args.http)
+            hub = FrameHub()
+            live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
+                              title="squishednets: {}".format(title), log=log,
+                              histograms=telemetry.histograms).start()
+            resources.callback(live.close)
+            log("device-serve: live page at {}".format(live.url))
+        if args.report_to:
+            spool = ReportSpool(args.spool_dir, limit=args.spool_limit, device_id=args.device_id, log=log)
+            token = args.token or os.environ.get("SQUISHEDNETS_TOKEN")
+            reporter = Reporter(args.report_to, spool,
+                                lambda: _report_body(base_report, _snapshot(telemetry, reader, reporter)),
+                                token=token, interval_s=args.report_every, log=log).start()
+        loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
+                         top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
+                         status_every_s=args.status_every or None, log=log, outputs=outputs,
+                         overlay_fps=getattr(getattr(source, "spec", None), "kind", None) != "folder")
+        if stopper is not None:
+            stopper.loop = loop
+        reader.start()
+        loop.run()
+        final = _snapshot(telemetry, reader, reporter)
+        final["backend_info"] = _describe(backend)
     if reporter is not None:
         reporter.close(_report_body(base_report, final))
         final.update(reporter.status())

@@ -182,7 +182,10 @@ class Telemetry(object):
     def sample_cuda(self, run_in_context=None):
         """Sample pycuda's mem_get_info where the CUDA context lives: ``run_in_context(function)`` is the
         backend's (it runs the call on the backend's CUDA thread); without it, on the calling thread."""
-        sample = run_in_context(cuda_mem_get_info_mb) if run_in_context else cuda_mem_get_info_mb()
+        self.set_device_memory(run_in_context(cuda_mem_get_info_mb) if run_in_context else cuda_mem_get_info_mb())
+
+    def set_device_memory(self, sample):
+        """(used, total) MB as a backend reports it (Backend.device_memory_mb); None leaves the last one."""
         if sample is not None:
             self._cuda_mem = sample
 

@@ -120,6 +120,12 @@ class Backend(object):
         (a CPU provider), in which case :meth:`infer` is the network time."""
         return None
 
+    def device_memory_mb(self):
+        """(used, total) MB of the device memory this backend's context sees, or None where it has no device
+        context of its own to ask (ONNX Runtime: NVML or tegrastats report the GPU instead). The serve loop
+        asks once a second; TensorRT answers through pycuda on its CUDA thread."""
+        return None
+
     def run_in_context(self, function):
         """Call ``function()`` where this backend's device work must happen (the CUDA thread for TensorRT);
         the benchmark runs its timing loops through this so that no thread hop is timed."""

@@ -184,6 +184,10 @@ class TensorRTBackend(Backend):
     def run_in_context(self, function):
         return self._thread.call(function)
 
+    def device_memory_mb(self):
+        from device.machine import cuda_mem_get_info_mb
+        return self._thread.call(cuda_mem_get_info_mb)  # pycuda's mem_get_info, where the context lives
+
     def describe(self):
         described = Backend.describe(self)
         described["versions"]["tensorrt"] = api.version_of(self._trt)

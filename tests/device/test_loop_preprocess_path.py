@@ -88,3 +88,12 @@ def test_on_the_gpu_path_the_kernels_time_is_the_preprocess_stage_not_network_ti
         loop = run_loop(backend)
     stages = loop.telemetry.snapshot()["stages_ms"]
     assert stages["preprocess"]["p50"] == stages["preprocess"]["p99"] == 0.25  # the kernel alone, every frame
+
+
+def test_the_loop_asks_the_backend_for_its_device_memory_whatever_its_name(tmp_path):
+    with open_backend(tiny_onnx(), backend="onnxruntime", max_batch=1, cache_dir=str(tmp_path), log=None) as backend:
+        assert backend.device_memory_mb() is None  # ONNX Runtime has no CUDA context of its own to ask
+        backend.device_memory_mb = lambda: (123.0, 4096.0)  # what TensorRT's pycuda answer looks like
+        loop = run_loop(backend)
+    memory = loop.telemetry.memory()
+    assert (memory["gpu_mem_mb"], memory["gpu_mem_total_mb"]) == (123.0, 4096.0)
