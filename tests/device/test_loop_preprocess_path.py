@@ -79,15 +79,19 @@ def test_on_the_gpu_path_the_kernels_time_is_the_preprocess_stage_not_network_ti
     with open_backend(tiny_onnx(), backend="onnxruntime", max_batch=1, cache_dir=str(tmp_path), log=None) as backend:
         backend.preprocess_path = "gpu"
         infer_frame = backend.infer_frame
+        said = []
 
-        def timed(frame):
+        def timed(frame):  # says, as TensorRT's events would, that half of its time was upload and kernel
+            import time
+            begin = time.monotonic()
             result = infer_frame(frame)
-            backend.last_preprocess_ms = 0.25  # what TensorRT's events would say
+            said.append((time.monotonic() - begin) * 1000.0 / 2)
+            backend.last_preprocess_ms = said[-1]
             return result
         backend.infer_frame = timed
         loop = run_loop(backend)
     stages = loop.telemetry.snapshot()["stages_ms"]
-    assert stages["preprocess"]["p50"] == stages["preprocess"]["p99"] == 0.25  # the kernel alone, every frame
+    assert min(said) - 0.01 <= stages["preprocess"]["p50"] <= max(said) + 0.01  # the kernel's own times
 
 
 def test_the_loop_asks_the_backend_for_its_device_memory_whatever_its_name(tmp_path):
