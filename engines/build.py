@@ -238,3 +238,24 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
     log("engine: stored {} ({:.1f} MB, {:.1f} s)".format(entry.engine_path, len(engine) / 1e6,
                                                           sidecar["build_seconds"]))
     return entry, engine, sidecar, True
+
+
+def load_engine(trt, runtime, info, settings, gpu, cache_dir, calibrator_factory=None, log=print):
+    """A ready ``ICudaEngine`` for ``info`` (the loader half of Polygraphy's loader/runner split): the cached
+    engine (or a fresh build, :func:`cached_engine_from_onnx`) deserialized by ``runtime``. When TensorRT will
+    not take a cached engine its sidecar vouched for (the driver or the library changed underneath), the entry
+    is dropped and built once more. Returns (engine, CacheEntry, sidecar dict, built: bool); EngineError when
+    even a fresh engine does not deserialize. Call it on the thread that holds the CUDA context."""
+    entry, data, sidecar, built = cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_factory,
+                                                          log)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None and not built:
+        log("engine: TensorRT could not deserialize {}; rebuilding it".format(entry.engine_path))
+        entry.invalidate()
+        entry, data, sidecar, built = cached_engine_from_onnx(trt, info, settings, gpu, cache_dir,
+                                                              calibrator_factory, log)
+        engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise EngineError("TensorRT {} cannot deserialize the engine it just built ({}); see its log".format(
+            api.version_of(trt), entry.engine_path))
+    return engine, entry, sidecar, built

@@ -7,7 +7,7 @@ from device.backends.base import Backend
 from device.backends.cuda_thread import CudaThread
 from device.machine import mem_available_mb
 from engines import tensorrt_api as api
-from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, cached_engine_from_onnx
+from engines.build import BuildSettings, DEFAULT_WORKSPACE_MB, load_engine
 from engines.errors import EngineError
 from engines.gpu import gpu_info_from_pycuda
 
@@ -46,20 +46,12 @@ class TensorRTBackend(Backend):
             from calibration.policy import require_int8
             # the one INT8 policy check (TX1: refused before any calibration or build work, suggesting FP16)
             self._log("engine: " + require_int8(self.gpu))
-        entry, data, self.sidecar, self.built = cached_engine_from_onnx(
-            trt, self.info, self.settings, self.gpu, self._cache_dir, self._calibrator_factory, self._log)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(data)
-        if self.engine is None:  # valid sidecar, but TensorRT will not take it (driver/library changed): once more
-            self._log("engine: TensorRT could not deserialize {}; rebuilding it".format(entry.engine_path))
-            entry.invalidate()
-            entry, data, self.sidecar, self.built = cached_engine_from_onnx(
-                trt, self.info, self.settings, self.gpu, self._cache_dir, self._calibrator_factory, self._log)
-            self.engine = self._runtime.deserialize_cuda_engine(data)
-            if self.engine is None:
-                raise EngineError("TensorRT {} cannot deserialize the engine it just built ({}); see its log".format(
-                    api.version_of(trt), entry.engine_path))
+        # engines/ hands over a ready engine (cache, build, the rebuild of a refused one); here: context, buffers
+        self.engine, entry, self.sidecar, self.built = load_engine(
+            trt, self._runtime, self.info, self.settings, self.gpu, self._cache_dir, self._calibrator_factory,
+            self._log)
         self.engine_path = entry.engine_path
         if self.info.input_dtype == "float16":
             self.precision = "fp16"  # an FP16 ONNX is built strongly typed: it runs in FP16 whatever was asked

@@ -161,3 +161,33 @@ def test_a_failing_timing_cache_never_costs_the_built_engine(info, tmp_path, fai
     assert entry.load()[2] is None  # stored and valid: the next start loads it
     assert any("warning" in line and "timing cache" in line for line in logged)
     assert not [name for name in os.listdir(os.path.join(str(tmp_path), "engines")) if name.endswith(".cache")]
+
+
+class RecordingRuntime(object):
+    """trt.Runtime's deserialize_cuda_engine: refuses (None) the first ``refusals`` engines, as TensorRT does
+    with an engine made by another driver or library, then returns a marker naming the bytes it got."""
+
+    def __init__(self, refusals):
+        self.refusals = refusals
+        self.given = []
+
+    def deserialize_cuda_engine(self, data):
+        self.given.append(bytes(data))
+        if len(self.given) <= self.refusals:
+            return None
+        return ("engine", len(self.given))
+
+
+def test_the_loader_hands_over_a_ready_engine_and_rebuilds_one_tensorrt_refuses(info, tmp_path):
+    from engines.build import load_engine
+    trt, settings, messages = recording_tensorrt("8.2.1.8"), BuildSettings("fp16", 1, 1, 1), []
+    engine, entry, _, built = load_engine(trt, RecordingRuntime(0), info, settings, TX1, str(tmp_path), log=quiet)
+    assert engine == ("engine", 1) and built and os.path.isfile(entry.engine_path)
+    # cached now; TensorRT refuses the cached file once: the entry is dropped and built again
+    runtime = RecordingRuntime(1)
+    engine, entry, _, built = load_engine(trt, runtime, info, settings, TX1, str(tmp_path), log=messages.append)
+    assert engine == ("engine", 2) and built and len(runtime.given) == 2
+    assert any("could not deserialize" in m and "rebuilding" in m for m in messages)
+    # a fresh build TensorRT refuses too: one line, no loop
+    with pytest.raises(EngineError, match="cannot deserialize the engine it just built"):
+        load_engine(trt, RecordingRuntime(5), info, settings, TX1, str(tmp_path / "other"), log=quiet)
