@@ -8,7 +8,7 @@ def current_umask():
     """The process's umask, read without changing it where Linux says it (/proc/self/status, Linux 4.7+): the
     usual ``os.umask(0)`` then restore would, for a moment, let another thread create files open to all."""
     try:
-        with open("/proc/self/status") as status:
+        with open("/proc/self/status", encoding="utf-8") as status:
             for line in status:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)

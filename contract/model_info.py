@@ -21,7 +21,8 @@ LABELS_KEY = "labels"          # JSON list of str, one per output
 GENOME_KEY = "genome"          # JSON of the genome (host/genome.py)
 GENERATION_KEY = "generation"  # the generation number, as text
 PRODUCER_KEY = "producer"      # "squishednets host-evolve"
-RUN_KEY = "run"                # the run folder's name: the device says "generation N of RUN"
+RUN_KEY = "run"                # a run's name, where an exporter states one (host-evolve does not: device/serve.py
+                               # reads it from the path RUN/gen-XX/model.onnx)
 PRODUCER = "squishednets host-evolve"
 
 #: ONNX TensorProto.DataType values this project meets.
@@ -159,12 +160,16 @@ _PASS_THROUGH = ("Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast
 _ENDINGS = {"Softmax": "probabilities", "Sigmoid": "probabilities", "LogSoftmax": "log_probabilities"}
 
 
-def generation_metadata(labels, spec, genome_json, generation, run):
+def generation_metadata(labels, spec, genome_json, generation, run=None):
     """The ``metadata_props`` of a generation's ONNX (str -> str), what :meth:`ModelInfo.from_onnx` reads back:
-    ``labels`` (list of str), ``spec`` (PreprocessSpec), ``genome_json`` (str), ``generation`` (int), ``run``
-    (the run folder's name)."""
-    return {LABELS_KEY: json.dumps(list(labels)), METADATA_KEY: spec.to_json(), GENOME_KEY: genome_json,
-            GENERATION_KEY: str(int(generation)), PRODUCER_KEY: PRODUCER, RUN_KEY: str(run)}
+    ``labels`` (list of str), ``spec`` (PreprocessSpec), ``genome_json`` (str), ``generation`` (int), and ``run``
+    (a run's name) only when given: host-evolve gives none, so that equal weights make byte-equal files
+    whatever folder they were written in (resume and two-process runs are checked by sha256)."""
+    metadata = {LABELS_KEY: json.dumps(list(labels)), METADATA_KEY: spec.to_json(), GENOME_KEY: genome_json,
+                GENERATION_KEY: str(int(generation)), PRODUCER_KEY: PRODUCER}
+    if run is not None:
+        metadata[RUN_KEY] = str(run)
+    return metadata
 
 
 def _output_kind(producers, output_name, metadata):

@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 
@@ -195,14 +196,23 @@ def resolve_input_output(args):
 
 
 def model_title(info, model_argument):
-    """What the page and console call the model: "generation 2 of RUN" from its metadata (host-evolve writes
-    the generation and the run folder's name), else the file or URL it was given by, never the cache's sha256."""
-    generation = getattr(info, "generation", None)
-    run = (getattr(info, "metadata", None) or {}).get("run")
-    if generation is not None:
-        return "generation {} of {}".format(generation, run) if run else "generation {}".format(generation)
+    """What the page and console call the model: "generation 2 of RUN" (the generation from its metadata, the run
+    from the path RUN/gen-XX/model.onnx), "generation 2 from HOST:PORT" for a host-serve URL, else the file or
+    URL it was given by; never the cache's sha256 file name. (The run's name is not in the ONNX: equal weights
+    make equal files, whatever folder they were written in.)"""
     text = str(model_argument).split("#", 1)[0].rstrip("/")
-    return text.rsplit("/", 1)[-1] if "://" not in text else text
+    generation = getattr(info, "generation", None)
+    stated = (getattr(info, "metadata", None) or {}).get("run")  # contract.model_info.RUN_KEY, where an exporter says
+    if generation is not None:
+        if stated:
+            return "generation {} of {}".format(generation, stated)
+        if "://" in text:
+            return "generation {} from {}".format(generation, text.split("://", 1)[1].split("/", 1)[0])
+        folder = os.path.dirname(os.path.abspath(text))
+        if re.match(r"^gen-\d+$", os.path.basename(folder)):
+            return "generation {} of {}".format(generation, os.path.basename(os.path.dirname(folder)))
+        return "generation {} ({})".format(generation, os.path.basename(text))
+    return text if "://" in text else os.path.basename(text)
 
 
 class Terminated(BaseException):  # like KeyboardInterrupt: no `except Exception` on the way may swallow it

@@ -144,9 +144,8 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
     with ``fp16``); return the card. reference.npz: ONNX Runtime's outputs for a few of ``parity_images``."""
     folder.mkdir(parents=True, exist_ok=True)
     genome = model.genome
-    # the keys ModelInfo reads back (contract.model_info); the run folder's name (RUN/gen-XX/): the device names
-    # the model "generation N of RUN"
-    metadata = generation_metadata(labels, spec, genome.to_json(), generation, folder.resolve().parent.name)
+    # the keys ModelInfo reads back (contract.model_info); not the run's name: equal weights make equal files
+    metadata = generation_metadata(labels, spec, genome.to_json(), generation)
 
     def checked(half: bool, static_batch: bool = False) -> onnx.ModelProto:
         proto = onnx_from_model(model, spec, half=half, static_batch=static_batch)

@@ -175,7 +175,9 @@ def test_the_page_and_console_name_the_generation_of_its_run_not_a_cache_file(ti
     from device.serve import model_title
     run, card = tiny_model
     info = ModelInfo.from_onnx(str(run / "gen-00" / "model.onnx"))
-    assert model_title(info, "http://h:8700/models/0/model.onnx") == "generation 0 of {}".format(run.name)
+    assert model_title(info, str(run / "gen-00" / "model.onnx")) == "generation 0 of {}".format(run.name)
+    assert model_title(info, "http://h:8700/models/best/model.onnx#sha256=ab") == "generation 0 from h:8700"
+    assert model_title(info, "/elsewhere/model.onnx") == "generation 0 (model.onnx)"
 
     class Bare(object):
         generation, metadata = None, {}
