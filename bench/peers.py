@@ -66,8 +66,8 @@ SCALES = {
     # epochs each, distillation from the ancestor with --teacher ancestor, a 4-epoch recovery at each size);
     # about 3 h a method on this CPU (not run yet: docs/benchmarks.md section 9)
     "gentle": {"image_size": 112, "ancestor_epochs": 6, "steps": (10, 4), "epochs_per_step": 4, "recovery_epochs": 4},
-    # the same shape at 64 px with 1-epoch steps: what fits a session on a shared 2-core CPU
-    "gentle-64": {"image_size": 64, "ancestor_epochs": 3, "steps": (5, 3), "epochs_per_step": 1, "recovery_epochs": 1},
+    # the same shape at 64 px with 1-epoch steps: what fits a session on a shared 2-core CPU (about 1 h 30)
+    "gentle-64": {"image_size": 64, "ancestor_epochs": 3, "steps": (3, 2), "epochs_per_step": 1, "recovery_epochs": 1},
     # seconds: the tests' scale (use with a small --data such as cifar10-mini)
     "smoke": {"image_size": 32, "ancestor_epochs": 1, "steps": 2, "epochs_per_step": 1},
 }
