@@ -28,7 +28,7 @@ class EvolveConfig:
     budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
     cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/synthesis.py step 5); 0 = the paper's
     offspring: int = 1  # K offspring per generation, each trained; the fittest (top-1) becomes the parent
-    candidates: int = 1  # selection: draws per offspring scored by fidelity to the parent, the best trained (1 = off)
+    candidates: int = 1  # selection: draws per offspring (+ the most likely one) scored by fidelity to the parent, the best trained (1 = off)
     proxy_images: int = 512  # training images the selection proxy scores candidates on (fixed for the run)
     max_drop: float = 0.10  # an offspring more than this below its parent (or near chance) is not accepted; 1 = off
     max_total_drop: float = 0.05  # nor one more than this below the ancestor: the run stops there (1 = off)

@@ -34,7 +34,7 @@ from host.lineage import Lineage
 from host.model import SqueezeNet, load_pretrained
 from host.recorder import Recorder
 from host.report import refresh
-from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on
+from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
 from host.steering import collapse_reason, fitness, milder_env_factor, next_step
 from host.surgery import cluster_strengths, inherit
 from host.synthesis import layer_scales, sample_offspring, solve_lambda
@@ -179,11 +179,16 @@ class Evolution:
                                           round_to=c.round_to, scales=scales))
         if len(draws) == 1:
             return inherit(parent.cpu(), draws[0]), lam, {}
+        # and the heredity model's most likely offspring, drawn without chance (each layer its expected count of
+        # its strongest filters): a per-layer allocation the draws vary around
+        draws.append(strongest_offspring(strengths, lam, min_filters=c.min_filters, round_to=c.round_to,
+                                         scales=scales))
         chosen, choice = self.select(generation, parent, draws)
         return chosen, lam, choice
 
     def select(self, generation: int, parent: SqueezeNet, draws: list[dict]) -> tuple[SqueezeNet, dict]:
-        """Selection among ``draws`` (host/selection.py): each candidate inherits the parent's kept weights
+        """Selection among ``draws`` (host/selection.py; the last is the most likely offspring, the others are
+        random draws): each candidate inherits the parent's kept weights
         and is scored by its fidelity to the parent on the run's fixed proxy images, KL(parent || candidate);
         the most faithful is trained. Costs (candidates + 1) forward passes of the proxy images."""
         c = self.config

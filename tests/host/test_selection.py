@@ -73,7 +73,7 @@ def test_host_evolve_with_candidates_trains_the_most_faithful_draw_and_counts_th
     try:
         evolution.run()
         row = evolution.lineage.offspring(1)[0]
-        assert row["candidates"] == 3 and row["proxy_images"] == pytest.approx(4 * 16 / 3)
+        assert row["candidates"] == 4 and row["proxy_images"] == pytest.approx(5 * 16 / 3)  # 3 draws + the mode
         # the chosen draw is the most faithful of the three: redo the draws and the scoring with the run's seeds
         from host.checkpoints import load_weights
         from host.synthesis import sample_offspring
@@ -83,7 +83,7 @@ def test_host_evolve_with_candidates_trains_the_most_faithful_draw_and_counts_th
         strengths = cluster_strengths(ancestor)
         seeds = [derive_seed(0, 1, 0, 12345)] + [derive_seed(0, 1, 0, 12345, k) for k in (1, 2)]
         draws = [sample_offspring(strengths, row["lambda"], np.random.default_rng(seed), min_filters=2, round_to=4)
-                 for seed in seeds]
+                 for seed in seeds] + [strongest_offspring(strengths, row["lambda"], min_filters=2, round_to=4)]
         proxy = ProxySet.draw(evolution.data.train, 16, derive_seed(0, 777))
         cpu, spec = torch.device("cpu"), evolution.data.spec
         reference = logits_on(ancestor, evolution.data.train, proxy.score, spec, cpu)
