@@ -318,8 +318,10 @@ def serve(args, log=print, stopper=None):
 
     engine = check_args(args)  # the engine options too (device.engine_options), the input and outputs
     source_text = args.source_text
-    if args.camera is not None and not (args.camera.isdigit() or args.camera.startswith(("csi://", "/dev/video"))):
-        raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN or csi://N".format(args.camera))
+    if args.camera is not None and not (args.camera.isdigit() or
+                                        args.camera.startswith(("csi://", "/dev/video", "v4l2:///dev/video"))):
+        raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN, v4l2:///dev/videoN or "
+                          "csi://N".format(args.camera))
     reporter = None
     if args.report_to:  # check the address before anything slow starts
         from device.reports import reports_url

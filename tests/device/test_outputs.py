@@ -125,6 +125,7 @@ def test_a_video_to_a_video_file_and_to_numbered_images(tiny_model, tmp_path):  
     ([], "nothing to classify: give an input (device-serve --model M INPUT [OUTPUT]"),
     (["synthetic", "rtsp://@:8554/live"], "streaming out over RTSP is not built in"),
     (["display://0"], "is an output: give it after the input"),
+    (["--camera", "v4l2:///dev/video9"], "/dev/video9 does not exist"),  # a camera in V4L2's URI form, looked for
 ])
 def test_input_and_output_mistakes_are_one_line(tiny_model, args, words):  # noqa: F811
     run, card = tiny_model
