@@ -1,6 +1,8 @@
 """Claiming a run folder: a new run only in an empty or new folder, a run continued only by --resume with
 its own config, and one writer per run at a time (a lock that the operating system drops when the writer
-dies, so kill -9 never leaves a stale lock behind)."""
+dies, so kill -9 never leaves a stale lock behind); the temporary files a stopped run left removed once the lock
+is held. A run's identity and health: one dataset per run (its classes and files, checked on resume), the files
+a resume reads checked first (lineage, checkpoint, weights), and a write that found no room told in one line."""
 from __future__ import annotations
 
 import errno
