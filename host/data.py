@@ -320,12 +320,28 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
         log.warning("the decoded-image cache %s is damaged; decoding the %s split again", manifest_path, name)
 
     tmp = data_path.with_suffix(".u8.partial")
-    try:  # the whole file reserved first: a full disk is an OSError here, not a SIGBUS while writing the map
-        with open(tmp, "wb") as handle:
-            _reserve(handle.fileno(), max(1, len(items)) * int(np.prod(shape_hw)))
+    try:
+        kept_paths, kept_labels, skipped = _decode_into(tmp, items, spec, name, threads)
+        os.replace(tmp, data_path)
     except OSError as error:
-        error.filename = str(data_path)
+        if error.filename in (None, str(tmp)):
+            error.filename = str(data_path)  # a full disk names the cache file meant
         raise
+    finally:  # stopped (Ctrl-C, SIGTERM) or failed: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+    # the manifest lands last: its presence means the cache is whole
+    atomic_write(manifest_path, json.dumps({"labels": kept_labels, "paths": kept_paths, "skipped": skipped}))
+    return cache_split(items, spec, cache_dir, name, threads)
+
+
+def _decode_into(tmp: Path, items: list[tuple[str, int]], spec: PreprocessSpec, name: str,
+                 threads: int) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+    """Decode ``items`` into the uint8 file ``tmp`` (N x H x W x 3, cut to the decodable ones): their paths,
+    labels, and (path, reason) of those skipped. The whole file is reserved first, so that a full disk is an
+    OSError here and not a SIGBUS while writing the memory map."""
+    shape_hw = (spec.height, spec.width, 3)
+    with open(tmp, "wb") as handle:
+        _reserve(handle.fileno(), max(1, len(items)) * int(np.prod(shape_hw)))
     buffer = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(1, len(items)),) + shape_hw)
     kept_paths, kept_labels, skipped = [], [], []
     # cv2 releases the GIL while decoding, so threads use every core
@@ -343,10 +359,7 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
     buffer.flush()
     del buffer
     os.truncate(tmp, len(kept_labels) * int(np.prod(shape_hw)))
-    os.replace(tmp, data_path)
-    # the manifest lands last: its presence means the cache is whole
-    atomic_write(manifest_path, json.dumps({"labels": kept_labels, "paths": kept_paths, "skipped": skipped}))
-    return cache_split(items, spec, cache_dir, name, threads)
+    return kept_paths, kept_labels, skipped
 
 
 def _reserve(descriptor: int, size: int) -> None:

@@ -149,6 +149,22 @@ def test_a_damaged_image_cache_is_decoded_again(shapes, tmp_path):
         del again
 
 
+def test_an_image_cache_stopped_while_decoding_leaves_no_temporary_file(shapes, tmp_path, monkeypatch):
+    import host.data
+    split, spec, calls = scan_folder(shapes), PreprocessSpec.square(32), []
+    real = host.data._decode
+
+    def stopped_at_the_third(path, spec):  # as a Ctrl-C or SIGTERM lands while images are decoded
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(path, spec)
+    monkeypatch.setattr(host.data, "_decode", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        cache_split(split.train, spec, tmp_path, "train", threads=1)
+    assert list(tmp_path.iterdir()) == []  # found by the kill trials: a SIGTERM left train-...u8.partial
+
+
 # -- no room to write ----------------------------------------------------------------------------
 def test_a_file_size_limit_is_one_line_and_resume_completes_once_it_is_raised(shapes, tmp_path):
     run = tmp_path / "run"
