@@ -183,32 +183,37 @@ class Evolution:
         # its strongest filters): a per-layer allocation the draws vary around
         draws.append(strongest_offspring(strengths, lam, min_filters=c.min_filters, round_to=c.round_to,
                                          scales=scales))
-        chosen, choice = self.select(generation, parent, draws)
+        chosen, choice = self.select(generation, parent, draws, env_factor)
         return chosen, lam, choice
 
-    def select(self, generation: int, parent: SqueezeNet, draws: list[dict]) -> tuple[SqueezeNet, dict]:
+    def select(self, generation: int, parent: SqueezeNet, draws: list[dict], env_factor: float) -> tuple[SqueezeNet, dict]:
         """Selection among ``draws`` (host/selection.py; the last is the most likely offspring, the others are
-        random draws): each candidate inherits the parent's kept weights
-        and is scored by its fidelity to the parent on the run's fixed proxy images, KL(parent || candidate);
-        the most faithful is trained. Costs (candidates + 1) forward passes of the proxy images."""
+        random draws). Only draws within the environment's budget compete (cost <= R x the parent's, in what
+        --budget counts; if none is, the cheapest), so selection cannot buy fidelity with size. Each inherits the
+        parent's kept weights and is scored by its fidelity to the parent on the run's fixed proxy images,
+        KL(parent || candidate); the most faithful is trained. Costs (candidates + 1) forward passes of the
+        proxy images."""
         c = self.config
+
+        def cost(genome: Genome) -> float:
+            return genome.params if c.budget == "params" else genome.macs(c.image_size)
+
+        candidates = [inherit(parent.cpu(), draw) for draw in draws]
+        budget = env_factor * cost(parent.genome)
+        eligible = [m for m in candidates if cost(m.genome) <= budget] or [min(candidates, key=lambda m: cost(m.genome))]
         if self._proxy is None:
             self._proxy = ProxySet.draw(self.data.train, c.proxy_images, derive_seed(c.seed, 777))
-        indices = self._proxy.score
-        parent_logits = logits_on(parent.cpu(), self.data.train, indices, self.data.spec, torch.device("cpu"))
-        scored = []
-        for draw in draws:
-            candidate = inherit(parent.cpu(), draw)
-            score = fidelity(logits_on(candidate, self.data.train, indices, self.data.spec, torch.device("cpu")),
-                             parent_logits)
-            scored.append((score if math.isfinite(score) else math.inf, candidate))
-        best = min(range(len(scored)), key=lambda i: scored[i][0])
-        spent = (len(draws) + 1) * len(indices) * FORWARD_SHARE
-        self.recorder.say(f"  gen {generation:02d}: {len(draws)} candidates, fidelity KL "
-                          f"{min(s for s, _ in scored):.3f}..{max(s for s, _ in scored):.3f} nats, "
-                          f"candidate {best} chosen")
-        return scored[best][1], {"candidates": len(draws), "chosen_candidate": best, "proxy_score": scored[best][0],
-                                 "proxy_images": spent}
+        indices, cpu = self._proxy.score, torch.device("cpu")
+        parent_logits = logits_on(parent.cpu(), self.data.train, indices, self.data.spec, cpu)
+        scores = []
+        for candidate in eligible:
+            score = fidelity(logits_on(candidate, self.data.train, indices, self.data.spec, cpu), parent_logits)
+            scores.append(score if math.isfinite(score) else math.inf)
+        best = int(np.argmin(scores))
+        spent = (len(eligible) + 1) * len(indices) * FORWARD_SHARE
+        self.recorder.say(f"  gen {generation:02d}: {len(eligible)} of {len(draws)} candidates within the budget, "
+                          f"fidelity KL {min(scores):.3f}..{max(scores):.3f} nats; the most faithful is trained")
+        return eligible[best], {"candidates": len(eligible), "proxy_score": scores[best], "proxy_images": spent}
 
     def teacher(self, parent: SqueezeNet | None) -> SqueezeNet | None:
         """The model an offspring distils from: none for the ancestor or without --distill-weight, else the
