@@ -227,18 +227,21 @@ class Lineage:
         is kept too, beside it, with ``conflict`` = 1, 2, ... so nothing a device sent is lost."""
         generation = self.generation_by_sha256(model_sha256)
         text = json.dumps(body, sort_keys=True)
+        insert = ("INSERT OR IGNORE INTO device_reports (device_id, spool_id, sequence, conflict, model_sha256, "
+                  "generation, kind, fps, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        values = [device_id, spool_id, sequence, 0, model_sha256, generation["generation"] if generation else None,
+                  kind, fps, text, time.time()]
         with self.db:
+            if self.db.execute(insert, values).rowcount == 1:  # the common case: one statement
+                return "stored"
             stored = [row["body"] for row in self.db.execute(
                 "SELECT body FROM device_reports WHERE device_id = ? AND spool_id = ? AND sequence = ?",
                 (device_id, spool_id, sequence))]
             if text in stored:
                 return "duplicate"
-            self.db.execute(
-                "INSERT INTO device_reports (device_id, spool_id, sequence, conflict, model_sha256, generation, "
-                "kind, fps, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (device_id, spool_id, sequence, len(stored), model_sha256,
-                 generation["generation"] if generation else None, kind, fps, text, time.time()))
-        return "conflict" if stored else "stored"
+            values[3] = len(stored)
+            self.db.execute(insert, values)
+        return "conflict"
 
     def latest_device_figure(self, device_id: str, sha256: str,
                              measurement: str = STEERING_MEASUREMENT) -> dict | None:
