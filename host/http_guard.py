@@ -31,7 +31,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 1000
-FD_HEADROOM = 200  # files besides the connections: the database, the served model, the log, one accept burst
+FD_HEADROOM = 320  # files besides the connections: one accept burst (64), a read-only database connection per
+# request thread (up to 40 threads x the database, its -wal and -shm), the served model files, the log
 ACCEPT_BURST = 64  # connections asyncio accepts before the guard sees them (uvicorn's ``backlog``)
 
 

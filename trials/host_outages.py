@@ -113,6 +113,8 @@ def stored_reports(run, device_id):
 
 
 def spooled(spool):
+    if not os.path.isdir(spool):  # a device that has not started yet (a busy machine) has no spool yet
+        return []
     return sorted(name for name in os.listdir(spool) if name.startswith("report-") and name.endswith(".json"))
 
 

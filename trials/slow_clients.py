@@ -168,7 +168,8 @@ def trial(half_open=1100, drips=100, idle=100, seconds=40.0, log=print):
                               "max": round(max(latencies or [0]), 3)},
                    slow_connections_closed_by_host_serve=closed, host_serve_open_files_peak=peak_files,
                    host_serve_log_bytes=len(text.encode()), host_serve_log_lines=len(text.splitlines()),
-                   host_serve_tracebacks=text.count("Traceback"), machine=describe_machine(),
+                   host_serve_tracebacks=text.count("Traceback"),
+                   host_serve_log_tail=text[-3000:] if "Traceback" in text else "", machine=describe_machine(),
                    load_average_1m_at_end=round(os.getloadavg()[0], 2))
     return figures
 
