@@ -289,7 +289,8 @@ def check_training(results, data, work, timeout_s):
     run = os.path.join(work, "run")
     command = [sys.executable, "-c", "import sys; from host.cli import evolve_main; sys.exit(evolve_main())",
                "--data", data, "--out", run, "--generations", "1", "--epochs", "1", "--ancestor-epochs", "1",
-               "--image-size", "32", "--device", "cuda", "--seed", "0"]
+               "--image-size", "32", "--device", "cuda", "--seed", "0",
+               "--max-drop", "1"]  # a mechanics check: one epoch on a small slice is not expected to learn
     environment = dict(os.environ, PYTHONPATH=python_path())
     started = time.monotonic()
     try:
