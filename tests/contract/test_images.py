@@ -18,13 +18,16 @@ HEIC = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 200  # the start of an iP
 
 def make_files(folder):
     """{name: expected verdict (True = used)} of a folder of awkward files made here."""
-    from PIL import Image
     os.makedirs(str(folder), exist_ok=True)
     rng = np.random.RandomState(0)
     cv2.imwrite(str(folder / "plain.jpg"), (rng.rand(30, 40, 3) * 255).astype(np.uint8))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 to display, as a portrait scan or phone export says
-    Image.fromarray(np.full((24, 40, 3), 200, np.uint8)).save(str(folder / "portrait.tif"), exif=exif.tobytes())
+    try:  # Pillow (matplotlib's dependency) writes the EXIF orientation tag OpenCV cannot
+        from PIL import Image
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 to display, as a portrait scan or phone export says
+        Image.fromarray(np.full((24, 40, 3), 200, np.uint8)).save(str(folder / "portrait.tif"), exif=exif.tobytes())
+    except ImportError:
+        cv2.imwrite(str(folder / "portrait.tif"), np.full((24, 40, 3), 200, np.uint8))
     ok, jpg = cv2.imencode(".jpg", cv2.resize((rng.rand(16, 16, 3) * 255).astype(np.uint8), (64, 64)))
     (folder / "cut_off.jpg").write_bytes(jpg.tobytes()[: len(jpg) // 2])
     (folder / "IMG_0001.jpg").write_bytes(HEIC)
