@@ -3,6 +3,7 @@ batch, one stream, and every CUDA call on one thread holding the primary context
 """
 import numpy as np
 
+from contract.errors import DeviceError
 from device.backends.base import Backend
 from device.backends.cuda_thread import CudaThread
 from device.machine import mem_available_mb
@@ -168,7 +169,12 @@ class TensorRTBackend(Backend):
     def infer_frame(self, frame_bgr):
         if self.preprocess_path != "gpu":
             return Backend.infer_frame(self, frame_bgr)
-        return self._thread.call(self._infer_frame_here, frame_bgr)
+        try:
+            return self._thread.call(self._infer_frame_here, frame_bgr)
+        except DeviceError:
+            raise
+        except Exception as error:  # pycuda's and TensorRT's own types: one line naming the model, as infer does
+            raise self._run_error(error, getattr(frame_bgr, "shape", "?"))
 
     def network_only(self, batch):
         return self._thread.call(self._network_only_here, self.check_batch(batch))

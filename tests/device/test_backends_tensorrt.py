@@ -184,3 +184,24 @@ def test_a_signal_during_the_build_does_not_wait_for_the_build():
         open_on_thread(worker, build, object())
     assert not finish.is_set()  # back here while the build still runs: nobody waited for it
     finish.set()
+
+
+def test_a_failure_on_the_gpu_preprocessing_path_is_one_line_naming_the_model():
+    from contract.errors import DeviceError
+    from contract.model_info import ModelInfo
+    from device.backends.tensorrt_backend import TensorRTBackend
+    backend = object.__new__(TensorRTBackend)
+    backend.info = ModelInfo.from_onnx(tiny_onnx())
+    backend.preprocess_path = "gpu"
+    backend._thread = CudaThread(lambda: None, name="recording-cuda")
+
+    def failing(frame):
+        raise RuntimeError("cuLaunchKernel failed: an illegal memory access was encountered\nmore detail")
+    backend._infer_frame_here = failing
+    try:
+        with pytest.raises(DeviceError) as caught:
+            backend.infer_frame(np.zeros((48, 64, 3), np.uint8))
+    finally:
+        backend._thread.close()
+    message = str(caught.value)
+    assert backend.info.path in message and "illegal memory access" in message and "\n" not in message
