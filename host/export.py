@@ -29,7 +29,7 @@ from host.model import SqueezeNet
 OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6, the last for TX1) stops at opset 13
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
 PARITY_TOLERANCE = 1e-4
-STATIC_BATCH_ONNX = "model-b1.onnx"  # batch fixed at 1: what jetson-inference's imagenet loads as is
+from host.layout import STATIC_BATCH_ONNX  # noqa: E402 (its name in the run folder: host/layout.py)
 
 
 def jetson_inference_command(onnx_name: str = STATIC_BATCH_ONNX) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+STATIC_BATCH_ONNX = "model-b1.onnx"  # batch fixed at 1: what jetson-inference's imagenet loads as is
+
 
 class RunLayout:
     """RUN/{config.json, lineage.sqlite, checkpoint.pt, summary.json, report.png, gen-XX/, cache/,

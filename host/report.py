@@ -4,9 +4,8 @@ from __future__ import annotations
 import io
 import json
 
-from host.export import STATIC_BATCH_ONNX
 from contract.files import atomic_write
-from host.layout import RunLayout
+from host.layout import STATIC_BATCH_ONNX, RunLayout
 from host.lineage import Lineage
 from host.steering import best_generation as steering_best_generation
 

@@ -306,3 +306,14 @@ def test_a_body_that_drips_is_refused_with_a_408_and_its_connection_closed(run_f
         assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer.lower()
     finally:
         server.stop()
+
+
+def test_host_serve_starts_without_torch():
+    """host-serve serves files and a database: importing it must not load torch (3 s and 300 MB at every start;
+    under load the filed examples' 10 s start-up wait ran out). A dependency, checked as one, not a time."""
+    done = subprocess.run([sys.executable, "-c", "import sys, host.serve; "
+                           "print(sorted(m for m in ('torch', 'cv2', 'onnxruntime') if m in sys.modules))"],
+                          cwd=str(PROJECT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
