@@ -423,19 +423,25 @@ class Evolution:
                 row = finished[generation]
             else:
                 best, verdict = self.breed_generation(generation, parent, row["top1"] if row else None, env_factor)
-                if verdict is not None:
-                    stop_reason = f"{verdict}; not accepted" + (
-                        f" after {c.redraws} redraw(s) at a milder R. The run ends at generation {generation - 1}: "
-                        f"for more, start a new run from it with a milder --env-factor or more --epochs "
-                        f"(--ancestor-from {self.layout.root / row['weights']})" if row else
-                        ": the ancestor did not learn. Lower --lr (e.g. --lr 0.002), train it longer "
-                        "(--ancestor-epochs), or check that the class folders hold what their names say")
+                if verdict is not None and parent is not None:
+                    stop_reason = (f"{verdict}; not accepted after {c.redraws} redraw(s) at a milder R. The run ends "
+                                   f"at generation {generation - 1}: for more, start a new run from it with a milder "
+                                   f"--env-factor or more --epochs (--ancestor-from {self.layout.root / row['weights']})")
                     self.recorder.warn(stop_reason)
                     break
-                row = self.export_and_record(generation, best, parent)
+                row = self.export_and_record(generation, best, parent)  # the ancestor is kept whatever it scored
             if generation == 0:
                 self.ancestor_weights, self._ancestor_top1 = row["weights"], row["top1"]
                 ancestor = row
+                verdict = collapse_reason(0, row["top1"], None, self.num_classes, c.max_drop)
+                if verdict is not None:  # nothing is bred from an ancestor that did not learn (nor named best)
+                    stop_reason = (f"{verdict}: the ancestor did not learn, so nothing is bred from it. Lower --lr "
+                                   "(e.g. --lr 0.002), train it longer (--ancestor-epochs), or check that the class "
+                                   "folders hold what their names say")
+                    self.recorder.warn(stop_reason)
+                    if self.world.is_main and generation not in finished:
+                        refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+                    break
             self.warn_if_below_tolerance(row, ancestor)
             fps = self.fps_for_steering(row) if c.target_fps > 0 else None
             env_factor, stop_reason = next_step(c, generation, row, fps, env_factor)
@@ -448,15 +454,13 @@ class Evolution:
                 break
             parent = load_weights(self.layout.root / row["weights"], "cpu")  # selection: the next parent
         bar.close()
-        if c.final_epochs > 0 and row is not None and row["generation"] > 0:
+        if c.final_epochs > 0 and row["generation"] > 0:
             row = self.recover(row, finished)
         if not self.world.is_main:
             return {}
         summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stop_reason)
         if stop_reason:
             tqdm.write(f"stopped: {stop_reason}")
-        if row is None:  # not even the ancestor was accepted: nothing to serve
-            raise HostError(stop_reason)
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
 

@@ -7,7 +7,7 @@ import json
 from contract.files import atomic_write
 from host.layout import STATIC_BATCH_ONNX, RunLayout
 from host.lineage import Lineage
-from host.steering import best_generation as steering_best_generation
+from host.steering import best_generation as steering_best_generation, near_chance
 
 
 def pareto_front(points: list[dict]) -> list[int]:
@@ -56,6 +56,9 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
     floor = config.get("top1_floor") or 0.0
     tolerance = config.get("top1_tolerance", 0.02)
     best, best_reason = steering_best_generation(generations, tolerance, floor)
+    if generations and config.get("max_drop", 1.0) < 1 and near_chance(generations[0]["top1"], len(labels)):
+        best, best_reason = None, (f"the ancestor scored {100 * generations[0]['top1']:.1f} %, near chance for "
+                                   f"{len(labels)} classes: no generation of this run is worth deploying")
     accepted = {(g["generation"], g["offspring"]) for g in generations}
     # offspring bred but not accepted as a generation: the losers of a selection and collapsed draws
     rejected = [{"generation": o["generation"], "offspring": o["offspring"], "top1": o["top1"],
