@@ -21,6 +21,7 @@ import numpy as np
 from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
 from device.engine_options import add_engine_options, engine_options
+from device.interruptible import exit_status
 
 MIN_RUNS = 10
 # The stability check (trtexec warns above a 1 % coefficient of variation of GPU compute time; a Python loop on
@@ -328,10 +329,10 @@ def main(argv=None):
             atomic_write(args.out, text.encode("utf-8"))
     except ContractError as error:
         print("device-bench: error: {}".format(error), file=sys.stderr)
-        return 2
+        return exit_status(2, argv is None)
     except KeyboardInterrupt:
         print("device-bench: interrupted", file=sys.stderr)
-        return 130
+        return exit_status(130, argv is None)  # at once, should an engine build still run on its thread
     if args.json:
         print(text)
     else:

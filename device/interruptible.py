@@ -12,6 +12,36 @@ import threading
 import time
 
 
+_ABANDONED = []  # worker threads left running by a caller that gave up on them (a signal, a time limit)
+
+
+def note_abandoned(thread):
+    """Remember ``thread`` as left running (see :func:`exit_status`)."""
+    _ABANDONED.append(thread)
+
+
+def abandoned_alive():
+    """How many abandoned worker threads are still running."""
+    return sum(1 for thread in _ABANDONED if thread.is_alive())
+
+
+def exit_status(code, process=True):
+    """``code`` for a command's main() to return; but while an abandoned call still runs in C code (OpenCV
+    opening a camera, TensorRT building), the interpreter's shutdown would run C++ static destructors under
+    it and abort (SIGABRT instead of 143): then the output is flushed and the process ends here, at once,
+    with ``code`` (os._exit). ``process`` False (main() called in-process, with an argv: tests) never ends
+    the process."""
+    if process and abandoned_alive():
+        import os
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+    return code
+
+
 class TimedOut(Exception):
     """The call did not return within its time limit (it goes on on its own thread, then is cleaned up)."""
 
@@ -57,6 +87,8 @@ def call_interruptibly(function, timeout_s=None, cleanup=None, name="blocking-ca
         with lock:
             finished = done.is_set()
             state["abandoned"] = not finished
+        if not finished:
+            note_abandoned(worker)
         if not (finished and isinstance(error, TimedOut)):  # (a result that came just in time is taken)
             if finished and cleanup is not None and state["error"] is None:
                 try:

@@ -494,18 +494,19 @@ def main(argv=None):
     # Ctrl-C is KeyboardInterrupt even where the shell started us with SIGINT ignored (a script's `cmd &`):
     # `kill -INT` is then still the documented way to stop, and it must not be ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    from device.interruptible import exit_status  # ends at once if a camera open or a build is still running
     try:
         serve(args, log=_log, stopper=stopper)
     except ContractError as error:  # DeviceError included: a bad input, a bad address, an engine that won't build
         print("device-serve: error: {}".format(error), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_status(EXIT_BAD_INPUT, argv is None)
     except Terminated as received:
         print("device-serve: {} before the first frame; nothing to report".format(received), file=sys.stderr)
-        return 128 + received.signum
+        return exit_status(128 + received.signum, argv is None)
     except KeyboardInterrupt:
         print("device-serve: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return exit_status(130, argv is None)
+    return exit_status(0, argv is None)
 
 
 def _log(message):

@@ -65,6 +65,10 @@ class CudaThread(object):
             if release is not None:
                 release()
 
+    def is_alive(self):
+        """Whether the worker thread still runs (a call given up on may still be building an engine)."""
+        return self._thread.is_alive()
+
     @property
     def is_current(self):
         return threading.current_thread() is self._thread

@@ -249,7 +249,9 @@ def open_on_thread(thread, opener, holder):
             thread.close()
         raise
     except BaseException:
+        from device.interruptible import note_abandoned
         thread.close(wait=False)
+        note_abandoned(thread)  # the command ends without waiting for it (device.interruptible.exit_status)
         raise
 
 

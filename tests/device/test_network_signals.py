@@ -6,6 +6,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,24 @@ def test_a_signal_while_a_silent_camera_is_opened_ends_the_run_at_once(tmp_path,
     # (a busy machine may take seconds to end any process)
     assert code == status, "exit {} after {:.1f} s".format(code, waited)
     print("the signal ended the run in {:.2f} s".format(waited))
+
+
+def test_an_abandoned_call_makes_the_exit_status_end_the_process_at_once():
+    """A command that gives up on a call still running in C code ends with os._exit (no interpreter shutdown
+    under it, which aborted with SIGABRT); without one, exit_status just returns the code."""
+    import subprocess
+    import sys
+    from device.interruptible import exit_status
+    assert exit_status(3) == 3
+    script = ("import threading, sys\n"
+              "from device.interruptible import TimedOut, call_interruptibly, exit_status\n"
+              "never = threading.Event()\n"
+              "try:\n"
+              "    call_interruptibly(never.wait, timeout_s=0.01, poll_s=0.001)\n"
+              "except TimedOut:\n"
+              "    print('gave up', flush=True)\n"
+              "exit_status(7)\n"
+              "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, universal_newlines=True,
+                          timeout=60, cwd=str(Path(__file__).resolve().parents[2]))
+    assert done.returncode == 7 and done.stdout == "gave up\n"
