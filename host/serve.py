@@ -275,6 +275,20 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
     app.state.lineage = lineage
     app.state.read_only = read_only
 
+    figures_cache: dict = {"key": None, "value": None}
+    figures_lock = threading.Lock()
+
+    def device_figures_of(reader: Lineage) -> tuple:
+        """(device_fps, device_figures), read from every stored report once per new report, not once per
+        request: /generations and / are public, and with 20,000 reports a fresh read took 0.7 s of CPU, which
+        anyone could ask for again and again."""
+        key = tuple(reader.db.execute("SELECT max(id), count(*) FROM device_reports").fetchone())
+        with figures_lock:
+            if figures_cache["key"] != key:
+                figures_cache["value"] = (reader.device_fps(), reader.device_figures())
+                figures_cache["key"] = key
+            return figures_cache["value"]
+
     def generation_row(number: int) -> dict:
         row = readers.get().generation(number)
         if row is None:
@@ -316,7 +330,8 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
                                      "(per device and kind of measurement), the model URL")
     def generations():
         reader = readers.get()
-        rows, device_fps, figures = reader.generations(), reader.device_fps(), reader.device_figures()
+        rows = reader.generations()
+        device_fps, figures = device_figures_of(reader)
         return [{"generation": r["generation"], "parent": r["parent"], "sha256": r["sha256"], "params": r["params"],
                  "size_bytes": r["size_bytes"], "macs": r["macs"], "top1": r["top1"], "top5": r["top5"],
                  "local_fps": r["local_fps"], "device_fps": device_fps.get(r["generation"]),
