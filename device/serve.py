@@ -290,8 +290,13 @@ def check_against_reference(backend, log=print):
     when it is beyond the stated tolerance; returns the dict for --stats-json and the reports (None without a
     reference; {"error": ...} when the reference file cannot be used -- serving goes on either way)."""
     from contract.reference import agreement_line
+    remembered = backend.remembered_reference_check()  # TensorRT: measured when this engine was built
+    if remembered is not None:
+        log("device-serve: check (when this engine was built): " + agreement_line(remembered))
+        return remembered
     try:
         result = backend.check_reference()
+        backend.remember_reference_check(result)
     except ContractError as error:
         log("device-serve: warning: no check against the reference outputs: {}".format(error))
         return {"error": str(error)}

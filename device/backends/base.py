@@ -103,6 +103,14 @@ class Backend(object):
                 reference.path, reference.inputs.shape[1:], self.info.path, self.input_shape[1:]))
         return agreement(self.infer(reference.inputs), reference, self.precision)
 
+    def remembered_reference_check(self):
+        """The agreement measured when this backend's engine was built, where it keeps one (TensorRT, beside
+        the cached engine); None: check now (:meth:`check_reference`)."""
+        return None
+
+    def remember_reference_check(self, result):
+        """Keep ``result`` with the engine it was measured on (TensorRT); nothing to keep elsewhere."""
+
     #: where frames become network input: "cpu" (contract.preprocess on the host, then :meth:`infer`) or "gpu"
     #: (the backend's own device kernel, then :meth:`infer_frame`); see TensorRTBackend.enable_gpu_preprocess
     preprocess_path = "cpu"

@@ -1,9 +1,13 @@
 """TensorRT with pycuda: a cached engine, page-locked host buffers and device buffers sized for the largest
 batch, one stream, and every CUDA call on one thread holding the primary context (device.backends.cuda_thread).
 """
+import json
+import os
+
 import numpy as np
 
 from contract.errors import DeviceError
+from contract.files import atomic_write
 from device.backends.base import Backend
 from device.backends.cuda_thread import CudaThread
 from device.machine import mem_available_mb
@@ -181,6 +185,32 @@ class TensorRTBackend(Backend):
 
     def run_in_context(self, function):
         return self._thread.call(function)
+
+    def _check_path(self):
+        path = getattr(self, "engine_path", None)
+        return path + ".check.json" if path else None
+
+    def remembered_reference_check(self):
+        """The agreement stored beside the cached engine when it was built (once per built engine); None for an
+        engine built now, or when there is none or it is unreadable."""
+        path = self._check_path()
+        if path is None or getattr(self, "built", True) or not os.path.isfile(path):
+            return None
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                result = json.load(handle)
+        except (IOError, OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) and "ok" in result else None
+
+    def remember_reference_check(self, result):
+        path = self._check_path()
+        if path is None or not isinstance(result, dict) or "ok" not in result:
+            return
+        try:
+            atomic_write(path, json.dumps(result, sort_keys=True))
+        except (IOError, OSError) as error:  # the check is redone next time; nothing else is lost
+            self._log("engine: warning: the check result was not kept beside the engine ({})".format(error))
 
     def device_memory_mb(self):
         from device.machine import cuda_mem_get_info_mb

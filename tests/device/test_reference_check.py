@@ -125,3 +125,25 @@ def test_device_serve_checks_once_at_start_and_reports_it(generation, tmp_path):
     assert "check: fp16 output vs ONNX Runtime" in done.stdout and ": agrees" in done.stdout
     check = json.loads(stats.read_text())["reference_check"]
     assert check["ok"] and check["images"] == 6 and check["precision"] == "fp16"
+
+
+def test_a_tensorrt_engine_is_checked_once_when_built_and_its_result_kept_beside_it(generation, tmp_path):
+    """device-serve checks once per built engine: the result lies beside the cached engine and a later start on
+    the same engine says it (here the TensorRT backend is a partly made object: its check storage is plain
+    files; the check itself runs on ONNX Runtime)."""
+    from device.backends.tensorrt_backend import TensorRTBackend
+    from device.serve import check_against_reference
+    folder, _ = generation
+    with open_backend(str(folder / "model.fp16.onnx"), "onnxruntime", max_batch=1, log=None) as runner:
+        engine = object.__new__(TensorRTBackend)
+        engine.engine_path = str(tmp_path / "model.engine")
+        engine._log = lambda line: None
+        engine.built = True  # the first start: built now, so checked now and kept
+        engine.check_reference = runner.check_reference
+        said = []
+        first = check_against_reference(engine, said.append)
+        assert first["ok"] and os.path.isfile(engine.engine_path + ".check.json")
+        engine.built = False  # a later start loads the cached engine: no second check
+        engine.check_reference = lambda: pytest.fail("checked again although the engine was not rebuilt")
+        again = check_against_reference(engine, said.append)
+    assert again == json.loads(json.dumps(first)) and "when this engine was built" in said[-1]
