@@ -434,14 +434,10 @@ class Evolution:
                 self.ancestor_weights, self._ancestor_top1 = row["weights"], row["top1"]
                 ancestor = row
                 verdict = collapse_reason(0, row["top1"], None, self.num_classes, c.max_drop)
-                if verdict is not None:  # nothing is bred from an ancestor that did not learn (nor named best)
-                    stop_reason = (f"{verdict}: the ancestor did not learn, so nothing is bred from it. Lower --lr "
-                                   "(e.g. --lr 0.002), train it longer (--ancestor-epochs), or check that the class "
-                                   "folders hold what their names say")
-                    self.recorder.warn(stop_reason)
-                    if self.world.is_main and generation not in finished:
-                        refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
-                    break
+                if verdict is not None:  # bred on (the mechanics are the user's to try) but never named best
+                    self.recorder.warn(f"{verdict}: the ancestor did not learn, and no generation of this run will be "
+                                       "named best_generation. Lower --lr (e.g. --lr 0.002), train it longer "
+                                       "(--ancestor-epochs), or check that the class folders hold what their names say")
             self.warn_if_below_tolerance(row, ancestor)
             fps = self.fps_for_steering(row) if c.target_fps > 0 else None
             env_factor, stop_reason = next_step(c, generation, row, fps, env_factor)

@@ -118,6 +118,8 @@ def collapse_reason(generation: int, top1: float, parent_top1: float | None, num
     None when it is acceptable. ``max_drop`` >= 1 accepts everything (exploratory runs, the tests of mechanics)."""
     if max_drop >= 1:
         return None
+    if parent_top1 is not None and near_chance(parent_top1, num_classes):
+        return None  # nothing to fall from: a parent at chance is warned about, and never named best (report.py)
     what = "the ancestor" if parent_top1 is None else f"generation {generation}"
     if near_chance(top1, num_classes):
         return (f"{what} scored top-1 {100 * top1:.1f} %, near chance ({100 / num_classes:.1f} % for "
@@ -125,7 +127,8 @@ def collapse_reason(generation: int, top1: float, parent_top1: float | None, num
     if parent_top1 is not None and top1 < parent_top1 - max_drop:
         return (f"{what} scored top-1 {100 * top1:.1f} %, {100 * (parent_top1 - top1):.1f} points below its "
                 f"parent's {100 * parent_top1:.1f} % (the limit is {100 * max_drop:g} points, --max-drop)")
-    if parent_top1 is not None and ancestor_top1 is not None and top1 < ancestor_top1 - max_total_drop:
+    if (parent_top1 is not None and ancestor_top1 is not None and not near_chance(ancestor_top1, num_classes)
+            and top1 < ancestor_top1 - max_total_drop):
         return (f"{what} scored top-1 {100 * top1:.1f} %, {100 * (ancestor_top1 - top1):.1f} points below the "
                 f"ancestor's {100 * ancestor_top1:.1f} % (the limit is {100 * max_total_drop:g} points, "
                 "--max-total-drop)")
