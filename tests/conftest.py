@@ -14,6 +14,10 @@ for _name in ("DISPLAY", "WAYLAND_DISPLAY"):
 # The suite runs the same from a terminal or in the background: Python's own Ctrl-C handler, as at a terminal
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# likewise `nohup`: the commands under test would inherit SIGHUP ignored, and a test of what SIGHUP does to them
+# would test nohup instead
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
