@@ -22,11 +22,18 @@ def pareto_front(points: list[dict]) -> list[int]:
     return sorted(front)
 
 
-def best_generation(generations: list[dict], config: dict) -> int | None:
-    """The run's best generation under its config (host/steering.py: best_generation): the smallest whose top-1
-    is within ``top1_tolerance`` of the ancestor's and at least ``top1_floor``, the more accurate on a tie; None
-    when none qualifies. summary.json's ``best_generation`` and host-serve's ``/models/best/`` are this."""
-    return steering_best_generation(generations, config.get("top1_tolerance", 0.02), config.get("top1_floor") or 0.0)[0]
+def best_generation(generations: list[dict], config: dict) -> tuple[int | None, str]:
+    """(the run's best generation, why) under its config (host/steering.py: best_generation): the smallest whose
+    top-1 is within ``top1_tolerance`` of the ancestor's and at least ``top1_floor``, the more accurate on a tie;
+    None when none qualifies, or when the ancestor itself is near chance while acceptance is on (nothing of such
+    a run is worth deploying). summary.json's ``best_generation`` and host-serve's ``/models/best/`` are this."""
+    if generations and config.get("max_drop", 1.0) < 1:
+        genome = generations[0]["genome"]
+        classes = (json.loads(genome) if isinstance(genome, str) else genome)["num_classes"]
+        if near_chance(generations[0]["top1"], classes):
+            return None, (f"the ancestor scored {100 * generations[0]['top1']:.1f} %, near chance for {classes} "
+                          "classes: no generation of this run is worth deploying")
+    return steering_best_generation(generations, config.get("top1_tolerance", 0.02), config.get("top1_floor") or 0.0)
 
 
 def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
@@ -53,12 +60,8 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "onnx_static_batch": static_batch_onnx(layout, row["onnx"])})
     ancestor = generations[0] if generations else None
     config = lineage.config()
-    floor = config.get("top1_floor") or 0.0
     tolerance = config.get("top1_tolerance", 0.02)
-    best, best_reason = steering_best_generation(generations, tolerance, floor)
-    if generations and config.get("max_drop", 1.0) < 1 and near_chance(generations[0]["top1"], len(labels)):
-        best, best_reason = None, (f"the ancestor scored {100 * generations[0]['top1']:.1f} %, near chance for "
-                                   f"{len(labels)} classes: no generation of this run is worth deploying")
+    best, best_reason = best_generation(generations, config)
     accepted = {(g["generation"], g["offspring"]) for g in generations}
     # offspring bred but not accepted as a generation: the losers of a selection and collapsed draws
     rejected = [{"generation": o["generation"], "offspring": o["offspring"], "top1": o["top1"],

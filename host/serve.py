@@ -300,7 +300,7 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
         if text in GENERATION_ALIASES:
             reader = readers.get()
             rows, config = reader.generations(), reader.config()
-            number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, config)
+            number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, config)[0]
             if number is None:
                 raise HTTPException(404, f"the run has no {text} generation yet")
             return generation_row(number)
@@ -312,9 +312,10 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index(request: Request):
         listed = generations()
-        config = readers.get().config()
+        reader = readers.get()
+        best = best_generation(reader.generations(), reader.config())[0]  # the rows: with their genomes
         # the address as the browser reached it (what a device on the same network uses too)
-        return HTMLResponse(index_html(run.name, listed, best_generation(listed, config),
+        return HTMLResponse(index_html(run.name, listed, best,
                                        address=str(request.base_url).rstrip("/")))
 
     @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)

@@ -192,9 +192,12 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
                                    reduction="batchmean", log_target=True) * t * t
                 loss = (1 - settings.distill_weight) * loss + settings.distill_weight * distill
         value = float(loss.detach())
-        if not math.isfinite(value) or value > bound:  # before the step: the weights stay as they were
+        # every rank decides on the mean over ranks, so all raise together (one alone would leave the others
+        # waiting in the gradient all-reduce)
+        mean = sum_across(world, value)[0] / world.size if world.distributed else value
+        if not math.isfinite(mean) or mean > bound:  # before the step: the weights stay as they were
             bar.close()
-            raise Diverged(bar.n, value)
+            raise Diverged(bar.n, mean)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -189,3 +189,13 @@ def test_resume_refuses_a_preset(shapes, tmp_path):
     result = host_evolve("--resume", str(tmp_path), "--preset", "compact")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "a resumed run keeps its own settings" in result.stderr
+
+
+def test_host_serve_names_no_best_generation_when_the_ancestor_is_at_chance(tmp_path):
+    """summary.json and host-serve's /models/best/ follow one rule (host/report.py: best_generation)."""
+    from host.report import best_generation as run_best
+    genome = json.dumps({"num_classes": 4, "conv1": 8, "fires": []})
+    gens = [{"generation": 0, "top1": 0.25, "size_bytes": 5e6, "genome": genome},
+            {"generation": 1, "top1": 0.26, "size_bytes": 3e6, "genome": genome}]
+    assert run_best(gens, {"max_drop": 0.1})[0] is None
+    assert run_best(gens, {"max_drop": 1.0})[0] == 1  # acceptance off: the size rule alone
