@@ -68,6 +68,9 @@ SCALES = {
     "gentle": {"image_size": 112, "ancestor_epochs": 6, "steps": (10, 4), "epochs_per_step": 4, "recovery_epochs": 4},
     # the same shape at 64 px with 1-epoch steps: what fits a session on a shared 2-core CPU (about 1 h 30)
     "gentle-64": {"image_size": 64, "ancestor_epochs": 3, "steps": (3, 2), "epochs_per_step": 1, "recovery_epochs": 1},
+    # the same shape at the targets' 112 px (issue 15's table): 1-epoch steps so that three methods fit a
+    # 3-hour session on 2 cores (about 25 min a method, two methods at a time with OMP_NUM_THREADS=1)
+    "gentle-112": {"image_size": 112, "ancestor_epochs": 6, "steps": (3, 2), "epochs_per_step": 1, "recovery_epochs": 1},
     # seconds: the tests' scale (use with a small --data such as cifar10-mini)
     "smoke": {"image_size": 32, "ancestor_epochs": 1, "steps": 2, "epochs_per_step": 1},
 }
@@ -324,12 +327,22 @@ def against_ancestor(ancestor: Path, model: Path, rounds: int = 2, seconds: floa
 
 # -- the comparison ---------------------------------------------------------------------------------------
 
-def ancestor_model(data, scale: dict, pretrained: str, folder: Path, seed: int, bar):
-    """Trained once, then reused by every method and every rerun (keyed by its settings)."""
+def ancestor_model(data, scale: dict, pretrained: str, folder: Path, seed: int, bar, given: str | None = None):
+    """Trained once, then reused by every method and every rerun (keyed by its settings).
+
+    ``given``: a host-evolve model file instead (``RUN/gen-00/offspring-0.pt`` of a run with the same image
+    size, data, seed and recipe: its validation split is this bench's, both come from host.data.scan_folder
+    with the same fraction and seed); scored here on this bench's split, its training time unknown (nan).
+    """
     import torch
     from host.genome import Genome
     from host.model import SqueezeNet, load_pretrained
     from host.train import derive_seed
+    if given:
+        from host.checkpoints import load_ancestor
+        model = load_ancestor(given, data.labels, 0.5)
+        bar.update(scale["ancestor_epochs"])
+        return model, top1(model, data), float("nan")
     path = folder / "ancestor.pt"
     key = {"image_size": scale["image_size"], "epochs": scale["ancestor_epochs"], "seed": seed, **TRAIN}
     if path.is_file():
@@ -449,6 +462,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-speed", action="store_true", help="skip the ONNX Runtime measurement")
     parser.add_argument("--teacher", choices=("parent", "ancestor"), default="parent",
                         help="distil from the previous step's model (default) or from the ancestor (the lever ablation)")
+    parser.add_argument("--ancestor", default=None, metavar="MODEL_FILE",
+                        help="start every method from this trained host-evolve model file (e.g. RUN/gen-00/offspring-0.pt "
+                             "of a run at the same --image-size on the same data) instead of training one here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -465,7 +481,8 @@ def main(argv=None) -> int:
     total = scale["ancestor_epochs"] + len(methods) * (sum(steps_for(scale, i) for i in range(len(SIZES_MB))) *
                                                        scale["epochs_per_step"] + scale.get("recovery_epochs", 0) * len(SIZES_MB))
     bar = tqdm(total=total, desc="peers (epochs)", unit="epoch", dynamic_ncols=True)
-    ancestor, ancestor_top1, ancestor_seconds = ancestor_model(data, scale, args.pretrained, folder, args.seed, bar)
+    ancestor, ancestor_top1, ancestor_seconds = ancestor_model(data, scale, args.pretrained, folder, args.seed, bar,
+                                                               args.ancestor)
     rows = []
     for method in methods:
         rows += run_method(method, ancestor, data, scale, folder, args.seed, bar, args.teacher)
@@ -488,7 +505,7 @@ def main(argv=None) -> int:
               "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
                          f"cores, {model_name}", "scale": {**scale, **TRAIN, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
-              "teacher": args.teacher, "seconds": time.time() - started, "ancestor": base, "rows": rows}
+              "teacher": args.teacher, "ancestor_file": args.ancestor, "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")
     print(markdown(rows, base))
