@@ -115,3 +115,35 @@ def test_steps_per_size_are_one_count_or_one_per_size():
     module = peers()
     assert [module.steps_for({"steps": (3, 2)}, i) for i in (0, 1)] == [3, 2]
     assert [module.steps_for({"steps": 2}, i) for i in (0, 1)] == [2, 2]
+
+
+class Bar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, n):
+        self.n += n
+
+
+def test_a_given_ancestor_is_used_as_it_is_and_scored_on_the_benchs_split(tmp_path):
+    """--ancestor: every method starts from the user's trained model file, not one trained here; a file for
+    other classes is refused by name."""
+    from host.checkpoints import save_model
+    from host.errors import HostError
+    module = peers()
+    data = TinyData()
+    data.val = data.train
+    data.labels = [str(i) for i in range(10)]
+    given = ancestor()
+    save_model(given, tmp_path / "offspring-0.pt", 0.5)
+    bar = Bar()
+    model, score, seconds = module.ancestor_model(data, module.SCALES["smoke"], "", tmp_path / "bench", 0, bar,
+                                                  str(tmp_path / "offspring-0.pt"))
+    assert model.genome == given.genome
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), given.state_dict().values()))
+    assert score == pytest.approx(module.top1(given, data)) and np.isnan(seconds)
+    assert bar.n == module.SCALES["smoke"]["ancestor_epochs"] and not (tmp_path / "bench" / "ancestor.pt").exists()
+    other = SqueezeNet(Genome.squeezenet1_1(3))
+    save_model(other, tmp_path / "three.pt", 0.5)
+    with pytest.raises(HostError, match="classifies 3 classes"):
+        module.ancestor_model(data, module.SCALES["smoke"], "", tmp_path / "bench", 0, Bar(), str(tmp_path / "three.pt"))
