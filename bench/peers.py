@@ -36,8 +36,7 @@ import argparse
 import copy
 import datetime
 import json
-import platform
-import subprocess
+import os
 import sys
 import time
 from pathlib import Path
@@ -498,13 +497,10 @@ def main(argv=None) -> int:
             r.update(against_ancestor(ancestor_onnx, onnx_path))
     for r in rows:
         del r["model"]
-    machine = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((line.split(":", 1)[1].strip() for line in machine.splitlines() if line.startswith("Model name")),
-                      platform.processor() or "CPU")
+    from bench.machine import describe_machine  # the cores this process may use, not nproc (which reads OMP_NUM_THREADS)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} "
-                         f"cores, {model_name}", "scale": {**scale, **TRAIN, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
+              "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
               "teacher": args.teacher, "ancestor_file": args.ancestor, "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")
