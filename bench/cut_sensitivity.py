@@ -15,7 +15,10 @@ validation split (10 % of every class, seed 0, as host-evolve and bench/peers.py
         Torch-Pruning's group importance, which sums both over the coupled group);
       - their product;
       and Torch-Pruning's L1 group pruning (MetaPruner, the same ratio in every layer) at the same size;
-  (2) one layer at a time cut to ``--layer-share`` by filter L1, all others whole: which layers are fragile.
+  (2) one layer at a time cut to ``--layer-share`` by filter L1, all others whole: which layers are fragile;
+  (3) the evolution's own offspring: ``--draws`` seeded draws of the heredity model (host/synthesis.py,
+      lambda solved for R x the parent's parameters, round_to 8, min_filters 4) at each ``--env-factors`` R,
+      with the strength of host-evolve's --strength filter and --strength consumer (the same seeds).
 
 Writes OUT/cut-sensitivity.json and OUT/cut-sensitivity.png; prints both tables. Accuracy only: no timing, so a
 shared CPU does not change the figures (it takes ~5 min of one core at 112 px on Imagenette).
@@ -35,27 +38,6 @@ sys.path.insert(0, str(PROJECT))
 SHARED = PROJECT.parent / "shared"
 
 
-def consumer_strengths(model) -> dict[str, np.ndarray]:
-    """For every prunable conv's output channel: sum |w| of the input weights that read it downstream.
-
-    conv1 -> fire2.squeeze; a squeeze -> its expand1x1 and expand3x3; fireN's expands (their concat) -> the next
-    fire's squeeze, or conv10 after fire9. Shapes: {layer: (out_channels,)} float64, like cluster_strengths.
-    """
-    from host.model import FIRE_NAMES
-    layers = model.named_layers()
-
-    def reads(name: str) -> np.ndarray:  # per input channel of ``name``
-        return layers[name].weight.detach().abs().sum(dim=(0, 2, 3)).double().cpu().numpy()
-
-    out = {"conv1": reads(f"{FIRE_NAMES[0]}.squeeze")}
-    for index, fire in enumerate(FIRE_NAMES):
-        out[f"{fire}.squeeze"] = reads(f"{fire}.expand1x1") + reads(f"{fire}.expand3x3")
-        consumer = f"{FIRE_NAMES[index + 1]}.squeeze" if index + 1 < len(FIRE_NAMES) else "conv10"
-        concat, e1 = reads(consumer), layers[f"{fire}.expand1x1"].out_channels
-        out[f"{fire}.expand1x1"], out[f"{fire}.expand3x3"] = concat[:e1], concat[e1:]
-    return out
-
-
 def kept_by(scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, np.ndarray]:
     """Per layer, the indices of the ``widths[layer]`` highest-scoring filters, in ascending order."""
     return {name: np.sort(np.argsort(-scores[name], kind="stable")[:width]) for name, width in widths.items()}
@@ -69,6 +51,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--shares", type=float, nargs="+", default=[0.95, 0.9, 0.8, 0.7])
     parser.add_argument("--layer-share", type=float, default=0.75)
+    parser.add_argument("--env-factors", type=float, nargs="+", default=[0.9, 0.8])
+    parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--out", default=str(PROJECT / "runs" / "cut-sensitivity"))
     args = parser.parse_args(argv)
     from tqdm import tqdm
@@ -76,7 +60,9 @@ def main(argv=None) -> int:
     from bench.machine import describe_machine
     from bench.peers import Data, ROUND_TO, top1, torch_pruning_shrink, uniform_kept
     from host.checkpoints import load_ancestor
-    from host.surgery import cluster_strengths, inherit
+    from host.surgery import cluster_strengths, consumer_strengths, inherit
+    from host.synthesis import sample_offspring, solve_lambda
+    from host.train import derive_seed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Data(args.data, args.image_size, out / "cache")
@@ -105,10 +91,23 @@ def main(argv=None) -> int:
         widths = dict(full, **{name: max(1, int(round(full[name] * args.layer_share)))})
         per_layer.append({"layer": name, "filters": full[name], "kept": widths[name],
                           "top1": top1(inherit(model, kept_by(filter_l1, widths)), data)})
+    heredity = []
+    for env_factor in tqdm(args.env_factors, desc="heredity draws", unit="R"):
+        for kind in ("filter", "consumer"):
+            strengths = cluster_strengths(model, kind)
+            lam = solve_lambda(strengths, model.genome.num_classes, env_factor, kind="params",
+                               image_size=args.image_size, min_filters=4, round_to=ROUND_TO)
+            for draw in range(args.draws):
+                kept = sample_offspring(strengths, lam, np.random.default_rng(derive_seed(0, draw, 12345)),
+                                        min_filters=4, round_to=ROUND_TO)
+                child = inherit(model, kept)
+                heredity.append({"env_factor": env_factor, "strength": kind, "draw": draw,
+                                 "params": child.genome.params, "top1": top1(child, data)})
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/cut_sensitivity.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": describe_machine(), "ancestor": args.ancestor, "ancestor_top1": base,
-              "params": model.genome.params, "whole_net": whole, "one_layer": per_layer}
+              "params": model.genome.params, "whole_net": whole, "one_layer": per_layer,
+              "heredity": heredity}
     (out / "cut-sensitivity.json").write_text(json.dumps(result, indent=2))
     print(f"ancestor {args.ancestor}: {100 * base:.1f} % top-1, {model.genome.params:,} params")
     print("| share kept | params | filter L1 | consumer L1 | product | Torch-Pruning (params) |")
@@ -120,6 +119,13 @@ def main(argv=None) -> int:
     print(f"| layer cut alone to {args.layer_share:.2f} | filters | top-1 % |\n|---|---:|---:|")
     for row in per_layer:
         print(f"| {row['layer']} | {row['filters']} -> {row['kept']} | {100 * row['top1']:.1f} |")
+    print("| R | strength | params (mean) | top-1 % of each draw | mean |\n|---:|---|---:|---|---:|")
+    for env_factor in args.env_factors:
+        for kind in ("filter", "consumer"):
+            rows = [r for r in heredity if r["env_factor"] == env_factor and r["strength"] == kind]
+            each = " / ".join(f"{100 * r['top1']:.1f}" for r in rows)
+            print(f"| {env_factor:.2f} | {kind} | {np.mean([r['params'] for r in rows]):,.0f} | {each} | "
+                  f"{100 * np.mean([r['top1'] for r in rows]):.1f} |")
     plot(result, out / "cut-sensitivity.png")
     print(f"{out / 'cut-sensitivity.json'}, {out / 'cut-sensitivity.png'}")
     return 0

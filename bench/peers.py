@@ -75,6 +75,9 @@ SCALES = {
 }
 TRAIN = {"lr": 0.01, "crop_scale": 0.5, "distill_weight": 0.5, "batch_size": 64}
 ROUND_TO, MIN_FILTERS = 8, 4
+# what uniform, evolution and selection rank filters by (host/surgery.cluster_strengths; --strength): "filter" is
+# the paper's sum |w| of the filter, "consumer" the weights that read it (Torch-Pruning keeps its own group L1)
+STRENGTH = "filter"
 # Torch-Pruning as a user runs it: no round_to. Its round_to FLOORS the kept count to a multiple, so any cut
 # of a 16-wide fire squeeze leaves 8: at 112 px one 13 % step with round_to=8 left 15.5 % top-1 right after
 # pruning against 55.4 % without it (runs/peers-full, 2026-11-28); uniform and evolution round to nearest/up
@@ -94,7 +97,7 @@ def uniform_kept(parent, share: float, round_to: int = ROUND_TO, min_filters: in
     ``min_filters`` and ``round_to``; the strongest ones (sum |w|)."""
     from host.surgery import cluster_strengths
     kept = {}
-    for name, strengths in cluster_strengths(parent).items():
+    for name, strengths in cluster_strengths(parent, STRENGTH).items():
         width = len(strengths)
         count = int(round(share * width / round_to)) * round_to if round_to > 1 else int(round(share * width))
         count = min(width, max(count, min_filters, round_to))
@@ -131,7 +134,7 @@ def evolution_shrink(parent, target_params: int, seed: int, image_size: int, rou
     from host.surgery import cluster_strengths, inherit
     from host.synthesis import sample_offspring, solve_lambda
     from host.train import derive_seed
-    strengths = cluster_strengths(parent)
+    strengths = cluster_strengths(parent, STRENGTH)
     classes = parent.genome.num_classes
     env_factor = min(1.0, target_params / parent.genome.params)
     lam = solve_lambda(strengths, classes, env_factor, kind="params", image_size=image_size,
@@ -199,7 +202,7 @@ def selection_shrink(parent, target_params: int, seed: int, image_size: int, dat
     from host.surgery import cluster_strengths, inherit
     from host.synthesis import sample_offspring, solve_lambda
     from host.train import derive_seed
-    strengths = cluster_strengths(parent)
+    strengths = cluster_strengths(parent, STRENGTH)
     classes = parent.genome.num_classes
     env_factor = min(1.0, target_params / parent.genome.params)
     lam = solve_lambda(strengths, classes, env_factor, kind="params", image_size=image_size,
@@ -464,8 +467,12 @@ def main(argv=None) -> int:
     parser.add_argument("--ancestor", default=None, metavar="MODEL_FILE",
                         help="start every method from this trained host-evolve model file (e.g. RUN/gen-00/offspring-0.pt "
                              "of a run at the same --image-size on the same data) instead of training one here")
+    parser.add_argument("--strength", choices=("filter", "consumer"), default="filter",
+                        help="what uniform, evolution and selection rank filters by (default filter, the paper's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    global STRENGTH
+    STRENGTH = args.strength
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -500,7 +507,7 @@ def main(argv=None) -> int:
     from bench.machine import describe_machine  # the cores this process may use, not nproc (which reads OMP_NUM_THREADS)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
+              "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "strength": STRENGTH, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
               "teacher": args.teacher, "ancestor_file": args.ancestor, "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")

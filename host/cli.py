@@ -12,6 +12,7 @@ from pathlib import Path
 from contract.errors import ContractError
 from host import config as config_module
 from host.errors import HostError
+from host.synthesis import STRENGTHS
 from host.run_folder import RESUMABLE_KEYS, write_failure
 
 
@@ -47,6 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cost-exponent", type=float,
                         help="compute-aware heredity: filters that cost more MACs die more readily, whatever --budget counts "
                              "(0 = the paper's model, the default; e.g. 1)")
+    parser.add_argument("--strength", choices=STRENGTHS,
+                        help="a filter's strength in the heredity model: 'filter' sums its own weights (the paper's, "
+                             "the default); 'consumer' sums the weights that read it downstream, which keeps more of "
+                             "the parent right after the cut (docs/benchmarks.md section 9f)")
     parser.add_argument("--offspring", type=int, help="K offspring per generation, the fittest kept (default 1)")
     parser.add_argument("--candidates", type=int,
                         help="selection: draws per offspring scored by fidelity to the parent, the best trained "
@@ -100,7 +105,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "cost_exponent",
+FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "cost_exponent", "strength",
              "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from contract.files import atomic_write
 from host.errors import HostError
 from host.presets import PRESET_NAMES
+from host.synthesis import STRENGTHS
 
 log = logging.getLogger("squishednets.config")
 
@@ -27,6 +28,7 @@ class EvolveConfig:
     env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
     budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
     cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/synthesis.py step 5); 0 = the paper's
+    strength: str = "filter"  # a filter's strength: "filter" (sum |w| of its own weights, the paper's) or "consumer"
     offspring: int = 1  # K offspring per generation, each trained; the fittest (top-1) becomes the parent
     candidates: int = 1  # selection: draws per offspring (+ the most likely one) scored by fidelity to the parent, the best trained (1 = off)
     proxy_images: int = 512  # training images the selection proxy scores candidates on (fixed for the run)
@@ -158,6 +160,8 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"env_factor = {config.env_factor} must be in (0, 1] (the paper's R, e.g. 0.93)")
     if config.budget not in ("params", "macs"):
         problems.append(f"budget = {config.budget!r} must be 'params' or 'macs'")
+    if config.strength not in STRENGTHS:
+        problems.append(f"strength = {config.strength!r} must be one of {', '.join(STRENGTHS)}")
     if not 0 <= config.cost_exponent <= 4:
         problems.append(f"cost_exponent = {config.cost_exponent} must be in [0, 4] (0 = the paper's heredity; "
                         "1 cuts a layer whose filters cost twice the mean about twice as readily)")

@@ -167,7 +167,7 @@ class Evolution:
             if c.pretrained:
                 load_pretrained(model, c.pretrained)
             return model, None, {}
-        strengths = cluster_strengths(parent)
+        strengths = cluster_strengths(parent, c.strength)
         scales = layer_scales(strengths, self.num_classes, c.image_size, c.cost_exponent)
         lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
                            min_filters=c.min_filters, round_to=c.round_to, scales=scales)

@@ -1,6 +1,8 @@
 """Deep evolutionary synthesis: the heredity model, pure functions on arrays (no torch).
 
-1. Every output filter of every prunable conv is a *synaptic cluster*; its strength s_c = sum |w|.
+1. Every output filter of every prunable conv is a *synaptic cluster*; its strength s_c = sum |w| over its
+   own weights (the paper's; ``--strength consumer``: over the weights that read its output downstream,
+   host/surgery.consumer_strengths).
 2. The probability that a cluster survives into the offspring is
        P(keep c) = min(1, lambda * exp(s_c / z_l - 1)),   z_l = max strength in layer l,
    so the strongest filter of a layer survives with min(1, lambda) and weak ones are likely to die.
@@ -30,6 +32,7 @@ import numpy as np
 from host.errors import HostError
 from host.genome import expected_cost
 
+STRENGTHS = ("filter", "consumer")  # what s_c sums (step 1): a filter's own weights, or the weights that read it
 LAMBDA_MAX = math.e  # at lambda = e every filter (s_c >= 0) has P = 1
 
 

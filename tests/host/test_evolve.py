@@ -199,3 +199,34 @@ def test_ancestor_from_refuses_what_is_not_a_model_for_these_classes(shapes, tmp
     with pytest.raises(HostError, match="is not a host-evolve model file"):
         evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "c"), ancestor_from=str(tmp_path / "junk.pt"))))
     assert not (tmp_path / "c" / "lineage.sqlite").exists()
+
+
+def test_strength_consumer_draws_the_offspring_from_the_consumers_weights(shapes, tmp_path):
+    """--strength consumer: generation 1 is the heredity model's draw on consumer_strengths of the ancestor
+    (the same seed as a run with filter strengths, another offspring); an unknown kind is refused by name."""
+    import numpy as np
+    from host.checkpoints import load_weights
+    from host.errors import HostError
+    from host.surgery import cluster_strengths
+    from host.synthesis import sample_offspring, solve_lambda
+    from host.train import derive_seed
+    first = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "a"), generations=0)))
+    weights = tmp_path / "a" / "gen-00" / "offspring-0.pt"
+    runs = {}
+    for kind in ("filter", "consumer"):
+        runs[kind] = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / kind), generations=1,
+                                             ancestor_epochs=0, ancestor_from=str(weights), strength=kind)))
+    ancestor = load_weights(weights, "cpu")
+    for kind, summary in runs.items():
+        strengths = cluster_strengths(ancestor, kind)
+        lam = solve_lambda(strengths, ancestor.genome.num_classes, SETTINGS["env_factor"], kind="params",
+                           image_size=32, min_filters=SETTINGS["min_filters"], round_to=SETTINGS["round_to"])
+        kept = sample_offspring(strengths, lam, np.random.default_rng(derive_seed(SETTINGS["seed"], 1, 0, 12345)),
+                                min_filters=SETTINGS["min_filters"], round_to=SETTINGS["round_to"])
+        child = load_weights(tmp_path / kind / "gen-01" / "offspring-0.pt", "cpu")
+        assert child.genome.layer_widths() == {name: len(k) for name, k in kept.items()}, kind
+        assert json.loads((tmp_path / kind / "config.json").read_text())["strength"] == kind
+    assert first["generations"][0]["top1"] == runs["consumer"]["generations"][0]["top1"]
+    assert runs["filter"]["generations"][1]["genome"] != runs["consumer"]["generations"][1]["genome"]
+    with pytest.raises(HostError, match="strength = 'group' must be one of filter, consumer"):
+        resolve({}, {"strength": "group"})
