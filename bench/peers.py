@@ -424,6 +424,8 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
             continue
         for method in METHODS:
             mine = [r for r in rows if r["method"] == method]
+            if not mine:  # a method this run did not include: no line, no legend entry
+                continue
             start = 1.0 if key == "b1_vs_ancestor" else ancestor[key]  # the ancestor is 1x by definition
             axis.plot([start] + [r[key] for r in mine], [100 * ancestor["top1"]] + [100 * r["top1"] for r in mine],
                       "o-", color=colours[method], label=method)
