@@ -411,6 +411,25 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     return rows
 
 
+def score_steps(methods: list[str], scale: dict, folder: Path, data) -> int:
+    """--score-steps: top-1 of every step (and recovery) file of ``methods`` in ``folder``, in order; prints a
+    line each and writes FOLDER/steps.json. Trains nothing, so it can watch a run that is still going."""
+    rows = []
+    for method in methods:
+        for size_index, size_mb in enumerate(SIZES_MB):
+            names = [f"step{k}" for k in range(steps_for(scale, size_index))] + ["recovery"]
+            for name in names:
+                path = folder / f"{method}-{size_mb:.2f}-{name}.pt"
+                if path.is_file():
+                    model, _ = load_model(path)
+                    rows.append({"method": method, "target_mb": size_mb, "step": name, "params": model.genome.params,
+                                 "top1": top1(model, data)})
+                    print(f"{method} <= {size_mb:.2f} MB {name}: {model.genome.params:,} params, "
+                          f"{100 * rows[-1]['top1']:.1f} %", flush=True)
+    (folder / "steps.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -475,6 +494,8 @@ def main(argv=None) -> int:
     parser.add_argument("--strength", choices=("filter", "consumer"), default="filter",
                         help="what uniform, evolution and selection rank filters by (default filter, the paper's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-steps", action="store_true",
+                        help="train nothing: score every step file already in --out (a run in progress, or stopped)")
     args = parser.parse_args(argv)
     global STRENGTH
     STRENGTH = args.strength
@@ -489,6 +510,8 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = Data(args.data, scale["image_size"], folder / "cache", args.seed)
+    if args.score_steps:
+        return score_steps(methods, scale, folder, data)
     total = scale["ancestor_epochs"] + len(methods) * (sum(steps_for(scale, i) for i in range(len(SIZES_MB))) *
                                                        scale["epochs_per_step"] + scale.get("recovery_epochs", 0) * len(SIZES_MB))
     bar = tqdm(total=total, desc="peers (epochs)", unit="epoch", dynamic_ncols=True)

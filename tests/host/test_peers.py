@@ -2,6 +2,7 @@
 gives a host SqueezeNet within the parameter budget, near it (not needlessly small), whose fire concat is
 consistent (it runs), and that exports through host/export.py and runs in ONNX Runtime like torch."""
 import importlib
+import json
 
 import numpy as np
 import pytest
@@ -147,3 +148,21 @@ def test_a_given_ancestor_is_used_as_it_is_and_scored_on_the_benchs_split(tmp_pa
     save_model(other, tmp_path / "three.pt", 0.5)
     with pytest.raises(HostError, match="classifies 3 classes"):
         module.ancestor_model(data, module.SCALES["smoke"], "", tmp_path / "bench", 0, Bar(), str(tmp_path / "three.pt"))
+
+
+def test_score_steps_scores_the_step_files_there_and_trains_nothing(tmp_path, capsys):
+    """--score-steps: one line and one steps.json row per step file present, in order; nothing trained."""
+    from host.checkpoints import save_model
+    module = peers()
+    data = TinyData()
+    data.val = data.train
+    model = ancestor()
+    for name in ("evolution-0.95-step0", "evolution-0.95-step1", "evolution-0.49-recovery"):
+        save_model(model, tmp_path / f"{name}.pt", 0.5)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert module.score_steps(["evolution", "uniform"], module.SCALES["smoke"], tmp_path, data) == 0
+    rows = json.loads((tmp_path / "steps.json").read_text())
+    assert [(r["target_mb"], r["step"]) for r in rows] == [(0.95, "step0"), (0.95, "step1"), (0.49, "recovery")]
+    assert rows[0]["top1"] == pytest.approx(module.top1(model, data))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["steps.json"])
+    assert capsys.readouterr().out.count("evolution <= ") == 3
