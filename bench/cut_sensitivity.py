@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from bench.peers import Data, ROUND_TO, top1, torch_pruning_shrink, uniform_kept
     from host.checkpoints import load_ancestor
     from host.surgery import cluster_strengths, consumer_strengths, inherit
-    from host.synthesis import sample_offspring, solve_lambda
+    from host.synthesis import STRENGTHS, sample_offspring, solve_lambda
     from host.train import derive_seed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                           "top1": top1(inherit(model, kept_by(filter_l1, widths)), data)})
     heredity = []
     for env_factor in tqdm(args.env_factors, desc="heredity draws", unit="R"):
-        for kind in ("filter", "consumer"):
+        for kind in STRENGTHS:
             strengths = cluster_strengths(model, kind)
             lam = solve_lambda(strengths, model.genome.num_classes, env_factor, kind="params",
                                image_size=args.image_size, min_filters=4, round_to=ROUND_TO)
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         print(f"| {row['layer']} | {row['filters']} -> {row['kept']} | {100 * row['top1']:.1f} |")
     print("| R | strength | params (mean) | top-1 % of each draw | mean |\n|---:|---|---:|---|---:|")
     for env_factor in args.env_factors:
-        for kind in ("filter", "consumer"):
+        for kind in STRENGTHS:
             rows = [r for r in heredity if r["env_factor"] == env_factor and r["strength"] == kind]
             each = " / ".join(f"{100 * r['top1']:.1f}" for r in rows)
             print(f"| {env_factor:.2f} | {kind} | {np.mean([r['params'] for r in rows]):,.0f} | {each} | "

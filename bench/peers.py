@@ -479,6 +479,7 @@ def markdown(rows: list[dict], ancestor: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from host.synthesis import STRENGTHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--data", default=str(SHARED / "datasets" / "imagenette"))
@@ -491,7 +492,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ancestor", default=None, metavar="MODEL_FILE",
                         help="start every method from this trained host-evolve model file (e.g. RUN/gen-00/offspring-0.pt "
                              "of a run at the same --image-size on the same data) instead of training one here")
-    parser.add_argument("--strength", choices=("filter", "consumer"), default="filter",
+    parser.add_argument("--strength", choices=STRENGTHS, default="filter",
                         help="what uniform, evolution and selection rank filters by (default filter, the paper's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score-steps", action="store_true",
