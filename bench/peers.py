@@ -85,6 +85,10 @@ STRENGTH = "filter"
 # of a 16-wide fire squeeze leaves 8: at 112 px one 13 % step with round_to=8 left 15.5 % top-1 right after
 # pruning against 55.4 % without it (runs/peers-full, 2026-11-28); uniform and evolution round to nearest/up
 TP_ROUND_TO = None
+# acceptance (host-evolve's defaults, host/config.py): a step more than MAX_DROP below its parent or near chance
+# is drawn again at a milder R, up to REDRAWS times (--max-drop 1 turns it off)
+MAX_DROP, REDRAWS = 0.10, 2
+UNIFORM_SLACK = 0.9  # uniform: a share that lands below this fraction of the step's target is redone to the filter
 
 
 # -- the three ways to a smaller net (pure functions of a trained parent and a parameter budget) -----------
@@ -127,6 +131,10 @@ def uniform_shrink(parent, target_params: int, round_to: int = ROUND_TO, min_fil
         return widths_params(classes, {k: len(v) for k, v in uniform_kept(parent, share, round_to, min_filters).items()})
 
     share = bisect_largest(lambda s: params(s) <= target_params)
+    if round_to > 1 and params(share) < UNIFORM_SLACK * target_params:
+        # every layer moves by a whole round_to at once, so the share can jump far below the target (at 0.49 MB
+        # 142k -> 80k parameters for a 122k target, runs/peers-gentle): then widths to the filter, as Torch-Pruning
+        return uniform_shrink(parent, target_params, 1, min_filters)
     return inherit(parent.cpu(), uniform_kept(parent, share, round_to, min_filters))
 
 
@@ -368,29 +376,64 @@ def ancestor_model(data, scale: dict, pretrained: str, folder: Path, seed: int, 
 
 
 def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int, bar,
-               teacher: str = "parent") -> list[dict]:
+               teacher: str = "parent", ancestor_top1: float | None = None, max_drop: float = MAX_DROP,
+               redraws: int = REDRAWS) -> list[dict]:
     """The method from the ancestor to each size in turn; per size: model, top-1, size, MACs, epochs.
-    ``teacher``: distil from the previous step's model ("parent") or from the ancestor ("ancestor")."""
+    ``teacher``: distil from the previous step's model ("parent") or from the ancestor ("ancestor").
+
+    Acceptance, host-evolve's rule (host/steering.collapse_reason, milder_env_factor) for every method alike:
+    a trained step near chance or more than ``max_drop`` below its parent is drawn again at a milder R
+    (R_k = 1 - (1 - R) / 2^k of the step's size ratio), up to ``redraws`` times, each redraw's epochs counted
+    in the budget; the most accurate attempt goes on (host-evolve would stop there: the row says
+    ``collapsed``). ``max_drop`` 1 turns it off (the runs before 2026-12-01)."""
+    from tqdm import tqdm
+    from host.steering import collapse_reason, milder_env_factor
     from host.train import derive_seed
-    parent, rows, spent = ancestor, [], 0.0
+    tqdm_write = tqdm.write
+    parent, rows, spent, extra_epochs = ancestor, [], 0.0, 0
+    parent_top1 = ancestor_top1 if ancestor_top1 is not None else top1(ancestor, data)
     recovery = scale.get("recovery_epochs", 0)
+    classes = ancestor.genome.num_classes
+    redrawn, collapsed = [], []
     for size_index, size_mb in enumerate(SIZES_MB):
         target = int(size_mb * 1e6 / 4)
-        for step, step_target in enumerate(step_targets(parent.genome.params, target, steps_for(scale, size_index))):
-            path = folder / f"{method}-{size_mb:.2f}-step{step}.pt"
-            if path.is_file():
-                child, state = load_model(path)
-                bar.update(scale["epochs_per_step"])
-            else:
-                child, cost = shrink(method, parent, step_target, scale["image_size"], derive_seed(seed, size_index, step),
-                                     data)
-                mentor = ancestor if teacher == "ancestor" else parent
-                child = train(child, mentor, data, scale["epochs_per_step"], derive_seed(seed, size_index, step, 7),
-                              f"{method} {size_mb:.2f} MB step {step + 1}/{steps_for(scale, size_index)}", bar)
-                state = {"proxy_images": cost}
-                save_model(child, path, state)
-            spent += state.get("proxy_images", 0.0)
-            parent = child
+        steps = steps_for(scale, size_index)
+        for step, step_target in enumerate(step_targets(parent.genome.params, target, steps)):
+            ratio = min(1.0, step_target / parent.genome.params)
+            attempts = []
+            for attempt in range(redraws + 1):
+                suffix = "" if attempt == 0 else f"-redraw{attempt}"
+                path = folder / f"{method}-{size_mb:.2f}-step{step}{suffix}.pt"
+                if path.is_file():
+                    child, state = load_model(path)
+                    if "top1" not in state:  # a step file from before acceptance: scored once, kept with it
+                        state["top1"] = top1(child, data)
+                        save_model(child, path, state)
+                    bar.update(scale["epochs_per_step"])
+                else:
+                    aim = step_target if attempt == 0 else int(parent.genome.params * milder_env_factor(ratio, attempt))
+                    child, cost = shrink(method, parent, aim, scale["image_size"],
+                                         derive_seed(seed, size_index, step, *([attempt] if attempt else [])), data)
+                    mentor = ancestor if teacher == "ancestor" else parent
+                    child = train(child, mentor, data, scale["epochs_per_step"],
+                                  derive_seed(seed, size_index, step, 7, *([attempt] if attempt else [])),
+                                  f"{method} {size_mb:.2f} MB step {step + 1}/{steps}{suffix}", bar)
+                    state = {"proxy_images": cost, "top1": top1(child, data), "aim_params": aim}
+                    save_model(child, path, state)
+                spent += state.get("proxy_images", 0.0)
+                extra_epochs += scale["epochs_per_step"] if attempt else 0
+                attempts.append((state["top1"], child))
+                verdict = collapse_reason(step + 1, state["top1"], parent_top1, classes, max_drop)
+                if verdict is None:
+                    break
+                tqdm_write(f"{method} {size_mb:.2f} MB step {step + 1}: {verdict}"
+                          + (f"; redrawing at a milder R ({attempt + 1} of {redraws})" if attempt < redraws else
+                             "; no redraw left, the most accurate attempt goes on"))
+            if len(attempts) > 1:
+                redrawn.append(f"{size_mb:.2f} step {step + 1} x{len(attempts) - 1}")
+            if verdict is not None:
+                collapsed.append(f"{size_mb:.2f} step {step + 1}")
+            parent_top1, parent = max(attempts, key=lambda a: a[0])
         if recovery:  # the presets' recovery fine-tune at each size: every filter kept, the rate rewound
             path = folder / f"{method}-{size_mb:.2f}-recovery.pt"
             if path.is_file():
@@ -401,13 +444,15 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                 parent = train(copy.deepcopy(parent), mentor, data, recovery, derive_seed(seed, size_index, 99),
                                f"{method} {size_mb:.2f} MB recovery", bar)
                 save_model(parent, path, {})
+            parent_top1 = top1(parent, data)
         epochs = sum(steps_for(scale, i) for i in range(size_index + 1)) * scale["epochs_per_step"] + \
-            recovery * (size_index + 1)
-        rows.append({"method": method, "target_mb": size_mb, "model": parent, "top1": top1(parent, data),
+            recovery * (size_index + 1) + extra_epochs
+        rows.append({"method": method, "target_mb": size_mb, "model": parent, "top1": parent_top1,
                      "params": parent.genome.params, "size_mb": parent.genome.size_bytes / 1e6,
                      "macs_m": parent.genome.macs(scale["image_size"]) / 1e6, "epochs": epochs,
-                     # the budget: training images processed after the ancestor, the selection's proxy included
-                     "budget_images": epochs * len(data.train) + spent, "proxy_images": spent})
+                     # the budget: training images processed after the ancestor, redraws and the proxy included
+                     "budget_images": epochs * len(data.train) + spent, "proxy_images": spent,
+                     "redrawn": list(redrawn), "collapsed": list(collapsed)})
     return rows
 
 
@@ -494,6 +539,10 @@ def main(argv=None) -> int:
                              "of a run at the same --image-size on the same data) instead of training one here")
     parser.add_argument("--strength", choices=STRENGTHS, default="filter",
                         help="what uniform, evolution and selection rank filters by (default filter, the paper's)")
+    parser.add_argument("--max-drop", type=float, default=MAX_DROP,
+                        help="a step this far below its parent (fraction) or near chance is drawn again at a milder R, "
+                             f"its epochs counted in the budget (default {MAX_DROP:g}, host-evolve's; 1 = off)")
+    parser.add_argument("--redraws", type=int, default=REDRAWS, help=f"redraws of a collapsed step (default {REDRAWS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score-steps", action="store_true",
                         help="train nothing: score every step file already in --out (a run in progress, or stopped)")
@@ -520,7 +569,8 @@ def main(argv=None) -> int:
                                                                args.ancestor)
     rows = []
     for method in methods:
-        rows += run_method(method, ancestor, data, scale, folder, args.seed, bar, args.teacher)
+        rows += run_method(method, ancestor, data, scale, folder, args.seed, bar, args.teacher, ancestor_top1,
+                           args.max_drop, args.redraws)
     bar.close()
     base = {"method": "ancestor", "target_mb": None, "top1": ancestor_top1, "params": ancestor.genome.params,
             "size_mb": ancestor.genome.size_bytes / 1e6, "macs_m": ancestor.genome.macs(scale["image_size"]) / 1e6,
@@ -536,7 +586,7 @@ def main(argv=None) -> int:
     from bench.machine import describe_machine  # the cores this process may use, not nproc (which reads OMP_NUM_THREADS)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "strength": STRENGTH, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
+              "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "strength": STRENGTH, "max_drop": args.max_drop, "redraws": args.redraws, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
               "teacher": args.teacher, "ancestor_file": args.ancestor, "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")

@@ -166,3 +166,48 @@ def test_score_steps_scores_the_step_files_there_and_trains_nothing(tmp_path, ca
     assert rows[0]["top1"] == pytest.approx(module.top1(model, data))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["steps.json"])
     assert capsys.readouterr().out.count("evolution <= ") == 3
+
+
+@pytest.mark.parametrize("share", [0.7, 0.5, 0.35, 0.2])
+def test_uniform_lands_near_every_target_not_a_whole_round_to_below(share):
+    """Uniform keeps the same share of every layer; rounded to 8 a 16-wide squeeze jumps 16 -> 8, so a share can
+    fall far below the step's size (0.49 MB: 142k -> 80k for a 122k target). It spends at least
+    UNIFORM_SLACK of every target, as Torch-Pruning does."""
+    module = peers()
+    parent = ancestor()
+    target = int(share * parent.genome.params)
+    model = module.uniform_shrink(parent, target)
+    assert module.UNIFORM_SLACK * target <= model.genome.params <= target
+
+
+def test_a_collapsed_step_is_redrawn_at_a_milder_r_and_its_epochs_are_counted(tmp_path):
+    """host-evolve's acceptance in the bench, for every method alike: a step far below its parent is drawn
+    again at a milder R (a larger net) up to --redraws times, each redraw's epochs in the budget; the most
+    accurate attempt goes on and the row names the collapse. Here the ancestor is said to score 90 % and
+    every net trained on random labels scores near chance, so the first step collapses; the next does not
+    (a parent at chance has nothing to fall from: host/steering.collapse_reason)."""
+    module = peers()
+    data = TinyData()
+    data.val = data.train
+    scale = dict(module.SCALES["smoke"])
+    rows = module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "ancestor",
+                             ancestor_top1=0.9, max_drop=0.1, redraws=2)
+    names = sorted(p.name for p in tmp_path.glob("uniform-0.95-step0*.pt"))
+    assert names == ["uniform-0.95-step0-redraw1.pt", "uniform-0.95-step0-redraw2.pt", "uniform-0.95-step0.pt"]
+    assert not list(tmp_path.glob("uniform-0.95-step1-redraw*.pt"))
+    aims = [torch.load(tmp_path / n, weights_only=False)["aim_params"] for n in
+            ("uniform-0.95-step0.pt", "uniform-0.95-step0-redraw1.pt", "uniform-0.95-step0-redraw2.pt")]
+    assert aims[0] < aims[1] < aims[2] < ancestor().genome.params  # milder each time
+    plain = sum(module.steps_for(scale, i) for i in range(2)) * scale["epochs_per_step"]
+    assert rows[0]["epochs"] == module.steps_for(scale, 0) * scale["epochs_per_step"] + 2 * scale["epochs_per_step"]
+    assert rows[1]["epochs"] == plain + 2 * scale["epochs_per_step"]
+    assert rows[0]["budget_images"] == rows[0]["epochs"] * len(data.train)
+    assert rows[0]["redrawn"] == ["0.95 step 1 x2"] and rows[0]["collapsed"] == ["0.95 step 1"]
+    # resumed: nothing trained again, the same rows
+    again = module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "ancestor",
+                              ancestor_top1=0.9, max_drop=0.1, redraws=2)
+    assert [(r["epochs"], r["params"], r["top1"]) for r in again] == [(r["epochs"], r["params"], r["top1"]) for r in rows]
+    # --max-drop 1: no acceptance (the runs before it)
+    off = module.run_method("uniform", ancestor(), data, scale, tmp_path / "off", 0, Bar(), "ancestor",
+                            ancestor_top1=0.9, max_drop=1.0, redraws=2)
+    assert not list((tmp_path / "off").glob("*redraw*")) and off[1]["epochs"] == plain
