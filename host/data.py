@@ -319,7 +319,9 @@ def cache_split(items: list[tuple[str, int]], spec: PreprocessSpec, cache_dir: s
             return cached
         log.warning("the decoded-image cache %s is damaged; decoding the %s split again", manifest_path, name)
 
-    tmp = data_path.with_suffix(".u8.partial")
+    # one temporary file per process: two runs sharing a cache folder (two benches side by side) that miss at
+    # once each decode into their own and the last replace wins, instead of one truncating under the other
+    tmp = data_path.with_suffix(f".u8.{os.getpid()}.partial")
     try:
         kept_paths, kept_labels, skipped = _decode_into(tmp, items, spec, name, threads)
         os.replace(tmp, data_path)

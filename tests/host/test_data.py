@@ -201,3 +201,25 @@ def test_every_image_the_device_reads_is_read_for_training(tmp_path):
     assert {"scan.tif", "frame.ppm", "FRAME2.PGM"} <= names
     cached = cache_split(split.train + split.val, PreprocessSpec.square(16), tmp_path / "cache", "all")
     assert len(cached) == 12 and cached.skipped == []
+
+
+def _cache_in_child(args):
+    items, folder, barrier = args
+    barrier.wait()
+    cached = cache_split(items, PreprocessSpec.square(48), folder, "train", threads=1)
+    return len(cached), int(np.asarray(cached.images, dtype=np.int64).sum())
+
+
+def test_two_processes_missing_one_cache_at_once_both_get_it(tmp_path):
+    """Two runs side by side sharing a cache folder (bench/peers.py runs with one symlinked cache) that miss the
+    same key at once: each decodes into its own temporary file and both get the same whole cache. With one
+    temporary name the first to finish replaced it under the second, which died with FileNotFoundError."""
+    import multiprocessing
+    root = write_tree(tmp_path / "data", per_class=60)
+    items = scan_folder(root, val_fraction=0.1).train
+    context = multiprocessing.get_context("fork")
+    barrier = context.Manager().Barrier(2)
+    with context.Pool(2) as pool:
+        results = pool.map(_cache_in_child, [(items, tmp_path / "cache", barrier)] * 2)
+    assert results[0] == results[1] and results[0][0] == len(items)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".partial")]
