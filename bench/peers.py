@@ -407,7 +407,7 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                 if path.is_file():
                     child, state = load_model(path)
                     if "top1" not in state:  # a step file from before acceptance: scored once, kept with it
-                        state["top1"] = top1(child, data)
+                        state = {"proxy_images": state.get("proxy_images", 0.0), "top1": top1(child, data)}
                         save_model(child, path, state)
                     bar.update(scale["epochs_per_step"])
                 else:

@@ -203,10 +203,14 @@ def test_a_collapsed_step_is_redrawn_at_a_milder_r_and_its_epochs_are_counted(tm
     assert rows[1]["epochs"] == plain + 2 * scale["epochs_per_step"]
     assert rows[0]["budget_images"] == rows[0]["epochs"] * len(data.train)
     assert rows[0]["redrawn"] == ["0.95 step 1 x2"] and rows[0]["collapsed"] == ["0.95 step 1"]
-    # resumed: nothing trained again, the same rows
+    # resumed: nothing trained again, the same rows; a step file from before acceptance (no top-1 in it) is
+    # scored and kept with its score
+    old, _ = module.load_model(tmp_path / "uniform-0.95-step1.pt")
+    module.save_model(old, tmp_path / "uniform-0.95-step1.pt", {"proxy_images": 0.0})
     again = module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "ancestor",
                               ancestor_top1=0.9, max_drop=0.1, redraws=2)
     assert [(r["epochs"], r["params"], r["top1"]) for r in again] == [(r["epochs"], r["params"], r["top1"]) for r in rows]
+    assert torch.load(tmp_path / "uniform-0.95-step1.pt", weights_only=False)["top1"] == pytest.approx(rows[0]["top1"])
     # --max-drop 1: no acceptance (the runs before it)
     off = module.run_method("uniform", ancestor(), data, scale, tmp_path / "off", 0, Bar(), "ancestor",
                             ancestor_top1=0.9, max_drop=1.0, redraws=2)
