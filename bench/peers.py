@@ -20,6 +20,11 @@ most 0.95 MB and then at most 0.49 MB (the second continues from the first, for 
       by fidelity to the parent, KL(parent || candidate) on PROXY_IMAGES fixed training images; the most
       faithful is trained. The scoring's forward passes count in the budget (a third of a training image each).
 
+Every method ranks filters by --strength (filter: the paper's sum |w| of the filter; consumer: the weights that
+read it; Torch-Pruning keeps its own group L1) and passes host-evolve's acceptance: a step that lands near chance or
+more than --max-drop below its parent is drawn again at a milder R (up to --redraws times), its epochs counted in
+the budget.
+
 Everything else is the same for the three: the step sizes (geometric from the ancestor to the target, one
 per step), the training after every step (host/train.py: SGD, warm-up + cosine, label smoothing, crops,
 distillation from the previous step's model), the epochs, the data split (10 % of every class held out,
@@ -63,7 +68,7 @@ SCALES = {
     "full": {"image_size": 112, "ancestor_epochs": 6, "steps": (3, 2), "epochs_per_step": 4},
     # issue 15's fair fight: the presets' gentle schedule for every method (steps of about R 0.85 on size, 4
     # epochs each, distillation from the ancestor with --teacher ancestor, a 4-epoch recovery at each size);
-    # about 3 h a method on this CPU (not run yet: docs/benchmarks.md section 9)
+    # 56 epochs a method: about 1 h alone on one thread of this CPU, 1 h 30 two side by side (docs/benchmarks.md 9g)
     "gentle": {"image_size": 112, "ancestor_epochs": 6, "steps": (10, 4), "epochs_per_step": 4, "recovery_epochs": 4},
     # the same shape at 64 px with 1-epoch steps: what fits a session on a shared 2-core CPU (about 1 h 30)
     "gentle-64": {"image_size": 64, "ancestor_epochs": 3, "steps": (3, 2), "epochs_per_step": 1, "recovery_epochs": 1},
@@ -88,6 +93,7 @@ TP_ROUND_TO = None
 # acceptance (host-evolve's defaults, host/config.py): a step more than MAX_DROP below its parent or near chance
 # is drawn again at a milder R, up to REDRAWS times (--max-drop 1 turns it off)
 MAX_DROP, REDRAWS = 0.10, 2
+REDRAWS_SCORED = 8  # --score-steps looks for this many redraw files of a step
 UNIFORM_SLACK = 0.9  # uniform: a share that lands below this fraction of the step's target is redone to the filter
 
 
@@ -462,7 +468,8 @@ def score_steps(methods: list[str], scale: dict, folder: Path, data) -> int:
     rows = []
     for method in methods:
         for size_index, size_mb in enumerate(SIZES_MB):
-            names = [f"step{k}" for k in range(steps_for(scale, size_index))] + ["recovery"]
+            names = [f"step{k}{suffix}" for k in range(steps_for(scale, size_index))
+                     for suffix in [""] + [f"-redraw{a}" for a in range(1, REDRAWS_SCORED + 1)]] + ["recovery"]
             for name in names:
                 path = folder / f"{method}-{size_mb:.2f}-{name}.pt"
                 if path.is_file():

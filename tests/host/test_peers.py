@@ -157,15 +157,16 @@ def test_score_steps_scores_the_step_files_there_and_trains_nothing(tmp_path, ca
     data = TinyData()
     data.val = data.train
     model = ancestor()
-    for name in ("evolution-0.95-step0", "evolution-0.95-step1", "evolution-0.49-recovery"):
+    for name in ("evolution-0.95-step0", "evolution-0.95-step1", "evolution-0.95-step1-redraw1", "evolution-0.49-recovery"):
         save_model(model, tmp_path / f"{name}.pt", 0.5)
     before = sorted(p.name for p in tmp_path.iterdir())
     assert module.score_steps(["evolution", "uniform"], module.SCALES["smoke"], tmp_path, data) == 0
     rows = json.loads((tmp_path / "steps.json").read_text())
-    assert [(r["target_mb"], r["step"]) for r in rows] == [(0.95, "step0"), (0.95, "step1"), (0.49, "recovery")]
+    assert [(r["target_mb"], r["step"]) for r in rows] == [(0.95, "step0"), (0.95, "step1"), (0.95, "step1-redraw1"),
+                                                           (0.49, "recovery")]
     assert rows[0]["top1"] == pytest.approx(module.top1(model, data))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["steps.json"])
-    assert capsys.readouterr().out.count("evolution <= ") == 3
+    assert capsys.readouterr().out.count("evolution <= ") == 4
 
 
 @pytest.mark.parametrize("share", [0.7, 0.5, 0.35, 0.2])
