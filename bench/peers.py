@@ -458,7 +458,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                      "macs_m": parent.genome.macs(scale["image_size"]) / 1e6, "epochs": epochs,
                      # the budget: training images processed after the ancestor, redraws and the proxy included
                      "budget_images": epochs * len(data.train) + spent, "proxy_images": spent,
-                     "redrawn": list(redrawn), "collapsed": list(collapsed)})
+                     "redrawn": list(redrawn), "collapsed": list(collapsed),
+                     "strength": None if method == "torch-pruning" else STRENGTH})
     return rows
 
 
@@ -493,13 +494,12 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
         if any(key not in r for r in rows):
             axis.set_visible(False)
             continue
-        for method in METHODS:
-            mine = [r for r in rows if r["method"] == method]
-            if not mine:  # a method this run did not include: no line, no legend entry
-                continue
+        for name in dict.fromkeys(label_of(r) for r in rows):  # in order, once each
+            mine = [r for r in rows if label_of(r) == name]
             start = 1.0 if key == "b1_vs_ancestor" else ancestor[key]  # the ancestor is 1x by definition
             axis.plot([start] + [r[key] for r in mine], [100 * ancestor["top1"]] + [100 * r["top1"] for r in mine],
-                      "o-", color=colours[method], label=method)
+                      "o" + ("--" if mine[0].get("strength") == "filter" else "-"), color=colours[mine[0]["method"]],
+                      label=name)
         axis.plot([1.0 if key == "b1_vs_ancestor" else ancestor[key]], [100 * ancestor["top1"]], "k*", markersize=12, label="ancestor")
         axis.set_xlabel(label)
         axis.set_ylabel("top-1 on the held-out split, %")
@@ -512,22 +512,61 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def label_of(row: dict) -> str:
+    """The method, with the strength it ranked filters by where it has one ("evolution (consumer)")."""
+    strength = row.get("strength")
+    return f"{row['method']} ({strength})" if strength and row["method"] != "torch-pruning" else row["method"]
+
+
 def speed(row: dict, key: str, form: str, unit: str = "") -> str:
     return format(row[key], form) + unit if key in row else "-"  # "-": not measured (--no-speed)
 
 
 def markdown(rows: list[dict], ancestor: dict) -> str:
     lines = ["| model | target | top-1 % | params | MB | MACs (M) | epochs after the ancestor | budget (images, proxy incl.) "
-             "| ORT b1 img/s | b1 vs ancestor | ORT b8 img/s | b8 vs ancestor |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| ORT b1 img/s | b1 vs ancestor | ORT b8 img/s | b8 vs ancestor | steps redrawn (collapsed) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in [ancestor] + rows:
         target = "-" if r["target_mb"] is None else f"<= {r['target_mb']} MB"
-        lines.append(f"| {r['method']} | {target} | "
+        redrawn = "-" if "redrawn" not in r else (", ".join(r["redrawn"]) or "none") + \
+            (f" ({', '.join(r['collapsed'])})" if r.get("collapsed") else "")
+        lines.append(f"| {label_of(r)} | {target} | "
                      f"{100 * r['top1']:.1f} | {r['params']:,} | {r['size_mb']:.3f} | {r['macs_m']:.1f} | {r['epochs']} | "
                      f"{r.get('budget_images', 0):,.0f} | "
                      f"{speed(r, 'b1_ips', '.0f')} | {speed(r, 'b1_vs_ancestor', '.2f', 'x')} | {speed(r, 'b8_ips', '.0f')} | "
-                     f"{speed(r, 'b8_vs_ancestor', '.2f', 'x')} |")
+                     f"{speed(r, 'b8_vs_ancestor', '.2f', 'x')} | {redrawn} |")
     return "\n".join(lines)
+
+
+def merge(paths: list[Path], folder: Path) -> int:
+    """--merge: the rows of several peers.json side by side (FOLDER/peers-merged.{json,png,md}). They must share
+    the ancestor (same file and top-1) and the scale, or the comparison is refused by name."""
+    results = [json.loads(p.read_text()) for p in paths]
+    first = results[0]
+    for path, result in zip(paths[1:], results[1:]):
+        for key in ("ancestor_file", "teacher"):
+            if result.get(key) != first.get(key):
+                print(f"--merge: {path} has {key} {result.get(key)!r}, {paths[0]} {first.get(key)!r}; merge runs from "
+                      "the same ancestor and teacher", file=sys.stderr)
+                return 2
+        if result["ancestor"]["top1"] != first["ancestor"]["top1"] or \
+                result["scale"]["image_size"] != first["scale"]["image_size"]:
+            print(f"--merge: {path} scored a different ancestor or image size than {paths[0]}", file=sys.stderr)
+            return 2
+    rows = []
+    for result in results:
+        for r in result["rows"]:
+            rows.append({"strength": None if r["method"] == "torch-pruning" else result["scale"].get("strength", "filter"),
+                         **r, "source": result["command"]})
+    folder.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows, first["ancestor"])
+    (folder / "peers-merged.json").write_text(json.dumps({"sources": [str(p) for p in paths], "ancestor": first["ancestor"],
+                                                          "rows": rows}, indent=2))
+    (folder / "peers-merged.md").write_text(table + "\n")
+    plot(rows, first["ancestor"], folder / "peers-merged.png",
+         f"peers merged from {len(paths)} runs ({first['scale']['image_size']} px)")
+    print(table)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -553,7 +592,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score-steps", action="store_true",
                         help="train nothing: score every step file already in --out (a run in progress, or stopped)")
+    parser.add_argument("--merge", nargs="+", metavar="PEERS_JSON",
+                        help="train nothing: one table and plot (into --out) from the peers.json of runs from the same "
+                             "--ancestor, e.g. one per --strength")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge([Path(p) for p in args.merge], Path(args.out or "."))
     global STRENGTH
     STRENGTH = args.strength
     methods = [m for m in args.methods.split(",") if m]

@@ -216,3 +216,32 @@ def test_a_collapsed_step_is_redrawn_at_a_milder_r_and_its_epochs_are_counted(tm
     off = module.run_method("uniform", ancestor(), data, scale, tmp_path / "off", 0, Bar(), "ancestor",
                             ancestor_top1=0.9, max_drop=1.0, redraws=2)
     assert not list((tmp_path / "off").glob("*redraw*")) and off[1]["epochs"] == plain
+
+
+def _peers_json(path, strength, methods, ancestor_file="anc.pt", top1=0.9):
+    row = {"target_mb": 0.95, "top1": 0.88, "params": 230000, "size_mb": 0.92, "macs_m": 40.0, "epochs": 44,
+           "budget_images": 44 * 8500, "proxy_images": 0.0, "redrawn": ["0.95 step 3 x1"], "collapsed": []}
+    result = {"command": f"python bench/peers.py --strength {strength}", "ancestor_file": ancestor_file,
+              "teacher": "ancestor", "scale": {"image_size": 112, "strength": strength},
+              "ancestor": {"method": "ancestor", "target_mb": None, "top1": top1, "params": 727626, "size_mb": 2.91,
+                           "macs_m": 64.0, "epochs": 0},
+              "rows": [dict(row, method=m, top1=row["top1"] - 0.01 * i) for i, m in enumerate(methods)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_merge_puts_runs_of_one_ancestor_side_by_side_labelled_by_strength(tmp_path, capsys):
+    """--merge: the peers.json of runs with different --strength in one table and plot, each row labelled with
+    the strength it ranked by (Torch-Pruning keeps its own); runs from another ancestor are refused by name."""
+    module = peers()
+    a = _peers_json(tmp_path / "a" / "peers.json", "filter", ["torch-pruning", "uniform", "evolution"])
+    b = _peers_json(tmp_path / "b" / "peers.json", "consumer", ["evolution"])
+    assert module.main(["--merge", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "peers-merged.md").read_text()
+    labels = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert labels == ["ancestor", "torch-pruning", "uniform (filter)", "evolution (filter)", "evolution (consumer)"]
+    assert "0.95 step 3 x1" in table and (tmp_path / "out" / "peers-merged.png").stat().st_size > 10_000
+    other = _peers_json(tmp_path / "c" / "peers.json", "consumer", ["uniform"], ancestor_file="other.pt")
+    assert module.main(["--merge", str(a), str(other), "--out", str(tmp_path / "out2")]) == 2
+    assert "other.pt" in capsys.readouterr().err and not (tmp_path / "out2").exists()
