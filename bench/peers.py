@@ -94,7 +94,8 @@ TP_ROUND_TO = None
 # is drawn again at a milder R, up to REDRAWS times (--max-drop 1 turns it off)
 MAX_DROP, REDRAWS = 0.10, 2
 REDRAWS_SCORED = 8  # --score-steps looks for this many redraw files of a step
-UNIFORM_SLACK = 0.9  # uniform: a share that lands below this fraction of the step's target is redone to the filter
+UNIFORM_SLACK = 0.9
+PER_RUN = ("strength", "max_drop", "redraws")  # --merge: what may differ between the runs it puts side by side  # uniform: a share that lands below this fraction of the step's target is redone to the filter
 
 
 # -- the three ways to a smaller net (pure functions of a trained parent and a parameter budget) -----------
@@ -388,68 +389,100 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     ``teacher``: distil from the previous step's model ("parent") or from the ancestor ("ancestor").
 
     Acceptance, host-evolve's rule (host/steering.collapse_reason, milder_env_factor) for every method alike:
-    a trained step near chance or more than ``max_drop`` below its parent is drawn again at a milder R
-    (R_k = 1 - (1 - R) / 2^k of the step's size ratio), up to ``redraws`` times, each redraw's epochs counted
-    in the budget; the most accurate attempt goes on (host-evolve would stop there: the row says
-    ``collapsed``). ``max_drop`` 1 turns it off (the runs before 2026-12-01)."""
+    a trained step near chance or more than ``max_drop`` below its parent is drawn again, up to ``redraws``
+    times, each redraw's epochs counted in the budget: at a milder R (R_k = 1 - (1 - R) / 2^k of the step's
+    size ratio), or on a size's last step at the same size with new seeds (a milder R would miss the size);
+    the most accurate attempt goes on (host-evolve would stop there: the row says ``collapsed``), and the
+    remaining steps of that size are re-spaced from it. ``max_drop`` 1 turns it off (the runs before
+    2026-12-01).
+
+    Resumable: every step file records the file it was trained from ("parent"); one whose parent is no longer
+    the one chosen (a step redrawn after it was trained, on a rerun with acceptance) is trained again."""
     from tqdm import tqdm
     from host.steering import collapse_reason, milder_env_factor
     from host.train import derive_seed
+    if redraws < 0:
+        raise ValueError(f"redraws = {redraws}: give 0 or more")
     tqdm_write = tqdm.write
     parent, rows, spent, extra_epochs = ancestor, [], 0.0, 0
+    parent_name = default_name = "ancestor"  # the file the current parent is, and what a run without redraws had
     parent_top1 = ancestor_top1 if ancestor_top1 is not None else top1(ancestor, data)
     recovery = scale.get("recovery_epochs", 0)
     classes = ancestor.genome.num_classes
     redrawn, collapsed = [], []
+
+    def load_if_current(path: Path, default_parent: str):
+        """(model, state) of a step file trained from the current parent; None when absent or stale."""
+        if not path.is_file():
+            return None
+        child, state = load_model(path)
+        if state.get("parent", default_parent) != parent_name:
+            tqdm_write(f"{path.name}: trained from {state.get('parent', default_parent)}, now {parent_name}: trained again")
+            return None
+        return child, state
+
     for size_index, size_mb in enumerate(SIZES_MB):
         target = int(size_mb * 1e6 / 4)
         steps = steps_for(scale, size_index)
-        for step, step_target in enumerate(step_targets(parent.genome.params, target, steps)):
+        targets = step_targets(parent.genome.params, target, steps)
+        for step in range(steps):
+            step_target = targets[step]
             ratio = min(1.0, step_target / parent.genome.params)
             attempts = []
             for attempt in range(redraws + 1):
                 suffix = "" if attempt == 0 else f"-redraw{attempt}"
                 path = folder / f"{method}-{size_mb:.2f}-step{step}{suffix}.pt"
-                if path.is_file():
-                    child, state = load_model(path)
+                loaded = load_if_current(path, default_name)
+                if loaded is not None:
+                    child, state = loaded
                     if "top1" not in state:  # a step file from before acceptance: scored once, kept with it
-                        state = {"proxy_images": state.get("proxy_images", 0.0), "top1": top1(child, data)}
+                        state = {"proxy_images": state.get("proxy_images", 0.0), "top1": top1(child, data),
+                                 "parent": parent_name}
                         save_model(child, path, state)
                     bar.update(scale["epochs_per_step"])
                 else:
-                    aim = step_target if attempt == 0 else int(parent.genome.params * milder_env_factor(ratio, attempt))
-                    child, cost = shrink(method, parent, aim, scale["image_size"],
-                                         derive_seed(seed, size_index, step, *([attempt] if attempt else [])), data)
+                    last = step == steps - 1
+                    aim = step_target if attempt == 0 or last else \
+                        int(parent.genome.params * milder_env_factor(ratio, attempt))
+                    tag = [] if attempt == 0 else [1000 + attempt]  # attempt 0: the seeds of the runs before
+                    child, cost = shrink(method, parent, aim, scale["image_size"], derive_seed(seed, size_index, step, *tag),
+                                         data)
                     mentor = ancestor if teacher == "ancestor" else parent
                     child = train(child, mentor, data, scale["epochs_per_step"],
-                                  derive_seed(seed, size_index, step, 7, *([attempt] if attempt else [])),
+                                  derive_seed(seed, size_index, step, 7, *tag),
                                   f"{method} {size_mb:.2f} MB step {step + 1}/{steps}{suffix}", bar)
-                    state = {"proxy_images": cost, "top1": top1(child, data), "aim_params": aim}
+                    state = {"proxy_images": cost, "top1": top1(child, data), "aim_params": aim, "parent": parent_name}
                     save_model(child, path, state)
                 spent += state.get("proxy_images", 0.0)
                 extra_epochs += scale["epochs_per_step"] if attempt else 0
-                attempts.append((state["top1"], child))
+                attempts.append((state["top1"], path.name, child))
                 verdict = collapse_reason(step + 1, state["top1"], parent_top1, classes, max_drop)
                 if verdict is None:
                     break
                 tqdm_write(f"{method} {size_mb:.2f} MB step {step + 1}: {verdict}"
-                          + (f"; redrawing at a milder R ({attempt + 1} of {redraws})" if attempt < redraws else
-                             "; no redraw left, the most accurate attempt goes on"))
+                           + (f"; redrawing ({attempt + 1} of {redraws})" if attempt < redraws else
+                              "; no redraw left, the most accurate attempt goes on"))
             if len(attempts) > 1:
                 redrawn.append(f"{size_mb:.2f} step {step + 1} x{len(attempts) - 1}")
             if verdict is not None:
                 collapsed.append(f"{size_mb:.2f} step {step + 1}")
-            parent_top1, parent = max(attempts, key=lambda a: a[0])
+            parent_top1, parent_name, parent = max(attempts, key=lambda a: a[0])
+            default_name = f"{method}-{size_mb:.2f}-step{step}.pt"
+            if parent_name != default_name and step < steps - 1:  # a milder step: the rest re-spaced from it
+                targets = targets[:step + 1] + step_targets(parent.genome.params, target, steps - step - 1)
         if recovery:  # the presets' recovery fine-tune at each size: every filter kept, the rate rewound
             path = folder / f"{method}-{size_mb:.2f}-recovery.pt"
-            if path.is_file():
-                parent, _ = load_model(path)
+            loaded = load_if_current(path, default_name)
+            if loaded is not None:
+                parent = loaded[0]
                 bar.update(recovery)
             else:
                 mentor = ancestor if teacher == "ancestor" else parent
+                trained_from = parent_name
                 parent = train(copy.deepcopy(parent), mentor, data, recovery, derive_seed(seed, size_index, 99),
                                f"{method} {size_mb:.2f} MB recovery", bar)
-                save_model(parent, path, {})
+                save_model(parent, path, {"parent": trained_from})
+            parent_name = default_name = path.name
             parent_top1 = top1(parent, data)
         epochs = sum(steps_for(scale, i) for i in range(size_index + 1)) * scale["epochs_per_step"] + \
             recovery * (size_index + 1) + extra_epochs
@@ -514,6 +547,8 @@ def plot(rows: list[dict], ancestor: dict, path: Path, title: str) -> None:
 
 def label_of(row: dict) -> str:
     """The method, with the strength it ranked filters by where it has one ("evolution (consumer)")."""
+    if row.get("label"):
+        return row["label"]
     strength = row.get("strength")
     return f"{row['method']} ({strength})" if strength and row["method"] != "torch-pruning" else row["method"]
 
@@ -549,15 +584,26 @@ def merge(paths: list[Path], folder: Path) -> int:
                 print(f"--merge: {path} has {key} {result.get(key)!r}, {paths[0]} {first.get(key)!r}; merge runs from "
                       "the same ancestor and teacher", file=sys.stderr)
                 return 2
-        if result["ancestor"]["top1"] != first["ancestor"]["top1"] or \
-                result["scale"]["image_size"] != first["scale"]["image_size"]:
-            print(f"--merge: {path} scored a different ancestor or image size than {paths[0]}", file=sys.stderr)
+        if result["ancestor"]["top1"] != first["ancestor"]["top1"]:
+            print(f"--merge: {path} scored a different ancestor than {paths[0]}", file=sys.stderr)
+            return 2
+        schedule, first_schedule = ({k: v for k, v in r["scale"].items() if k not in PER_RUN} for r in (result, first))
+        if schedule != first_schedule:
+            differ = sorted(k for k in set(schedule) | set(first_schedule) if schedule.get(k) != first_schedule.get(k))
+            print(f"--merge: {path} ran another schedule than {paths[0]} ({', '.join(differ)} differ); merge runs of "
+                  "one --scale", file=sys.stderr)
             return 2
     rows = []
-    for result in results:
+    for index, result in enumerate(results):
         for r in result["rows"]:
             rows.append({"strength": None if r["method"] == "torch-pruning" else result["scale"].get("strength", "filter"),
-                         **r, "source": result["command"]})
+                         **r, "source": result["command"], "run": index + 1})
+    runs_of = {}
+    for r in rows:
+        runs_of.setdefault(label_of(r), set()).add(r["run"])
+    for r in rows:  # one label per line of the plot and row of the table: a label two runs share says its run
+        if len(runs_of[label_of(r)]) > 1:
+            r["label"] = f"{label_of(r)} [run {r['run']}]"
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, first["ancestor"])
     (folder / "peers-merged.json").write_text(json.dumps({"sources": [str(p) for p in paths], "ancestor": first["ancestor"],
@@ -598,6 +644,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge([Path(p) for p in args.merge], Path(args.out or "."))
+    if args.redraws < 0:
+        print(f"--redraws {args.redraws}: give 0 or more (0: a collapsed step goes on as it is)", file=sys.stderr)
+        return 2
     global STRENGTH
     STRENGTH = args.strength
     methods = [m for m in args.methods.split(",") if m]

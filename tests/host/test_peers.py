@@ -242,6 +242,48 @@ def test_merge_puts_runs_of_one_ancestor_side_by_side_labelled_by_strength(tmp_p
     labels = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert labels == ["ancestor", "torch-pruning", "uniform (filter)", "evolution (filter)", "evolution (consumer)"]
     assert "0.95 step 3 x1" in table and (tmp_path / "out" / "peers-merged.png").stat().st_size > 10_000
+    again = _peers_json(tmp_path / "d" / "peers.json", "consumer", ["torch-pruning"])
+    assert module.main(["--merge", str(a), str(again), "--out", str(tmp_path / "out3")]) == 0
+    labels = [line.split("|")[1].strip() for line in (tmp_path / "out3" / "peers-merged.md").read_text().splitlines()[2:]]
+    assert labels[1] == "torch-pruning [run 1]" and labels[-1] == "torch-pruning [run 2]"
+    longer = _peers_json(tmp_path / "e" / "peers.json", "consumer", ["uniform"])
+    result = json.loads(longer.read_text())
+    result["scale"]["epochs_per_step"] = 1
+    longer.write_text(json.dumps(result))
+    assert module.main(["--merge", str(a), str(longer), "--out", str(tmp_path / "out4")]) == 2
+    assert "epochs_per_step" in capsys.readouterr().err
     other = _peers_json(tmp_path / "c" / "peers.json", "consumer", ["uniform"], ancestor_file="other.pt")
     assert module.main(["--merge", str(a), str(other), "--out", str(tmp_path / "out2")]) == 2
     assert "other.pt" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_a_rerun_with_acceptance_retrains_what_was_trained_from_a_step_it_redraws(tmp_path):
+    """Step files record what they were trained from: a folder run without acceptance, then rerun with it,
+    redraws the collapsed step and trains its successors again from the chosen attempt (not the stale files)."""
+    module = peers()
+    data = TinyData()
+    data.val = data.train
+    scale = dict(module.SCALES["smoke"])
+    module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "ancestor", ancestor_top1=0.9,
+                      max_drop=1.0)
+    assert torch.load(tmp_path / "uniform-0.95-step1.pt", weights_only=False)["parent"] == "uniform-0.95-step0.pt"
+    first, state = module.load_model(tmp_path / "uniform-0.95-step0.pt")
+    module.save_model(first, tmp_path / "uniform-0.95-step0.pt", {**{k: state[k] for k in ("proxy_images", "parent", "aim_params") if k in state}, "top1": -1.0})  # the worst attempt, surely
+    module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "ancestor", ancestor_top1=0.9,
+                      max_drop=0.1, redraws=1)
+    assert torch.load(tmp_path / "uniform-0.95-step1.pt", weights_only=False)["parent"] == "uniform-0.95-step0-redraw1.pt"
+    assert torch.load(tmp_path / "uniform-0.49-step0.pt", weights_only=False)["parent"] == "uniform-0.95-step1.pt"
+
+
+def test_a_collapsed_last_step_is_drawn_again_at_its_size_not_a_milder_one(tmp_path):
+    """On a size's last step a milder R would miss the size: the redraw keeps the size, with new seeds."""
+    module = peers()
+    data = TinyData()
+    data.val = data.train
+    scale = dict(module.SCALES["smoke"], steps=(1, 1))
+    rows = module.run_method("evolution", ancestor(), data, scale, tmp_path, 0, Bar(), "ancestor", ancestor_top1=0.9,
+                             max_drop=0.1, redraws=1)
+    aims = [torch.load(tmp_path / n, weights_only=False)["aim_params"]
+            for n in ("evolution-0.95-step0.pt", "evolution-0.95-step0-redraw1.pt")]
+    assert aims[0] == aims[1] == int(0.95e6 / 4) and rows[0]["params"] <= aims[0]
+    assert module.main(["--redraws", "-1", "--scale", "smoke"]) == 2
