@@ -573,9 +573,13 @@ def markdown(rows: list[dict], ancestor: dict) -> str:
     return "\n".join(lines)
 
 
-def merge(paths: list[Path], folder: Path) -> int:
+def merge(paths: list[Path], folder: Path, speed_rounds: int = 0, seconds: float = 2.0) -> int:
     """--merge: the rows of several peers.json side by side (FOLDER/peers-merged.{json,png,md}). They must share
-    the ancestor (same file and top-1) and the scale, or the comparison is refused by name."""
+    the ancestor (same file and top-1) and the scale, or the comparison is refused by name.
+
+    ``speed_rounds`` > 0: every row's ONNX (RUN/<method>-<MB>/model.onnx, RUN the run's folder) measured again in
+    this one process, each alternately with the ancestor, ``speed_rounds`` rounds of ``seconds`` per batch size:
+    all methods side by side in one run, instead of one measurement pass per run folder."""
     results = [json.loads(p.read_text()) for p in paths]
     first = results[0]
     for path, result in zip(paths[1:], results[1:]):
@@ -604,12 +608,30 @@ def merge(paths: list[Path], folder: Path) -> int:
     for r in rows:  # one label per line of the plot and row of the table: a label two runs share says its run
         if len(runs_of[label_of(r)]) > 1:
             r["label"] = f"{label_of(r)} [run {r['run']}]"
+    base = dict(first["ancestor"])
+    if speed_rounds:
+        from tqdm import tqdm
+        runs = [Path(result.get("folder", path.parent)) for path, result in zip(paths, results)]
+        ancestor_onnx = runs[0] / "ancestor" / "model.onnx"
+        missing = [str(p) for p in [ancestor_onnx] + [runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" /
+                                                      "model.onnx" for r in rows] if not p.is_file()]
+        if missing:
+            print(f"--speed-rounds: no ONNX at {', '.join(missing)}; run the measurement pass (without --no-speed) "
+                  "in each run folder first", file=sys.stderr)
+            return 2
+        base.update(against_ancestor(ancestor_onnx, ancestor_onnx, speed_rounds, seconds))
+        for r in tqdm(rows, desc=f"ONNX Runtime, {speed_rounds} rounds alternating with the ancestor", unit="model"):
+            r.update(against_ancestor(ancestor_onnx, runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" /
+                                      "model.onnx", speed_rounds, seconds))
     folder.mkdir(parents=True, exist_ok=True)
-    table = markdown(rows, first["ancestor"])
-    (folder / "peers-merged.json").write_text(json.dumps({"sources": [str(p) for p in paths], "ancestor": first["ancestor"],
-                                                          "rows": rows}, indent=2))
+    table = markdown(rows, base)
+    from bench.machine import describe_machine
+    (folder / "peers-merged.json").write_text(json.dumps({
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": describe_machine(), "speed_rounds": speed_rounds, "sources": [str(p) for p in paths],
+        "ancestor": base, "rows": rows}, indent=2))
     (folder / "peers-merged.md").write_text(table + "\n")
-    plot(rows, first["ancestor"], folder / "peers-merged.png",
+    plot(rows, base, folder / "peers-merged.png",
          f"peers merged from {len(paths)} runs ({first['scale']['image_size']} px)")
     print(table)
     return 0
@@ -641,9 +663,12 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", nargs="+", metavar="PEERS_JSON",
                         help="train nothing: one table and plot (into --out) from the peers.json of runs from the same "
                              "--ancestor, e.g. one per --strength")
+    parser.add_argument("--speed-rounds", type=int, default=0,
+                        help="with --merge: measure every run's ONNX again in one process, this many rounds alternating "
+                             "with the ancestor (2 s each)")
     args = parser.parse_args(argv)
     if args.merge:
-        return merge([Path(p) for p in args.merge], Path(args.out or "."))
+        return merge([Path(p) for p in args.merge], Path(args.out or "."), args.speed_rounds)
     if args.redraws < 0:
         print(f"--redraws {args.redraws}: give 0 or more (0: a collapsed step goes on as it is)", file=sys.stderr)
         return 2
@@ -687,7 +712,7 @@ def main(argv=None) -> int:
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "strength": STRENGTH, "max_drop": args.max_drop, "redraws": args.redraws, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
-              "teacher": args.teacher, "ancestor_file": args.ancestor, "seconds": time.time() - started, "ancestor": base, "rows": rows}
+              "teacher": args.teacher, "ancestor_file": args.ancestor, "folder": str(folder), "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")
     print(markdown(rows, base))

@@ -287,3 +287,25 @@ def test_a_collapsed_last_step_is_drawn_again_at_its_size_not_a_milder_one(tmp_p
             for n in ("evolution-0.95-step0.pt", "evolution-0.95-step0-redraw1.pt")]
     assert aims[0] == aims[1] == int(0.95e6 / 4) and rows[0]["params"] <= aims[0]
     assert module.main(["--redraws", "-1", "--scale", "smoke"]) == 2
+
+
+def test_merge_can_measure_every_run_again_side_by_side_in_one_process(tmp_path, capsys):
+    """--merge --speed-rounds: the ONNX of every row (RUN/<method>-<MB>/model.onnx) timed in one process, each
+    alternately with the ancestor; a run without its ONNX is refused, naming the file and the fix."""
+    module = peers()
+    spec = PreprocessSpec.square(32)
+    images = torch.randn(2, 3, 32, 32).numpy()
+    parent = ancestor()
+    small = module.uniform_shrink(parent, int(0.3 * parent.genome.params)).eval()
+    a = _peers_json(tmp_path / "a" / "peers.json", "filter", ["uniform"])
+    b = _peers_json(tmp_path / "b" / "peers.json", "consumer", ["evolution"])
+    for folder, model in ((tmp_path / "a" / "ancestor", parent), (tmp_path / "a" / "uniform-0.95", small)):
+        export_generation(model, folder, spec=spec, labels=[str(i) for i in range(10)], generation=0, parity_images=images)
+    assert module.merge([a, b], tmp_path / "out", speed_rounds=1, seconds=0.2) == 2
+    assert "evolution-0.95/model.onnx" in capsys.readouterr().err
+    export_generation(small, tmp_path / "b" / "evolution-0.95", spec=spec, labels=[str(i) for i in range(10)],
+                      generation=0, parity_images=images)
+    assert module.merge([a, b], tmp_path / "out", speed_rounds=1, seconds=0.2) == 0
+    merged = json.loads((tmp_path / "out" / "peers-merged.json").read_text())
+    assert merged["speed_rounds"] == 1 and all(r["b1_vs_ancestor"] > 0 and r["b8_ips"] > 0 for r in merged["rows"])
+    assert 0.2 < merged["ancestor"]["b1_vs_ancestor"] < 5  # the ancestor against itself
