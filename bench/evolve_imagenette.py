@@ -132,6 +132,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main() -> int:
+    from host.synthesis import STRENGTHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", default=None, help="run folder (default runs/bench-imagenette-PRESET)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
@@ -139,9 +140,14 @@ def main() -> int:
     parser.add_argument("--ancestor-from", metavar="WEIGHTS",
                         help="reuse an ancestor trained with the same settings (e.g. another preset's "
                              "gen-00/offspring-0.pt): host-evolve --ancestor-from WEIGHTS --ancestor-epochs 0")
+    parser.add_argument("--strength", choices=STRENGTHS, default=None,
+                        help="host-evolve --strength (default: the preset's, filter): what a filter's strength is "
+                             "measured by (docs/benchmarks.md 9f, 9h)")
     args = parser.parse_args()
     run = Path(args.run or PROJECT / "runs" / f"bench-imagenette-{args.preset}")
     flags = (COMMON_PRESET_FLAGS if PRESETS[args.preset][0] == "--preset" else COMMON_FLAGS) + PRESETS[args.preset]
+    if args.strength:
+        flags = flags + ["--strength", args.strength]
     if args.ancestor_from:  # the same ancestor, not trained again: its weights replace --pretrained's
         at = flags.index("--pretrained")
         flags = flags[:at] + flags[at + 2:] + ["--ancestor-from", args.ancestor_from, "--ancestor-epochs", "0"]
