@@ -94,8 +94,8 @@ TP_ROUND_TO = None
 # is drawn again at a milder R, up to REDRAWS times (--max-drop 1 turns it off)
 MAX_DROP, REDRAWS = 0.10, 2
 REDRAWS_SCORED = 8  # --score-steps looks for this many redraw files of a step
-UNIFORM_SLACK = 0.9
-PER_RUN = ("strength", "max_drop", "redraws")  # --merge: what may differ between the runs it puts side by side  # uniform: a share that lands below this fraction of the step's target is redone to the filter
+UNIFORM_SLACK = 0.9  # uniform: a share that lands below this fraction of the step's target is redone to the filter
+PER_RUN = ("strength", "max_drop", "redraws")  # --merge: what may differ between the runs it puts side by side
 
 
 # -- the three ways to a smaller net (pure functions of a trained parent and a parameter budget) -----------
@@ -478,10 +478,9 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                 bar.update(recovery)
             else:
                 mentor = ancestor if teacher == "ancestor" else parent
-                trained_from = parent_name
                 parent = train(copy.deepcopy(parent), mentor, data, recovery, derive_seed(seed, size_index, 99),
                                f"{method} {size_mb:.2f} MB recovery", bar)
-                save_model(parent, path, {"parent": trained_from})
+                save_model(parent, path, {"parent": parent_name})
             parent_name = default_name = path.name
             parent_top1 = top1(parent, data)
         epochs = sum(steps_for(scale, i) for i in range(size_index + 1)) * scale["epochs_per_step"] + \
@@ -613,16 +612,16 @@ def merge(paths: list[Path], folder: Path, speed_rounds: int = 0, seconds: float
         from tqdm import tqdm
         runs = [Path(result.get("folder", path.parent)) for path, result in zip(paths, results)]
         ancestor_onnx = runs[0] / "ancestor" / "model.onnx"
-        missing = [str(p) for p in [ancestor_onnx] + [runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" /
-                                                      "model.onnx" for r in rows] if not p.is_file()]
+        onnx = [runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" / "model.onnx" for r in rows]
+        missing = [str(p) for p in [ancestor_onnx] + onnx if not p.is_file()]
         if missing:
             print(f"--speed-rounds: no ONNX at {', '.join(missing)}; run the measurement pass (without --no-speed) "
                   "in each run folder first", file=sys.stderr)
             return 2
         base.update(against_ancestor(ancestor_onnx, ancestor_onnx, speed_rounds, seconds))
-        for r in tqdm(rows, desc=f"ONNX Runtime, {speed_rounds} rounds alternating with the ancestor", unit="model"):
-            r.update(against_ancestor(ancestor_onnx, runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" /
-                                      "model.onnx", speed_rounds, seconds))
+        for r, path in tqdm(list(zip(rows, onnx)), desc=f"ONNX Runtime, {speed_rounds} rounds alternating with the ancestor",
+                            unit="model"):
+            r.update(against_ancestor(ancestor_onnx, path, speed_rounds, seconds))
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, base)
     from bench.machine import describe_machine
