@@ -16,7 +16,6 @@ Errors: a RUN without config.json or summary.json, or a generation without its w
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import sys
@@ -64,14 +63,12 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
     from host.checkpoints import load_weights
-    from host.config import EvolveConfig
-    from host.evolve import load_dataset
+    from host.config import load_saved
+    from host.evolve import load_dataset, train_settings
     from host.layout import RunLayout
-    from host.train import (TrainSettings, derive_seed, effective_batch, effective_lr, evaluate, make_optimizer,
-                            steps_per_epoch, train_one_epoch)
+    from host.train import derive_seed, evaluate, make_optimizer, steps_per_epoch, train_one_epoch
 
-    saved = json.loads((run / "config.json").read_text())
-    config = EvolveConfig(**{k: v for k, v in saved.items() if k in EvolveConfig.__dataclass_fields__})
+    config = load_saved(run / "config.json")  # checked as host-evolve --resume checks it
     summary = json.loads((run / "summary.json").read_text())
     try:
         source, own = recovery_source(summary, args.generation)
@@ -91,11 +88,9 @@ def main(argv=None) -> int:
     model = load_weights(weights, device).to(memory_format=torch.channels_last)
     teacher = load_weights(teacher_weights, device).eval().to(memory_format=torch.channels_last) \
         if config.distill_weight > 0 else None
-    batch = effective_batch(len(data.train), config.batch_size)
-    settings = TrainSettings(epochs=args.epochs, batch_size=batch, lr=effective_lr(config.lr, batch),
-                             weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                             distill_weight=config.distill_weight, crop_scale=config.crop_scale)
-    optimizer, scheduler = make_optimizer(model, settings, args.epochs * steps_per_epoch(len(data.train), batch))
+    settings = train_settings(config, len(data.train), args.epochs)  # host-evolve's own recipe for this run
+    optimizer, scheduler = make_optimizer(model, settings,
+                                          args.epochs * steps_per_epoch(len(data.train), settings.batch_size))
     recovery_generation = generation + 1  # the run seeds its recovery's epochs as this generation's
     curve, started = [], time.perf_counter()
     for epoch in range(args.epochs):

@@ -98,6 +98,16 @@ def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
     return normalize_batch(images, data.spec).contiguous().numpy()
 
 
+def train_settings(c: EvolveConfig, train_images: int, epochs: int) -> TrainSettings:
+    """The training recipe of one offspring of a run with config ``c``: the batch made smaller for a small training
+    split of ``train_images``, the peak rate scaled with it from ``--lr`` (given for batch 64; host/train.py:
+    effective_batch, effective_lr)."""
+    batch = effective_batch(train_images, c.batch_size)
+    return TrainSettings(epochs=epochs, batch_size=batch, lr=effective_lr(c.lr, batch),
+                         weight_decay=c.weight_decay, label_smoothing=c.label_smoothing,
+                         distill_weight=c.distill_weight, crop_scale=c.crop_scale)
+
+
 class Evolution:
     def __init__(self, config: EvolveConfig, measure_fps: FpsMeter = local_fps, resume: bool = False):
         self.config = config
@@ -142,13 +152,7 @@ class Evolution:
         self._proxy: ProxySet | None = None  # selection's fixed proxy images (--candidates > 1), drawn once
 
     def settings(self, epochs: int) -> TrainSettings:
-        """The training recipe of one offspring: the batch made smaller for a small training split, the peak
-        rate scaled with it from ``--lr`` (given for batch 64; host/train.py: effective_batch, effective_lr)."""
-        c = self.config
-        batch = effective_batch(len(self.data.train), c.batch_size)
-        return TrainSettings(epochs=epochs, batch_size=batch, lr=effective_lr(c.lr, batch),
-                             weight_decay=c.weight_decay, label_smoothing=c.label_smoothing,
-                             distill_weight=c.distill_weight, crop_scale=c.crop_scale)
+        return train_settings(self.config, len(self.data.train), epochs)
 
     # -- one offspring ---------------------------------------------------------------------------
     def new_offspring(self, generation: int, index: int, parent: SqueezeNet | None,

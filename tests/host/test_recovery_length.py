@@ -11,9 +11,9 @@ from host.config import resolve
 from host.demo import write_demo_dataset
 from host.evolve import evolve
 
+from bench.recovery_length import recovery_source
+
 PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT))
-from bench.recovery_length import recovery_source  # noqa: E402
 
 SETTINGS = {"image_size": 32, "epochs": 1, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
             "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5, "max_drop": 1.0,
