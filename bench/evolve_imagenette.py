@@ -143,11 +143,16 @@ def main() -> int:
     parser.add_argument("--strength", choices=STRENGTHS, default=None,
                         help="host-evolve --strength (default: the preset's, filter): what a filter's strength is "
                              "measured by (docs/benchmarks.md 9f, 9h)")
+    parser.add_argument("--final-epochs", type=int, default=None, metavar="N",
+                        help="host-evolve --final-epochs (default: the preset's): epochs of the recovery fine-tune "
+                             "of the last generation (docs/benchmarks.md 9i)")
     args = parser.parse_args()
     run = Path(args.run or PROJECT / "runs" / f"bench-imagenette-{args.preset}")
     flags = (COMMON_PRESET_FLAGS if PRESETS[args.preset][0] == "--preset" else COMMON_FLAGS) + PRESETS[args.preset]
     if args.strength:
         flags = flags + ["--strength", args.strength]
+    if args.final_epochs is not None:
+        flags = flags + ["--final-epochs", str(args.final_epochs)]
     if args.ancestor_from:  # the same ancestor, not trained again: its weights replace --pretrained's
         at = flags.index("--pretrained")
         flags = flags[:at] + flags[at + 2:] + ["--ancestor-from", args.ancestor_from, "--ancestor-epochs", "0"]
