@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     layout = RunLayout(run)
     generation = source["generation"]
     weights = layout.offspring_weights(generation, source.get("offspring", 0))
-    teacher_weights = layout.offspring_weights(0 if config.distill_from == "ancestor" else generation, 0)
+    teacher_weights = weights if config.distill_from != "ancestor" else layout.offspring_weights(0, 0)
     for path in (weights, teacher_weights):
         if not path.is_file():
             print(f"--run {run}: {path} is missing; the run's weights are needed", file=sys.stderr)

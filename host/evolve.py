@@ -338,20 +338,21 @@ class Evolution:
 
     # -- one generation --------------------------------------------------------------------------
     def breed_generation(self, generation: int, parent: SqueezeNet | None, parent_top1: float | None,
-                         env_factor: float, recovery: bool = False) -> tuple[dict, str | None]:
+                         env_factor: float, recovery: bool = False, first_index: int = 0) -> tuple[dict, str | None]:
         """Heredity, synthesis, training and evaluation of the generation's offspring (one for the ancestor
         and the recovery fine-tune, K otherwise), then acceptance: while the fittest has collapsed (near
         chance, or more than --max-drop below its parent: host/steering.py collapse_reason), one more offspring
         is drawn at a milder R (steering.milder_env_factor), up to --redraws times. Returns the fittest and,
         when even it collapsed, why (the generation is then not accepted). Offspring already in the lineage
-        (a resumed run) are not bred again."""
+        (a resumed run) are not bred again. ``first_index``: the offspring number of the first one bred (the
+        recovery after a generation that was not accepted is numbered after that generation's draws)."""
         c = self.config
         done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
         regular = 1 if parent is None or recovery else c.offspring
-        for index in range(regular):
+        for index in range(first_index, first_index + regular):
             if index not in done:
                 done[index] = self.breed(generation, index, parent, env_factor, recovery)
-        rows = [done[index] for index in range(regular)]
+        rows = [done[index] for index in range(first_index, first_index + regular)]
         best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
         verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop,
                                   self._ancestor_top1, c.max_total_drop)
@@ -359,7 +360,7 @@ class Evolution:
             if verdict is None:
                 break
             milder = milder_env_factor(env_factor, attempt)
-            index = regular + attempt - 1
+            index = first_index + regular + attempt - 1
             if index not in done:
                 self.recorder.warn(f"{verdict}: not accepted; redrawing it at R = {milder:.4f} "
                                    f"(redraw {attempt} of {c.redraws})")
@@ -423,14 +424,14 @@ class Evolution:
                    disable=bars_disabled(not self.world.is_main))  # a terminal only (host/progress.py)
         parent, row, env_factor, stop_reason = None, None, c.env_factor, None  # generation 0: no parent
         for generation in bar:
-            if generation in finished:
+            if generation in finished and not is_recovery(finished[generation]):
                 row = finished[generation]
             else:
                 best, verdict = self.breed_generation(generation, parent, row["top1"] if row else None, env_factor)
                 if verdict is not None and parent is not None:
                     stop_reason = (f"{verdict}; not accepted after {c.redraws} redraw(s) at a milder R. The run ends "
                                    f"at generation {generation - 1}: for more, start a new run from it with a milder "
-                                   f"--env-factor or more --epochs (--ancestor-from {self.layout.root / row['weights']})")
+                                   f"--env-factor or more --epochs (--ancestor-from {self.layout.root / row['weights']} --ancestor-epochs 0)")
                     self.recorder.warn(stop_reason)
                     break
                 row = self.export_and_record(generation, best, parent)  # the ancestor is kept whatever it scored
@@ -471,13 +472,22 @@ class Evolution:
         generation = last["generation"] + 1
         if generation in finished:  # a resumed run that had finished it
             return finished[generation]
+        # a run that ended because this generation was not accepted holds its draws: the recovery comes after them
+        drawn = [row["offspring"] for row in self.lineage.offspring(generation) if row["lambda"] is not None]
         parent = load_weights(self.layout.root / last["weights"], "cpu")
         tqdm.write(f"recovery fine-tune of generation {last['generation']} for {self.config.final_epochs} epochs")
-        best, verdict = self.breed_generation(generation, parent, last["top1"], 1.0, recovery=True)
+        best, verdict = self.breed_generation(generation, parent, last["top1"], 1.0, recovery=True,
+                                              first_index=max(drawn) + 1 if drawn else 0)
         if verdict is not None:  # the fine-tune made it worse beyond the limit: the last generation stands
             self.recorder.warn(f"recovery fine-tune: {verdict}; not accepted, generation {last['generation']} stands")
             return last
         return self.export_and_record(generation, dict(best, env_factor=1.0), parent, recovery=True)
+
+
+def is_recovery(row: dict) -> bool:
+    """Whether a generation row is a recovery fine-tune (--final-epochs): bred from its parent with every filter
+    kept, so with no lambda; the ancestor (generation 0) has none either and is not one."""
+    return row["generation"] > 0 and row.get("lambda") is None
 
 
 def describe(row: dict) -> str:

@@ -199,3 +199,49 @@ def test_host_serve_names_no_best_generation_when_the_ancestor_is_at_chance(tmp_
             {"generation": 1, "top1": 0.26, "size_bytes": 3e6, "genome": genome}]
     assert run_best(gens, {"max_drop": 0.1})[0] is None
     assert run_best(gens, {"max_drop": 1.0})[0] == 1  # acceptance off: the size rule alone
+
+
+def test_a_run_ended_by_acceptance_still_gets_its_recovery_fine_tune_after_the_draws(shapes, tmp_path):
+    """Generation 2 not accepted (its draws, 0-2, stay in the lineage): the run ends at generation 1 and
+    --final-epochs fine-tunes generation 1 as offspring 3 of generation 2, not the collapsed draw 0 judged again;
+    a resume of the finished run breeds nothing more and keeps the recovery."""
+    from host.checkpoints import save_model
+    from host.evolve import Evolution, is_recovery
+    from host.genome import Genome
+    from host.model import SqueezeNet
+
+    weights = tmp_path / "w.pt"
+    save_model(SqueezeNet(Genome.squeezenet1_1(4)), weights, 0.0)
+    script = {(0, 0): 0.90, (1, 0): 0.88, (2, 0): 0.30, (2, 1): 0.31, (2, 2): 0.32, (2, 3): 0.89}
+    calls = []
+
+    class ScriptedEvolution(Evolution):  # offspring scored from the script, recorded and exported for real
+        def breed(self, generation, index, parent, env_factor, recovery=False):
+            calls.append((generation, index, recovery))
+            genome = Genome.squeezenet1_1(4)
+            row = {"generation": generation, "offspring": index, "parent": generation - 1 if generation else None,
+                   "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
+                   "macs": genome.macs(32), "top1": script[(generation, index)], "top5": 1.0, "train_seconds": 1.0,
+                   "lambda": None if generation == 0 or recovery else 0.5, "weights": str(weights),
+                   "env_factor": None if generation == 0 else env_factor}
+            self.lineage.add_offspring(row)
+            return row
+
+    def run():
+        config = resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), ancestor_epochs=0,
+                                  generations=3, max_drop=0.1, redraws=2, final_epochs=1, target_mb=0))
+        evolution = ScriptedEvolution(config, resume=(tmp_path / "run" / "lineage.sqlite").exists())
+        try:
+            return evolution.run(), evolution.lineage.generations()
+        finally:
+            evolution.lineage.close()
+            evolution.claim.release()
+
+    summary, generations = run()
+    assert calls == [(0, 0, False), (1, 0, False), (2, 0, False), (2, 1, False), (2, 2, False), (2, 3, True)]
+    assert [g["generation"] for g in generations] == [0, 1, 2]
+    assert generations[2]["offspring"] == 3 and generations[2]["top1"] == 0.89 and is_recovery(generations[2])
+    assert "not accepted" in summary["stopped"]
+    calls.clear()
+    summary, again = run()
+    assert calls == [] and [g["offspring"] for g in again] == [0, 0, 3] and "not accepted" in summary["stopped"]
