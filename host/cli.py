@@ -12,6 +12,7 @@ from pathlib import Path
 from contract.errors import ContractError
 from host import config as config_module
 from host.errors import HostError
+from host.presets import PRESET_NAMES
 from host.synthesis import STRENGTHS
 from host.run_folder import RESUMABLE_KEYS, write_failure
 
@@ -34,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="host-evolve",
         description="Breed ever smaller SqueezeNet v1.1 descendants by deep evolutionary synthesis and export "
                     "every generation to ONNX.")
-    parser.add_argument("--preset", choices=("compact", "tiny"),
+    parser.add_argument("--preset", choices=PRESET_NAMES,
                         help="a measured recipe (host/presets.py): compact <= 0.95 MB, tiny <= 0.49 MB, both at "
                              "112 px on MACs with distillation from the ancestor; a --config file and flags win over it")
     parser.add_argument("--data", help="image-folder tree: DIR/<class>/*.jpg or DIR/train|val/<class>")
@@ -60,7 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="an offspring this far below its parent (fraction) or near chance is redrawn, then "
                              "the run stops (default 0.10)")
     parser.add_argument("--max-total-drop", type=float,
-                        help="nor one more than this fraction below the ancestor: the run stops there (default 0.05)")
+                        help="nor one more than this fraction below the ancestor: redrawn at a milder R, then the run stops "
+             "(default 0.05; --max-drop 1 turns both checks off)")
     parser.add_argument("--redraws", type=int, help="redraws of a collapsed generation at a milder R (default 2)")
     parser.add_argument("--top1-tolerance", type=float,
                         help="best_generation: the smallest within this fraction of the ancestor's top-1 "
@@ -130,9 +132,10 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
                             "checked against the run's)")
         return config
     file_values = config_module.load_toml(args.config) if args.config else {}
-    if args.preset:
+    preset = args.preset or file_values.get("preset")  # `preset = "tiny"` in a --config file expands as the flag does
+    if preset in PRESET_NAMES:  # an unknown name in a file is refused by config.validate, naming the choices
         from host.presets import preset_values
-        file_values = {**preset_values(args.preset), **file_values}
+        file_values = {**preset_values(preset), **file_values}
     if args.demo:
         from host.demo import DEFAULT_DEMO_OUT, demo_values
         file_values = {**demo_values(args.out or DEFAULT_DEMO_OUT), **file_values}
@@ -141,6 +144,11 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
     if not config.data:
         raise HostError("no data: give --data DIR (an image-folder tree), --demo for the built-in dataset, "
                         "or --resume RUN")
+    if config.preset and not (config.pretrained or config.ancestor_from):
+        logging.getLogger("host-evolve").warning(
+            "host-evolve: warning: preset %s without --pretrained trains SqueezeNet v1.1 from random weights; its "
+            "figures (docs/benchmarks.md section 7) start from the ImageNet weights: add --pretrained "
+            "squeezenet1_1_imagenet.pth (torchvision's layout)", config.preset)
     return config
 
 

@@ -35,3 +35,18 @@ def test_bad_values_are_named(values, message):
 def test_no_data_is_refused_with_the_ways_out():
     with pytest.raises(HostError, match="--data DIR.*--demo.*--resume"):
         resolve_config(get_args_parser().parse_args([]))
+
+
+def test_a_preset_named_in_the_file_expands_as_the_flag_does(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evolve.toml"
+    path.write_text('[evolve]\ndata = "x"\npreset = "tiny"\nepochs = 2\n')
+    config = resolve_config(get_args_parser().parse_args(["--config", str(path)]))
+    assert (config.preset, config.target_mb, config.budget, config.epochs) == ("tiny", 0.49, "macs", 2)
+    assert "without --pretrained trains SqueezeNet v1.1 from random weights" in caplog.text
+    caplog.clear()
+    resolve_config(get_args_parser().parse_args(["--config", str(path), "--pretrained", "w.pth"]))
+    assert "random weights" not in caplog.text
+    path.write_text('[evolve]\ndata = "x"\npreset = "huge"\n')
+    with pytest.raises(HostError, match="preset = 'huge' must be one of compact, tiny"):
+        resolve_config(get_args_parser().parse_args(["--config", str(path)]))
