@@ -6,9 +6,11 @@
     python bench/evolve_imagenette.py --preset compact|tiny     # issue 10's targets (docs/benchmarks.md section 7)
 
 Budget: 112 px; the ancestor is SqueezeNet v1.1 from ../shared/weights/squeezenet1_1_imagenet.pth with
-conv10 -> 10 classes; 15 generations, R = 0.93 on parameters, round_to 8, min_filters 4, distillation from
-the parent at weight 0.5; 10 % of every class held out (seed 0). The presets set the epochs, learning rate
-and crop strength (PRESETS below).
+conv10 -> 10 classes; 10 % of every class held out (seed 0). quick and default (the first runs): 15
+generations, R = 0.93 on parameters, min_filters 4, distillation from the parent at weight 0.5, epochs, rate,
+crops and rounding as in PRESETS below. compact and tiny are host-evolve's own presets (host/presets.py: R 0.93
+on MACs, widths in 16s, distillation from the ancestor, a recovery fine-tune); --strength and --final-epochs
+are passed on to host-evolve.
 
 Prints per generation: params, MB, MACs, top-1, device-bench (ONNX Runtime, CPU) images/s at batch 1
 and 8; the last generation's speed-up over the ancestor measured alternately (side by side); and the real

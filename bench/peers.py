@@ -11,8 +11,8 @@ most 0.95 MB and then at most 0.49 MB (the second continues from the first, for 
       every layer), conv10 ignored, no round_to (its default; see TP_ROUND_TO); its dependency graph couples
       the fire concat [expand1x1 | expand3x3] to the next squeeze. The ratio of each step is the smallest
       that makes the pruned net meet the step's size.
-  (b) uniform: every layer keeps the same share of its filters, its strongest by sum |w| (host/surgery.py's
-      cluster strength), no evolution; the share found by bisection, as in (a).
+  (b) uniform: every layer keeps the same share of its filters, its strongest by --strength (host/surgery.py's
+      cluster strengths), no evolution; the share found by bisection, as in (a).
   (c) evolution: this project's heredity model (host/synthesis.py: lambda solved so the expected offspring
       is R x the parent, then a seeded draw; the first of up to 16 draws that fits the step's size).
   (d) selection: (c) with selection (host/selection.py, host-evolve --candidates): the first CANDIDATES draws
@@ -21,13 +21,14 @@ most 0.95 MB and then at most 0.49 MB (the second continues from the first, for 
       faithful is trained. The scoring's forward passes count in the budget (a third of a training image each).
 
 Every method ranks filters by --strength (filter: the paper's sum |w| of the filter; consumer: the weights that
-read it; Torch-Pruning keeps its own group L1) and passes host-evolve's acceptance: a step that lands near chance or
+read it; Torch-Pruning keeps its own group L1) and passes host-evolve's parent-relative acceptance (not its
+--max-total-drop, which would stop a method rather than compare it): a step that lands near chance or
 more than --max-drop below its parent is drawn again at a milder R (up to --redraws times), its epochs counted in
 the budget.
 
-Everything else is the same for the three: the step sizes (geometric from the ancestor to the target, one
+Everything else is the same for the four: the step sizes (geometric from the ancestor to the target, one
 per step), the training after every step (host/train.py: SGD, warm-up + cosine, label smoothing, crops,
-distillation from the previous step's model), the epochs, the data split (10 % of every class held out,
+distillation from --teacher: the previous step's model, or the ancestor), the epochs, the data split (10 % of every class held out,
 seed 0), the export (host/export.py, ONNX opset 13, parity-checked) and the measurement (device-bench's
 ONNX Runtime CPU path at batch 1 and 8, each model alternately with the ancestor in this process, 2 rounds;
 the ratio is the median of the per-round ratios, so this machine's drift cancels).
@@ -66,8 +67,8 @@ SCALES = {
     # (the evolution's second step: 58 % -> 29 % train top-1 as the rate peaked 13 steps in; uniform 85 -> 78 %),
     # so it measured the schedule, not the methods (docs/benchmarks.md section 5)
     "full": {"image_size": 112, "ancestor_epochs": 6, "steps": (3, 2), "epochs_per_step": 4},
-    # issue 15's fair fight: the presets' gentle schedule for every method (steps of about R 0.85 on size, 4
-    # epochs each, distillation from the ancestor with --teacher ancestor, a 4-epoch recovery at each size);
+    # issue 15's fair fight: a gentle schedule for every method (steps of about R 0.89 on size to 0.95 MB,
+    # 0.85 to 0.49 MB, widths in multiples of 8; the presets step R 0.93 on MACs in 16s), 4 epochs each, distillation from the ancestor with --teacher ancestor, a 4-epoch recovery at each size);
     # 56 epochs a method: about 1 h alone on one thread of this CPU, 1 h 30 two side by side (docs/benchmarks.md 9g)
     "gentle": {"image_size": 112, "ancestor_epochs": 6, "steps": (10, 4), "epochs_per_step": 4, "recovery_epochs": 4},
     # the same shape at 64 px with 1-epoch steps: what fits a session on a shared 2-core CPU (about 1 h 30)

