@@ -1,4 +1,5 @@
-"""Model and checkpoint files: one format, written whole or not at all, read back with ``weights_only``.
+"""Model and checkpoint files: one format, written whole or not at all, read back with ``weights_only`` (load_weights,
+load_checkpoint; bench/peers.py's step files are model files too).
 
 A *model file* (``RUN/gen-XX/offspring-K.pt``, bench/peers.py's steps) is ``{"genome": Genome.to_dict(),
 "model": state_dict, "dropout": p}`` plus optional plain extras (numbers, strings); a *training checkpoint*
@@ -39,6 +40,13 @@ def load_weights(path, device, dropout: float | None = None) -> SqueezeNet:
                        dropout=state.get("dropout", 0.5) if dropout is None else dropout)
     model.load_state_dict(state["model"])
     return model.to(device)
+
+
+def load_checkpoint(path) -> dict:
+    """A training checkpoint (``RUN/checkpoint.pt``: the module docstring's keys), as written by
+    host/recorder.py: tensors, numbers, strings, lists and dicts only, so read with ``weights_only``. Raises
+    what torch.load raises for a damaged or foreign file (host/run_folder.py turns that into one line)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:

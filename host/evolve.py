@@ -20,7 +20,7 @@ from tqdm import tqdm
 from contract.preprocess import PreprocessSpec
 from host import config as config_module
 from host import run_folder
-from host.checkpoints import load_ancestor, load_weights
+from host.checkpoints import load_ancestor, load_checkpoint, load_weights
 from host.config import EvolveConfig
 from host.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
 from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
@@ -236,7 +236,7 @@ class Evolution:
         barrier(self.world)  # every rank sees the same checkpoint
         if not self.layout.checkpoint.is_file():
             return None
-        checkpoint = torch.load(self.layout.checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(self.layout.checkpoint)
         return checkpoint if (checkpoint["generation"], checkpoint["offspring"]) == (generation, index) else None
 
     def breed(self, generation: int, index: int, parent: SqueezeNet | None, env_factor: float,

@@ -295,10 +295,10 @@ def check_weights(path: Path) -> None:
 
 
 def _check_checkpoint(path: Path) -> None:
-    import torch
+    from host.checkpoints import load_checkpoint
     from host.genome import Genome
     from host.model import SqueezeNet
-    state = torch.load(path, map_location="cpu", weights_only=False)  # as host.evolve reads it
+    state = load_checkpoint(path)  # as host.evolve reads it
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise KeyError(f"no {', '.join(missing)}")

@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from contract.files import atomic_write
 from contract.preprocess import PreprocessSpec
+from host.checkpoints import load_checkpoint
 from host.config import resolve
 from host.data import cache_split, scan_folder
 from host.demo import write_demo_dataset
@@ -268,7 +268,7 @@ def test_sigterm_stops_like_ctrl_c_and_resume_continues(shapes, tmp_path):
     assert last.startswith("host-evolve: stopped by SIGTERM; continue with: ") and last.endswith(
         f"host-evolve --resume {run}"), last
     assert partials(run) == [] and (run / "host-evolve.lock").read_text() == ""  # lock released, nothing half written
-    done = torch.load(run / "checkpoint.pt", weights_only=False)["epochs_done"]  # the last finished epoch
+    done = load_checkpoint(run / "checkpoint.pt")["epochs_done"]  # the last finished epoch
     assert 1 <= done < 40
     resumed = host_evolve("--resume", str(run))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
