@@ -113,6 +113,10 @@ FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_s
 
 
 def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
+    """The run's configuration from the parsed flags: defaults < preset < --config file < flags, or, with
+    --resume, the run's own config.json with the few keys that may change. Raises HostError (one line, the fix
+    named) for a change --resume does not allow, --preset/--config with --resume, a resumed run whose data
+    folder is gone, and no data."""
     flags = {key: getattr(args, key) for key in FLAG_KEYS}
     if args.resume:
         saved = config_module.load_saved(Path(args.resume) / "config.json").to_dict()

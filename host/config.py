@@ -18,6 +18,8 @@ log = logging.getLogger("squishednets.config")
 
 @dataclass
 class EvolveConfig:
+    """Every setting of a host-evolve run, with its default (the measured recipe, docs/benchmarks.md 1b and 7);
+    units and meaning beside each field. Built by resolve (defaults < file < flags) and saved as RUN/config.json."""
     data: str = ""  # image-folder tree: DIR/<class>/*.jpg or DIR/train/<class> + DIR/val/<class>
     out: str = "runs/evolve"  # the run folder (RUN): lineage.sqlite, gen-XX/, summary.json, report.png
     generations: int = 15  # offspring generations after the ancestor (gen-00)
@@ -102,12 +104,15 @@ def inside(path: str, folder: str) -> bool:
 
 
 def check_keys(values: dict, source: str) -> None:
+    """HostError naming ``source`` and listing every known key when ``values`` holds a key EvolveConfig lacks."""
     unknown = sorted(set(values) - set(KNOWN_KEYS))
     if unknown:
         raise HostError(f"{source}: unknown key(s) {', '.join(unknown)}. Known keys: {', '.join(KNOWN_KEYS)}")
 
 
 def load_toml(path: str | Path) -> dict:
+    """The values of a --config TOML file (top level or an ``[evolve]`` table), keys checked (check_keys).
+    Raises HostError naming the file: missing, unreadable, not UTF-8, not valid TOML, or an unknown key."""
     path = Path(path)
     if not path.is_file():
         raise HostError(f"--config {path}: no such file")
@@ -148,6 +153,8 @@ MAX_IMAGE_SIZE = 1024  # the decoded cache holds images x size^2 x 3 bytes: 1024
 
 
 def validate(config: EvolveConfig) -> None:
+    """Every value in range, or one HostError listing all the problems, each with its value and the fix
+    (non-finite floats first: a nan passes every comparison)."""
     problems = [f"{f.name} = {getattr(config, f.name)} must be a finite number" for f in fields(EvolveConfig)
                 if isinstance(getattr(config, f.name), float) and not math.isfinite(getattr(config, f.name))]
     if problems:  # nan compares False with everything: the range checks below would let it through
@@ -223,6 +230,7 @@ def validate(config: EvolveConfig) -> None:
 
 
 def save(config: EvolveConfig, path: Path) -> None:
+    """``RUN/config.json``: every value, paths absolute (host/config.py resolve), written whole or not at all."""
     atomic_write(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 

@@ -94,6 +94,8 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
 
 
 def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
+    """The first ``count`` validation images, preprocessed as the device will (float32, N x 3 x H x W, normalised):
+    the inputs whose PyTorch outputs each generation's ONNX must reproduce (host/export.py parity check)."""
     images = torch.from_numpy(np.array(data.val.images[:count]))
     return normalize_batch(images, data.spec).contiguous().numpy()
 
@@ -109,6 +111,9 @@ def train_settings(c: EvolveConfig, train_images: int, epochs: int) -> TrainSett
 
 
 class Evolution:
+    """One run of the evolution (run() reads top to bottom): the run folder, its lineage and data, and the steps
+    of a generation (breed, breed_generation, export_and_record, recover)."""
+
     def __init__(self, config: EvolveConfig, measure_fps: FpsMeter = local_fps, resume: bool = False):
         self.config = config
         self.measure_fps = measure_fps  # the local speed meter (--latency-from local, --fps-weight)
@@ -152,6 +157,8 @@ class Evolution:
         self._proxy: ProxySet | None = None  # selection's fixed proxy images (--candidates > 1), drawn once
 
     def settings(self, epochs: int) -> TrainSettings:
+        """The training recipe of one offspring of ``epochs`` epochs (train_settings: batch and rate scaled to the
+                split's size)."""
         return train_settings(self.config, len(self.data.train), epochs)
 
     # -- one offspring ---------------------------------------------------------------------------

@@ -44,6 +44,9 @@ def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
 
 def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
                   stopped: str | None = None) -> dict:
+    """summary.json's content: every generation (with its device figures), best_generation and why
+    (host/steering.py best_generation, the --top1-tolerance rule), the offspring not accepted, the Pareto front,
+    ``stopped`` (why the run ended early; None when it ran its course) and the run's config."""
     device_fps, device_figures = lineage.device_fps(), lineage.device_figures()
     generations = []
     for row in lineage.generations():
@@ -154,6 +157,8 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
 
 def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
             stopped: str | None = None) -> dict:
+    """Write summary.json and report.png from the lineage as it stands (after every generation and at the end);
+    returns the summary."""
     summary = build_summary(layout, lineage, preprocess, labels, stopped)
     write_summary(layout, summary)
     plot_report(layout, summary)

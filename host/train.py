@@ -84,6 +84,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings, steps_total: int):
+    """SGD with Nesterov momentum (no weight decay on biases) and its per-step schedule: linear warm-up over
+    ``warmup_fraction`` of ``steps_total`` steps to ``settings.lr``, then a cosine to 0 (Loshchilov & Hutter,
+    SGDR, 2017). Returns (optimizer, LambdaLR); call the scheduler once per step."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": settings.weight_decay},
@@ -101,6 +104,7 @@ def make_optimizer(model: nn.Module, settings: TrainSettings, steps_total: int):
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``n_images`` at ``batch_size`` (the last partial batch dropped), at least 1."""
     return max(1, n_images // batch_size)  # the last partial batch is dropped (BatchNorm-free, but keeps steps even)
 
 
@@ -231,6 +235,8 @@ def predict(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: 
 
 
 def evaluate(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: torch.device) -> dict:
+    """Top-1 and top-5 accuracy of ``model`` on ``data`` (centre images, no augmentation) as fractions in [0, 1]:
+    ``{"top1": float, "top5": float}`` (top-5 is top-k with k = min(5, classes))."""
     logits = predict(model, data, spec, device)
     labels = torch.from_numpy(data.labels)
     k = min(5, logits.shape[1])
