@@ -33,7 +33,6 @@ from host.layout import RunLayout
 from host.lineage import Lineage
 from host.model import SqueezeNet, load_pretrained
 from host.recorder import Recorder
-from host.report import refresh
 from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
 from host.steering import collapse_reason, fitness, milder_env_factor, next_step
 from host.surgery import cluster_strengths, inherit
@@ -134,14 +133,12 @@ class Evolution:
             barrier(self.world)
             self.lineage = Lineage(self.layout.lineage)
             self.recorder = Recorder(self.lineage, self.world.is_main)
-            if self.world.is_main:
-                self.lineage.save_config(config.to_dict())
+            self.recorder.config(config.to_dict())
             self.data = load_dataset(config, self.layout, self.world, self.lineage, resume)
             if config.ancestor_from and not resume:  # refused before any training, the new run taken back
                 load_ancestor(config.ancestor_from, self.data.labels, config.dropout)
-            if self.world.is_main:
-                for where, skipped in self.data.skipped().items():
-                    self.lineage.add_skipped(skipped, where)
+            for where, skipped in self.data.skipped().items():
+                self.recorder.skipped(skipped, where)
         except BaseException as error:
             if hasattr(self, "lineage"):
                 self.lineage.close()
@@ -396,9 +393,7 @@ class Evolution:
         row = dict(best, env_factor=env_factor, onnx=self.layout.relative(folder / "model.onnx"),
                    sha256=card["sha256"], labels=self.layout.relative(folder / "labels.txt"),
                    card=self.layout.relative(folder / "card.json"))
-        self.lineage.add_generation(row)
-        self.layout.checkpoint.unlink(missing_ok=True)
-        tqdm.write(describe(row))
+        self.recorder.generation(row, self.layout.checkpoint, describe(row))
         barrier(self.world)
         return row
 
@@ -456,19 +451,17 @@ class Evolution:
             if fps is not None:
                 self.recorder.say(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
                                   + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))
-            if self.world.is_main and generation not in finished:
-                refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels)
+            if generation not in finished:
+                self.recorder.summary(self.layout, self.data)
             if stop_reason:
                 break
             parent = load_weights(self.layout.root / row["weights"], "cpu")  # selection: the next parent
         bar.close()
         if c.final_epochs > 0 and row["generation"] > 0:
             row = self.recover(row, finished)
-        if not self.world.is_main:
-            return {}
-        summary = refresh(self.layout, self.lineage, self.data.spec.to_dict(), self.data.labels, stop_reason)
+        summary = self.recorder.summary(self.layout, self.data, stop_reason)  # {} on the other ranks
         if stop_reason:
-            tqdm.write(f"stopped: {stop_reason}")
+            self.recorder.say(f"stopped: {stop_reason}")
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
 
@@ -482,7 +475,7 @@ class Evolution:
         # a run that ended because this generation was not accepted holds its draws: the recovery comes after them
         drawn = [row["offspring"] for row in self.lineage.offspring(generation) if row["lambda"] is not None]
         parent = load_weights(self.layout.root / last["weights"], "cpu")
-        tqdm.write(f"recovery fine-tune of generation {last['generation']} for {self.config.final_epochs} epochs")
+        self.recorder.say(f"recovery fine-tune of generation {last['generation']} for {self.config.final_epochs} epochs")
         best, verdict = self.breed_generation(generation, parent, last["top1"], 1.0, recovery=True,
                                               first_index=max(drawn) + 1 if drawn else 0)
         if verdict is not None:  # the fine-tune made it worse beyond the limit: the last generation stands

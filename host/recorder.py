@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from host.checkpoints import atomic_torch_save, save_model
 from host.lineage import Lineage
+from host.report import refresh
 
 log = logging.getLogger("squishednets.evolve")
 
@@ -44,3 +45,27 @@ class Recorder:
     def offspring(self, row: dict) -> None:
         if self.active:
             self.lineage.add_offspring(row)
+
+    def config(self, config: dict) -> None:
+        """The run's settings, appended to lineage.sqlite's config history (a resume with a new --lr adds one)."""
+        if self.active:
+            self.lineage.save_config(config)
+
+    def skipped(self, skipped: list, split: str) -> None:
+        """Images that could not be decoded, by path and reason (counted in summary.json)."""
+        if self.active:
+            self.lineage.add_skipped(skipped, split)
+
+    def generation(self, row: dict, checkpoint, line: str) -> None:
+        """An accepted generation into the lineage; the training checkpoint it came from is then spent."""
+        if self.active:
+            self.lineage.add_generation(row)
+            checkpoint.unlink(missing_ok=True)
+            tqdm.write(line)
+
+    def summary(self, layout, data, stopped: str | None = None) -> dict:
+        """summary.json and report.png from the lineage as it stands (host/report.py refresh); {} off rank 0."""
+        if not self.active:
+            return {}
+        return refresh(layout, self.lineage, data.spec.to_dict(), data.labels, stopped)
+
