@@ -23,7 +23,7 @@ from host import run_folder
 from host.checkpoints import load_ancestor, load_checkpoint, load_weights
 from host.config import EvolveConfig
 from host.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
-from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown
+from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown, sum_across
 from host.errors import HostError
 from host.export import export_generation, onnx_from_model
 from host.genome import Genome
@@ -200,7 +200,7 @@ class Evolution:
         --budget counts; if none is, the cheapest), so selection cannot buy fidelity with size. Each inherits the
         parent's kept weights and is scored by its fidelity to the parent on the run's fixed proxy images,
         KL(parent || candidate); the most faithful is trained. Costs (candidates + 1) forward passes of the
-        proxy images."""
+        proxy images, on the training device and shared among torchrun's ranks."""
         c = self.config
 
         def cost(genome: Genome) -> float:
@@ -211,12 +211,16 @@ class Evolution:
         eligible = [m for m in candidates if cost(m.genome) <= budget] or [min(candidates, key=lambda m: cost(m.genome))]
         if self._proxy is None:
             self._proxy = ProxySet.draw(self.data.train, c.proxy_images, derive_seed(c.seed, 777))
-        indices, cpu = self._proxy.score, torch.device("cpu")
-        parent_logits = logits_on(parent.cpu(), self.data.train, indices, self.data.spec, cpu)
-        scores = []
-        for candidate in eligible:
-            score = fidelity(logits_on(candidate, self.data.train, indices, self.data.spec, cpu), parent_logits)
-            scores.append(score if math.isfinite(score) else math.inf)
+        indices, device, world = self._proxy.score, self.device, self.world
+        parent_logits = logits_on(copy.deepcopy(parent).to(device), self.data.train, indices, self.data.spec, device)
+        # under torchrun rank r scores candidates r, r + W, ...; the sum across ranks gives every rank all scores
+        mine = [0.0] * len(eligible)
+        for number, candidate in enumerate(eligible):
+            if number % world.size == world.rank:
+                score = fidelity(logits_on(candidate.to(device), self.data.train, indices, self.data.spec, device),
+                                 parent_logits)
+                mine[number] = score if math.isfinite(score) else math.inf
+        scores = sum_across(world, *mine)
         best = int(np.argmin(scores))
         spent = (len(eligible) + 1) * len(indices) * FORWARD_SHARE
         self.recorder.say(f"  gen {generation:02d}: {len(eligible)} of {len(draws)} candidates within the budget, "
