@@ -33,7 +33,10 @@ seed 0), the export (host/export.py, ONNX opset 13, parity-checked) and the meas
 ONNX Runtime CPU path at batch 1 and 8, each model alternately with the ancestor in this process, 2 rounds;
 the ratio is the median of the per-round ratios, so this machine's drift cancels).
 
-Writes runs/peers/SCALE/{peers.json, peers.png, <method>-<MB>/model.onnx}; prints a markdown table.
+Writes runs/peers/SCALE/{peers.json (also as peers-METHODS-STRENGTH.json, for --merge), peers.png,
+<method>-<MB>/model.onnx}; prints a markdown table. Issue 15's fight in one command (docs/benchmarks.md 9h):
+
+    python bench/peers.py --scale gentle --strength consumer --ancestor RUN/gen-00/offspring-0.pt
 Resumable: every finished step is kept (runs/peers/SCALE/<method>-<MB>-step<k>.pt) and skipped on a rerun.
 """
 from __future__ import annotations
@@ -638,6 +641,18 @@ def merge(paths: list[Path], folder: Path, speed_rounds: int = 0, seconds: float
     return 0
 
 
+def default_teacher(scale: dict) -> str:
+    """--teacher when it is not given: the ancestor at the scales with a recovery (the gentle ones, issue 15's
+    fight: every method distils from the ancestor, as host-evolve's presets do), the previous step's model at the
+    earlier scales (as sections 5 and 6 of docs/benchmarks.md ran them)."""
+    return "ancestor" if scale.get("recovery_epochs") else "parent"
+
+
+def run_file_name(methods: list, strength: str) -> str:
+    """The copy of peers.json named by what ran, e.g. peers-evolution+uniform-consumer.json, for --merge."""
+    return f"peers-{'+'.join(methods)}-{strength}.json"
+
+
 def main(argv=None) -> int:
     from host.synthesis import STRENGTHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -647,8 +662,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder (default runs/peers/SCALE)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--no-speed", action="store_true", help="skip the ONNX Runtime measurement")
-    parser.add_argument("--teacher", choices=("parent", "ancestor"), default="parent",
-                        help="distil from the previous step's model (default) or from the ancestor (the lever ablation)")
+    parser.add_argument("--teacher", choices=("parent", "ancestor"), default=None,
+                        help="distil from the previous step's model or from the ancestor (default: the ancestor at the "
+                             "gentle scales, issue 15's fight, as the presets do; the previous step's at the others)")
     parser.add_argument("--ancestor", default=None, metavar="MODEL_FILE",
                         help="start every method from this trained host-evolve model file (e.g. RUN/gen-00/offspring-0.pt "
                              "of a run at the same --image-size on the same data) instead of training one here")
@@ -682,6 +698,7 @@ def main(argv=None) -> int:
         return 2
     from tqdm import tqdm
     scale = SCALES[args.scale]
+    args.teacher = args.teacher or default_teacher(scale)
     folder = Path(args.out or PROJECT / "runs" / "peers" / args.scale)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -715,6 +732,8 @@ def main(argv=None) -> int:
               "machine": describe_machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "scale": {**scale, **TRAIN, "strength": STRENGTH, "max_drop": args.max_drop, "redraws": args.redraws, "round_to": ROUND_TO, "min_filters": MIN_FILTERS},
               "teacher": args.teacher, "ancestor_file": args.ancestor, "folder": str(folder), "seconds": time.time() - started, "ancestor": base, "rows": rows}
     (folder / "peers.json").write_text(json.dumps(result, indent=2))
+    # and under a name of its own, for --merge: several runs may share a folder (and its peers.json)
+    (folder / run_file_name(methods, STRENGTH)).write_text(json.dumps(result, indent=2))
     plot(rows, base, folder / "peers.png", f"peers at scale {args.scale} ({scale['image_size']} px), {result['date'][:10]}")
     print(markdown(rows, base))
     print(f"took {result['seconds']:.0f} s; {folder / 'peers.json'}, {folder / 'peers.png'}")

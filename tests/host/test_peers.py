@@ -309,3 +309,10 @@ def test_merge_can_measure_every_run_again_side_by_side_in_one_process(tmp_path,
     merged = json.loads((tmp_path / "out" / "peers-merged.json").read_text())
     assert merged["speed_rounds"] == 1 and all(r["b1_vs_ancestor"] > 0 and r["b8_ips"] > 0 for r in merged["rows"])
     assert 0.2 < merged["ancestor"]["b1_vs_ancestor"] < 5  # the ancestor against itself
+
+
+def test_the_gentle_scales_distil_from_the_ancestor_unless_told_and_each_run_names_its_file():
+    module = peers()
+    assert [module.default_teacher(module.SCALES[s]) for s in ("gentle", "gentle-64", "gentle-112")] == ["ancestor"] * 3
+    assert [module.default_teacher(module.SCALES[s]) for s in ("small", "full", "smoke")] == ["parent"] * 3
+    assert module.run_file_name(["evolution", "uniform"], "consumer") == "peers-evolution+uniform-consumer.json"
