@@ -160,7 +160,14 @@ def main() -> int:
         flags = flags[:at] + flags[at + 2:] + ["--ancestor-from", args.ancestor_from, "--ancestor-epochs", "0"]
     command = [sys.executable, "-m", "host.cli", *flags, "--out", str(run)]
     if not args.measure_only:
-        if (run / "config.json").is_file():
+        if (run / "config.json").is_file():  # resumed with its own settings: a different ask is refused, not dropped
+            saved = json.loads((run / "config.json").read_text())
+            asked = {"strength": args.strength, "final_epochs": args.final_epochs}
+            differ = {k: (saved.get(k), v) for k, v in asked.items() if v is not None and saved.get(k) != v}
+            if differ:
+                print(f"--run {run} exists with " + ", ".join(f"{k} = {was} (asked {v})" for k, (was, v) in differ.items())
+                      + ": give another --run, or the run's own values to resume it", file=sys.stderr)
+                return 2
             command = [sys.executable, "-m", "host.cli", "--resume", str(run)]
         start = time.time()
         subprocess.run(command, check=True, cwd=PROJECT)

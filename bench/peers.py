@@ -402,7 +402,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     2026-12-01).
 
     Resumable: every step file records the file it was trained from ("parent"); one whose parent is no longer
-    the one chosen (a step redrawn after it was trained, on a rerun with acceptance) is trained again."""
+    the one chosen (a step redrawn after it was trained, on a rerun with acceptance) is trained again. It also
+    records the strength and teacher it was made with: a rerun with others in the same folder is refused."""
     from tqdm import tqdm
     from host.steering import collapse_reason, milder_env_factor
     from host.train import derive_seed
@@ -415,12 +416,17 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     recovery = scale.get("recovery_epochs", 0)
     classes = ancestor.genome.num_classes
     redrawn, collapsed = [], []
+    made_with = {"strength": STRENGTH if method != "torch-pruning" else None, "teacher": teacher}  # in every step file
 
     def load_if_current(path: Path, default_parent: str):
         """(model, state) of a step file trained from the current parent; None when absent or stale."""
         if not path.is_file():
             return None
         child, state = load_model(path)
+        other = {k: state[k] for k in made_with if k in state and state[k] != made_with[k]}  # older files: neither
+        if other:
+            raise SystemExit(f"bench/peers.py: {path} was trained with {other}, this run asks for "
+                             f"{ {k: made_with[k] for k in other} }: give this run its own --out")
         if state.get("parent", default_parent) != parent_name:
             tqdm_write(f"{path.name}: trained from {state.get('parent', default_parent)}, now {parent_name}: trained again")
             return None
@@ -442,7 +448,7 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                     child, state = loaded
                     if "top1" not in state:  # a step file from before acceptance: scored once, kept with it
                         state = {"proxy_images": state.get("proxy_images", 0.0), "top1": top1(child, data),
-                                 "parent": parent_name}
+                                 "parent": parent_name, **made_with}
                         save_model(child, path, state)
                     bar.update(scale["epochs_per_step"])
                 else:
@@ -456,7 +462,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                     child = train(child, mentor, data, scale["epochs_per_step"],
                                   derive_seed(seed, size_index, step, 7, *tag),
                                   f"{method} {size_mb:.2f} MB step {step + 1}/{steps}{suffix}", bar)
-                    state = {"proxy_images": cost, "top1": top1(child, data), "aim_params": aim, "parent": parent_name}
+                    state = {"proxy_images": cost, "top1": top1(child, data), "aim_params": aim, "parent": parent_name,
+                             **made_with}
                     save_model(child, path, state)
                 spent += state.get("proxy_images", 0.0)
                 extra_epochs += scale["epochs_per_step"] if attempt else 0
@@ -485,7 +492,7 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
                 mentor = ancestor if teacher == "ancestor" else parent
                 parent = train(copy.deepcopy(parent), mentor, data, recovery, derive_seed(seed, size_index, 99),
                                f"{method} {size_mb:.2f} MB recovery", bar)
-                save_model(parent, path, {"parent": parent_name})
+                save_model(parent, path, {"parent": parent_name, **made_with})
             parent_name = default_name = path.name
             parent_top1 = top1(parent, data)
         epochs = sum(steps_for(scale, i) for i in range(size_index + 1)) * scale["epochs_per_step"] + \

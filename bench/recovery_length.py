@@ -92,10 +92,12 @@ def main(argv=None) -> int:
     optimizer, scheduler = make_optimizer(model, settings,
                                           args.epochs * steps_per_epoch(len(data.train), settings.batch_size))
     recovery_generation = generation + 1  # the run seeds its recovery's epochs as this generation's
+    # offspring number: 0, or after the draws of a generation that was not accepted (host/evolve.py recover)
+    recovery_index = own.get("offspring", 0) if own else 0
     curve, started = [], time.perf_counter()
     for epoch in range(args.epochs):
         stats = train_one_epoch(model, data.train, data.spec, optimizer, scheduler, settings,
-                                derive_seed(config.seed, recovery_generation, 0, epoch), device, teacher,
+                                derive_seed(config.seed, recovery_generation, recovery_index, epoch), device, teacher,
                                 desc=f"recovery epoch {epoch + 1}/{args.epochs}")
         scores = evaluate(model, data.val, data.spec, device)
         curve.append({"epoch": epoch + 1, "loss": stats["loss"], "top1": scores["top1"], "top5": scores["top5"]})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -139,7 +140,7 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
     preset = args.preset or file_values.get("preset")  # `preset = "tiny"` in a --config file expands as the flag does
     if preset in PRESET_NAMES:  # an unknown name in a file is refused by config.validate, naming the choices
         from host.presets import preset_values
-        file_values = {**preset_values(preset), **file_values}
+        file_values = {**preset_values(preset), **file_values, "preset": preset}  # the flag's name wins, as flags do
     if args.demo:
         from host.demo import DEFAULT_DEMO_OUT, demo_values
         file_values = {**demo_values(args.out or DEFAULT_DEMO_OUT), **file_values}
@@ -148,7 +149,7 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
     if not config.data:
         raise HostError("no data: give --data DIR (an image-folder tree), --demo for the built-in dataset, "
                         "or --resume RUN")
-    if config.preset and not (config.pretrained or config.ancestor_from):
+    if config.preset and not (config.pretrained or config.ancestor_from) and os.environ.get("RANK", "0") == "0":
         logging.getLogger("host-evolve").warning(
             "host-evolve: warning: preset %s without --pretrained trains SqueezeNet v1.1 from random weights; its "
             "figures (docs/benchmarks.md section 7) start from the ImageNet weights: add --pretrained "

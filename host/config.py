@@ -35,7 +35,7 @@ class EvolveConfig:
     candidates: int = 1  # selection: draws per offspring (+ the most likely one) scored by fidelity to the parent, the best trained (1 = off)
     proxy_images: int = 512  # training images the selection proxy scores candidates on (fixed for the run)
     max_drop: float = 0.10  # an offspring more than this below its parent (or near chance) is not accepted; 1 = off
-    max_total_drop: float = 0.05  # nor one more than this below the ancestor: the run stops there (1 = off)
+    max_total_drop: float = 0.05  # nor one more than this below the ancestor: redrawn at a milder R, then the run stops (1 = off)
     redraws: int = 2  # a collapsed generation is drawn again at a milder R this many times, then the run stops
     top1_tolerance: float = 0.02  # best_generation: the smallest within this of the ancestor's top-1
     min_filters: int = 4  # every layer keeps at least this many filters

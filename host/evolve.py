@@ -222,6 +222,8 @@ class Evolution:
                 mine[number] = score if math.isfinite(score) else math.inf
         scores = sum_across(world, *mine)
         best = int(np.argmin(scores))
+        if sum_across(world, best)[0] != best * world.size:  # every rank trains the same offspring, or DDP breaks
+            raise RuntimeError(f"selection in generation {generation}: the ranks chose different candidates")
         spent = (len(eligible) + 1) * len(indices) * FORWARD_SHARE
         self.recorder.say(f"  gen {generation:02d}: {len(eligible)} of {len(draws)} candidates within the budget, "
                           f"fidelity KL {min(scores):.3f}..{max(scores):.3f} nats; the most faithful is trained")
@@ -355,7 +357,8 @@ class Evolution:
         (a resumed run) are not bred again. ``first_index``: the offspring number of the first one bred (the
         recovery after a generation that was not accepted is numbered after that generation's draws)."""
         c = self.config
-        done = {row["offspring"]: row for row in self.lineage.offspring(generation)}
+        done = {row["offspring"]: row for row in self.lineage.offspring(generation)
+                if recovery or parent is None or row["lambda"] is not None}  # draws and a recovery never mix
         regular = 1 if parent is None or recovery else c.offspring
         for index in range(first_index, first_index + regular):
             if index not in done:
@@ -430,7 +433,7 @@ class Evolution:
                    disable=bars_disabled(not self.world.is_main))  # a terminal only (host/progress.py)
         parent, row, env_factor, stop_reason = None, None, c.env_factor, None  # generation 0: no parent
         for generation in bar:
-            if generation in finished and not is_recovery(finished[generation]):
+            if generation in finished and not self.ended_here(finished[generation]):
                 row = finished[generation]
             else:
                 best, verdict = self.breed_generation(generation, parent, row["top1"] if row else None, env_factor)
@@ -468,6 +471,13 @@ class Evolution:
             self.recorder.say(f"stopped: {stop_reason}")
         # the checkpoint of a finished run is gone; the decoded-image cache is kept for reruns
         return summary
+
+    def ended_here(self, row: dict) -> bool:
+        """Whether a recorded generation is the recovery of a run that ended because this generation's draws were
+        not accepted (they are in the lineage beside it): a resume judges the draws again and stops there. Any
+        other recorded generation, a recovery at the end of a run included, is taken as it is (a resume with more
+        --generations breeds on from it)."""
+        return is_recovery(row) and any(o["lambda"] is not None for o in self.lineage.offspring(row["generation"]))
 
     def recover(self, last: dict, finished: dict) -> dict:
         """The recovery fine-tune (--final-epochs): the last generation trained on, every filter kept,

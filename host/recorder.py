@@ -1,7 +1,10 @@
-"""Rank 0 writes, the other ranks only train: every write of the evolution to the run goes through one Recorder.
+"""Rank 0 writes, the other ranks only train: the evolution loop's writes go through one Recorder.
 
 Under torchrun every rank runs the same loop; ``Recorder(world.is_main=False)`` makes each write a no-op, so
-the loop reads the same on every rank and only rank 0 touches lineage.sqlite, the weights and the console.
+the loop reads the same on every rank: lineage.sqlite (config history, skipped images, epochs, offspring,
+generations), the weights and checkpoints, summary.json and report.png, and the loop's console lines. Outside it,
+also on rank 0 only but gated where they happen: the run folder's claim and config.json (host/evolve.py
+Evolution.__init__), each generation's ONNX export (export_and_record) and the local speed measurements.
 """
 from __future__ import annotations
 

@@ -212,6 +212,12 @@ def test_a_collapsed_step_is_redrawn_at_a_milder_r_and_its_epochs_are_counted(tm
                               ancestor_top1=0.9, max_drop=0.1, redraws=2)
     assert [(r["epochs"], r["params"], r["top1"]) for r in again] == [(r["epochs"], r["params"], r["top1"]) for r in rows]
     assert torch.load(tmp_path / "uniform-0.95-step1.pt", weights_only=False)["top1"] == pytest.approx(rows[0]["top1"])
+    # the same folder with another teacher: refused, nothing of the first run trained over
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")}
+    with pytest.raises(SystemExit, match="trained with {'teacher': 'ancestor'}.*give this run its own --out"):
+        module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "parent",
+                          ancestor_top1=0.9, max_drop=0.1, redraws=2)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")} == before
     # --max-drop 1: no acceptance (the runs before it)
     off = module.run_method("uniform", ancestor(), data, scale, tmp_path / "off", 0, Bar(), "ancestor",
                             ancestor_top1=0.9, max_drop=1.0, redraws=2)

@@ -207,50 +207,75 @@ def test_host_serve_names_no_best_generation_when_the_ancestor_is_at_chance(tmp_
     assert run_best(gens, {"max_drop": 1.0})[0] == 1  # acceptance off: the size rule alone
 
 
-def test_a_run_ended_by_acceptance_still_gets_its_recovery_fine_tune_after_the_draws(shapes, tmp_path):
-    """Generation 2 not accepted (its draws, 0-2, stay in the lineage): the run ends at generation 1 and
-    --final-epochs fine-tunes generation 1 as offspring 3 of generation 2, not the collapsed draw 0 judged again;
-    a resume of the finished run breeds nothing more and keeps the recovery."""
-    from host.checkpoints import save_model
-    from host.evolve import Evolution, is_recovery
-    from host.genome import Genome
-    from host.model import SqueezeNet
+class Recording:
+    """host.evolve.Evolution whose offspring are scored from a script (no training) but recorded in a real lineage
+    and exported for real (one real model file stands for every offspring): the loop's bookkeeping, end to end."""
 
-    weights = tmp_path / "w.pt"
-    save_model(SqueezeNet(Genome.squeezenet1_1(4)), weights, 0.0)
-    script = {(0, 0): 0.90, (1, 0): 0.88, (2, 0): 0.30, (2, 1): 0.31, (2, 2): 0.32, (2, 3): 0.89}
-    calls = []
+    def __init__(self, tmp_path, shapes, script):
+        from host.checkpoints import save_model
+        from host.evolve import Evolution
+        from host.genome import Genome
+        from host.model import SqueezeNet
 
-    class ScriptedEvolution(Evolution):  # offspring scored from the script, recorded and exported for real
-        def breed(self, generation, index, parent, env_factor, recovery=False):
-            calls.append((generation, index, recovery))
-            genome = Genome.squeezenet1_1(4)
-            row = {"generation": generation, "offspring": index, "parent": generation - 1 if generation else None,
-                   "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
-                   "macs": genome.macs(32), "top1": script[(generation, index)], "top5": 1.0, "train_seconds": 1.0,
-                   "lambda": None if generation == 0 or recovery else 0.5, "weights": str(weights),
-                   "env_factor": None if generation == 0 else env_factor}
-            self.lineage.add_offspring(row)
-            return row
+        self.tmp_path, self.shapes, self.calls = tmp_path, shapes, []
+        weights = tmp_path / "w.pt"
+        save_model(SqueezeNet(Genome.squeezenet1_1(4)), weights, 0.0)
+        calls = self.calls
 
-    def run():
-        config = resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), ancestor_epochs=0,
-                                  generations=3, max_drop=0.1, redraws=2, final_epochs=1, target_mb=0))
-        evolution = ScriptedEvolution(config, resume=(tmp_path / "run" / "lineage.sqlite").exists())
+        class Scripted(Evolution):
+            def breed(self, generation, index, parent, env_factor, recovery=False):
+                calls.append((generation, index, recovery))
+                genome = Genome.squeezenet1_1(4)
+                row = {"generation": generation, "offspring": index, "parent": generation - 1 if generation else None,
+                       "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
+                       "macs": genome.macs(32), "top1": script[(generation, index)], "top5": 1.0,
+                       "train_seconds": 1.0, "lambda": None if generation == 0 or recovery else 0.5,
+                       "weights": str(weights), "env_factor": None if generation == 0 else env_factor}
+                self.lineage.add_offspring(row)
+                return row
+
+        self.evolution_class = Scripted
+
+    def run(self, **settings):
+        run = self.tmp_path / "run"
+        config = resolve({}, dict(TINY, data=str(self.shapes), out=str(run), ancestor_epochs=0, max_drop=0.1,
+                                  redraws=2, final_epochs=1, target_mb=0, **settings))
+        evolution = self.evolution_class(config, resume=(run / "lineage.sqlite").exists())
         try:
             return evolution.run(), evolution.lineage.generations()
         finally:
             evolution.lineage.close()
             evolution.claim.release()
 
-    summary, generations = run()
-    assert calls == [(0, 0, False), (1, 0, False), (2, 0, False), (2, 1, False), (2, 2, False), (2, 3, True)]
+
+def test_a_run_ended_by_acceptance_still_gets_its_recovery_fine_tune_after_the_draws(shapes, tmp_path):
+    """Generation 2 not accepted (its draws, 0-2, stay in the lineage): the run ends at generation 1 and
+    --final-epochs fine-tunes generation 1 as offspring 3 of generation 2, not the collapsed draw 0 judged again;
+    a resume of the finished run breeds nothing more and keeps the recovery."""
+    from host.evolve import is_recovery
+    scripted = Recording(tmp_path, shapes, {(0, 0): 0.90, (1, 0): 0.88, (2, 0): 0.30, (2, 1): 0.31, (2, 2): 0.32,
+                                            (2, 3): 0.89})
+    summary, generations = scripted.run(generations=3)
+    assert scripted.calls == [(0, 0, False), (1, 0, False), (2, 0, False), (2, 1, False), (2, 2, False), (2, 3, True)]
     assert [g["generation"] for g in generations] == [0, 1, 2]
     assert generations[2]["offspring"] == 3 and generations[2]["top1"] == 0.89 and is_recovery(generations[2])
     assert "not accepted" in summary["stopped"]
-    calls.clear()
-    summary, again = run()
-    assert calls == [] and [g["offspring"] for g in again] == [0, 0, 3] and "not accepted" in summary["stopped"]
+    scripted.calls.clear()
+    summary, again = scripted.run(generations=3)
+    assert scripted.calls == [] and [g["offspring"] for g in again] == [0, 0, 3] and "not accepted" in summary["stopped"]
+
+
+def test_a_finished_run_resumed_with_more_generations_breeds_on_from_its_recovery(shapes, tmp_path):
+    """A run that ran its course (generation 1, then its recovery as generation 2) resumed with --generations 3:
+    generation 3 is bred from the recovery and recovered in turn (generation 4), nothing recorded twice."""
+    scripted = Recording(tmp_path, shapes, {(0, 0): 0.90, (1, 0): 0.88, (2, 0): 0.89, (3, 0): 0.87, (4, 0): 0.88})
+    scripted.run(generations=1)
+    assert scripted.calls == [(0, 0, False), (1, 0, False), (2, 0, True)]
+    scripted.calls.clear()
+    summary, generations = scripted.run(generations=3)
+    assert scripted.calls == [(3, 0, False), (4, 0, True)]
+    assert [(g["generation"], g["parent"]) for g in generations] == [(0, None), (1, 0), (2, 1), (3, 2), (4, 3)]
+    assert summary["stopped"] is None
 
 
 @pytest.mark.skipif(not (IMAGENETTE.is_dir() and PRETRAINED.is_file()),
