@@ -301,9 +301,8 @@ def save_model(model, path: Path, extra: dict) -> None:
 
 def load_model(path: Path):
     """A step file: the model and the file's plain contents (its extras: key, top1, parent, ...)."""
-    import torch
-    from host.checkpoints import load_weights
-    return load_weights(path, "cpu"), torch.load(path, map_location="cpu", weights_only=True)
+    from host.checkpoints import load_model_file
+    return load_model_file(path, "cpu")
 
 
 class Data:

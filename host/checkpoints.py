@@ -35,11 +35,17 @@ def save_model(model: SqueezeNet, path, dropout: float, **extra) -> None:
 def load_weights(path, device, dropout: float | None = None) -> SqueezeNet:
     """A model file (genome, weights, dropout: plain tensors and numbers, so weights_only); ``dropout``
     overrides the file's."""
+    return load_model_file(path, device, dropout)[0]
+
+
+def load_model_file(path, device, dropout: float | None = None) -> tuple[SqueezeNet, dict]:
+    """A model file read once: (the model on ``device``, the file's plain contents with its extras: key, top1,
+    parent, ... as bench/peers.py's steps write them). ``dropout`` overrides the file's."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = SqueezeNet(Genome.from_dict(state["genome"]),
                        dropout=state.get("dropout", 0.5) if dropout is None else dropout)
     model.load_state_dict(state["model"])
-    return model.to(device)
+    return model.to(device), state
 
 
 def load_checkpoint(path) -> dict:
