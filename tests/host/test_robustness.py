@@ -185,6 +185,10 @@ def test_a_preset_is_a_set_of_values_under_the_flags(tmp_path):
     assert (config.max_total_drop, config.top1_tolerance) == (0.08, 0.04)
     compact = resolve_config(get_args_parser().parse_args(["--preset", "compact", "--data", "x"]))
     assert (compact.max_total_drop, compact.top1_tolerance, compact.target_mb) == (0.05, 0.02, 0.95)
+    # compact's measured recipe ends with 20 recovery epochs (docs/benchmarks.md 9k), tiny's with 4 (section 7)
+    assert (compact.final_epochs, config.final_epochs) == (20, 4)
+    assert resolve_config(get_args_parser().parse_args(["--preset", "compact", "--data", "x", "--final-epochs",
+                                                        "2"])).final_epochs == 2  # a flag wins over the preset
     result = host_evolve("--preset", "huge", "--data", "x")
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
