@@ -181,12 +181,13 @@ def test_a_preset_is_a_set_of_values_under_the_flags(tmp_path):
     from host.cli import get_args_parser, resolve_config
     config = resolve_config(get_args_parser().parse_args(["--preset", "tiny", "--data", "x", "--epochs", "2"]))
     assert (config.preset, config.target_mb, config.budget, config.epochs, config.round_to) == ("tiny", 0.49, "macs", 2, 16)
-    # tiny's measured path went 5.1 points below its ancestor (docs/benchmarks.md 7): the default 5 would stop it
-    assert (config.max_total_drop, config.top1_tolerance) == (0.08, 0.04)
+    # tiny's measured paths went 5.1 and 7.5 points below its ancestor (docs/benchmarks.md 7, 9k): the default 5
+    # would stop them; its last generation ended 4.0 below (9k), inside tiny's tolerance
+    assert (config.max_total_drop, config.top1_tolerance) == (0.08, 0.05)
     compact = resolve_config(get_args_parser().parse_args(["--preset", "compact", "--data", "x"]))
     assert (compact.max_total_drop, compact.top1_tolerance, compact.target_mb) == (0.05, 0.02, 0.95)
-    # compact's measured recipe ends with 20 recovery epochs (docs/benchmarks.md 9k), tiny's with 4 (section 7)
-    assert (compact.final_epochs, config.final_epochs) == (20, 4)
+    # both measured recipes end with 20 recovery epochs (docs/benchmarks.md 9k: +1.4 and +2.8 points over 4)
+    assert (compact.final_epochs, config.final_epochs) == (20, 20)
     assert resolve_config(get_args_parser().parse_args(["--preset", "compact", "--data", "x", "--final-epochs",
                                                         "2"])).final_epochs == 2  # a flag wins over the preset
     result = host_evolve("--preset", "huge", "--data", "x")
