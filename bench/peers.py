@@ -28,7 +28,8 @@ the budget.
 
 Everything else is the same for the four: the step sizes (geometric from the ancestor to the target, one
 per step), the training after every step (host/train.py: SGD, warm-up + cosine, label smoothing, crops,
-distillation from --teacher: the previous step's model, or the ancestor), the epochs, the data split (10 % of every class held out,
+distillation from --teacher: the previous step's model, or the ancestor), the epochs and the recovery fine-tune at
+each size (--recovery-epochs, the scale's by default: 4 at the gentle scales; 20 is the presets' now), the data split (10 % of every class held out,
 seed 0), the export (host/export.py, ONNX opset 13, parity-checked) and the measurement (device-bench's
 ONNX Runtime CPU path at batch 1 and 8, each model alternately with the ancestor in this process, 2 rounds;
 the ratio is the median of the per-round ratios, so this machine's drift cancels).
@@ -402,7 +403,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
 
     Resumable: every step file records the file it was trained from ("parent"); one whose parent is no longer
     the one chosen (a step redrawn after it was trained, on a rerun with acceptance) is trained again. It also
-    records the strength and teacher it was made with: a rerun with others in the same folder is refused."""
+    records the strength, teacher and recovery epochs it was made with: a rerun with others in the same folder is
+    refused."""
     from tqdm import tqdm
     from host.steering import collapse_reason, milder_env_factor
     from host.train import derive_seed
@@ -415,7 +417,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     recovery = scale.get("recovery_epochs", 0)
     classes = ancestor.genome.num_classes
     redrawn, collapsed = [], []
-    made_with = {"strength": STRENGTH if method != "torch-pruning" else None, "teacher": teacher}  # in every step file
+    made_with = {"strength": STRENGTH if method != "torch-pruning" else None, "teacher": teacher,  # in every step file
+                 "recovery_epochs": recovery}
 
     def load_if_current(path: Path, default_parent: str):
         """(model, state) of a step file trained from the current parent; None when absent or stale."""
@@ -680,6 +683,9 @@ def main(argv=None) -> int:
                         help="a step this far below its parent (fraction) or near chance is drawn again at a milder R, "
                              f"its epochs counted in the budget (default {MAX_DROP:g}, host-evolve's; 1 = off)")
     parser.add_argument("--redraws", type=int, default=REDRAWS, help=f"redraws of a collapsed step (default {REDRAWS})")
+    parser.add_argument("--recovery-epochs", type=int, default=None, metavar="N",
+                        help="epochs of the recovery fine-tune at each size (default: the scale's, 4 at the gentle "
+                             "ones, what 9h measured; the presets now use 20: docs/benchmarks.md 9k)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--score-steps", action="store_true",
                         help="train nothing: score every step file already in --out (a run in progress, or stopped)")
@@ -703,7 +709,12 @@ def main(argv=None) -> int:
         print(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}", file=sys.stderr)
         return 2
     from tqdm import tqdm
-    scale = SCALES[args.scale]
+    scale = dict(SCALES[args.scale])
+    if args.recovery_epochs is not None:
+        if args.recovery_epochs < 0:
+            print(f"--recovery-epochs {args.recovery_epochs}: give 0 or more (0: no recovery fine-tune)", file=sys.stderr)
+            return 2
+        scale["recovery_epochs"] = args.recovery_epochs
     args.teacher = args.teacher or default_teacher(scale)
     folder = Path(args.out or PROJECT / "runs" / "peers" / args.scale)
     folder.mkdir(parents=True, exist_ok=True)

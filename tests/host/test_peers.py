@@ -218,6 +218,11 @@ def test_a_collapsed_step_is_redrawn_at_a_milder_r_and_its_epochs_are_counted(tm
         module.run_method("uniform", ancestor(), data, scale, tmp_path, 0, Bar(), "parent",
                           ancestor_top1=0.9, max_drop=0.1, redraws=2)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")} == before
+    # ... and with another recovery length (--recovery-epochs): refused the same way
+    with pytest.raises(SystemExit, match="trained with {'recovery_epochs': 0}.*give this run its own --out"):
+        module.run_method("uniform", ancestor(), data, dict(scale, recovery_epochs=2), tmp_path, 0, Bar(), "ancestor",
+                          ancestor_top1=0.9, max_drop=0.1, redraws=2)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pt")} == before
     # --max-drop 1: no acceptance (the runs before it)
     off = module.run_method("uniform", ancestor(), data, scale, tmp_path / "off", 0, Bar(), "ancestor",
                             ancestor_top1=0.9, max_drop=1.0, redraws=2)
@@ -293,6 +298,8 @@ def test_a_collapsed_last_step_is_drawn_again_at_its_size_not_a_milder_one(tmp_p
             for n in ("evolution-0.95-step0.pt", "evolution-0.95-step0-redraw1.pt")]
     assert aims[0] == aims[1] == int(0.95e6 / 4) and rows[0]["params"] <= aims[0]
     assert module.main(["--redraws", "-1", "--scale", "smoke"]) == 2
+    assert module.main(["--recovery-epochs", "-1", "--scale", "smoke", "--out", str(tmp_path / "no")]) == 2
+    assert not (tmp_path / "no").exists()
 
 
 def test_merge_can_measure_every_run_again_side_by_side_in_one_process(tmp_path, capsys):
