@@ -7,7 +7,7 @@ multiples of 16, and end with a 20-epoch recovery fine-tune of the last generati
 generation: +1.4 points for compact, +2.8 for tiny, docs/benchmarks.md 9k). Measured end to end on Imagenette,
 2-core CPU, 9k: compact 0.914 MB, -0.7 points against its 90.1 % ancestor, 1.98x faster at batch 1; tiny
 0.447 MB, -4.0 points, 2.44x (tiny's path runs below the default acceptance, so tiny sets --max-total-drop 0.08
-and --top1-tolerance 0.04: see PRESETS).
+and --top1-tolerance 0.05: see PRESETS).
 """
 from __future__ import annotations
 
