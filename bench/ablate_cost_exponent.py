@@ -1,4 +1,4 @@
-"""Ablation of the compute-aware heredity (host/synthesis.py step 5): the same ancestor, the same generations,
+"""Ablation of the compute-aware heredity (host/evolve/synthesis.py step 5): the same ancestor, the same generations,
 alpha = 0 (the paper's model) against alpha > 0, side by side, under a size budget (as the presets are).
 
     python bench/ablate_cost_exponent.py --ancestor runs/compact/gen-00/offspring-0.pt --out runs/ablate-alpha
@@ -7,7 +7,7 @@ Each arm is a host-evolve run from the trained ancestor (--ancestor-from, 0 ance
 112 px: --generations 3 --env-factor 0.8 --budget params --epochs 2 --round-to 16, distilled from the ancestor (weight 0.5),
 seed 0, so the arms differ only in --cost-exponent. Prints per arm the last generation's top-1, MB, MACs
 and its batch-1 speed over the ancestor (ONNX Runtime CPU, measured alternately with it, median of 3
-rounds: host/latency.py speed_ratios). Arms run one after another; a finished arm is resumed, not redone.
+rounds: host/evolve/latency.py speed_ratios). Arms run one after another; a finished arm is resumed, not redone.
 """
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--alphas", default="0,0.5", help="comma-separated cost exponents (default 0,0.5)")
     args = parser.parse_args(argv)
     import numpy as np
-    from host.latency import speed_ratios
-    from host.lineage import Lineage
+    from host.evolve.latency import speed_ratios
+    from host.run.lineage import Lineage
     rows = []
     for alpha in [float(a) for a in args.alphas.split(",")]:
         run = Path(args.out) / f"alpha-{alpha:g}"
-        command = [sys.executable, "-m", "host.cli", "--resume", str(run)] if (run / "config.json").is_file() else [
-            sys.executable, "-m", "host.cli", "--data", args.data, "--ancestor-from", args.ancestor,
+        command = [sys.executable, "-m", "host.evolve.cli", "--resume", str(run)] if (run / "config.json").is_file() else [
+            sys.executable, "-m", "host.evolve.cli", "--data", args.data, "--ancestor-from", args.ancestor,
             "--cost-exponent", str(alpha), "--out", str(run), *FLAGS]
         subprocess.run(command, check=True, cwd=PROJECT)
         lineage = Lineage(run / "lineage.sqlite")

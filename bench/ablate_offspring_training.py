@@ -20,11 +20,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from contract.preprocess import PreprocessSpec  # noqa: E402
-from host.data import cache_split, scan_folder  # noqa: E402
-from host.checkpoints import load_weights  # noqa: E402
-from host.surgery import cluster_strengths, inherit  # noqa: E402
-from host.synthesis import sample_offspring, solve_lambda  # noqa: E402
-from host.train import TrainSettings, evaluate, make_optimizer, steps_per_epoch, train_one_epoch  # noqa: E402
+from host.evolve.data import cache_split, scan_folder  # noqa: E402
+from host.evolve.checkpoints import load_weights  # noqa: E402
+from host.evolve.surgery import cluster_strengths, inherit  # noqa: E402
+from host.evolve.synthesis import sample_offspring, solve_lambda  # noqa: E402
+from host.evolve.train import TrainSettings, evaluate, make_optimizer, steps_per_epoch, train_one_epoch  # noqa: E402
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ validation split (10 % of every class, seed 0, as host-evolve and bench/peers.py
       - their product;
       and Torch-Pruning's L1 group pruning (MetaPruner, the same ratio in every layer) at the same size;
   (2) one layer at a time cut to ``--layer-share`` by filter L1, all others whole: which layers are fragile;
-  (3) the evolution's own offspring: ``--draws`` seeded draws of the heredity model (host/synthesis.py,
+  (3) the evolution's own offspring: ``--draws`` seeded draws of the heredity model (host/evolve/synthesis.py,
       lambda solved for R x the parent's parameters, round_to 8, min_filters 4) at each ``--env-factors`` R,
       with the strength of host-evolve's --strength filter and --strength consumer (the same seeds).
 
@@ -59,10 +59,10 @@ def main(argv=None) -> int:
 
     from bench.machine import describe_machine
     from bench.peers import Data, ROUND_TO, top1, torch_pruning_shrink, uniform_kept
-    from host.checkpoints import load_ancestor
-    from host.surgery import cluster_strengths, consumer_strengths, inherit
-    from host.synthesis import STRENGTHS, sample_offspring, solve_lambda
-    from host.train import derive_seed
+    from host.evolve.checkpoints import load_ancestor
+    from host.evolve.surgery import cluster_strengths, consumer_strengths, inherit
+    from host.evolve.synthesis import STRENGTHS, sample_offspring, solve_lambda
+    from host.evolve.train import derive_seed
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Data(args.data, args.image_size, out / "cache")

@@ -8,7 +8,7 @@
 Budget: 112 px; the ancestor is SqueezeNet v1.1 from ../shared/weights/squeezenet1_1_imagenet.pth with
 conv10 -> 10 classes; 10 % of every class held out (seed 0). quick and default (the first runs): 15
 generations, R = 0.93 on parameters, min_filters 4, distillation from the parent at weight 0.5, epochs, rate,
-crops and rounding as in PRESETS below. compact and tiny are host-evolve's own presets (host/presets.py: R 0.93
+crops and rounding as in PRESETS below. compact and tiny are host-evolve's own presets (host/evolve/presets.py: R 0.93
 on MACs, widths in 16s, distillation from the ancestor, a recovery fine-tune); --strength and --final-epochs
 are passed on to host-evolve.
 
@@ -48,7 +48,7 @@ PRESETS = {
     # epoch; widths in multiples of 16 (this CPU's sweet spot, DESIGN.md); R chosen to land on 0.9 MB
     "default": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5",
                 "--round-to", "16", "--target-mb", "0.9"],
-    # issue 10's targets (docs/benchmarks.md section 7): host-evolve's own presets (host/presets.py), so the
+    # issue 10's targets (docs/benchmarks.md section 7): host-evolve's own presets (host/evolve/presets.py), so the
     # bench runs exactly what a user's `host-evolve --preset compact|tiny` runs
     "compact": ["--preset", "compact"],
     "tiny": ["--preset", "tiny"],
@@ -64,8 +64,8 @@ def device_bench(path: Path, batches=(1, 8), seconds: float = 3.0) -> dict:
 
 def side_by_side(first: Path, last: Path, rounds: int = 3) -> dict:
     """Ancestor and last generation measured alternately (batch 1, 2 s each), the median ratio: noise cancels
-    (host/latency.py: speed_ratios, what --latency-from local steers with)."""
-    from host.latency import speed_ratios
+    (host/evolve/latency.py: speed_ratios, what --latency-from local steers with)."""
+    from host.evolve.latency import speed_ratios
     ratios = speed_ratios(first, last, seconds=2.0, rounds=rounds)
     return {"rounds": rounds, "ratios": [round(r, 3) for r in ratios], "median": float(np.median(ratios))}
 
@@ -75,9 +75,9 @@ def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 19
     (the same model and batch on a tensor already in memory), measured back to back, twice each."""
     import torch
     from contract.preprocess import PreprocessSpec
-    from host.data import CachedImages, cache_split, scan_folder
-    from host.checkpoints import load_weights
-    from host.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
+    from host.evolve.data import CachedImages, cache_split, scan_folder
+    from host.evolve.checkpoints import load_weights
+    from host.evolve.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
     config = json.loads((run / "config.json").read_text())
     spec = PreprocessSpec.square(image_size)
     split = scan_folder(config["data"], config["val_fraction"], config["seed"])
@@ -99,9 +99,9 @@ def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 19
 def measure(run: Path) -> list[dict]:
     """Per generation: device-bench at batch 1 and 8, and its batch-1 speed against the ancestor's measured
     alternately with it (this machine's speed drifts by +-30 % over minutes; the alternation cancels that)."""
-    from host.lineage import Lineage
-    from host.report import refresh
-    from host.layout import RunLayout
+    from host.run.lineage import Lineage
+    from host.run.report import refresh
+    from host.run.layout import RunLayout
     lineage = Lineage(run / "lineage.sqlite")
     generations = lineage.generations()
     ancestor = run / generations[0]["onnx"]
@@ -134,7 +134,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    from host.synthesis import STRENGTHS
+    from host.evolve.synthesis import STRENGTHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", default=None, help="run folder (default runs/bench-imagenette-PRESET)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
@@ -158,7 +158,7 @@ def main() -> int:
     if args.ancestor_from:  # the same ancestor, not trained again: its weights replace --pretrained's
         at = flags.index("--pretrained")
         flags = flags[:at] + flags[at + 2:] + ["--ancestor-from", args.ancestor_from, "--ancestor-epochs", "0"]
-    command = [sys.executable, "-m", "host.cli", *flags, "--out", str(run)]
+    command = [sys.executable, "-m", "host.evolve.cli", *flags, "--out", str(run)]
     if not args.measure_only:
         if (run / "config.json").is_file():  # resumed with its own settings: a different ask is refused, not dropped
             saved = json.loads((run / "config.json").read_text())
@@ -168,13 +168,13 @@ def main() -> int:
                 print(f"--run {run} exists with " + ", ".join(f"{k} = {was} (asked {v})" for k, (was, v) in differ.items())
                       + ": give another --run, or the run's own values to resume it", file=sys.stderr)
                 return 2
-            command = [sys.executable, "-m", "host.cli", "--resume", str(run)]
+            command = [sys.executable, "-m", "host.evolve.cli", "--resume", str(run)]
         start = time.time()
         subprocess.run(command, check=True, cwd=PROJECT)
         print(f"evolution took {time.time() - start:.0f} s")
     rows = measure(run)
     # training throughput: the ancestor's last epoch (from its checkpointed stats) vs pure compute now
-    from host.lineage import Lineage
+    from host.run.lineage import Lineage
     lineage = Lineage(run / "lineage.sqlite")
     ancestor = lineage.generation(0)
     lineage.close()

@@ -4,8 +4,8 @@
     python bench/heredity_dry_run.py --budget macs --env-factor 0.93 --round-to 16 --target-mb 0.95 --cost-exponent 0.5
 
 From SqueezeNet v1.1 with the ImageNet weights (conv10 -> 10 classes), generation after generation: lambda
-solved for R (host/synthesis.py), one seeded draw, the kept filters inherited, R steered by the size rule
-(host/steering.py) until the size target is met. Strengths come from the pretrained weights and are not
+solved for R (host/evolve/synthesis.py), one seeded draw, the kept filters inherited, R steered by the size rule
+(host/evolve/steering.py) until the size target is met. Strengths come from the pretrained weights and are not
 trained between generations, so this shows where the rules send the widths (generations to the target,
 MACs against size), not top-1. Seconds on a CPU.
 """
@@ -26,12 +26,12 @@ def dry_run(budget: str, env_factor: float, generations: int, target_mb: float, 
     """[(generation, R, MB, MACs / gen 0)], and the last genome."""
     import numpy as np
     import torch
-    from host.genome import Genome
-    from host.model import SqueezeNet, load_pretrained
-    from host.steering import steer_by_size
-    from host.surgery import cluster_strengths, inherit
-    from host.synthesis import layer_scales, sample_offspring, solve_lambda
-    from host.train import derive_seed
+    from host.evolve.genome import Genome
+    from host.evolve.model import SqueezeNet, load_pretrained
+    from host.evolve.steering import steer_by_size
+    from host.evolve.surgery import cluster_strengths, inherit
+    from host.evolve.synthesis import layer_scales, sample_offspring, solve_lambda
+    from host.evolve.train import derive_seed
     model = SqueezeNet(Genome.squeezenet1_1(10))
     torch.manual_seed(derive_seed(seed, 0, 0, 999))
     model.reset_parameters()

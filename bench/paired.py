@@ -3,7 +3,7 @@
     python bench/paired.py A.pt B.pt [--data ../shared/datasets/imagenette] [--image-size 112]
 
 A and B are model files (host-evolve's RUN/gen-XX/offspring-K.pt, bench/peers.py's step files) for the same
-classes; both are scored on the split host-evolve and bench/peers.py use (host.data.scan_folder, 10 % of every
+classes; both are scored on the split host-evolve and bench/peers.py use (host.evolve.data.scan_folder, 10 % of every
 class, seed 0). Prints both top-1s, the images only A got right (b) and only B got right (c), and the two-sided
 exact p-value of McNemar's test, 2 x P(X <= min(b, c)) for X ~ Binomial(b + c, 1/2) (McNemar 1947; the exact
 form, Edwards 1948 / Fagerland et al. 2013, BMC Med Res Methodol 13:91). A small p says the lead is more than the
@@ -33,7 +33,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 def correct(model, data) -> "np.ndarray":
     import torch
-    from host.train import predict
+    from host.evolve.train import predict
     logits = predict(model, data.val, data.spec, torch.device("cpu"))
     return (logits.argmax(1).numpy() == data.val.labels)
 

@@ -11,11 +11,11 @@ most 0.95 MB and then at most 0.49 MB (the second continues from the first, for 
       every layer), conv10 ignored, no round_to (its default; see TP_ROUND_TO); its dependency graph couples
       the fire concat [expand1x1 | expand3x3] to the next squeeze. The ratio of each step is the smallest
       that makes the pruned net meet the step's size.
-  (b) uniform: every layer keeps the same share of its filters, its strongest by --strength (host/surgery.py's
+  (b) uniform: every layer keeps the same share of its filters, its strongest by --strength (host/evolve/surgery.py's
       cluster strengths), no evolution; the share found by bisection, as in (a).
-  (c) evolution: this project's heredity model (host/synthesis.py: lambda solved so the expected offspring
+  (c) evolution: this project's heredity model (host/evolve/synthesis.py: lambda solved so the expected offspring
       is R x the parent, then a seeded draw; the first of up to 16 draws that fits the step's size).
-  (d) selection: (c) with selection (host/selection.py, host-evolve --candidates): the first CANDIDATES draws
+  (d) selection: (c) with selection (host/evolve/selection.py, host-evolve --candidates): the first CANDIDATES draws
       that fit, and the heredity model's most likely offspring (strongest_offspring) when it fits, each scored
       by fidelity to the parent, KL(parent || candidate) on PROXY_IMAGES fixed training images; the most
       faithful is trained. The scoring's forward passes count in the budget (a third of a training image each).
@@ -27,10 +27,10 @@ more than --max-drop below its parent is drawn again at a milder R (up to --redr
 the budget.
 
 Everything else is the same for the four: the step sizes (geometric from the ancestor to the target, one
-per step), the training after every step (host/train.py: SGD, warm-up + cosine, label smoothing, crops,
+per step), the training after every step (host/evolve/train.py: SGD, warm-up + cosine, label smoothing, crops,
 distillation from --teacher: the previous step's model, or the ancestor), the epochs and the recovery fine-tune at
 each size (--recovery-epochs, the scale's by default: 4 at the gentle scales; 20 is the presets' now), the data split (10 % of every class held out,
-seed 0), the export (host/export.py, ONNX opset 13, parity-checked) and the measurement (device-bench's
+seed 0), the export (host/evolve/export.py, ONNX opset 13, parity-checked) and the measurement (device-bench's
 ONNX Runtime CPU path at batch 1 and 8, each model alternately with the ancestor in this process, 2 rounds;
 the ratio is the median of the per-round ratios, so this machine's drift cancels).
 
@@ -95,7 +95,7 @@ STRENGTH = "filter"
 # of a 16-wide fire squeeze leaves 8: at 112 px one 13 % step with round_to=8 left 15.5 % top-1 right after
 # pruning against 55.4 % without it (runs/peers-full, 2026-11-28); uniform and evolution round to nearest/up
 TP_ROUND_TO = None
-# acceptance (host-evolve's defaults, host/config.py): a step more than MAX_DROP below its parent or near chance
+# acceptance (host-evolve's defaults, host/evolve/config.py): a step more than MAX_DROP below its parent or near chance
 # is drawn again at a milder R, up to REDRAWS times (--max-drop 1 turns it off)
 MAX_DROP, REDRAWS = 0.10, 2
 REDRAWS_SCORED = 8  # --score-steps looks for this many redraw files of a step
@@ -106,7 +106,7 @@ PER_RUN = ("strength", "max_drop", "redraws")  # --merge: what may differ betwee
 # -- the three ways to a smaller net (pure functions of a trained parent and a parameter budget) -----------
 
 def widths_params(num_classes: int, widths: dict) -> int:
-    from host.genome import Genome
+    from host.evolve.genome import Genome
     return Genome.from_layer_widths(num_classes, widths).params
 
 
@@ -114,7 +114,7 @@ def uniform_kept(parent, share: float, round_to: int = ROUND_TO, min_filters: in
     """Every layer keeps share x width of its filters, rounded to the nearest multiple of ``round_to`` (as
     MobileNet's width multiplier rounds; ceil would move every layer at once at the same shares), at least
     ``min_filters`` and ``round_to``; the strongest ones (sum |w|)."""
-    from host.surgery import cluster_strengths
+    from host.evolve.surgery import cluster_strengths
     kept = {}
     for name, strengths in cluster_strengths(parent, STRENGTH).items():
         width = len(strengths)
@@ -136,7 +136,7 @@ def bisect_largest(fits, low: float = 0.0, high: float = 1.0, iterations: int = 
 
 def uniform_shrink(parent, target_params: int, round_to: int = ROUND_TO, min_filters: int = MIN_FILTERS):
     """(b) The same share of every layer, strongest filters kept, as large as fits ``target_params``."""
-    from host.surgery import inherit
+    from host.evolve.surgery import inherit
     classes = parent.genome.num_classes
 
     def params(share: float) -> int:
@@ -154,9 +154,9 @@ def evolution_shrink(parent, target_params: int, seed: int, image_size: int, rou
                      min_filters: int = MIN_FILTERS, draws: int = 16):
     """(c) One generation of the heredity model with R = target / parent; the first draw that fits
     (the expectation is R x the parent; a single draw varies by a few %), else the smallest drawn."""
-    from host.surgery import cluster_strengths, inherit
-    from host.synthesis import sample_offspring, solve_lambda
-    from host.train import derive_seed
+    from host.evolve.surgery import cluster_strengths, inherit
+    from host.evolve.synthesis import sample_offspring, solve_lambda
+    from host.evolve.train import derive_seed
     strengths = cluster_strengths(parent, STRENGTH)
     classes = parent.genome.num_classes
     env_factor = min(1.0, target_params / parent.genome.params)
@@ -175,9 +175,9 @@ def evolution_shrink(parent, target_params: int, seed: int, image_size: int, rou
 
 
 def as_squeezenet(pruned, num_classes: int, dropout: float):
-    """A host.model.SqueezeNet (genome and all) with the weights of a net whose convs were cut in place."""
-    from host.genome import Genome
-    from host.model import SqueezeNet
+    """A host.evolve.model.SqueezeNet (genome and all) with the weights of a net whose convs were cut in place."""
+    from host.evolve.genome import Genome
+    from host.evolve.model import SqueezeNet
     widths = {name: conv.out_channels for name, conv in pruned.named_layers().items() if name != "conv10"}
     model = SqueezeNet(Genome.from_layer_widths(num_classes, widths), dropout=dropout)
     model.load_state_dict(pruned.state_dict())
@@ -221,10 +221,10 @@ def selection_shrink(parent, target_params: int, seed: int, image_size: int, dat
     """(d) The most faithful to the parent of the first ``candidates`` heredity draws that fit (and the heredity
     model's most likely offspring when it fits); returns (model, proxy cost in training-image equivalents)."""
     import torch
-    from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
-    from host.surgery import cluster_strengths, inherit
-    from host.synthesis import sample_offspring, solve_lambda
-    from host.train import derive_seed
+    from host.evolve.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
+    from host.evolve.surgery import cluster_strengths, inherit
+    from host.evolve.synthesis import sample_offspring, solve_lambda
+    from host.evolve.train import derive_seed
     strengths = cluster_strengths(parent, STRENGTH)
     classes = parent.genome.num_classes
     env_factor = min(1.0, target_params / parent.genome.params)
@@ -277,7 +277,7 @@ def step_targets(start_params: int, target_params: int, steps: int) -> list[int]
 
 def train(model, teacher, data, epochs: int, seed: int, desc: str, bar=None):
     import torch
-    from host.train import TrainSettings, make_optimizer, steps_per_epoch, train_one_epoch
+    from host.evolve.train import TrainSettings, make_optimizer, steps_per_epoch, train_one_epoch
     cpu = torch.device("cpu")
     settings = TrainSettings(epochs=epochs, batch_size=TRAIN["batch_size"], lr=TRAIN["lr"],
                              crop_scale=TRAIN["crop_scale"],
@@ -295,21 +295,21 @@ def train(model, teacher, data, epochs: int, seed: int, desc: str, bar=None):
 
 
 def save_model(model, path: Path, extra: dict) -> None:
-    """A host-evolve model file (host/checkpoints.py: the one format), with the step's extras."""
-    from host.checkpoints import save_model as save
+    """A host-evolve model file (host/evolve/checkpoints.py: the one format), with the step's extras."""
+    from host.evolve.checkpoints import save_model as save
     save(model, path, model.classifier[0].p, **extra)
 
 
 def load_model(path: Path):
     """A step file: the model and the file's plain contents (its extras: key, top1, parent, ...)."""
-    from host.checkpoints import load_model_file
+    from host.evolve.checkpoints import load_model_file
     return load_model_file(path, "cpu")
 
 
 class Data:
     def __init__(self, root: str, image_size: int, cache: Path, seed: int = 0, val_fraction: float = 0.1):
         from contract.preprocess import PreprocessSpec
-        from host.data import cache_split, scan_folder
+        from host.evolve.data import cache_split, scan_folder
         split = scan_folder(root, val_fraction, seed)
         self.spec = PreprocessSpec.square(image_size)
         self.labels = split.labels
@@ -319,13 +319,13 @@ class Data:
 
 def top1(model, data) -> float:
     import torch
-    from host.train import evaluate
+    from host.evolve.train import evaluate
     return evaluate(model, data.val, data.spec, torch.device("cpu"))["top1"]
 
 
 def export(model, folder: Path, data, label: str) -> Path:
-    from host.evolve import parity_images
-    from host.export import export_generation
+    from host.evolve.evolution import parity_images
+    from host.evolve.export import export_generation
     export_generation(model.cpu().eval(), folder, spec=data.spec, labels=data.labels, generation=0,
                       parity_images=parity_images(data), extra_card={"peer": label})
     return folder / "model.onnx"
@@ -356,15 +356,15 @@ def ancestor_model(data, scale: dict, pretrained: str, folder: Path, seed: int, 
     """Trained once, then reused by every method and every rerun (keyed by its settings).
 
     ``given``: a host-evolve model file instead (``RUN/gen-00/offspring-0.pt`` of a run with the same image
-    size, data, seed and recipe: its validation split is this bench's, both come from host.data.scan_folder
+    size, data, seed and recipe: its validation split is this bench's, both come from host.evolve.data.scan_folder
     with the same fraction and seed); scored here on this bench's split, its training time unknown (nan).
     """
     import torch
-    from host.genome import Genome
-    from host.model import SqueezeNet, load_pretrained
-    from host.train import derive_seed
+    from host.evolve.genome import Genome
+    from host.evolve.model import SqueezeNet, load_pretrained
+    from host.evolve.train import derive_seed
     if given:
-        from host.checkpoints import load_ancestor
+        from host.evolve.checkpoints import load_ancestor
         model = load_ancestor(given, data.labels, 0.5)
         bar.update(scale["ancestor_epochs"])
         return model, top1(model, data), float("nan")
@@ -406,8 +406,8 @@ def run_method(method: str, ancestor, data, scale: dict, folder: Path, seed: int
     records the strength, teacher and recovery epochs it was made with: a rerun with others in the same folder is
     refused."""
     from tqdm import tqdm
-    from host.steering import collapse_reason, milder_env_factor
-    from host.train import derive_seed
+    from host.evolve.steering import collapse_reason, milder_env_factor
+    from host.evolve.train import derive_seed
     if redraws < 0:
         raise ValueError(f"redraws = {redraws}: give 0 or more")
     tqdm_write = tqdm.write
@@ -663,7 +663,7 @@ def run_file_name(methods: list, strength: str) -> str:
 
 
 def main(argv=None) -> int:
-    from host.synthesis import STRENGTHS
+    from host.evolve.synthesis import STRENGTHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--data", default=str(SHARED / "datasets" / "imagenette"))

@@ -2,9 +2,9 @@
 
     python bench/proxy_correlation.py --ancestor RUN/gen-00/offspring-0.pt [--env-factor 0.8] [--candidates 8]
 
-From one trained parent, draws ``--candidates`` offspring from the heredity model (host/synthesis.py, the same
+From one trained parent, draws ``--candidates`` offspring from the heredity model (host/evolve/synthesis.py, the same
 lambda, seeds 0..M-1) plus the heredity model's most likely offspring drawn without chance
-(host/selection.py: strongest_offspring), scores each by the proxies of host/selection.py, then trains every
+(host/evolve/selection.py: strongest_offspring), scores each by the proxies of host/evolve/selection.py, then trains every
 one fully (``--epochs`` of the measured recipe: SGD lr 0.01 at batch 64, warm-up + cosine, crops >= 50 %,
 distillation from the parent at 0.5) and evaluates top-1 on the held-out split. Prints each candidate's row and
 Spearman's rank correlation of every proxy with the trained top-1 (losses negated, so +1 means "ranks
@@ -47,13 +47,13 @@ def main() -> int:
     args = parser.parse_args()
 
     from contract.preprocess import PreprocessSpec
-    from host.checkpoints import load_weights
-    from host.data import cache_split, scan_folder
-    from host.selection import (FORWARD_SHARE, ProxySet, fidelity, heldout_scores, logits_on, short_distillation,
+    from host.evolve.checkpoints import load_weights
+    from host.evolve.data import cache_split, scan_folder
+    from host.evolve.selection import (FORWARD_SHARE, ProxySet, fidelity, heldout_scores, logits_on, short_distillation,
                                 spearman, strongest_offspring)
-    from host.surgery import cluster_strengths, inherit
-    from host.synthesis import sample_offspring, solve_lambda
-    from host.train import TrainSettings, derive_seed, evaluate, make_optimizer, steps_per_epoch, train_one_epoch
+    from host.evolve.surgery import cluster_strengths, inherit
+    from host.evolve.synthesis import sample_offspring, solve_lambda
+    from host.evolve.train import TrainSettings, derive_seed, evaluate, make_optimizer, steps_per_epoch, train_one_epoch
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

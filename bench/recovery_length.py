@@ -3,7 +3,7 @@
     python bench/recovery_length.py --run RUN --epochs 12 [--generation G] [--out JSON]
 
 The recovery fine-tune of a finished host-evolve run, trained again for ``--epochs`` instead of the run's
-``final_epochs``, on the same code path as host-evolve's (host/evolve.py ``Evolution.breed(recovery=True)``): the
+``final_epochs``, on the same code path as host-evolve's (host/evolve/evolution.py ``Evolution.breed(recovery=True)``): the
 last generation that is not itself a recovery (or ``--generation G``), every filter kept, the run's recipe
 (``TrainSettings`` from its config.json: batch, peak rate scaled with it, crops, label smoothing, distillation
 from the ancestor or the parent at the run's weight), the rate rewound to its peak and decayed by a cosine over
@@ -29,7 +29,7 @@ sys.path.insert(0, str(PROJECT))
 def recovery_source(summary: dict, generation: int | None) -> tuple[dict, dict | None]:
     """(the generation to fine-tune, the run's own recovery of it or None) from summary.json's rows.
 
-    A recovery generation is recorded with ``env_factor`` 1.0 and the genome of the one before it (host/evolve.py
+    A recovery generation is recorded with ``env_factor`` 1.0 and the genome of the one before it (host/evolve/evolution.py
     ``recover``); ValueError when ``generation`` is not in the run or the run has only its ancestor."""
     rows = {row["generation"]: row for row in summary["generations"]}
 
@@ -62,11 +62,11 @@ def main(argv=None) -> int:
             return 2
     import torch
     from tqdm import tqdm
-    from host.checkpoints import load_weights
-    from host.config import load_saved
-    from host.evolve import load_dataset, train_settings
-    from host.layout import RunLayout
-    from host.train import derive_seed, evaluate, make_optimizer, steps_per_epoch, train_one_epoch
+    from host.evolve.checkpoints import load_weights
+    from host.evolve.config import load_saved
+    from host.evolve.evolution import load_dataset, train_settings
+    from host.run.layout import RunLayout
+    from host.evolve.train import derive_seed, evaluate, make_optimizer, steps_per_epoch, train_one_epoch
 
     config = load_saved(run / "config.json")  # checked as host-evolve --resume checks it
     summary = json.loads((run / "summary.json").read_text())
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     optimizer, scheduler = make_optimizer(model, settings,
                                           args.epochs * steps_per_epoch(len(data.train), settings.batch_size))
     recovery_generation = generation + 1  # the run seeds its recovery's epochs as this generation's
-    # offspring number: 0, or after the draws of a generation that was not accepted (host/evolve.py recover)
+    # offspring number: 0, or after the draws of a generation that was not accepted (host/evolve/evolution.py recover)
     recovery_index = own.get("offspring", 0) if own else 0
     curve, started = [], time.perf_counter()
     for epoch in range(args.epochs):

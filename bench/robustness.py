@@ -30,7 +30,7 @@ import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
-HOST_EVOLVE = [sys.executable, "-m", "host.cli"]
+HOST_EVOLVE = [sys.executable, "-m", "host.evolve.cli"]
 
 
 def small_tree(root: Path, seed: int, classes: int = 3, train: int = 30, val: int = 20) -> Path:

@@ -30,7 +30,7 @@ FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
 
 
 def evolve(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "host.cli", *args], check=True, cwd=PROJECT)
+    subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], check=True, cwd=PROJECT)
 
 
 def main() -> int:
@@ -43,8 +43,8 @@ def main() -> int:
     ancestor = root / "ancestor"
     if not (ancestor / "summary.json").is_file():
         evolve(*FLAGS, "--generations", "0", "--out", str(ancestor))
-    from host.latency import local_fps
-    from host.lineage import Lineage
+    from host.evolve.latency import local_fps
+    from host.run.lineage import Lineage
     base_fps = float(sorted(local_fps(ancestor / "gen-00" / "model.onnx", 3.0) for _ in range(3))[1])
     target = round(args.speedup * base_fps)
     print(f"ancestor: {base_fps:.0f} img/s (ONNX Runtime, batch 1, median of 3); target {target} img/s")

@@ -1,13 +1,13 @@
-"""Where a training step's time goes: the phases of host/train.py's step, timed one by one, on real images.
+"""Where a training step's time goes: the phases of host/evolve/train.py's step, timed one by one, on real images.
 
     python bench/step_phases.py                 # Imagenette, 640 images at 112 px, SqueezeNet v1.1 (10 classes)
 
 Per batch of 64, serially (no prefetch thread, so each phase has the cores to itself): gather from the
 uint8 cache, normalise, augment (random resized crop + flip, one grid_sample), channels-last copy, forward,
-loss, backward, optimizer step. Then the real step (host/train.py's train_one_epoch) against pure compute
+loss, backward, optimizer step. Then the real step (host/evolve/train.py's train_one_epoch) against pure compute
 (forward + backward + step on a batch in memory), alternately for --rounds rounds, the real step both
-ways: the batch made on the prefetch thread (host.train.PREFETCH_DEPTH = 2) and made serially before each
-step (depth 0; host/train.py's default on 2-core machines since this bench). The gap between the two real steps is what the batch thread takes from the cores the
+ways: the batch made on the prefetch thread (host.evolve.train.PREFETCH_DEPTH = 2) and made serially before each
+step (depth 0; host/evolve/train.py's default on 2-core machines since this bench). The gap between the two real steps is what the batch thread takes from the cores the
 compute would use; the medians of the per-round ratios are printed (this machine's drift cancels).
 """
 from __future__ import annotations
@@ -31,13 +31,13 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=640, help="images per measured epoch, 64 a batch (default 640)")
     args = parser.parse_args(argv)
     import torch
-    import host.train as train_module
+    import host.evolve.train as train_module
     import torch.nn.functional as F
     from contract.preprocess import PreprocessSpec
-    from host.data import CachedImages, augment_batch, cache_split, normalize_batch, scan_folder
-    from host.genome import Genome
-    from host.model import SqueezeNet, load_pretrained
-    from host.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
+    from host.evolve.data import CachedImages, augment_batch, cache_split, normalize_batch, scan_folder
+    from host.evolve.genome import Genome
+    from host.evolve.model import SqueezeNet, load_pretrained
+    from host.evolve.train import TrainSettings, compute_throughput, make_optimizer, train_one_epoch
     size, batch, images = 112, 64, args.images
     spec = PreprocessSpec.square(size)
     split = scan_folder(SHARED / "datasets" / "imagenette", 0.1, 0)

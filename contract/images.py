@@ -1,7 +1,7 @@
 """Image files both sides read: host-evolve's datasets, device-serve's folder sources, INT8 calibration sets.
 
 One list of extensions and one decode-and-check function, :func:`read_image`, so that a file is used on both
-sides or skipped on both, for the same reason: training (host/data.py), serving (device/sources.py) and
+sides or skipped on both, for the same reason: training (host/evolve/data.py), serving (device/sources.py) and
 calibration (calibration/dataset.py) all call it.
 
 The rules (the same whatever OpenCV build decodes, which matters: a Jetson's OpenCV 4.1 is not a desktop's 4.x):

@@ -15,10 +15,10 @@ import re
 from contract.errors import ContractError
 from contract.preprocess import METADATA_KEY, PreprocessSpec
 
-#: The ONNX ``metadata_props`` keys of a generation: host/export.py writes them, :class:`ModelInfo` reads them
+#: The ONNX ``metadata_props`` keys of a generation: host/evolve/export.py writes them, :class:`ModelInfo` reads them
 #: (the preprocessing spec's key, "preprocess", is contract.preprocess.METADATA_KEY).
 LABELS_KEY = "labels"          # JSON list of str, one per output
-GENOME_KEY = "genome"          # JSON of the genome (host/genome.py)
+GENOME_KEY = "genome"          # JSON of the genome (host/evolve/genome.py)
 GENERATION_KEY = "generation"  # the generation number, as text
 PRODUCER_KEY = "producer"      # "squishednets host-evolve"
 RUN_KEY = "run"                # a run's name, where an exporter states one (host-evolve does not: device/serve.py

@@ -1,7 +1,7 @@
 """The report a device sends to host-serve: one definition, as a JSON Schema (draft 2020-12 subset).
 
 The device builds reports to it (device/reports.py); host-serve generates its request models from it
-(host/serve.py) and publishes it in its OpenAPI document, which the fuzzing trial checks bodies against.
+(host/serve/app.py) and publishes it in its OpenAPI document, which the fuzzing trial checks bodies against.
 
     {"schema": 1, "device_id", "spool_id" (optional), "sequence", "kind": periodic|final|benchmark, "created_at" (unix s),
      "model_sha256", "backend", "precision", "platform": {...}, "stats": {frames, fps, latency_ms, ...}}
@@ -21,7 +21,7 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 SPOOL_ID_SCHEMA_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"  # the device writes 16 hex digits
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_SEQUENCE = 2 ** 62  # exclusive; SQLite's INTEGER holds it with room
-# host-serve's GET /generations: the one key of an entry that holds the model's URL (host/serve.py writes it,
+# host-serve's GET /generations: the one key of an entry that holds the model's URL (host/serve/app.py writes it,
 # device/model_source.py and device/agent.py read it; two spellings once let the #sha256= check be skipped)
 MODEL_URL_KEY = "model_url"
 

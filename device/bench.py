@@ -7,7 +7,7 @@ backend, precision and versions it was measured with, and a stability check (:fu
 warning on unstable GPU compute time, a batch whose run times vary (coefficient of variation above 10 %) or
 whose throughput falls short of what its median latency implies is measured again (``remeasure`` times), and
 a figure that stays unstable is marked ``"stable": false`` with the reason and what to do. ``bench_model()`` is the library entry (it opens the
-model once per engine profile and calls ``benchmark()`` per batch size; host/latency.py and device-agent call
+model once per engine profile and calls ``benchmark()`` per batch size; host/evolve/latency.py and device-agent call
 it); ``main()`` is the console script.
 """
 import argparse

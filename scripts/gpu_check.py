@@ -28,7 +28,7 @@ onnx-simplifier, real images and a slice of cifar10-mini (../shared does not tra
 3. ``onnxruntime-cuda``: the device's ONNX Runtime backend on the CUDA provider (onnxruntime-gpu), its
    outputs against the CPU provider's on the same real images.
 4. ``host-evolve-cuda``: one generation of host-evolve trained on CUDA (fp16 autocast + channels_last, what
-   host/train.py does on CUDA) on cifar10-mini, exported with its ONNX parity checks (dynamic and static
+   host/evolve/train.py does on CUDA) on cifar10-mini, exported with its ONNX parity checks (dynamic and static
    batch), read back from summary.json and card.json.
 5. ``gpu-tests``: the gpu-marked pytest tests of the device side (those needing pycuda or TensorRT skip).
 """
@@ -258,13 +258,13 @@ def check_onnxruntime_cuda(results, images, work):
 
 
 def tiny_model(work):
-    """A 32 px, 3-class SqueezeNet exported by host/export.py (parity-checked), or None without torch."""
+    """A 32 px, 3-class SqueezeNet exported by host/evolve/export.py (parity-checked), or None without torch."""
     try:
         import torch
         from contract.preprocess import PreprocessSpec
-        from host.export import export_generation
-        from host.genome import Genome
-        from host.model import SqueezeNet
+        from host.evolve.export import export_generation
+        from host.evolve.genome import Genome
+        from host.evolve.model import SqueezeNet
     except ImportError:
         return None
     torch.manual_seed(0)
@@ -287,7 +287,7 @@ def check_training(results, data, work, timeout_s):
     if not data or not os.path.isdir(data):
         return results.add(SKIP, name, "no cifar10-mini at {!r}: pass --data DIR".format(data))
     run = os.path.join(work, "run")
-    command = [sys.executable, "-c", "import sys; from host.cli import evolve_main; sys.exit(evolve_main())",
+    command = [sys.executable, "-c", "import sys; from host.evolve.cli import evolve_main; sys.exit(evolve_main())",
                "--data", data, "--out", run, "--generations", "1", "--epochs", "1", "--ancestor-epochs", "1",
                "--image-size", "32", "--device", "cuda", "--seed", "0",
                "--max-drop", "1"]  # a mechanics check: one epoch on a small slice is not expected to learn

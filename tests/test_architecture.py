@@ -1,6 +1,7 @@
 """The floor plan (docs/architecture.md), enforced with import-linter: packages import only downward,
-host -> device -> engines | calibration -> contract, and engines and calibration never import each other.
-An upward import or a cycle between packages, lazy imports inside functions included, fails here."""
+host -> device -> engines | calibration -> contract, and engines and calibration never import each other; inside
+host, host-evolve (host.evolve) and host-serve (host.serve) never import each other and share only the run folder
+(host.run). An upward import or a cycle between packages, lazy imports inside functions included, fails here."""
 import os
 import shutil
 import subprocess
@@ -23,20 +24,42 @@ def lint_imports(config=None, cwd=PROJECT):
 def test_packages_import_only_downward():
     done = lint_imports()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 kept, 0 broken" in done.stdout
+    assert "2 kept, 0 broken" in done.stdout
 
 
-def test_an_upward_import_is_caught(tmp_path):
-    """The contract can fail: a copy of the tree where contract imports device (a cycle) is refused."""
+def copy_of_the_tree(tmp_path, module, lazy_import):
+    """The packages and pyproject.toml copied under tmp_path, with ``lazy_import`` added inside a function of
+    ``module`` (a path relative to the root)."""
     for package in ("host", "device", "engines", "calibration", "contract"):
         shutil.copytree(os.path.join(PROJECT, package), str(tmp_path / package),
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(PROJECT, "pyproject.toml"), str(tmp_path / "pyproject.toml"))
-    with open(str(tmp_path / "contract" / "files.py"), "a") as handle:
-        handle.write("\n\ndef _upward():\n    from device import sources  # noqa: F401\n")
-    done = lint_imports(cwd=str(tmp_path))
+    with open(str(tmp_path / module), "a") as handle:
+        handle.write("\n\ndef _forbidden():\n    " + lazy_import + "  # noqa: F401\n")
+    return str(tmp_path)
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    """The contract can fail: a copy of the tree where contract imports device (a cycle) is refused."""
+    done = lint_imports(cwd=copy_of_the_tree(tmp_path, "contract/files.py", "from device import sources"))
     assert done.returncode != 0
     assert "contract.files -> device.sources" in done.stdout, done.stdout
+
+
+def test_host_serve_importing_the_evolution_is_caught(tmp_path):
+    """The second contract can fail: host-serve reaching a rule of host-evolve (as it once did through
+    host/report.py -> host/steering.py) is refused, naming the import."""
+    done = lint_imports(cwd=copy_of_the_tree(tmp_path, "host/serve/app.py", "from host.evolve import steering"))
+    assert done.returncode != 0
+    assert "host.serve.app -> host.evolve.steering" in done.stdout, done.stdout
+    assert "1 kept, 1 broken" in done.stdout, done.stdout
+
+
+def test_the_run_folder_importing_a_program_is_caught(tmp_path):
+    """host.run is shared by both programs, so it imports neither: a lazy import of host-serve's app is refused."""
+    done = lint_imports(cwd=copy_of_the_tree(tmp_path, "host/run/lineage.py", "from host.serve import app"))
+    assert done.returncode != 0
+    assert "host.run.lineage -> host.serve.app" in done.stdout, done.stdout
 
 
 def test_every_file_the_written_here_table_names_exists():

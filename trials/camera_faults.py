@@ -233,12 +233,12 @@ def problems(figures):
 
 
 def tiny_model():
-    """gen-00/model.onnx of a tiny run (host.tiny_run) made in a temporary folder, removed at exit."""
+    """gen-00/model.onnx of a tiny run (host.evolve.tiny_run) made in a temporary folder, removed at exit."""
     import atexit
     import shutil
     import tempfile
     from pathlib import Path
-    from host.tiny_run import make_tiny_run
+    from host.evolve.tiny_run import make_tiny_run
     folder = tempfile.mkdtemp(prefix="camera-faults-")
     atexit.register(shutil.rmtree, folder, True)
     make_tiny_run(Path(folder))

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from host.machine_info import describe_machine
 
-TOOLS = {"host-serve": "host.serve", "device-serve": "device.serve", "device-bench": "device.bench",
-         "host-evolve": "host.cli"}
+TOOLS = {"host-serve": "host.serve.app", "device-serve": "device.serve", "device-bench": "device.bench",
+         "host-evolve": "host.evolve.cli"}
 
 
 def png(path: Path, size=8, color=(200, 30, 30)):
@@ -65,7 +65,7 @@ def foreign_onnx(path: Path):
 
 def fixtures(root: Path) -> dict:
     """Every bad (and the few good) inputs the cases name, made once."""
-    from host.tiny_run import make_tiny_run
+    from host.evolve.tiny_run import make_tiny_run
     f = {}
     run = root / "run"
     run.mkdir()

@@ -64,11 +64,11 @@ def env():
 
 def evolve_command(data, out, generations):
     values = dict(SETTINGS, data=data, out=out, generations=generations)
-    return [sys.executable, "-m", "host.cli"] + ["--{}={}".format(k.replace("_", "-"), v) for k, v in values.items()]
+    return [sys.executable, "-m", "host.evolve.cli"] + ["--{}={}".format(k.replace("_", "-"), v) for k, v in values.items()]
 
 
 def resume_command(out):
-    return [sys.executable, "-m", "host.cli", "--resume", out]
+    return [sys.executable, "-m", "host.evolve.cli", "--resume", out]
 
 
 def epochs_done(run):
@@ -225,7 +225,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     from pathlib import Path
-    from host.demo import write_demo_dataset
+    from host.evolve.demo import write_demo_dataset
     rng = random.Random(args.seed)
     work = args.work or tempfile.mkdtemp(prefix="kill-trials-")
     data = str(write_demo_dataset(Path(work) / "shapes", per_class=60, size=40))

@@ -1,7 +1,7 @@
 """contract.images.read_image: the one reader of image files, and the same verdict on every side.
 
 Every file here is made in the test: an EXIF-rotated TIFF, a JPEG cut half-way, an iPhone HEIC named .jpg, a
-name OpenCV's imread trips on, a 1x1 PNG. Training (host/data.py), serving (device/sources.py) and INT8
+name OpenCV's imread trips on, a 1x1 PNG. Training (host/evolve/data.py), serving (device/sources.py) and INT8
 calibration (calibration/dataset.py) must keep the same files and skip the same ones, for the same reason.
 """
 import os
@@ -57,7 +57,7 @@ def test_read_image_rules(tmp_path):
 def test_host_device_and_calibration_give_the_same_verdict(tmp_path):
     from calibration.dataset import CalibrationSet
     from device.sources import open_source
-    from host.data import cache_split
+    from host.evolve.data import cache_split
     folder = tmp_path / "cls"
     expected = make_files(folder)
     names = sorted(expected)

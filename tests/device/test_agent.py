@@ -10,7 +10,7 @@ pytest.importorskip("uvicorn")
 
 from device import agent_follow  # noqa: E402
 from device.agent import main  # noqa: E402
-from host.lineage import Lineage  # noqa: E402
+from host.run.lineage import Lineage  # noqa: E402
 from tests.tiny_run import make_tiny_run  # noqa: E402
 
 TOKEN = "agent-test-token-0123456789"
@@ -25,7 +25,7 @@ def run_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def host(run_folder):
-    from host.serve import BackgroundServer, create_app
+    from host.serve.app import BackgroundServer, create_app
     run, cards = run_folder
     server = BackgroundServer(create_app(run, TOKEN)).start()
     yield server, run, cards
@@ -99,7 +99,7 @@ def test_reports_wait_in_the_spool_until_the_host_takes_them(host, tmp_path, tok
 
 
 def test_a_host_that_is_down_then_comes_up(run_folder, tmp_path, token_file):
-    from host.serve import BackgroundServer, create_app
+    from host.serve.app import BackgroundServer, create_app
     run, cards = run_folder
     argv = ["--follow", dead_url(), "--token-file", token_file, "--device-id", "jetson-c",
             "--cache-dir", str(tmp_path / "cache")] + FAST

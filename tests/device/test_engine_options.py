@@ -67,7 +67,7 @@ def test_a_calibration_cache_from_an_earlier_run_is_enough(tmp_path):
 
 def test_the_options_are_one_checked_value_passed_whole(tmp_path):
     """EngineOptions is built and checked once; open_backend and bench_model take it whole, and the loose
-    keywords (host/latency.py's) make the same value."""
+    keywords (host/evolve/latency.py's) make the same value."""
     from contract.errors import DeviceError
     from device.backends import open_backend
     from device.engine_options import EngineOptions

@@ -27,7 +27,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 def generation():
     """A generation exported with its FP16 ONNX too, from real-looking (seeded) images."""
     from contract.preprocess import PreprocessSpec
-    from host.export import export_generation
+    from host.evolve.export import export_generation
     folder = Path(tempfile.mkdtemp(prefix="reference-")) / "gen-00"
     import torch
     images = np.random.RandomState(3).rand(6, 3, SIZE, SIZE).astype(np.float32) * 4 - 2

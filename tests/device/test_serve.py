@@ -134,8 +134,8 @@ def test_bad_input_is_one_clear_line(tiny_model, args, words):
 
 
 def test_reports_reach_a_host_started_after_the_device(tiny_model, tmp_path):
-    from host.lineage import Lineage
-    from host.serve import BackgroundServer, create_app
+    from host.run.lineage import Lineage
+    from host.serve.app import BackgroundServer, create_app
     run, card = tiny_model
     token = "device-test-token-0123456789"
     with socket.socket() as sock:
@@ -235,7 +235,7 @@ def test_an_out_of_range_flag_is_one_line_and_exit_2(tiny_model):
 
 
 def stored_reports(run, device_id="outage-test-dev"):
-    from host.lineage import Lineage
+    from host.run.lineage import Lineage
     lineage = Lineage(run / "lineage.sqlite")
     try:
         return [r for r in lineage.device_reports() if r["device_id"] == device_id]
@@ -257,8 +257,8 @@ def wait_until(condition, timeout=120):
 def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_order(tiny_model, tmp_path):
     """The fast form of trials/host_outages.py: host-serve goes away twice, the device restarts on its spool
     during an outage; every report it wrote is stored once, in sequence order, and the spool ends empty."""
-    from host.lineage import Lineage
-    from host.serve import BackgroundServer, create_app
+    from host.run.lineage import Lineage
+    from host.serve.app import BackgroundServer, create_app
     from tests.device.test_reports import free_port
     run, card = tiny_model
     token = "outage-test-token-0123456789"

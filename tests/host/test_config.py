@@ -1,8 +1,8 @@
 """Configuration: TOML under flags, unknown keys listed, bad values named."""
 import pytest
 
-from host.cli import get_args_parser, resolve_config
-from host.config import KNOWN_KEYS, load_toml, resolve
+from host.evolve.cli import get_args_parser, resolve_config
+from host.evolve.config import KNOWN_KEYS, load_toml, resolve
 from host.errors import HostError
 
 

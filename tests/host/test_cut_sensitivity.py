@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from host.checkpoints import save_model
-from host.genome import Genome
-from host.model import SqueezeNet
-from host.surgery import cluster_strengths, consumer_strengths
+from host.evolve.checkpoints import save_model
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
+from host.evolve.surgery import cluster_strengths, consumer_strengths
 from tests.conftest import CIFAR_MINI, needs
 
 

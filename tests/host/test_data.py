@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from contract.preprocess import PreprocessSpec
-from host.data import augment_batch, cache_split, normalize_batch, scan_folder
+from host.evolve.data import augment_batch, cache_split, normalize_batch, scan_folder
 from host.errors import HostError
 from tests.conftest import CIFAR_MINI, needs
 

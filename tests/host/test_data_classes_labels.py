@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from contract.preprocess import PreprocessSpec
-from host.data import cache_split, check_classes_decoded, scan_folder
+from host.evolve.data import cache_split, check_classes_decoded, scan_folder
 from host.errors import HostError
 
 HEIC = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 200

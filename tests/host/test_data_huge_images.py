@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from contract.preprocess import PreprocessSpec
-from host.data import cache_split
+from host.evolve.data import cache_split
 
 def test_a_gigapixel_header_is_skipped_and_counted(tmp_path):
     fuzz_cli = importlib.import_module("trials.fuzz_cli")  # trials/ is a namespace package beside tests/

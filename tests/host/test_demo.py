@@ -15,7 +15,7 @@ def test_demo_evolves_visibly_smaller_nets_far_above_chance(tmp_path):
     run = tmp_path / "demo"
     # 2 of the demo's 5 generations: the whole demo dominated the suite (894 s of 3,000 under load, issue 18);
     # all 5, on one and two threads and three seeds, are bench/robustness.py demo (docs/benchmarks.md 9b)
-    result = subprocess.run([sys.executable, "-m", "host.cli", "--demo", "--out", str(run), "--generations", "2"],
+    result = subprocess.run([sys.executable, "-m", "host.evolve.cli", "--demo", "--out", str(run), "--generations", "2"],
                             capture_output=True,
                             text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_PROXY": "*",
                                             "OMP_NUM_THREADS": "1"})

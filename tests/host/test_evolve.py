@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from host.config import resolve
-from host.demo import write_demo_dataset
-from host.evolve import evolve
+from host.evolve.config import resolve
+from host.evolve.demo import write_demo_dataset
+from host.evolve.evolution import evolve
 from contract.files import sha256_of_file as sha256_of
-from host.genome import Genome
+from host.evolve.genome import Genome
 
 SETTINGS = {"image_size": 32, "epochs": 1, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
             "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5,
@@ -73,7 +73,7 @@ def epochs_done(run):
 
 
 def host_evolve(*args):
-    return [sys.executable, "-m", "host.cli", *args]
+    return [sys.executable, "-m", "host.evolve.cli", *args]
 
 
 @pytest.mark.slow
@@ -114,8 +114,8 @@ def test_recovery_fine_tune_and_the_ancestor_as_teacher(shapes, tmp_path):
     its card naming what it recovers; --distill-from ancestor makes generation 0 every offspring's teacher.
     A resume of the finished run breeds nothing more."""
     import torch
-    from host.checkpoints import load_weights
-    from host.evolve import Evolution
+    from host.evolve.checkpoints import load_weights
+    from host.evolve.evolution import Evolution
     run = tmp_path / "run"
     config = resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=1, distill_weight=0.5,
                               distill_from="ancestor", final_epochs=1))
@@ -161,7 +161,7 @@ def test_distill_from_and_final_epochs_are_checked():
 def test_ancestor_from_a_trained_generation_continues_from_it(shapes, tmp_path):
     """--ancestor-from RUN/gen-01/offspring-0.pt with 0 ancestor epochs: the new run's generation 0 is that model
     (same genome, same top-1 on the same split), and the evolution goes on from it (here with the cost-aware
-    heredity of host/synthesis.py step 5)."""
+    heredity of host/evolve/synthesis.py step 5)."""
     first = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "a"), generations=1)))
     weights = tmp_path / "a" / "gen-01" / "offspring-0.pt"
     second = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "b"), generations=1,
@@ -174,7 +174,7 @@ def test_ancestor_from_a_trained_generation_continues_from_it(shapes, tmp_path):
 def test_ancestor_from_refuses_what_is_not_a_model_for_these_classes(shapes, tmp_path):
     import shutil
     from host.errors import HostError
-    from host.checkpoints import load_ancestor
+    from host.evolve.checkpoints import load_ancestor
     run = tmp_path / "a"
     evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(run), generations=0)))
     weights = run / "gen-00" / "offspring-0.pt"
@@ -205,11 +205,11 @@ def test_strength_consumer_draws_the_offspring_from_the_consumers_weights(shapes
     """--strength consumer: generation 1 is the heredity model's draw on consumer_strengths of the ancestor
     (the same seed as a run with filter strengths, another offspring); an unknown kind is refused by name."""
     import numpy as np
-    from host.checkpoints import load_weights
+    from host.evolve.checkpoints import load_weights
     from host.errors import HostError
-    from host.surgery import cluster_strengths
-    from host.synthesis import sample_offspring, solve_lambda
-    from host.train import derive_seed
+    from host.evolve.surgery import cluster_strengths
+    from host.evolve.synthesis import sample_offspring, solve_lambda
+    from host.evolve.train import derive_seed
     first = evolve(resolve({}, dict(SETTINGS, data=str(shapes), out=str(tmp_path / "a"), generations=0)))
     weights = tmp_path / "a" / "gen-00" / "offspring-0.pt"
     runs = {}

@@ -9,9 +9,9 @@ import torch
 
 from contract.preprocess import PreprocessSpec
 from contract.files import sha256_of_file as sha256_of
-from host.export import ExportError, check_parity, export_generation
-from host.genome import Genome
-from host.model import SqueezeNet
+from host.evolve.export import ExportError, check_parity, export_generation
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
 from tests.conftest import CIFAR_MINI, needs
 
 GENOME = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
@@ -124,7 +124,7 @@ def test_the_static_batch_onnx_gives_the_dynamic_ones_outputs_on_real_images(exp
 
 def test_the_static_batch_twin_is_derived_without_a_second_trace_and_refuses_shape_arithmetic():
     from onnx import TensorProto, helper
-    from host.export import with_static_batch
+    from host.evolve.export import with_static_batch
     x = helper.make_tensor_value_info("input_0", TensorProto.FLOAT, ["batch", 3, 4, 4])
     y = helper.make_tensor_value_info("output_0", TensorProto.FLOAT, ["batch", 48])
     graph = helper.make_graph([helper.make_node("Relu", ["input_0"], ["r"]), helper.make_node("Flatten", ["r"],

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from host.errors import HostError
-from host.genome import Genome
-from host.model import SqueezeNet, load_pretrained
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet, load_pretrained
 from tests.conftest import PRETRAINED, needs
 
 SMALL = Genome(num_classes=5, conv1=12, fires=((4, 8, 12), (5, 6, 7), (8, 16, 8), (3, 5, 9),

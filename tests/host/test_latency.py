@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from host.config import resolve
-from host.demo import write_demo_dataset
+from host.evolve.config import resolve
+from host.evolve.demo import write_demo_dataset
 from host.errors import HostError
-from host.evolve import evolve
-from host.latency import parse_latency_source
-from host.steering import next_env_factor
+from host.evolve.evolution import evolve
+from host.evolve.latency import parse_latency_source
+from host.evolve.steering import next_env_factor
 
 TINY = {"image_size": 32, "epochs": 1, "ancestor_epochs": 1, "round_to": 4, "min_filters": 2, "batch_size": 32,
         "lr": 0.01, "crop_scale": 0.7, "latency_seconds": 0.3,
@@ -70,13 +70,13 @@ def test_top1_floor_stops_the_run(shapes, tmp_path):
 @pytest.mark.slow
 def test_a_following_device_agent_steers_host_evolve_through_host_serve(shapes, tmp_path):
     from device.agent import main as device_agent
-    from host.serve import BackgroundServer, create_app
+    from host.serve.app import BackgroundServer, create_app
 
     run, target, floor, mild = tmp_path / "run", 1e6, 0.05, 0.99
     config = tmp_path / "evolve.toml"
     config.write_text(f"latency_timeout = 120.0\nenv_floor = {floor}\nenv_factor = {mild}\n")
     evolution = subprocess.Popen(
-        [sys.executable, "-m", "host.cli", "--config", str(config), "--data", str(shapes), "--out", str(run),
+        [sys.executable, "-m", "host.evolve.cli", "--config", str(config), "--data", str(shapes), "--out", str(run),
          "--generations", "2", "--target-fps", str(target), "--latency-from", "device:bench-box",
          *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items() if k != "latency_seconds"]],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -132,7 +132,7 @@ def test_fps_weight_measures_every_offspring_and_weighs_speed_in_fitness(shapes,
 
 
 def test_size_budget_lands_on_the_target_size(shapes, tmp_path):
-    from host.genome import Genome
+    from host.evolve.genome import Genome
     ancestor = Genome.squeezenet1_1(4).size_bytes
     target_mb = ancestor * 0.6 / 1e6
     summary = evolve(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=3,
@@ -143,7 +143,7 @@ def test_size_budget_lands_on_the_target_size(shapes, tmp_path):
 
 
 def test_speed_ratios_alternate_reference_and_model_and_take_the_median(tmp_path):
-    from host.latency import local_fps_against, speed_ratios
+    from host.evolve.latency import local_fps_against, speed_ratios
     calls = []
     speeds = iter([100, 200, 50, 200, 100, 150])  # reference, model, reference, model, ...: ratios 2, 4, 1.5
 

@@ -1,7 +1,7 @@
 """lineage.sqlite: the fps columns say which fps they hold, and runs of an older version are migrated."""
 import sqlite3
 
-from host.lineage import Lineage
+from host.run.lineage import Lineage
 
 GENERATION = {"generation": 0, "parent": None, "offspring": 0, "genome": "{}", "params": 10, "size_bytes": 40,
               "macs": 100, "top1": 0.5, "top5": 0.9, "train_seconds": 1.0, "env_factor": None, "lambda": None,

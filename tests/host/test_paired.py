@@ -27,10 +27,10 @@ def test_the_same_model_twice_has_no_lead(tmp_path, capsys):
     """On real JPEGs (cifar10-mini) and a real model file: A against itself, nothing discordant, p = 1."""
     import json
     import torch
-    from host.checkpoints import save_model
-    from host.genome import Genome
-    from host.model import SqueezeNet
-    from host.data import scan_folder
+    from host.evolve.checkpoints import save_model
+    from host.evolve.genome import Genome
+    from host.evolve.model import SqueezeNet
+    from host.evolve.data import scan_folder
     classes = len(scan_folder(CIFAR_MINI, 0.1, 0).labels)
     torch.manual_seed(0)
     save_model(SqueezeNet(Genome.squeezenet1_1(classes)).eval(), tmp_path / "a.pt", 0.5)

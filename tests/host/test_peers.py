@@ -1,6 +1,6 @@
 """bench/peers.py's three ways to a smaller net, on an untrained SqueezeNet v1.1 (10 classes, 32 px): each
 gives a host SqueezeNet within the parameter budget, near it (not needlessly small), whose fire concat is
-consistent (it runs), and that exports through host/export.py and runs in ONNX Runtime like torch."""
+consistent (it runs), and that exports through host/evolve/export.py and runs in ONNX Runtime like torch."""
 import importlib
 import json
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from contract.preprocess import PreprocessSpec
-from host.export import export_generation
-from host.genome import Genome
-from host.model import SqueezeNet
+from host.evolve.export import export_generation
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
 
 
 def peers():
@@ -37,7 +37,7 @@ def check(model, target, tmp_path):
 class TinyData:
     """What selection scores candidates on: a training split of random 32 px images (10 classes)."""
     def __init__(self):
-        from host.data import CachedImages
+        from host.evolve.data import CachedImages
         rng = np.random.default_rng(0)
         self.spec = PreprocessSpec.square(32)
         self.train = CachedImages(rng.integers(0, 255, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10,
@@ -57,11 +57,11 @@ def test_uniform_evolution_and_selection_meet_the_budget_and_export(method, tmp_
 def test_selection_picks_the_most_faithful_of_its_candidates():
     """Among the candidates that fit, the one chosen has the smallest KL(parent || candidate) on the proxy."""
     module = peers()
-    from host.selection import ProxySet, fidelity, logits_on
+    from host.evolve.selection import ProxySet, fidelity, logits_on
     parent, data = ancestor(), TinyData()
     target = int(0.6 * parent.genome.params)
     chosen, _ = module.selection_shrink(parent, target, 3, 32, data, candidates=4)
-    proxy = ProxySet.draw(data.train, module.PROXY_IMAGES, __import__("host.train", fromlist=["x"]).derive_seed(3, 777))
+    proxy = ProxySet.draw(data.train, module.PROXY_IMAGES, __import__("host.evolve.train", fromlist=["x"]).derive_seed(3, 777))
     cpu = torch.device("cpu")
     reference = logits_on(parent, data.train, proxy.score, data.spec, cpu)
     mine = fidelity(logits_on(chosen, data.train, proxy.score, data.spec, cpu), reference)
@@ -85,7 +85,7 @@ def test_uniform_keeps_the_strongest_filters_in_every_layer():
     module = peers()
     parent = ancestor()
     kept = module.uniform_kept(parent, 0.5)
-    from host.surgery import cluster_strengths
+    from host.evolve.surgery import cluster_strengths
     for name, strengths in cluster_strengths(parent).items():
         weakest_kept = strengths[kept[name]].min()
         dropped = np.setdiff1d(np.arange(len(strengths)), kept[name])
@@ -129,7 +129,7 @@ class Bar:
 def test_a_given_ancestor_is_used_as_it_is_and_scored_on_the_benchs_split(tmp_path):
     """--ancestor: every method starts from the user's trained model file, not one trained here; a file for
     other classes is refused by name."""
-    from host.checkpoints import save_model
+    from host.evolve.checkpoints import save_model
     from host.errors import HostError
     module = peers()
     data = TinyData()
@@ -152,7 +152,7 @@ def test_a_given_ancestor_is_used_as_it_is_and_scored_on_the_benchs_split(tmp_pa
 
 def test_score_steps_scores_the_step_files_there_and_trains_nothing(tmp_path, capsys):
     """--score-steps: one line and one steps.json row per step file present, in order; nothing trained."""
-    from host.checkpoints import save_model
+    from host.evolve.checkpoints import save_model
     module = peers()
     data = TinyData()
     data.val = data.train

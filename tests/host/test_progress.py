@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from tqdm import tqdm
 
-from host import progress
+from host.evolve import progress
 
 PROJECT = Path(__file__).resolve().parents[2]
 FRESH_SHELL = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
@@ -62,7 +62,7 @@ def test_bars_only_on_a_terminal_and_none_with_quiet():
 
 
 def test_quiet_is_a_host_evolve_flag():
-    from host.cli import get_args_parser
+    from host.evolve.cli import get_args_parser
     assert get_args_parser().parse_args(["--quiet"]).quiet is True
 
 
@@ -74,7 +74,7 @@ def runs_in_a_fresh_shell(line):
 
 
 def test_the_next_step_commands_run_from_a_fresh_shell(capsys, tmp_path, monkeypatch):
-    from host.cli import print_outcome
+    from host.evolve.cli import print_outcome
     monkeypatch.setenv("PATH", FRESH_SHELL["PATH"])
     monkeypatch.chdir(PROJECT)
     run = tmp_path / "my run"

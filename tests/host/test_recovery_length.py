@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from host.config import resolve
-from host.demo import write_demo_dataset
-from host.evolve import evolve
+from host.evolve.config import resolve
+from host.evolve.demo import write_demo_dataset
+from host.evolve.evolution import evolve
 
 from bench.recovery_length import recovery_source
 

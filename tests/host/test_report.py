@@ -1,6 +1,6 @@
 """report.png draws only what exists: no images/s axis when no speed was measured (the demo)."""
-from host.layout import RunLayout
-from host.report import plot_report, pareto_front
+from host.run.layout import RunLayout
+from host.run.report import plot_report, pareto_front
 
 
 def summary(fps=None, target=None):

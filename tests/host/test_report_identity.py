@@ -10,8 +10,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from device.reports import Reporter, ReportSpool  # noqa: E402
-from host.lineage import Lineage  # noqa: E402
-from host.serve import BackgroundServer, create_app  # noqa: E402
+from host.run.lineage import Lineage  # noqa: E402
+from host.serve.app import BackgroundServer, create_app  # noqa: E402
 
 from tests.tiny_run import make_tiny_run  # noqa: E402
 

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from host.config import resolve
-from host.demo import write_demo_dataset
-from host.steering import best_generation, collapse_reason, milder_env_factor, near_chance
-from host.train import effective_batch, effective_lr
+from host.evolve.config import resolve
+from host.evolve.demo import write_demo_dataset
+from host.evolve.steering import collapse_reason, milder_env_factor
+from host.run.acceptance import best_generation, near_chance
+from host.evolve.train import effective_batch, effective_lr
 
 from tests.conftest import IMAGENETTE, PRETRAINED
 
@@ -26,7 +27,7 @@ def shapes(tmp_path_factory):
 
 
 def host_evolve(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], capture_output=True, text=True)
 
 
 def flags(values: dict) -> list:
@@ -57,11 +58,11 @@ def test_forced_divergence_stops_with_one_line_naming_the_fix_and_the_run_is_res
 
 def test_a_diverging_epoch_is_rolled_back_and_retried_at_half_the_rate(shapes, tmp_path):
     """A rate that diverges once but not at half of it: the run goes on and records the scale that worked."""
-    from host.evolve import Evolution
+    from host.evolve.evolution import Evolution
     config = resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path / "run"), generations=0, lr=1.0))
     evolution = Evolution(config)
     try:
-        from host import train
+        from host.evolve import train
         calls = []
         real = train.train_one_epoch
 
@@ -71,7 +72,7 @@ def test_a_diverging_epoch_is_rolled_back_and_retried_at_half_the_rate(shapes, t
                 raise train.Diverged(3, float("nan"))
             return real(*args, **kwargs)
 
-        import host.evolve as evolve_module
+        import host.evolve.evolution as evolve_module
         evolve_module.train_one_epoch = first_diverges
         try:
             row = evolution.breed(0, 0, None, config.env_factor)
@@ -85,10 +86,10 @@ def test_a_diverging_epoch_is_rolled_back_and_retried_at_half_the_rate(shapes, t
 
 
 class Scripted:
-    """The acceptance loop of host.evolve.Evolution with offspring whose top-1 is given (no training)."""
+    """The acceptance loop of host.evolve.evolution.Evolution with offspring whose top-1 is given (no training)."""
 
     def __init__(self, tmp_path, shapes, script, **settings):
-        from host.evolve import Evolution
+        from host.evolve.evolution import Evolution
 
         class ScriptedEvolution(Evolution):
             def breed(inner, generation, index, parent, env_factor, recovery=False):
@@ -178,7 +179,7 @@ def test_the_batch_shrinks_for_small_data_and_the_rate_scales_with_it():
 
 
 def test_a_preset_is_a_set_of_values_under_the_flags(tmp_path):
-    from host.cli import get_args_parser, resolve_config
+    from host.evolve.cli import get_args_parser, resolve_config
     config = resolve_config(get_args_parser().parse_args(["--preset", "tiny", "--data", "x", "--epochs", "2"]))
     assert (config.preset, config.target_mb, config.budget, config.epochs, config.round_to) == ("tiny", 0.49, "macs", 2, 16)
     # tiny's measured paths went 5.1 and 7.5 points below its ancestor (docs/benchmarks.md 7, 9k): the default 5
@@ -195,7 +196,7 @@ def test_a_preset_is_a_set_of_values_under_the_flags(tmp_path):
 
 
 def test_resume_refuses_a_preset(shapes, tmp_path):
-    from host.config import save
+    from host.evolve.config import save
     save(resolve({}, dict(TINY, data=str(shapes), out=str(tmp_path))), tmp_path / "config.json")
     result = host_evolve("--resume", str(tmp_path), "--preset", "compact")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -203,8 +204,8 @@ def test_resume_refuses_a_preset(shapes, tmp_path):
 
 
 def test_host_serve_names_no_best_generation_when_the_ancestor_is_at_chance(tmp_path):
-    """summary.json and host-serve's /models/best/ follow one rule (host/report.py: best_generation)."""
-    from host.report import best_generation as run_best
+    """summary.json and host-serve's /models/best/ follow one rule (host/run/report.py: best_generation)."""
+    from host.run.acceptance import run_best_generation as run_best
     genome = json.dumps({"num_classes": 4, "conv1": 8, "fires": []})
     gens = [{"generation": 0, "top1": 0.25, "size_bytes": 5e6, "genome": genome},
             {"generation": 1, "top1": 0.26, "size_bytes": 3e6, "genome": genome}]
@@ -213,14 +214,14 @@ def test_host_serve_names_no_best_generation_when_the_ancestor_is_at_chance(tmp_
 
 
 class Recording:
-    """host.evolve.Evolution whose offspring are scored from a script (no training) but recorded in a real lineage
+    """host.evolve.evolution.Evolution whose offspring are scored from a script (no training) but recorded in a real lineage
     and exported for real (one real model file stands for every offspring): the loop's bookkeeping, end to end."""
 
     def __init__(self, tmp_path, shapes, script):
-        from host.checkpoints import save_model
-        from host.evolve import Evolution
-        from host.genome import Genome
-        from host.model import SqueezeNet
+        from host.evolve.checkpoints import save_model
+        from host.evolve.evolution import Evolution
+        from host.evolve.genome import Genome
+        from host.evolve.model import SqueezeNet
 
         self.tmp_path, self.shapes, self.calls = tmp_path, shapes, []
         weights = tmp_path / "w.pt"
@@ -257,7 +258,7 @@ def test_a_run_ended_by_acceptance_still_gets_its_recovery_fine_tune_after_the_d
     """Generation 2 not accepted (its draws, 0-2, stay in the lineage): the run ends at generation 1 and
     --final-epochs fine-tunes generation 1 as offspring 3 of generation 2, not the collapsed draw 0 judged again;
     a resume of the finished run breeds nothing more and keeps the recovery."""
-    from host.evolve import is_recovery
+    from host.evolve.evolution import is_recovery
     scripted = Recording(tmp_path, shapes, {(0, 0): 0.90, (1, 0): 0.88, (2, 0): 0.30, (2, 1): 0.31, (2, 2): 0.32,
                                             (2, 3): 0.89})
     summary, generations = scripted.run(generations=3)

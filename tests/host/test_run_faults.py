@@ -17,12 +17,12 @@ import pytest
 
 from contract.files import atomic_write
 from contract.preprocess import PreprocessSpec
-from host.checkpoints import load_checkpoint
-from host.config import resolve
-from host.data import cache_split, scan_folder
-from host.demo import write_demo_dataset
-from host.evolve import evolve
-from host.run_folder import write_failure
+from host.evolve.checkpoints import load_checkpoint
+from host.evolve.config import resolve
+from host.evolve.data import cache_split, scan_folder
+from host.evolve.demo import write_demo_dataset
+from host.evolve.evolution import evolve
+from host.evolve.run_folder import write_failure
 
 TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
         "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
@@ -32,7 +32,7 @@ def host_evolve(*args, limit_bytes=None, wait=True):
     """host-evolve in a real process; ``limit_bytes``: its file-size limit (RLIMIT_FSIZE, as ulimit -f sets)."""
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-    command = [sys.executable, "-m", "host.cli", *args]
+    command = [sys.executable, "-m", "host.evolve.cli", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -150,16 +150,16 @@ def test_a_damaged_image_cache_is_decoded_again(shapes, tmp_path):
 
 
 def test_an_image_cache_stopped_while_decoding_leaves_no_temporary_file(shapes, tmp_path, monkeypatch):
-    import host.data
+    import host.evolve.data
     split, spec, calls = scan_folder(shapes), PreprocessSpec.square(32), []
-    real = host.data._decode
+    real = host.evolve.data._decode
 
     def stopped_at_the_third(path, spec):  # as a Ctrl-C or SIGTERM lands while images are decoded
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(path, spec)
-    monkeypatch.setattr(host.data, "_decode", stopped_at_the_third)
+    monkeypatch.setattr(host.evolve.data, "_decode", stopped_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         cache_split(split.train, spec, tmp_path, "train", threads=1)
     assert list(tmp_path.iterdir()) == []  # found by the kill trials: a SIGTERM left train-...u8.partial

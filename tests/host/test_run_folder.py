@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from host.config import resolve
-from host.demo import write_demo_dataset
+from host.evolve.config import resolve
+from host.evolve.demo import write_demo_dataset
 from host.errors import HostError
-from host.evolve import evolve
+from host.evolve.evolution import evolve
 
 # the smallest real run: the ancestor only, untrained (ancestor_epochs 0), evaluated and exported
 TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
@@ -30,7 +30,7 @@ def finished_run(shapes, tmp_path_factory):
 
 
 def host_evolve(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def one_clear_line(result, *phrases):

@@ -10,18 +10,18 @@ import sys
 
 import pytest
 
-from host.config import resolve, run_paths
-from host.data import DataIdentity, scan_folder
-from host.demo import write_demo_dataset
+from host.evolve.config import resolve, run_paths
+from host.evolve.data import DataIdentity, scan_folder
+from host.evolve.demo import write_demo_dataset
 from host.errors import HostError
-from host.evolve import evolve
+from host.evolve.evolution import evolve
 
 TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
         "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
 
 
 def host_evolve(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "host.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 

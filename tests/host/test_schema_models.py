@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from contract.report_schema import REPORT_SCHEMA, SCHEMA_VERSION
-from host.schema_models import SchemaNotSupported, model_from_schema
+from host.serve.schema_models import SchemaNotSupported, model_from_schema
 
 GOOD = {"schema": SCHEMA_VERSION, "device_id": "tx1-lab", "sequence": 1, "kind": "final", "created_at": 1.5,
         "model_sha256": "a" * 64, "backend": "onnxruntime", "precision": "fp32", "platform": {"python": "3.6"},

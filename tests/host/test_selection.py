@@ -1,18 +1,18 @@
-"""host/selection.py: the proxy set, the fidelity score, Spearman's rho, the heredity model's most likely
+"""host/evolve/selection.py: the proxy set, the fidelity score, Spearman's rho, the heredity model's most likely
 offspring, and selection inside a real host-evolve run (--candidates)."""
 import numpy as np
 import pytest
 import torch
 
 from contract.preprocess import PreprocessSpec
-from host.config import resolve
-from host.data import CachedImages
-from host.demo import write_demo_dataset
-from host.genome import Genome
-from host.model import SqueezeNet
-from host.selection import ProxySet, fidelity, heldout_scores, logits_on, spearman, strongest_offspring
-from host.surgery import cluster_strengths, inherit
-from host.synthesis import keep_probabilities, solve_lambda
+from host.evolve.config import resolve
+from host.evolve.data import CachedImages
+from host.evolve.demo import write_demo_dataset
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
+from host.evolve.selection import ProxySet, fidelity, heldout_scores, logits_on, spearman, strongest_offspring
+from host.evolve.surgery import cluster_strengths, inherit
+from host.evolve.synthesis import keep_probabilities, solve_lambda
 
 
 def images(n=40, classes=4, seed=0):
@@ -63,7 +63,7 @@ def test_the_most_likely_offspring_keeps_each_layer_s_strongest_in_the_expected_
 
 
 def test_host_evolve_with_candidates_trains_the_most_faithful_draw_and_counts_the_proxy(tmp_path):
-    from host.evolve import Evolution
+    from host.evolve.evolution import Evolution
     data = write_demo_dataset(tmp_path / "shapes", per_class=30, size=32)
     config = resolve({}, {"data": str(data), "out": str(tmp_path / "run"), "image_size": 32, "ancestor_epochs": 1,
                           "generations": 1, "epochs": 1, "round_to": 4, "min_filters": 2, "batch_size": 16,
@@ -74,9 +74,9 @@ def test_host_evolve_with_candidates_trains_the_most_faithful_draw_and_counts_th
         evolution.run()
         row = evolution.lineage.offspring(1)[0]
         # the chosen draw is the most faithful of those within the budget: redo the draws and the scoring
-        from host.checkpoints import load_weights
-        from host.synthesis import sample_offspring
-        from host.train import derive_seed
+        from host.evolve.checkpoints import load_weights
+        from host.evolve.synthesis import sample_offspring
+        from host.evolve.train import derive_seed
         ancestor = load_weights(tmp_path / "run" / evolution.lineage.generation(0)["weights"], "cpu").eval()
         trained = load_weights(tmp_path / "run" / row["weights"], "cpu")
         strengths = cluster_strengths(ancestor)

@@ -9,8 +9,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from device.reports import Reporter, ReportSpool  # noqa: E402
-from host.lineage import Lineage  # noqa: E402
-from host.serve import BackgroundServer, create_app, main  # noqa: E402
+from host.run.lineage import Lineage  # noqa: E402
+from host.serve.app import BackgroundServer, create_app, main  # noqa: E402
 
 from tests.tiny_run import LABELS  # noqa: E402,F401
 from tests.tiny_run import make_tiny_run as tiny_run_folder  # noqa: E402

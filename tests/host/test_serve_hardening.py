@@ -11,8 +11,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from host.errors import HostError  # noqa: E402
-from host.lineage import Lineage  # noqa: E402
-from host.serve import (DEFAULT_BIND, TOKEN_FILE_NAME, BackgroundServer, BadBody, authorized,  # noqa: E402
+from host.run.lineage import Lineage  # noqa: E402
+from host.serve.app import (DEFAULT_BIND, TOKEN_FILE_NAME, BackgroundServer, BadBody, authorized,  # noqa: E402
                         bind_socket, create_app, get_args_parser, json_depth, load_token, main, parse_bind,
                         parse_json_body)
 from tests.host.test_serve import TOKEN, make_tiny_run, report  # noqa: E402

@@ -12,7 +12,7 @@ from device.agent_follow import Agent  # noqa: E402
 from contract.errors import DeviceError  # noqa: E402
 from contract.report_schema import MODEL_URL_KEY  # noqa: E402
 from device.model_source import list_generations, resolve_model, split_url  # noqa: E402
-from host.serve import BackgroundServer, create_app  # noqa: E402
+from host.serve.app import BackgroundServer, create_app  # noqa: E402
 from tests.host.test_serve import TOKEN, make_tiny_run  # noqa: E402
 
 

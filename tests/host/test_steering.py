@@ -1,9 +1,9 @@
-"""The evolution's selection, steer and stop rules (host/steering.py), each on its own and in their order."""
+"""The evolution's selection, steer and stop rules (host/evolve/steering.py), each on its own and in their order."""
 import pytest
 
-from host.config import EvolveConfig
+from host.evolve.config import EvolveConfig
 from host.errors import HostError
-from host.steering import (Step, fitness, next_env_factor, next_step, size_env_factor, speed_target_met,
+from host.evolve.steering import (Step, fitness, next_env_factor, next_step, size_env_factor, speed_target_met,
                            steer_by_size, top1_below_floor)
 
 

@@ -2,10 +2,10 @@
 import numpy as np
 import torch
 
-from host.genome import Genome
-from host.model import SqueezeNet
-from host.surgery import cluster_strengths, inherit, input_indices
-from host.synthesis import sample_offspring
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
+from host.evolve.surgery import cluster_strengths, inherit, input_indices
+from host.evolve.synthesis import sample_offspring
 
 GENOME = Genome(num_classes=4, conv1=16, fires=((4, 8, 8), (6, 10, 6), (8, 12, 12), (4, 8, 8),
                                                 (6, 8, 10), (6, 8, 8), (8, 16, 16), (8, 12, 20)))

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from host.errors import HostError
-from host.genome import Genome
-from host.model import SqueezeNet
-from host.surgery import cluster_strengths
-from host.synthesis import (expected_width, final_count, keep_probabilities, kept_count_pmf, sample_offspring,
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
+from host.evolve.surgery import cluster_strengths
+from host.evolve.synthesis import (expected_width, final_count, keep_probabilities, kept_count_pmf, sample_offspring,
                             solve_lambda)
 
 
@@ -89,7 +89,7 @@ def test_r_outside_zero_one_is_refused(strengths):
 
 
 def test_cost_aware_heredity_off_is_the_papers_model(strengths):
-    from host.synthesis import layer_scales
+    from host.evolve.synthesis import layer_scales
     scales = layer_scales(strengths, 10, 112, 0.0)
     assert set(scales.values()) == {1.0}
     lam = solve_lambda(strengths, 10, 0.8, kind="macs", image_size=112)
@@ -100,7 +100,7 @@ def test_cost_aware_heredity_off_is_the_papers_model(strengths):
 
 
 def test_marginal_cost_is_what_one_filter_less_saves():
-    from host.synthesis import marginal_costs
+    from host.evolve.synthesis import marginal_costs
     genome = Genome.squeezenet1_1(10)
     widths_now = {k: float(v) for k, v in genome.layer_widths().items()}
     costs = marginal_costs(10, widths_now, 112, "macs")
@@ -115,7 +115,7 @@ def test_cost_aware_heredity_keeps_the_budget_and_cuts_costly_layers_harder(stre
     """Step 5: the mean offspring still costs R x the parent (the expectation holds with lambda_l), and the
     layer whose filters cost the most MACs (conv1) keeps a smaller share than under the paper's model,
     the cheapest (a late expand) a larger one; so compute falls faster than under one lambda."""
-    from host.synthesis import layer_scales, marginal_costs
+    from host.evolve.synthesis import layer_scales, marginal_costs
     genome = Genome.squeezenet1_1(10)
     scales = layer_scales(strengths, 10, 112, alpha)
     costs = marginal_costs(10, {k: float(v) for k, v in genome.layer_widths().items()}, 112, "macs")
@@ -134,7 +134,7 @@ def test_cost_aware_heredity_keeps_the_budget_and_cuts_costly_layers_harder(stre
 
 def test_compute_aware_heredity_under_a_size_budget_keeps_the_size_and_cuts_more_compute(strengths):
     """Step 5 with --budget params: the mean offspring's size is still R x the parent's, its MACs lower."""
-    from host.synthesis import layer_scales
+    from host.evolve.synthesis import layer_scales
     genome = Genome.squeezenet1_1(10)
     results = {}
     for alpha in (0.0, 1.0):

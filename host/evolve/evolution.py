@@ -18,26 +18,26 @@ import torch
 from tqdm import tqdm
 
 from contract.preprocess import PreprocessSpec
-from host import config as config_module
-from host import run_folder
-from host.checkpoints import load_ancestor, load_checkpoint, load_weights
-from host.config import EvolveConfig
-from host.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
-from host.distributed import World, barrier, broadcast, init_world, local_device, shutdown, sum_across
+from host.evolve import config as config_module
+from host.evolve import run_folder
+from host.evolve.checkpoints import load_ancestor, load_checkpoint, load_weights
+from host.evolve.config import EvolveConfig
+from host.evolve.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
+from host.evolve.distributed import World, barrier, broadcast, init_world, local_device, shutdown, sum_across
 from host.errors import HostError
-from host.export import export_generation, onnx_from_model
-from host.genome import Genome
-from host.progress import bars_disabled
-from host.latency import FpsMeter, local_fps, steering_fps
-from host.layout import RunLayout
-from host.lineage import Lineage
-from host.model import SqueezeNet, load_pretrained
-from host.recorder import Recorder
-from host.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
-from host.steering import collapse_reason, fitness, milder_env_factor, next_step
-from host.surgery import cluster_strengths, inherit
-from host.synthesis import layer_scales, sample_offspring, solve_lambda
-from host.train import (Diverged, TrainSettings, derive_seed, effective_batch, effective_lr, evaluate,
+from host.evolve.export import export_generation, onnx_from_model
+from host.evolve.genome import Genome
+from host.evolve.progress import bars_disabled
+from host.evolve.latency import FpsMeter, local_fps, steering_fps
+from host.run.layout import RunLayout
+from host.run.lineage import Lineage
+from host.evolve.model import SqueezeNet, load_pretrained
+from host.evolve.recorder import Recorder
+from host.evolve.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
+from host.evolve.steering import collapse_reason, fitness, milder_env_factor, next_step
+from host.evolve.surgery import cluster_strengths, inherit
+from host.evolve.synthesis import layer_scales, sample_offspring, solve_lambda
+from host.evolve.train import (Diverged, TrainSettings, derive_seed, effective_batch, effective_lr, evaluate,
                         make_optimizer, pick_device, set_peak_lr, steps_per_epoch, train_one_epoch)
 
 MAX_RETRIES = 3  # a diverging epoch is retried at half the rate up to this many times, then the run stops
@@ -94,14 +94,14 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
 
 def parity_images(data: Dataset, count: int = 8) -> np.ndarray:
     """The first ``count`` validation images, preprocessed as the device will (float32, N x 3 x H x W, normalised):
-    the inputs whose PyTorch outputs each generation's ONNX must reproduce (host/export.py parity check)."""
+    the inputs whose PyTorch outputs each generation's ONNX must reproduce (host/evolve/export.py parity check)."""
     images = torch.from_numpy(np.array(data.val.images[:count]))
     return normalize_batch(images, data.spec).contiguous().numpy()
 
 
 def train_settings(c: EvolveConfig, train_images: int, epochs: int) -> TrainSettings:
     """The training recipe of one offspring of a run with config ``c``: the batch made smaller for a small training
-    split of ``train_images``, the peak rate scaled with it from ``--lr`` (given for batch 64; host/train.py:
+    split of ``train_images``, the peak rate scaled with it from ``--lr`` (given for batch 64; host/evolve/train.py:
     effective_batch, effective_lr)."""
     batch = effective_batch(train_images, c.batch_size)
     return TrainSettings(epochs=epochs, batch_size=batch, lr=effective_lr(c.lr, batch),
@@ -195,7 +195,7 @@ class Evolution:
         return chosen, lam, choice
 
     def select(self, generation: int, parent: SqueezeNet, draws: list[dict], env_factor: float) -> tuple[SqueezeNet, dict]:
-        """Selection among ``draws`` (host/selection.py; the last is the most likely offspring, the others are
+        """Selection among ``draws`` (host/evolve/selection.py; the last is the most likely offspring, the others are
         random draws). Only draws within the environment's budget compete (cost <= R x the parent's, in what
         --budget counts; if none is, the cheapest), so selection cannot buy fidelity with size. Each inherits the
         parent's kept weights and is scored by its fidelity to the parent on the run's fixed proxy images,
@@ -255,7 +255,7 @@ class Evolution:
         ``recovery``: the final fine-tune of ``parent`` itself for --final-epochs (the learning rate rewound
         to its peak and decayed again, as every offspring's is: Renda et al. 2020's LR rewinding).
 
-        A diverging epoch (host/train.py: Diverged) is rolled back and retried at half the rate, up to
+        A diverging epoch (host/evolve/train.py: Diverged) is rolled back and retried at half the rate, up to
         MAX_RETRIES times; then the run stops with a HostError naming the rate to resume with. The rate's
         scale is kept in the checkpoint, so a resumed offspring goes on at the rate that worked."""
         c, layout = self.config, self.layout
@@ -351,7 +351,7 @@ class Evolution:
                          env_factor: float, recovery: bool = False, first_index: int = 0) -> tuple[dict, str | None]:
         """Heredity, synthesis, training and evaluation of the generation's offspring (one for the ancestor
         and the recovery fine-tune, K otherwise), then acceptance: while the fittest has collapsed (near
-        chance, or more than --max-drop below its parent: host/steering.py collapse_reason), one more offspring
+        chance, or more than --max-drop below its parent: host/evolve/steering.py collapse_reason), one more offspring
         is drawn at a milder R (steering.milder_env_factor), up to --redraws times. Returns the fittest and,
         when even it collapsed, why (the generation is then not accepted). Offspring already in the lineage
         (a resumed run) are not bred again. ``first_index``: the offspring number of the first one bred (the
@@ -405,7 +405,7 @@ class Evolution:
         return row
 
     def fps_for_steering(self, row: dict) -> float:
-        """The generation's fps from --latency-from (host/latency.py: steering_fps), measured on rank 0."""
+        """The generation's fps from --latency-from (host/evolve/latency.py: steering_fps), measured on rank 0."""
         fps = None
         if self.world.is_main:
             fps = steering_fps(self.config, self.lineage, self.layout.root, row, self.measure_fps, tqdm.write)
@@ -425,12 +425,12 @@ class Evolution:
         """The paper's loop, with selection and acceptance: the ancestor, then generation after generation:
         heredity from the parent, offspring synthesized (the fittest of --candidates draws), trained and
         evaluated; a collapsed one is redrawn and, if it stays collapsed, ends the run unaccepted; the fittest
-        is exported and recorded, then the rules (host/steering.py) choose the next R or stop, and the
+        is exported and recorded, then the rules (host/evolve/steering.py) choose the next R or stop, and the
         generation is selected as the next parent."""
         c = self.config
         finished = {row["generation"]: row for row in self.lineage.generations()}  # a resumed run's
         bar = tqdm(range(c.generations + 1), desc="evolution", unit="gen", dynamic_ncols=True,
-                   disable=bars_disabled(not self.world.is_main))  # a terminal only (host/progress.py)
+                   disable=bars_disabled(not self.world.is_main))  # a terminal only (host/evolve/progress.py)
         parent, row, env_factor, stop_reason = None, None, c.env_factor, None  # generation 0: no parent
         for generation in bar:
             if generation in finished and not self.ended_here(finished[generation]):

@@ -3,7 +3,7 @@
     host-evolve ... --target-fps 2500 --latency-from local          # ONNX Runtime on this machine
     host-evolve ... --target-fps 200 --latency-from device:tx1-lab  # a Jetson running device-agent --follow
 
-The rule that turns a measured fps into the next generation's R is in host/steering.py; this module
+The rule that turns a measured fps into the next generation's R is in host/evolve/steering.py; this module
 measures: locally with ONNX Runtime, or by waiting for a device's report in the lineage.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from host.errors import HostError
-from host.lineage import Lineage
+from host.run.lineage import Lineage
 
 DEVICE_PREFIX = "device:"
 

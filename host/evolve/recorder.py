@@ -3,7 +3,7 @@
 Under torchrun every rank runs the same loop; ``Recorder(world.is_main=False)`` makes each write a no-op, so
 the loop reads the same on every rank: lineage.sqlite (config history, skipped images, epochs, offspring,
 generations), the weights and checkpoints, summary.json and report.png, and the loop's console lines. Outside it,
-also on rank 0 only but gated where they happen: the run folder's claim and config.json (host/evolve.py
+also on rank 0 only but gated where they happen: the run folder's claim and config.json (host/evolve/evolution.py
 Evolution.__init__), each generation's ONNX export (export_and_record) and the local speed measurements.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import logging
 
 from tqdm import tqdm
 
-from host.checkpoints import atomic_torch_save, save_model
-from host.lineage import Lineage
-from host.report import refresh
+from host.evolve.checkpoints import atomic_torch_save, save_model
+from host.run.lineage import Lineage
+from host.run.report import refresh
 
 log = logging.getLogger("squishednets.evolve")
 
@@ -67,7 +67,7 @@ class Recorder:
             tqdm.write(line)
 
     def summary(self, layout, data, stopped: str | None = None) -> dict:
-        """summary.json and report.png from the lineage as it stands (host/report.py refresh); {} off rank 0."""
+        """summary.json and report.png from the lineage as it stands (host/run/report.py refresh); {} off rank 0."""
         if not self.active:
             return {}
         return refresh(layout, self.lineage, data.spec.to_dict(), data.labels, stopped)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from contract.preprocess import PreprocessSpec
-from host.data import CachedImages, augment_batch, normalize_batch
+from host.evolve.data import CachedImages, augment_batch, normalize_batch
 
 FORWARD_SHARE = 1.0 / 3.0  # a forward pass costs about a third of a training step (forward + backward)
 
@@ -140,8 +140,8 @@ def strongest_offspring(strengths: dict, lam: float, *, min_filters: int = 1, ro
                         scales: dict | None = None) -> dict:
     """The heredity model's most likely offspring, drawn without chance: every layer keeps as many filters as
     it keeps in expectation (rounded to the nearest, then ``final_count``'s floor and rounding), its strongest.
-    {layer: sorted indices}, the format of ``host.synthesis.sample_offspring``."""
-    from host.synthesis import final_count, keep_probabilities
+    {layer: sorted indices}, the format of ``host.evolve.synthesis.sample_offspring``."""
+    from host.evolve.synthesis import final_count, keep_probabilities
     kept = {}
     for name, layer_strengths in strengths.items():
         layer_strengths = np.asarray(layer_strengths, dtype=np.float64)

@@ -8,7 +8,7 @@ tight loop. :class:`GuardedH11Protocol` (uvicorn's h11 protocol, with two additi
 
 * **header timeout**: a connection must finish its request headers within ``HEADER_TIMEOUT_S`` of their
   first byte (or of connecting); otherwise it gets a 408 and is closed. Bodies have their own deadline
-  (host/serve.py ``read_bounded_body``);
+  (host/serve/app.py ``read_bounded_body``);
 * **connection limit**: at most ``max_connections`` at once, below the process's open-file limit; a new
   connection beyond it closes the oldest connection that has no request in progress (idle or still
   sending headers), so clients that send whole requests keep being served while idle sockets pile up.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from host.genome import FIRE_NAMES, Genome
-from host.model import SqueezeNet
-from host.synthesis import STRENGTHS
+from host.evolve.genome import FIRE_NAMES, Genome
+from host.evolve.model import SqueezeNet
+from host.evolve.synthesis import STRENGTHS
 
 
 def cluster_strengths(model: SqueezeNet, kind: str = "filter") -> dict[str, np.ndarray]:

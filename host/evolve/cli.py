@@ -1,4 +1,4 @@
-"""``host-evolve``: argument parsing, then one call into host.evolve."""
+"""``host-evolve``: argument parsing, then one call into host.evolve.evolution."""
 from __future__ import annotations
 
 import argparse
@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 
 from contract.errors import ContractError
-from host import config as config_module
+from host.evolve import config as config_module
 from host.errors import HostError
-from host.presets import PRESET_NAMES
-from host.synthesis import STRENGTHS
-from host.run_folder import RESUMABLE_KEYS, write_failure
+from host.evolve.presets import PRESET_NAMES
+from host.evolve.synthesis import STRENGTHS
+from host.evolve.run_folder import RESUMABLE_KEYS, write_failure
 
 
 class Stopped(KeyboardInterrupt):
@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Breed ever smaller SqueezeNet v1.1 descendants by deep evolutionary synthesis and export "
                     "every generation to ONNX.")
     parser.add_argument("--preset", choices=PRESET_NAMES,
-                        help="a measured recipe (host/presets.py): compact <= 0.95 MB, tiny <= 0.49 MB, both at "
+                        help="a measured recipe (host/evolve/presets.py): compact <= 0.95 MB, tiny <= 0.49 MB, both at "
                              "112 px on MACs with distillation from the ancestor; a --config file and flags win over it")
     parser.add_argument("--data", help="image-folder tree: DIR/<class>/*.jpg or DIR/train|val/<class>")
     parser.add_argument("--out", help="run folder (default runs/evolve, runs/demo with --demo)")
@@ -139,10 +139,10 @@ def resolve_config(args: argparse.Namespace) -> config_module.EvolveConfig:
     file_values = config_module.load_toml(args.config) if args.config else {}
     preset = args.preset or file_values.get("preset")  # `preset = "tiny"` in a --config file expands as the flag does
     if preset in PRESET_NAMES:  # an unknown name in a file is refused by config.validate, naming the choices
-        from host.presets import preset_values
+        from host.evolve.presets import preset_values
         file_values = {**preset_values(preset), **file_values, "preset": preset}  # the flag's name wins, as flags do
     if args.demo:
-        from host.demo import DEFAULT_DEMO_OUT, demo_values
+        from host.evolve.demo import DEFAULT_DEMO_OUT, demo_values
         file_values = {**demo_values(args.out or DEFAULT_DEMO_OUT), **file_values}
         flags["data"] = flags["data"] or file_values["data"]
     config = config_module.resolve(file_values, flags)
@@ -162,7 +162,7 @@ def evolve_main(argv: list[str] | None = None) -> int:
     Ctrl-C, 143 SIGTERM (both a clean stop: ``--resume`` continues), 1 a bug."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_args_parser().parse_args(argv)
-    from host.progress import set_quiet
+    from host.evolve.progress import set_quiet
     set_quiet(args.quiet)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if on_main_thread else None
@@ -184,7 +184,7 @@ def _evolve(args: argparse.Namespace) -> int:
     config = None
     try:
         config = resolve_config(args)
-        from host.evolve import evolve  # torch is imported only once the arguments are known to be good
+        from host.evolve.evolution import evolve  # torch is imported only once the arguments are known to be good
         summary = evolve(config, resume=bool(args.resume))
     except (HostError, ContractError) as error:  # the shared layer's (a preprocessing spec, a labels file...)
         _close_progress_bars()

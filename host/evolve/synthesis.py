@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from host.errors import HostError
-from host.genome import expected_cost
+from host.evolve.genome import expected_cost
 
 STRENGTHS = ("filter", "consumer")  # what s_c sums (step 1): a filter's own weights, or the weights that read it
 LAMBDA_MAX = math.e  # at lambda = e every filter (s_c >= 0) has P = 1

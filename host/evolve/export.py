@@ -24,12 +24,12 @@ from contract.model_info import generation_metadata
 from contract.preprocess import PreprocessSpec
 from contract.reference import REFERENCE_FILE, write_reference
 from host.errors import HostError
-from host.model import SqueezeNet
+from host.evolve.model import SqueezeNet
 
 OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6, the last for TX1) stops at opset 13
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
 PARITY_TOLERANCE = 1e-4
-from host.layout import STATIC_BATCH_ONNX  # noqa: E402 (its name in the run folder: host/layout.py)
+from host.run.layout import STATIC_BATCH_ONNX  # noqa: E402 (its name in the run folder: host/run/layout.py)
 
 
 def jetson_inference_command(onnx_name: str = STATIC_BATCH_ONNX) -> str:

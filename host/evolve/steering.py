@@ -30,6 +30,7 @@ import math
 from typing import NamedTuple
 
 from host.errors import HostError
+from host.run.acceptance import near_chance
 
 
 class Step(NamedTuple):
@@ -99,15 +100,7 @@ def fitness(row: dict, fps_weight: float, target_fps: float) -> tuple:
     return (row["top1"] + bonus, -row["params"])
 
 
-# -- acceptance: no collapsed generation, and which generation is "best" ----------------------------------
-CHANCE_MARGIN = 0.25  # "near chance": less than a quarter of the way from chance (1/N) to a perfect score
-
-
-def near_chance(top1: float, num_classes: int) -> bool:
-    """True when top-1 is below chance + CHANCE_MARGIN x (1 - chance), chance = 1/N: 50 % for 3 classes,
-    43.8 % for 4, 32.5 % for 10. A constant output scores exactly chance; a net that learned scores far above."""
-    chance = 1.0 / max(1, num_classes)
-    return top1 < chance + CHANCE_MARGIN * (1.0 - chance)
+# -- acceptance: no collapsed generation (the near-chance and best rules: host/run/acceptance.py) ------
 
 
 def collapse_reason(generation: int, top1: float, parent_top1: float | None, num_classes: int,
@@ -139,21 +132,3 @@ def milder_env_factor(env_factor: float, attempt: int) -> float:
     """The R of the ``attempt``-th redraw of a collapsed generation: halfway closer to 1 each time,
     R_k = 1 - (1 - R) / 2^k (0.93 -> 0.965 -> 0.9825): a milder environment, so the redraw keeps more."""
     return 1.0 - (1.0 - env_factor) / 2 ** attempt
-
-
-def best_generation(generations: list[dict], tolerance: float, floor: float = 0.0) -> tuple[int | None, str]:
-    """(the generation to deploy, why): the smallest generation whose top-1 is within ``tolerance`` (a
-    fraction: 0.02 = 2 points) of the ancestor's and at or above ``floor``; ties go to the more accurate.
-    The ancestor itself always qualifies unless below the floor."""
-    if not generations:
-        return None, "no generation was accepted"
-    ancestor = generations[0]["top1"]
-    bar = max(floor, ancestor - tolerance)
-    eligible = [g for g in generations if g["top1"] >= bar - 1e-12]
-    if not eligible:
-        return None, f"no generation reached top-1 {100 * bar:.1f} % (--top1-floor)"
-    best = min(eligible, key=lambda g: (g["size_bytes"], -g["top1"]))
-    rule = (f"within {100 * tolerance:g} points of the ancestor's {100 * ancestor:.1f} % (--top1-tolerance)"
-            if bar > floor else f"at or above the top-1 floor {100 * floor:.1f} %")
-    return best["generation"], (f"generation {best['generation']}: the smallest ({best['size_bytes'] / 1e6:.3f} MB) "
-                                f"with top-1 {100 * best['top1']:.1f} %, {rule}")

@@ -15,8 +15,8 @@ import torch
 
 from contract.files import atomic_write
 from host.errors import HostError
-from host.genome import Genome
-from host.model import SqueezeNet
+from host.evolve.genome import Genome
+from host.evolve.model import SqueezeNet
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -50,8 +50,8 @@ def load_model_file(path, device, dropout: float | None = None) -> tuple[Squeeze
 
 def load_checkpoint(path) -> dict:
     """A training checkpoint (``RUN/checkpoint.pt``: the module docstring's keys), as written by
-    host/recorder.py: tensors, numbers, strings, lists and dicts only, so read with ``weights_only``. Raises
-    what torch.load raises for a damaged or foreign file (host/run_folder.py turns that into one line)."""
+    host/evolve/recorder.py: tensors, numbers, strings, lists and dicts only, so read with ``weights_only``. Raises
+    what torch.load raises for a damaged or foreign file (host/evolve/run_folder.py turns that into one line)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

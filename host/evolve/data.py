@@ -28,7 +28,7 @@ from contract.files import atomic_write
 from contract.images import IMAGE_EXTENSIONS, read_image  # the device's list and reader: one verdict per file
 from contract.preprocess import PreprocessSpec
 from host.errors import HostError
-from host.progress import bars_disabled
+from host.evolve.progress import bars_disabled
 
 log = logging.getLogger("squishednets.data")
 VAL_FOLDER_NAMES = ("val", "valid", "validation", "test")

@@ -5,9 +5,9 @@ import io
 import json
 
 from contract.files import atomic_write
-from host.layout import STATIC_BATCH_ONNX, RunLayout
-from host.lineage import Lineage
-from host.steering import best_generation as steering_best_generation, near_chance
+from host.run.layout import STATIC_BATCH_ONNX, RunLayout
+from host.run.lineage import Lineage
+from host.run.acceptance import run_best_generation
 
 
 def pareto_front(points: list[dict]) -> list[int]:
@@ -22,20 +22,6 @@ def pareto_front(points: list[dict]) -> list[int]:
     return sorted(front)
 
 
-def best_generation(generations: list[dict], config: dict) -> tuple[int | None, str]:
-    """(the run's best generation, why) under its config (host/steering.py: best_generation): the smallest whose
-    top-1 is within ``top1_tolerance`` of the ancestor's and at least ``top1_floor``, the more accurate on a tie;
-    None when none qualifies, or when the ancestor itself is near chance while acceptance is on (nothing of such
-    a run is worth deploying). summary.json's ``best_generation`` and host-serve's ``/models/best/`` are this."""
-    if generations and config.get("max_drop", 1.0) < 1:
-        genome = generations[0]["genome"]
-        classes = (json.loads(genome) if isinstance(genome, str) else genome)["num_classes"]
-        if near_chance(generations[0]["top1"], classes):
-            return None, (f"the ancestor scored {100 * generations[0]['top1']:.1f} %, near chance for {classes} "
-                          "classes: no generation of this run is worth deploying")
-    return steering_best_generation(generations, config.get("top1_tolerance", 0.02), config.get("top1_floor") or 0.0)
-
-
 def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
     """The generation's ``model-b1.onnx`` relative to RUN, when it exists."""
     path = (layout.root / onnx).parent / STATIC_BATCH_ONNX
@@ -45,7 +31,7 @@ def static_batch_onnx(layout: RunLayout, onnx: str) -> str | None:
 def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
                   stopped: str | None = None) -> dict:
     """summary.json's content: every generation (with its device figures), best_generation and why
-    (host/steering.py best_generation, the --top1-tolerance rule), the offspring not accepted, the Pareto front,
+    (host/run/acceptance.py, the --top1-tolerance rule), the offspring not accepted, the Pareto front,
     ``stopped`` (why the run ended early; None when it ran its course) and the run's config."""
     device_fps, device_figures = lineage.device_fps(), lineage.device_figures()
     generations = []
@@ -64,7 +50,7 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
     ancestor = generations[0] if generations else None
     config = lineage.config()
     tolerance = config.get("top1_tolerance", 0.02)
-    best, best_reason = best_generation(generations, config)
+    best, best_reason = run_best_generation(generations, config)
     accepted = {(g["generation"], g["offspring"]) for g in generations}
     # offspring bred but not accepted as a generation: the losers of a selection and collapsed draws
     rejected = [{"generation": o["generation"], "offspring": o["offspring"], "top1": o["top1"],

@@ -17,9 +17,9 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from host.config import run_paths
+from host.evolve.config import run_paths
 from host.errors import HostError
-from host.layout import RunLayout
+from host.run.layout import RunLayout
 
 log = logging.getLogger("squishednets.run_folder")
 
@@ -204,7 +204,7 @@ def _saved_config(layout: RunLayout) -> dict:
 
 
 def check_data(lineage, identity, data: str, run, resume: bool, record: bool = True) -> None:
-    """One run, one dataset. A new run records its data's identity (``identity``: host.data.DataIdentity of
+    """One run, one dataset. A new run records its data's identity (``identity``: host.evolve.data.DataIdentity of
     the folder ``data``: classes and files) in ``lineage``; a resumed run compares the folder with it and is
     refused, naming the classes and files that differ, when it is other data. ``record``: this process writes
     the lineage (rank 0). A run made before identities were recorded gets its data's recorded now."""
@@ -288,17 +288,17 @@ def check_run_files(layout: RunLayout) -> None:
 
 def check_weights(path: Path) -> None:
     """A host-evolve model file (genome + state_dict) that loads into its SqueezeNet; raises what torch raises."""
-    from host.checkpoints import load_weights  # here: the CLI imports this module before it knows torch is needed
+    from host.evolve.checkpoints import load_weights  # here: the CLI imports this module before it knows torch is needed
     if not path.is_file():
         raise FileNotFoundError("missing")
     load_weights(path, "cpu")
 
 
 def _check_checkpoint(path: Path) -> None:
-    from host.checkpoints import load_checkpoint
-    from host.genome import Genome
-    from host.model import SqueezeNet
-    state = load_checkpoint(path)  # as host.evolve reads it
+    from host.evolve.checkpoints import load_checkpoint
+    from host.evolve.genome import Genome
+    from host.evolve.model import SqueezeNet
+    state = load_checkpoint(path)  # as host.evolve.evolution reads it
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise KeyError(f"no {', '.join(missing)}")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from host.errors import HostError
-from host.genome import FIRE_NAMES, POOL_AFTER, Genome
+from host.evolve.genome import FIRE_NAMES, POOL_AFTER, Genome
 
 
 class Fire(nn.Module):

@@ -50,10 +50,10 @@ from contract.files import sha256_of_file
 from contract.report_schema import MAX_REPORT_BYTES, MODEL_URL_KEY, REPORT_SCHEMA, SCHEMA_VERSION
 from contract.tokens import read_token_file, token_file_exposed
 from host.errors import HostError
-from host.index_page import api_reference_html, index_html
-from host.lineage import Lineage
-from host.report import best_generation
-from host.schema_models import model_from_schema
+from host.serve.pages import api_reference_html, index_html
+from host.run.lineage import Lineage
+from host.run.acceptance import run_best_generation
+from host.serve.schema_models import model_from_schema
 
 DEFAULT_BIND = "127.0.0.1:8700"
 TOKEN_FILE_NAME = "host-serve.token"
@@ -300,7 +300,7 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
         if text in GENERATION_ALIASES:
             reader = readers.get()
             rows, config = reader.generations(), reader.config()
-            number = rows[-1]["generation"] if text == "latest" and rows else best_generation(rows, config)[0]
+            number = rows[-1]["generation"] if text == "latest" and rows else run_best_generation(rows, config)[0]
             if number is None:
                 raise HTTPException(404, f"the run has no {text} generation yet")
             return generation_row(number)
@@ -313,7 +313,7 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
     def index(request: Request):
         listed = generations()
         reader = readers.get()
-        best = best_generation(reader.generations(), reader.config())[0]  # the rows: with their genomes
+        best = run_best_generation(reader.generations(), reader.config())[0]  # the rows: with their genomes
         # the address as the browser reached it (what a device on the same network uses too)
         return HTMLResponse(index_html(run.name, listed, best,
                                        address=str(request.base_url).rstrip("/")))
@@ -546,9 +546,9 @@ class BackgroundServer:
 
 def server_config(app: FastAPI, guard=None, **options):
     """uvicorn's Config for host-serve: the h11 protocol with a header timeout and a connection limit
-    (host/http_guard.py), idle keep-alive connections closed after a few seconds, a bounded log."""
+    (host/serve/guard.py), idle keep-alive connections closed after a few seconds, a bounded log."""
     import uvicorn
-    from host.http_guard import ACCEPT_BURST, KEEP_ALIVE_TIMEOUT_S, ConnectionGuard, install_bounded_logging
+    from host.serve.guard import ACCEPT_BURST, KEEP_ALIVE_TIMEOUT_S, ConnectionGuard, install_bounded_logging
     install_bounded_logging()
     guard = guard or ConnectionGuard()
     return uvicorn.Config(app, http=guard.protocol(), ws="none", log_level="warning",

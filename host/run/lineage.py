@@ -197,7 +197,7 @@ class Lineage:
 
     # -- the dataset's identity --------------------------------------------------------------------
     def save_dataset(self, root: str, record: dict) -> None:
-        """The run's data: its folder and identity (host.data.DataIdentity.to_record: classes and files as
+        """The run's data: its folder and identity (host.evolve.data.DataIdentity.to_record: classes and files as
         JSON lists, their sha256), recorded once, at the run's start."""
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO dataset (id, root, classes, files, sha256, recorded_at) "

@@ -1,5 +1,5 @@
 """host-evolve's progress bars: only on a terminal (never carriage returns and cursor escapes in ``docker logs``,
-CI or a file), none at all with ``--quiet``. (The next-step commands it prints: host/cli.py's ``command``.)
+CI or a file), none at all with ``--quiet``. (The next-step commands it prints: host/evolve/cli.py's ``command``.)
 """
 from __future__ import annotations
 

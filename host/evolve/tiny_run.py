@@ -1,9 +1,9 @@
-"""A tiny real run folder: 32 px, 3-class SqueezeNets exported by host.export and recorded in lineage.sqlite as
+"""A tiny real run folder: 32 px, 3-class SqueezeNets exported by host.evolve.export and recorded in lineage.sqlite as
 host-evolve records them (``labels`` and ``card`` are paths relative to the run, as real runs store them). The
 tests serve it with host-serve and fetch it with device-serve and device-agent; the trials (trials/) run their
 faults against it; a person can try host-serve on it in a second:
 
-    python -c "from pathlib import Path; from host.tiny_run import make_tiny_run; make_tiny_run(Path('run'))"
+    python -c "from pathlib import Path; from host.evolve.tiny_run import make_tiny_run; make_tiny_run(Path('run'))"
 
 The weights are random (seeded by the generation's number): the files are real, the accuracy is not.
 """
@@ -19,10 +19,10 @@ def make_tiny_run(run: Path, generations: int = 1, local_fps=100.0) -> list:
     """Export ``generations`` tiny generations (weights seeded by their number) into ``run``; their cards."""
     import torch
     from contract.preprocess import PreprocessSpec
-    from host.export import export_generation
-    from host.genome import Genome
-    from host.lineage import Lineage
-    from host.model import SqueezeNet
+    from host.evolve.export import export_generation
+    from host.evolve.genome import Genome
+    from host.run.lineage import Lineage
+    from host.evolve.model import SqueezeNet
     genome = Genome(num_classes=3, conv1=8, fires=((4, 8, 8),) * 8)
     lineage = Lineage(run / "lineage.sqlite")
     cards = []

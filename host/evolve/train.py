@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from host.progress import bars_disabled
+from host.evolve.progress import bars_disabled
 
 from contract.preprocess import PreprocessSpec
-from host.data import CachedImages, augment_batch, normalize_batch
-from host.distributed import World, sum_across
+from host.evolve.data import CachedImages, augment_batch, normalize_batch
+from host.evolve.distributed import World, sum_across
 
 
 @dataclass
@@ -174,7 +174,7 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
     bound = divergence_bound(int(getattr(getattr(model, "genome", None), "num_classes", 2)))
     start = time.perf_counter()
     bar = tqdm(total=n_steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-               disable=bars_disabled(not world.is_main))  # a terminal only, none with --quiet (host/progress.py)
+               disable=bars_disabled(not world.is_main))  # a terminal only, none with --quiet (host/evolve/progress.py)
 
     def batches():
         for step in range(n_steps):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from contract.files import atomic_write
 from host.errors import HostError
-from host.presets import PRESET_NAMES
-from host.synthesis import STRENGTHS
+from host.evolve.presets import PRESET_NAMES
+from host.evolve.synthesis import STRENGTHS
 
 log = logging.getLogger("squishednets.config")
 
@@ -23,13 +23,13 @@ class EvolveConfig:
     data: str = ""  # image-folder tree: DIR/<class>/*.jpg or DIR/train/<class> + DIR/val/<class>
     out: str = "runs/evolve"  # the run folder (RUN): lineage.sqlite, gen-XX/, summary.json, report.png
     generations: int = 15  # offspring generations after the ancestor (gen-00)
-    preset: str = ""  # the preset the values below started from (host/presets.py: compact, tiny; "" = none)
+    preset: str = ""  # the preset the values below started from (host/evolve/presets.py: compact, tiny; "" = none)
     epochs: int = 4  # training epochs of every offspring (the measured recipe, docs/benchmarks.md section 7)
     ancestor_epochs: int = 6  # training epochs of the ancestor (SqueezeNet v1.1, conv10 -> N classes)
     image_size: int = 112  # square input side, pixels (the device resizes whole frames to it)
     env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
     budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
-    cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/synthesis.py step 5); 0 = the paper's
+    cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/evolve/synthesis.py step 5); 0 = the paper's
     strength: str = "filter"  # a filter's strength: "filter" (sum |w| of its own weights, the paper's) or "consumer"
     offspring: int = 1  # K offspring per generation, each trained; the fittest (top-1) becomes the parent
     candidates: int = 1  # selection: draws per offspring (+ the most likely one) scored by fidelity to the parent, the best trained (1 = off)
@@ -42,7 +42,7 @@ class EvolveConfig:
     round_to: int = 16  # kept counts rounded up to a multiple of this (16: this CPU's sweet spot, 8 suits GPUs; 1 = off)
     seed: int = 0  # one seed for the split, sampling, shuffling and augmentation
     batch_size: int = 64
-    lr: float = 0.01  # peak SGD rate at batch 64, scaled linearly with the batch actually used (host/train.py)
+    lr: float = 0.01  # peak SGD rate at batch 64, scaled linearly with the batch actually used (host/evolve/train.py)
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     crop_scale: float = 0.5  # smallest area share of the random resized crop (1.0 = flip only)
@@ -230,7 +230,7 @@ def validate(config: EvolveConfig) -> None:
 
 
 def save(config: EvolveConfig, path: Path) -> None:
-    """``RUN/config.json``: every value, paths absolute (host/config.py resolve), written whole or not at all."""
+    """``RUN/config.json``: every value, paths absolute (host/evolve/config.py resolve), written whole or not at all."""
     atomic_write(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
 
 
