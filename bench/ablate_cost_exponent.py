@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from contract.generation_files import OFFSPRING_WEIGHTS, offspring_weights  # noqa: E402,F401
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
@@ -27,7 +28,7 @@ FLAGS = ["--image-size", "112", "--generations", "3", "--env-factor", "0.8", "--
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ancestor", required=True, help="a trained host-evolve model (RUN/gen-00/offspring-0.pt)")
+    parser.add_argument("--ancestor", required=True, help=f"a trained host-evolve model (RUN/gen-00/{offspring_weights(0)})")
     parser.add_argument("--data", default=str(SHARED / "datasets" / "imagenette"))
     parser.add_argument("--out", default=str(PROJECT / "runs" / "ablate-alpha"))
     parser.add_argument("--alphas", default="0,0.5", help="comma-separated cost exponents (default 0,0.5)")

@@ -19,6 +19,7 @@ import torch
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from host.run.layout import RunLayout  # noqa: E402
 from contract.preprocess import PreprocessSpec  # noqa: E402
 from host.evolve.data import cache_split, scan_folder  # noqa: E402
 from host.evolve.checkpoints import load_weights  # noqa: E402
@@ -40,7 +41,7 @@ def main() -> int:
     train = cache_split(split.train, spec, run / "cache", "train")
     val = cache_split(split.val, spec, run / "cache", "val")
     cpu = torch.device("cpu")
-    parent = load_weights(run / f"gen-{args.generation:02d}" / "offspring-0.pt", "cpu")
+    parent = load_weights(RunLayout(run).offspring_weights(args.generation, 0), "cpu")
     print("parent", evaluate(parent, val, spec, cpu), flush=True)
     strengths = cluster_strengths(parent)
     lam = solve_lambda(strengths, parent.genome.num_classes, 0.93, image_size=spec.height, min_filters=4, round_to=8)

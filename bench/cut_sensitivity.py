@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from contract.generation_files import OFFSPRING_WEIGHTS, offspring_weights  # noqa: E402,F401
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
@@ -46,7 +47,7 @@ def kept_by(scores: dict[str, np.ndarray], widths: dict[str, int]) -> dict[str, 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ancestor", required=True, metavar="MODEL_FILE",
-                        help="a trained host-evolve model file, e.g. RUN/gen-00/offspring-0.pt")
+                        help=f"a trained host-evolve model file, e.g. RUN/gen-00/{offspring_weights(0)}")
     parser.add_argument("--data", default=str(SHARED / "datasets" / "imagenette"))
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--shares", type=float, nargs="+", default=[0.95, 0.9, 0.8, 0.7])

@@ -31,7 +31,9 @@ import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
+from contract.generation_files import OFFSPRING_WEIGHTS, offspring_weights  # noqa: E402,F401
 from bench.machine import describe_machine  # noqa: E402
+from host.run.layout import RunLayout  # noqa: E402
 SHARED = PROJECT.parent / "shared"
 
 COMMON_FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
@@ -86,7 +88,7 @@ def training_ratio(run: Path, image_size: int, batch_size: int, images: int = 19
     cpu = torch.device("cpu")
     compute, pipeline = [], []
     for attempt in range(2):
-        model = load_weights(run / "gen-00" / "offspring-0.pt", "cpu").to(memory_format=torch.channels_last)
+        model = load_weights(RunLayout(run).offspring_weights(0, 0), "cpu").to(memory_format=torch.channels_last)
         compute.append(compute_throughput(model, batch_size, image_size, cpu, steps=images // batch_size))
         settings = TrainSettings(epochs=1, batch_size=batch_size)
         optimizer, scheduler = make_optimizer(model, settings, images // batch_size)
@@ -141,7 +143,7 @@ def main() -> int:
     parser.add_argument("--measure-only", action="store_true")
     parser.add_argument("--ancestor-from", metavar="WEIGHTS",
                         help="reuse an ancestor trained with the same settings (e.g. another preset's "
-                             "gen-00/offspring-0.pt): host-evolve --ancestor-from WEIGHTS --ancestor-epochs 0")
+                             f"gen-00/{offspring_weights(0)}): host-evolve --ancestor-from WEIGHTS --ancestor-epochs 0")
     parser.add_argument("--strength", choices=STRENGTHS, default=None,
                         help="host-evolve --strength (default: the preset's, filter): what a filter's strength is "
                              "measured by (docs/benchmarks.md 9f, 9h)")

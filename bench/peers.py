@@ -52,6 +52,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from contract.generation_files import OFFSPRING_WEIGHTS, offspring_weights  # noqa: E402,F401
+from contract.generation_files import MODEL_ONNX  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
@@ -328,7 +330,7 @@ def export(model, folder: Path, data, label: str) -> Path:
     from host.evolve.export import export_generation
     export_generation(model.cpu().eval(), folder, spec=data.spec, labels=data.labels, generation=0,
                       parity_images=parity_images(data), extra_card={"peer": label})
-    return folder / "model.onnx"
+    return folder / MODEL_ONNX
 
 
 def ort_speed(path: Path, seconds: float) -> dict:
@@ -625,8 +627,8 @@ def merge(paths: list[Path], folder: Path, speed_rounds: int = 0, seconds: float
     if speed_rounds:
         from tqdm import tqdm
         runs = [Path(result.get("folder", path.parent)) for path, result in zip(paths, results)]
-        ancestor_onnx = runs[0] / "ancestor" / "model.onnx"
-        onnx = [runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" / "model.onnx" for r in rows]
+        ancestor_onnx = runs[0] / "ancestor" / MODEL_ONNX
+        onnx = [runs[r["run"] - 1] / f"{r['method']}-{r['target_mb']:.2f}" / MODEL_ONNX for r in rows]
         missing = [str(p) for p in [ancestor_onnx] + onnx if not p.is_file()]
         if missing:
             print(f"--speed-rounds: no ONNX at {', '.join(missing)}; run the measurement pass (without --no-speed) "
@@ -675,7 +677,7 @@ def main(argv=None) -> int:
                         help="distil from the previous step's model or from the ancestor (default: the ancestor at the "
                              "gentle scales, issue 15's fight, as the presets do; the previous step's at the others)")
     parser.add_argument("--ancestor", default=None, metavar="MODEL_FILE",
-                        help="start every method from this trained host-evolve model file (e.g. RUN/gen-00/offspring-0.pt "
+                        help=f"start every method from this trained host-evolve model file (e.g. RUN/gen-00/{offspring_weights(0)} "
                              "of a run at the same --image-size on the same data) instead of training one here")
     parser.add_argument("--strength", choices=STRENGTHS, default="filter",
                         help="what uniform, evolution and selection rank filters by (default filter, the paper's)")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from contract.generation_files import OFFSPRING_WEIGHTS, offspring_weights  # noqa: E402,F401
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
@@ -31,7 +32,7 @@ SHARED = PROJECT.parent / "shared"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ancestor", required=True, help="a host-evolve model file (RUN/gen-XX/offspring-K.pt)")
+    parser.add_argument("--ancestor", required=True, help=f"a host-evolve model file (RUN/gen-XX/{OFFSPRING_WEIGHTS.format('K')})")
     parser.add_argument("--data", default=str(SHARED / "datasets" / "imagenette"))
     parser.add_argument("--cache", help="a decoded-image cache to reuse (default: beside the ancestor's run)")
     parser.add_argument("--image-size", type=int, default=112)

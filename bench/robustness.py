@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from contract.generation_files import LABELS_TXT  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
@@ -46,8 +47,8 @@ def small_tree(root: Path, seed: int, classes: int = 3, train: int = 30, val: in
             folder.mkdir(parents=True, exist_ok=True)
             for i in indices:
                 (folder / files[i].name).symlink_to(files[i])
-    labels = SHARED / "datasets" / "imagenette" / "labels.txt"
-    (root / "labels.txt").write_text(labels.read_text(encoding="utf-8"), encoding="utf-8")
+    labels = SHARED / "datasets" / "imagenette" / LABELS_TXT
+    (root / LABELS_TXT).write_text(labels.read_text(encoding="utf-8"), encoding="utf-8")
     return root
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 from bench.machine import describe_machine  # noqa: E402
+from contract.generation_files import MODEL_ONNX  # noqa: E402
+from host.run.layout import RunLayout  # noqa: E402
 SHARED = PROJECT.parent / "shared"
 FLAGS = ["--data", str(SHARED / "datasets" / "imagenette"), "--pretrained",
          str(SHARED / "weights" / "squeezenet1_1_imagenet.pth"), "--image-size", "64", "--epochs", "1",
@@ -45,7 +47,7 @@ def main() -> int:
         evolve(*FLAGS, "--generations", "0", "--out", str(ancestor))
     from host.evolve.latency import local_fps
     from host.run.lineage import Lineage
-    base_fps = float(sorted(local_fps(ancestor / "gen-00" / "model.onnx", 3.0) for _ in range(3))[1])
+    base_fps = float(sorted(local_fps(RunLayout(ancestor).generation_dir(0) / MODEL_ONNX, 3.0) for _ in range(3))[1])
     target = round(args.speedup * base_fps)
     print(f"ancestor: {base_fps:.0f} img/s (ONNX Runtime, batch 1, median of 3); target {target} img/s")
     results = {}

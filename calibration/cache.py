@@ -8,6 +8,7 @@ import os
 
 from contract.errors import DeviceError
 from contract.files import atomic_write
+from contract.precisions import INT8_NEEDS_CALIBRATION
 
 
 def calibration_paths(cache_dir, info, trt_version):
@@ -22,8 +23,8 @@ def calibration_signature(cache_dir, info, trt_version, dataset):
     cache_path, sidecar_path = calibration_paths(cache_dir, info, trt_version)
     if dataset is None:
         if not os.path.isfile(cache_path) or not os.path.isfile(sidecar_path):
-            raise DeviceError("INT8 needs a calibration set: give an image folder (--calibration DIR, e.g. the "
-                              "training images) the first time; its cache {} is reused afterwards".format(cache_path))
+            raise DeviceError(INT8_NEEDS_CALIBRATION + " the first time; its cache {} is reused "
+                              "afterwards".format(cache_path))
         with open(sidecar_path, "r", encoding="utf-8") as handle:
             return json.load(handle)["signature"]
     signature = dataset.signature()

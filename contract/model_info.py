@@ -13,6 +13,7 @@ import os
 import re
 
 from contract.errors import ContractError
+from contract.generation_files import LABELS_TXT, MODEL_ONNX
 from contract.preprocess import METADATA_KEY, PreprocessSpec
 
 #: The ONNX ``metadata_props`` keys of a generation: host/evolve/export.py writes them, :class:`ModelInfo` reads them
@@ -87,13 +88,13 @@ class ModelInfo(object):
         """Read and check ``path``; raise ContractError naming the file and the fix when it cannot be used."""
         path = os.path.abspath(str(path))
         if not os.path.exists(path):
-            raise ContractError("model {} does not exist: give the path of a generation's model.onnx "
-                              "(RUN/gen-XX/model.onnx) or a host-serve URL".format(path))
+            raise ContractError("model {} does not exist: give the path of a generation's {} "
+                              "(RUN/gen-XX/{}) or a host-serve URL".format(path, MODEL_ONNX, MODEL_ONNX))
         if os.path.isdir(path):
-            if os.path.isfile(os.path.join(path, "model.onnx")):
-                path = os.path.join(path, "model.onnx")
+            if os.path.isfile(os.path.join(path, MODEL_ONNX)):
+                path = os.path.join(path, MODEL_ONNX)
             else:
-                raise ContractError("model {} is a folder without model.onnx: give the .onnx file".format(path))
+                raise ContractError("model {} is a folder without {}: give the .onnx file".format(path, MODEL_ONNX))
         with open(path, "rb") as handle:
             data = handle.read()
         model = _read_model(data, path)
@@ -204,13 +205,13 @@ def _labels(path, metadata, out_shape):
         except (ValueError, TypeError):
             raise ContractError("model {}: its labels metadata is not a JSON list; export it again".format(path))
     else:
-        beside = os.path.join(os.path.dirname(path), "labels.txt")
+        beside = os.path.join(os.path.dirname(path), LABELS_TXT)
         if os.path.isfile(beside):
             labels = read_labels_txt(beside)
     if labels is None:
         if classes is None:
-            raise ContractError("model {}: no labels in its metadata or beside it (labels.txt) and its output "
-                              "shape {} does not give the class count".format(path, _shape_text(out_shape)))
+            raise ContractError("model {}: no labels in its metadata or beside it ({}) and its output "
+                              "shape {} does not give the class count".format(path, LABELS_TXT, _shape_text(out_shape)))
         labels = ["class {}".format(i) for i in range(classes)]
     if classes is not None and classes != len(labels):
         raise ContractError("model {}: {} labels but {} outputs; the labels belong to another model".format(
@@ -351,8 +352,8 @@ def _graph(data):
 
 def _read_model(data, path):
     """Parse the ModelProto fields the device uses; ContractError when ``data`` is not an ONNX model."""
-    not_onnx = ("model {} is not an ONNX model ({{}}); give the model.onnx that host-evolve exported "
-                "(RUN/gen-XX/model.onnx)".format(path))
+    not_onnx = ("model {} is not an ONNX model ({{}}); give the {} that host-evolve exported "
+                "(RUN/gen-XX/{})".format(path, MODEL_ONNX, MODEL_ONNX))
     if not data:
         raise ContractError(not_onnx.format("the file is empty"))
     view = memoryview(data)

@@ -18,8 +18,9 @@ import os
 import numpy as np
 
 from contract.errors import ContractError
+from contract.generation_files import REFERENCE_NPZ
 
-REFERENCE_FILE = "reference.npz"
+REFERENCE_FILE = REFERENCE_NPZ  # contract/generation_files.py
 
 #: The stated tolerance, as a fraction of the reference outputs' range (max |output|, at least 1): FP32 engines
 #: differ from ONNX Runtime by summation order only (TF32 is off); FP16 keeps ~3 significant digits; INT8 is

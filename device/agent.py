@@ -107,8 +107,8 @@ def main(argv=None):
         batches, token = _checked(args)
         engine = engine_options(args)
         engine.require_calibration(every_model=True)  # the one INT8 rule, for a follower of new generations
-        agent = Agent(args.follow, token, args.device_id, args.backend, args.precision, batches, args.seconds,
-                      args.warmup, args.cache_dir, args.spool_dir, args.report_to, options=engine.backend_options())
+        agent = Agent(args.follow, token, args.device_id, batches=batches, seconds=args.seconds,
+                      warmup_s=args.warmup, spool_dir=args.spool_dir, report_to=args.report_to, engine=engine)
     except (_UsageError, ContractError) as error:
         print("device-agent: error: {}".format(error), file=sys.stderr)
         return 2

@@ -33,10 +33,15 @@ class Agent(object):
     """Measure every generation host-serve lists, once; see the module docstring."""
 
     def __init__(self, url, token, device_id=None, backend="auto", precision="fp32", batches=(1,), seconds=3.0,
-                 warmup_s=0.2, cache_dir=None, spool_dir=None, report_to=None, log=_log, options=None):
+                 warmup_s=0.2, cache_dir=None, spool_dir=None, report_to=None, log=_log, options=None, engine=None):
+        """``engine``: the checked EngineOptions (device.engine_options) of the command line, used as it is;
+        without one, ``backend``, ``precision``, ``cache_dir`` and ``options``' calibration_dir and
+        workspace_mb make it."""
         from device.model_source import default_cache_dir
         from device.reports import Reporter, ReportSpool
         self.base = base_url(url)
+        if engine is not None:
+            backend, precision, cache_dir = engine.backend, engine.precision, engine.cache_dir
         self.backend = backend
         self.precision = precision
         self.batches = list(batches)
@@ -46,8 +51,8 @@ class Agent(object):
         self.log = log
         from device.engine_options import EngineOptions
         options = dict(options or {})
-        self.engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
-                                    options.pop("workspace_mb", None), self.cache_dir)
+        self.engine = engine if engine is not None else EngineOptions(
+            backend, precision, options.pop("calibration_dir", None), options.pop("workspace_mb", None), self.cache_dir)
         self.options = options  # what else open_backend takes (opt_batch, providers, ...)
         try:
             os.makedirs(self.cache_dir, exist_ok=True)
@@ -110,7 +115,8 @@ class Agent(object):
         caller passes the entry's sha256 as ``expected_sha256``."""
         from urllib.parse import urldefrag, urljoin
         from contract.report_schema import MODEL_URL_KEY
-        relative = entry.get(MODEL_URL_KEY) or "/models/{}/model.onnx".format(entry["generation"])
+        from contract.generation_files import generation_url_path
+        relative = entry.get(MODEL_URL_KEY) or generation_url_path(entry["generation"])
         return urldefrag(urljoin(self.base + "/", relative))[0]
 
     def process(self, entry):

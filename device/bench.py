@@ -20,6 +20,7 @@ import numpy as np
 
 from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
+from contract.generation_files import MODEL_ONNX
 from device.engine_options import add_engine_options, engine_options
 from device.interruptible import exit_status
 
@@ -160,8 +161,9 @@ def batches_for_model(info, batches):
     fixed = info.fixed_batch
     if fixed is None:
         return list(batches), []
-    beside = os.path.join(os.path.dirname(info.path), "model.onnx")
-    if os.path.basename(info.path) != "model.onnx" and os.path.isfile(beside):
+    from contract.generation_files import MODEL_ONNX
+    beside = os.path.join(os.path.dirname(info.path), MODEL_ONNX)
+    if os.path.basename(info.path) != MODEL_ONNX and os.path.isfile(beside):
         instead = "use {} (dynamic batch) for".format(beside)
     else:
         instead = "give --batch {}, or export it with a dynamic batch dimension, for".format(fixed)
@@ -182,15 +184,14 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
     ``precision``, ``cache_dir`` and the engine ``options``. ``check``: each engine opened is first compared with the reference outputs stored
     with the model (contract.reference; ``checks``: one agreement dict per engine profile); DeviceError when
     the model has none."""
-    from contract.model_info import ModelInfo
     from device.backends import open_backend
     from device.engine_options import EngineOptions
-    from device.model_source import default_cache_dir, resolve_model
+    from device.model_source import default_cache_dir, open_model
     if engine is None:
         engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
                                options.pop("workspace_mb", None), cache_dir)
-    path = resolve_model(model, cache_dir=engine.cache_dir or default_cache_dir())
-    batches, refused = batches_for_model(ModelInfo.from_onnx(path), [int(b) for b in batches])
+    opened_model = open_model(model, cache_dir=engine.cache_dir or default_cache_dir())  # read once, for every profile
+    batches, refused = batches_for_model(opened_model, [int(b) for b in batches])
     if not batches:
         raise DeviceError("model " + "; ".join(why for _, why in refused))
     for batch, why in refused:
@@ -199,7 +200,7 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
     results, described, info, checks = [], None, None, []
     for index, group in enumerate(profile_groups(batches)):
         # the backend line once: a second engine profile is the same backend and precision
-        opened = open_backend(model, engine=engine, max_batch=max(group),
+        opened = open_backend(opened_model, engine=engine, max_batch=max(group),
                               log=log if index == 0 or log is None else _without_backend_line(log), **options)
         try:
             description = opened.describe()
@@ -266,7 +267,8 @@ def check_times(seconds, warmup):
 
 def get_args_parser():
     parser = argparse.ArgumentParser(prog="device-bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model.onnx path or host-serve URL (#sha256=<hex> optional)")
+    parser.add_argument("--model", required=True,
+                        help="{} path or host-serve URL (#sha256=<hex> optional)".format(MODEL_ONNX))
     parser.add_argument("--batch", default="1", help="batch size or a list, e.g. 1,8 (default 1)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed duration per batch size (default 3)")
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")

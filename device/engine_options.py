@@ -11,7 +11,7 @@ import glob
 import os
 
 from contract.errors import DeviceError
-from contract.precisions import PRECISIONS
+from contract.precisions import INT8_NEEDS_CALIBRATION, PRECISIONS, check_precision
 from engines.build import DEFAULT_WORKSPACE_MB
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -49,9 +49,7 @@ class EngineOptions(object):
         if backend not in BACKENDS:
             raise DeviceError("--backend {!r}: backend {!r} is not one of {}".format(
                 backend, backend, ", ".join(BACKENDS)))
-        if precision not in PRECISIONS:
-            raise DeviceError("--precision {!r}: precision {!r} is not one of {}".format(
-                precision, precision, ", ".join(PRECISIONS)))
+        check_precision(precision, "--precision")
         if workspace_mb is not None and not MIN_WORKSPACE_MB <= int(workspace_mb) <= MAX_WORKSPACE_MB:
             raise DeviceError("--workspace-mb {} must be between {} and {} (TensorRT builder scratch memory)".format(
                 workspace_mb, MIN_WORKSPACE_MB, MAX_WORKSPACE_MB))
@@ -62,7 +60,7 @@ class EngineOptions(object):
         self.precision = precision
         self.calibration_dir = calibration_dir
         self.workspace_mb = None if workspace_mb is None else int(workspace_mb)
-        self.cache_dir = cache_dir
+        self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else None
 
     @classmethod
     def from_args(cls, args):
@@ -87,9 +85,9 @@ class EngineOptions(object):
         if self.precision != "int8" or self.backend == "onnxruntime" or self.calibration_dir:
             return
         if every_model:
-            raise DeviceError("--precision int8: every new generation is calibrated afresh for TensorRT; add "
-                              "--calibration DIR (a folder of images like those the models classify, e.g. the "
-                              "training images), or use --precision fp16 (no calibration)")
+            raise DeviceError("--precision int8: every new generation is calibrated afresh for TensorRT, so "
+                              "each needs its set. " + INT8_NEEDS_CALIBRATION + "; or use --precision fp16 "
+                              "(no calibration)")
         if info is not None:
             require_calibration(info, cache_dir or self.cache_dir, None)
 
@@ -115,6 +113,5 @@ def require_calibration(info, cache_dir, calibration_dir):
     pattern = calibration_paths(cache_dir, info, "*")[0]
     if not glob.glob(pattern):
         folder = os.path.dirname(pattern)
-        raise DeviceError("--precision int8 on TensorRT needs a calibration set the first time: add --calibration DIR "
-                          "(a folder of images like those the model will classify, e.g. its training images); its "
-                          "cache in {} is reused afterwards. Or use --precision fp16 (no calibration)".format(folder))
+        raise DeviceError("--precision int8 on TensorRT: " + INT8_NEEDS_CALIBRATION + " the first time; its cache "
+                          "in {} is reused afterwards. Or use --precision fp16 (no calibration)".format(folder))

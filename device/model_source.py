@@ -17,6 +17,7 @@ import tempfile
 
 from contract.errors import ContractError, DeviceError
 from contract.files import sha256_of_file
+from contract.generation_files import MODEL_ONNX, generation_url_path
 from contract.model_info import ModelInfo
 from contract.report_schema import MODEL_URL_KEY
 
@@ -71,15 +72,11 @@ def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIM
     expected = _normal_sha256(expected_sha256, "expected sha256")
     text = str(path_or_url)
     if not is_url(text):
-        path = os.path.abspath(os.path.expanduser(text))
-        if not os.path.isfile(path):
-            raise DeviceError("model {} does not exist (or is not a file): give a generation's model.onnx or a "
-                              "host-serve URL such as http://HOST:8700/models/3/model.onnx".format(text))
+        path = _local_model(text)
         try:
             open(path, "rb").close()
         except (IOError, OSError) as error:  # host-evolve writes model.onnx 0600: another user meets this
-            raise DeviceError("model {} cannot be read by this user ({}): run as its owner, or let others read "
-                              "it (chmod a+r {})".format(path, getattr(error, "strerror", None) or error, path))
+            raise _unreadable(path, error)
         if expected is not None:
             actual = sha256_of_file(path)
             if actual != expected:
@@ -95,6 +92,43 @@ def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIM
     if expected is not None and _cached(folder, expected):
         return _cached(folder, expected)
     return _download(url, folder, expected, timeout, log, max_bytes)
+
+
+def open_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOUT_S, log=None):
+    """The model opened once: resolved (a host-serve URL fetched into the cache and sha256-checked as
+    :func:`resolve_model` does), read and checked once; its contract.model_info.ModelInfo, which every backend
+    takes as it is (device.backends.open_backend). A local file is read once: its sha256 is the ModelInfo's,
+    compared with ``expected_sha256`` (64 hex digits or None). DeviceError/ContractError naming the model and the
+    fix."""
+    text = str(path_or_url)
+    if is_url(text):
+        return ModelInfo.from_onnx(resolve_model(text, cache_dir=cache_dir, expected_sha256=expected_sha256,
+                                                 timeout=timeout, log=log))
+    expected = _normal_sha256(expected_sha256, "expected sha256")
+    path = _local_model(text)
+    try:
+        info = ModelInfo.from_onnx(path)  # read (and hashed) once, here
+    except (IOError, OSError) as error:
+        raise _unreadable(path, error)
+    if expected is not None and info.sha256 != expected:
+        raise DeviceError("model {} has sha256 {} but {} was expected: it is not the generation you "
+                          "asked for".format(info.path, info.sha256, expected))
+    return info
+
+
+def _local_model(text):
+    """The absolute path of a model given as a local path, or DeviceError when there is no such file."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isfile(path):
+        raise DeviceError("model {} does not exist (or is not a file): give a generation's {} or a "
+                          "host-serve URL such as http://HOST:8700{}".format(text, MODEL_ONNX, generation_url_path(3)))
+    return path
+
+
+def _unreadable(path, error):
+    """The DeviceError for a model file this user may not read (host-evolve writes model.onnx 0600)."""
+    return DeviceError("model {} cannot be read by this user ({}): run as its owner, or let others read "
+                       "it (chmod a+r {})".format(path, getattr(error, "strerror", None) or error, path))
 
 
 def _cached(folder, sha256):

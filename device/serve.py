@@ -22,15 +22,15 @@ the run at once: 130 for SIGINT, 143 (128 + 15) for SIGTERM, 129 for SIGHUP, not
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import signal
 import sys
 
 from contract.console import utf8_console
-from contract.errors import ContractError, DeviceError
-from device.engine_options import add_engine_options, engine_options
+from contract.errors import ContractError
+from contract.generation_files import MODEL_ONNX, REFERENCE_NPZ, generation_url_path
+from device.engine_options import add_engine_options
 from device.outputs import OUTPUT_HELP
 from device.sources import SOURCE_HELP
 
@@ -42,18 +42,19 @@ URI_HELP = """input and output, in jetson-inference's forms (positional, as in i
   output  display://0  out.mp4  out.avi  'out/%i.jpg'  out/  out.jpg (or --output; the live page: --http)
 
 examples:
-  device-serve --model http://HOST:8700/models/best/model.onnx csi://0 --http 0.0.0.0:8080
-  device-serve --model model.onnx clip.mp4 labelled.mp4            record the demo, overlay drawn
-  device-serve --model model.onnx 'photos/*.jpg' labelled/         label photos: a line and an image each
-  device-serve --model model.onnx /dev/video0 display://0          a USB camera in a window
-"""
+  device-serve --model http://HOST:8700{best} csi://0 --http 0.0.0.0:8080
+  device-serve --model {model} clip.mp4 labelled.mp4            record the demo, overlay drawn
+  device-serve --model {model} 'photos/*.jpg' labelled/         label photos: a line and an image each
+  device-serve --model {model} /dev/video0 display://0          a USB camera in a window
+""".format(best=generation_url_path("best"), model=MODEL_ONNX)
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(prog="device-serve", description=__doc__.split("\n\n")[0], epilog=URI_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a generation's model.onnx, or a host-serve URL "
-                        "(http://HOST:8700/models/N/model.onnx, or /models/best/model.onnx); sha256-checked")
+    parser.add_argument("--model", required=True, help="a generation's {}, or a host-serve URL "
+                        "(http://HOST:8700{}, or {}); sha256-checked".format(
+                            MODEL_ONNX, generation_url_path("N"), generation_url_path("best")))
     parser.add_argument("input", nargs="?", metavar="INPUT", help="what to classify (as --source): " + SOURCE_HELP)
     parser.add_argument("output", nargs="?", metavar="OUTPUT", help="where the annotated frames also go: " +
                         OUTPUT_HELP.replace("%", "%%"))
@@ -110,89 +111,11 @@ def get_args_parser():
     return parser
 
 
-MAX_SPOOL_LIMIT = 1000000  # ~2 KB a report: 2 GB of waiting reports at most
-
-
-def _in_range(flag, value, low, high, what, low_open=False):
-    """Refuse ``value`` unless ``low <= value <= high`` (``low < value`` with ``low_open``); NaN and infinity
-    are refused too (``nan <= 0`` is False, so a bare comparison would let them through)."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
-        raise DeviceError("{} {} must be {} {} and at most {} ({})".format(
-            flag, value, "above" if low_open else "at least", low, high, what))
-
-
 def check_args(args):
-    """Check every flag before anything starts; returns the checked EngineOptions (device.engine_options)."""
-    engine = engine_options(args)
-    _in_range("--frames", args.frames, 1, 10 ** 12, "frames to classify")
-    _in_range("--duration", args.duration, 0, 10 * 365 * 86400, "seconds; leave it out to run until stopped",
-              low_open=True)
-    if not 1 <= args.top <= 100:
-        raise DeviceError("--top {} must be between 1 and 100".format(args.top))
-    _in_range("--report-every", args.report_every, 0, 86400, "seconds between periodic reports", low_open=True)
-    _in_range("--spool-limit", args.spool_limit, 1, MAX_SPOOL_LIMIT, "reports kept waiting")
-    _in_range("--warmup", args.warmup, 0, 600, "seconds of warm-up")
-    _in_range("--status-every", args.status_every, 0, 86400, "seconds between status lines; 0 for none")
-    if not (math.isfinite(args.smoothing) and 0.0 <= args.smoothing < 1.0):
-        raise DeviceError("--smoothing {} must be in [0, 1): 0 is off, 0.8 steadies a flickering label".format(
-            args.smoothing))
-    resolve_input_output(args)
-    if args.http:
-        from contract.address import parse_address
-        parse_address(args.http)
-    if args.stats_json:
-        check_writable_file(args.stats_json, "--stats-json")
-    if getattr(args, "token_file", None):
-        from contract.tokens import read_private_token_file
-        args.token = read_private_token_file(args.token_file)  # ContractError: one line, exit 2
-    return engine
-
-
-def check_writable_file(path, flag):
-    """DeviceError now, naming ``flag`` and the fix, when ``path`` could not be written at the end of the run
-    (its folder missing or not writable by this user), instead of losing the figures after the whole run."""
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise DeviceError("{} {}: folder {} does not exist".format(flag, path, folder))
-    if os.path.isdir(path):
-        raise DeviceError("{} {} is a folder: give a file name in it, e.g. {}".format(
-            flag, path, os.path.join(path, "stats.json")))
-    try:
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-")
-        probe.close()
-    except (IOError, OSError) as error:
-        raise DeviceError("{} {}: folder {} cannot be written by this user ({}); give a writable place".format(
-            flag, path, folder, getattr(error, "strerror", None) or error))
-
-
-def resolve_input_output(args):
-    """Sets ``args.source_text`` and ``args.output_specs`` (device.outputs.OutputSpec list) from the positional
-    INPUT [OUTPUT] (jetson-inference's order), --source/--camera and --output. With --source or --camera one
-    positional is the output. Raises DeviceError naming the clash or what is missing."""
-    from device.outputs import parse_output
-    positional = [text for text in (args.input, args.output) if text is not None]
-    flagged = args.source if args.source is not None else args.camera
-    if flagged is not None:
-        if len(positional) == 2:
-            raise DeviceError("two inputs: {!r} and {} {!r}; give the input once (positional or --source/--camera), "
-                              "then the output".format(positional[0], "--source" if args.source is not None
-                                                       else "--camera", flagged))
-        source_text, outputs = flagged, positional
-    else:
-        source_text, outputs = (positional[0] if positional else None), positional[1:]
-    if source_text is None:
-        raise DeviceError("nothing to classify: give an input (device-serve --model M INPUT [OUTPUT], or --source "
-                          "SRC or --camera): {}".format(SOURCE_HELP))
-    if args.output_option is not None:
-        if outputs:
-            raise DeviceError("two outputs: {!r} and --output {!r}; give one".format(outputs[0], args.output_option))
-        outputs = [args.output_option]
-    args.source_text = source_text
-    args.output_specs = [parse_output(text) for text in outputs]
-    return args
+    """Every flag of ``args`` checked before anything starts: the read-only ServeSettings
+    (device.serve_settings), or DeviceError naming the flag and the fix."""
+    from device.serve_settings import ServeSettings
+    return ServeSettings.from_args(args)
 
 
 def model_title(info, model_argument):
@@ -301,7 +224,8 @@ def check_against_reference(backend, log=print):
         log("device-serve: warning: no check against the reference outputs: {}".format(error))
         return {"error": str(error)}
     if result is None:
-        log("device-serve: no reference outputs beside the model (reference.npz): its outputs are not checked")
+        log("device-serve: no reference outputs beside the model ({}): its outputs are not checked".format(
+            REFERENCE_NPZ))
         return None
     log("device-serve: check: " + agreement_line(result))
     if not result["ok"]:
@@ -311,113 +235,130 @@ def check_against_reference(backend, log=print):
     return result
 
 
-def serve(args, log=print, stopper=None):
-    """Run device-serve with parsed ``args``; return the final figures (the --stats-json dict). ``stopper``: a
-    :class:`StopOnSignal` to hand the loop to once it exists."""
-    from device.loop import ServeLoop
-    from device.reports import ReportSpool, Reporter
-    from device.frame_reader import FrameReader
-    from device.sources import open_source
-    from device.machine import platform_info
-    from device.telemetry import Telemetry
-
-    engine = check_args(args)  # the engine options too (device.engine_options), the input and outputs
-    source_text = args.source_text
-    if args.camera is not None and not (args.camera.isdigit() or
-                                        args.camera.startswith(("csi://", "/dev/video", "v4l2:///dev/video"))):
-        raise DeviceError("--camera {!r} is not a camera: give an index (0), /dev/videoN, v4l2:///dev/videoN or "
-                          "csi://N".format(args.camera))
-    reporter = None
-    if args.report_to:  # check the address before anything slow starts
-        from device.reports import reports_url
-        reports_url(args.report_to)
-
-    # 1. the model, refused before anything starts if it is missing or not what was asked for
-    from contract.model_info import ModelInfo
-    from device.model_source import resolve_model
-    model_path = resolve_model(args.model, cache_dir=args.cache_dir, expected_sha256=args.sha256)
-    info = ModelInfo.from_onnx(model_path)
+def serve(settings, log=print, stopper=None):
+    """Run device-serve with its checked ``settings`` (device.serve_settings.ServeSettings; a parsed
+    ``argparse.Namespace`` is checked into one first); return the final figures (the --stats-json dict).
+    ``stopper``: a :class:`StopOnSignal` to hand the loop to once it exists."""
+    from device.serve_settings import ServeSettings
+    if not isinstance(settings, ServeSettings):
+        settings = ServeSettings.from_args(settings)
+    s = settings
+    # 1. the model, opened once (resolved, fetched, read, checked), refused before anything starts
+    from device.model_source import open_model
+    info = open_model(s.model, cache_dir=s.cache_dir, expected_sha256=s.sha256)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
-    display = window_wanted(args)
-    wants_display = args.display or any(spec.kind == "display" for spec in args.output_specs)
-    if wants_display and not display:
-        log("device-serve: {}, but {}; running without a window".format(
-            "--display" if args.display else "display://", "--headless" if args.headless
-            else "there is no display here (DISPLAY unset)"))
-    source = open_source(source_text, loop=args.loop, log=log, codec=args.codec, realtime=realtime_wanted(args))
+    display = open_display(s, log)
+    from device.sources import open_source
+    source = open_source(s.source_text, loop=s.loop, log=log, codec=s.codec, realtime=realtime_wanted(s))
     if getattr(source, "fps", None):
         log("device-serve: {} plays at its own {:.3g} fps (--no-realtime: as fast as it decodes)".format(
-            source_text, source.fps))
-    reader = telemetry = None
+            s.source_text, source.fps))
     # every resource is closed on the way out, in reverse order of opening, whatever ends the run
     with contextlib.ExitStack() as resources:
         resources.callback(source.close)  # the reader closes it too when it exists; closing twice is harmless
         # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
         from device.backends import open_backend
-        backend = open_backend(model_path, engine=engine, max_batch=1, log=log)
+        backend = open_backend(info, engine=s.engine, max_batch=1, log=log)
         resources.callback(backend.close)
-        title = model_title(info, args.model)
+        title = model_title(info, s.model)
         log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
             title, source.describe(), backend.name, backend.precision,
             info.num_classes, info.spec.width, info.spec.height))
         for note in backend.feeding_notes(batch=1):  # what the model needs that frames are not as they come
             log("device-serve: " + note)
-        outputs = open_outputs(args.output_specs, source, log)
+        outputs = open_outputs(s.output_specs, source, log)
         for output in outputs:
             resources.callback(output.close)
-        preprocess_how = choose_preprocess(backend, log)
-        if args.warmup > 0:
-            backend.warmup(args.warmup)
-        reference_check = check_against_reference(backend, log)
-        telemetry = Telemetry(backend.name, backend.precision, info.sha256)
-        resources.callback(telemetry.close)
-        telemetry.set(source=source_text, model=os.path.basename(model_path), dropped=0,
-                      preprocess=backend.preprocess_path, preprocess_note=preprocess_how,
-                      paced=source_is_paced(source), reference_check=reference_check)
-        platform = platform_info()
-        base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
-                       "platform": platform}
-
-        reader = FrameReader(source, log=log)
-        resources.callback(reader.close)
-        hub = None
-        if args.http:
-            from contract.address import parse_address
-            from device.web import FrameHub, LiveServer
-            host, port = parse_address(args.http)
-            hub = FrameHub()
-            live = LiveServer(host, port, lambda: _snapshot(telemetry, reader, reporter), hub,
-                              title="squishednets: {}".format(title), log=log,
-                              histograms=telemetry.histograms).start()
-            resources.callback(live.close)
-            log("device-serve: live page at {}".format(live.url))
-        if args.report_to:
-            spool = ReportSpool(args.spool_dir, limit=args.spool_limit, device_id=args.device_id, log=log)
-            token = args.token or os.environ.get("SQUISHEDNETS_TOKEN")
-            reporter = Reporter(args.report_to, spool,
-                                lambda: _report_body(base_report, _snapshot(telemetry, reader, reporter)),
-                                token=token, interval_s=args.report_every, log=log).start()
-        loop = ServeLoop(backend, info.spec, info.labels, reader, telemetry, hub=hub, display=display,
-                         top=args.top, smoothing=args.smoothing, frames=args.frames, duration_s=args.duration,
-                         status_every_s=args.status_every or None, log=log, outputs=outputs,
-                         overlay_fps=getattr(getattr(source, "spec", None), "kind", None) != "folder")
+        run = Run(s, info, backend, source, title, resources, log)
+        loop = run.loop(display, outputs)
         if stopper is not None:
             stopper.loop = loop
-        reader.start()
+        run.reader.start()
         loop.run()
-        final = _snapshot(telemetry, reader, reporter)
+        final = run.snapshot()
         final["backend_info"] = _describe(backend)
-    if reporter is not None:
-        reporter.close(_report_body(base_report, final))
-        final.update(reporter.status())
+    return finish(s, run, final, log)
+
+
+class Run(object):
+    """What one device-serve run opens after its backend, in order: the preprocessing choice, the warm-up, the
+    reference check, telemetry, the frame reader, the live page and the reporter; each closed through
+    ``resources`` (a contextlib.ExitStack) on the way out."""
+
+    def __init__(self, settings, info, backend, source, title, resources, log):
+        from device.frame_reader import FrameReader
+        from device.machine import platform_info
+        from device.telemetry import Telemetry
+        s, self.settings, self.backend, self.info, self.log = settings, settings, backend, info, log
+        self.reporter = self.hub = None
+        preprocess_how = choose_preprocess(backend, log)
+        if s.warmup > 0:
+            backend.warmup(s.warmup)
+        reference_check = check_against_reference(backend, log)
+        self.telemetry = Telemetry(backend.name, backend.precision, info.sha256)
+        resources.callback(self.telemetry.close)
+        self.telemetry.set(source=s.source_text, model=os.path.basename(info.path), dropped=0,
+                           preprocess=backend.preprocess_path, preprocess_note=preprocess_how,
+                           paced=source_is_paced(source), reference_check=reference_check)
+        self.base_report = {"model_sha256": info.sha256, "backend": backend.name, "precision": backend.precision,
+                            "platform": platform_info()}
+        self.source = source
+        self.reader = FrameReader(source, log=log)
+        resources.callback(self.reader.close)
+        if s.http_address:
+            from device.web import FrameHub, LiveServer
+            self.hub = FrameHub()
+            live = LiveServer(s.http_address[0], s.http_address[1], self.snapshot, self.hub,
+                              title="squishednets: {}".format(title), log=log,
+                              histograms=self.telemetry.histograms).start()
+            resources.callback(live.close)
+            log("device-serve: live page at {}".format(live.url))
+        if s.report_to:
+            from device.reports import ReportSpool, Reporter
+            spool = ReportSpool(s.spool_dir, limit=s.spool_limit, device_id=s.device_id, log=log)
+            self.reporter = Reporter(s.report_to, spool, lambda: self.report_body(self.snapshot()),
+                                     token=s.token or os.environ.get("SQUISHEDNETS_TOKEN"),
+                                     interval_s=s.report_every, log=log).start()
+
+    def snapshot(self):
+        return _snapshot(self.telemetry, self.reader, self.reporter)
+
+    def report_body(self, snapshot):
+        return _report_body(self.base_report, snapshot)
+
+    def loop(self, display, outputs):
+        from device.loop import ServeLoop
+        s = self.settings
+        return ServeLoop(self.backend, self.info.spec, self.info.labels, self.reader, self.telemetry, hub=self.hub,
+                         display=display, top=s.top, smoothing=s.smoothing, frames=s.frames, duration_s=s.duration,
+                         status_every_s=s.status_every or None, log=self.log, outputs=outputs,
+                         overlay_fps=getattr(getattr(self.source, "spec", None), "kind", None) != "folder")
+
+
+def open_display(settings, log):
+    """Whether the frames go to a window (:func:`window_wanted`); says so when one was asked for and cannot be."""
+    display = window_wanted(settings)
+    wants_display = settings.display or any(spec.kind == "display" for spec in settings.output_specs)
+    if wants_display and not display:
+        log("device-serve: {}, but {}; running without a window".format(
+            "--display" if settings.display else "display://", "--headless" if settings.headless
+            else "there is no display here (DISPLAY unset)"))
+    return display
+
+
+def finish(settings, run, final, log):
+    """The final report delivered (or spooled), --stats-json written, the last line; the figures."""
+    if run.reporter is not None:
+        run.reporter.close(run.report_body(final))
+        final.update(run.reporter.status())
     figures = stats_json(final)
-    if args.stats_json:
+    if settings.stats_json:
         from contract.files import atomic_write
         try:
-            atomic_write(args.stats_json, json.dumps(figures, indent=2, sort_keys=True))
+            atomic_write(settings.stats_json, json.dumps(figures, indent=2, sort_keys=True))
         except (IOError, OSError) as error:  # checked at start; a disk that filled since: the figures are logged
             log("device-serve: --stats-json {} could not be written ({}); the figures: {}".format(
-                args.stats_json, error, json.dumps(figures, sort_keys=True)))
+                settings.stats_json, error, json.dumps(figures, sort_keys=True)))
     log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end (whole run), Network {network_fps:.1f} FPS, "
         "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
     return figures
@@ -501,7 +442,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from device.interruptible import exit_status  # ends at once if a camera open or a build is still running
     try:
-        serve(args, log=_log, stopper=stopper)
+        serve(check_args(args), log=_log, stopper=stopper)
     except ContractError as error:  # DeviceError included: a bad input, a bad address, an engine that won't build
         print("device-serve: error: {}".format(error), file=sys.stderr)
         return exit_status(EXIT_BAD_INPUT, argv is None)

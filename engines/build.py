@@ -10,6 +10,7 @@ import time
 
 from engines import tensorrt_api as api
 from contract.files import atomic_write
+from contract.precisions import INT8_NEEDS_CALIBRATION, check_precision
 from engines.cache import CacheEntry, EngineKey
 from engines.errors import EngineError
 
@@ -22,8 +23,7 @@ class BuildSettings(object):
 
     def __init__(self, precision="fp32", min_batch=1, opt_batch=None, max_batch=8,
                  workspace_mb=DEFAULT_WORKSPACE_MB):
-        if precision not in api.PRECISIONS:
-            raise EngineError("precision {!r} is not one of {}".format(precision, ", ".join(api.PRECISIONS)))
+        check_precision(precision, error=EngineError)
         opt_batch = max_batch if opt_batch is None else opt_batch
         if not 1 <= int(min_batch) <= int(opt_batch) <= int(max_batch):
             raise EngineError("batch profile min {} / opt {} / max {} must satisfy 1 <= min <= opt <= max".format(
@@ -121,7 +121,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     config.add_optimization_profile(profile)
     if "INT8" in plan["flags"]:
         if calibrator is None:
-            raise EngineError("INT8 needs a calibrator (a calibration image folder or its cache)")
+            raise EngineError(INT8_NEEDS_CALIBRATION)
         config.int8_calibrator = calibrator
         if hasattr(config, "set_calibration_profile"):  # dynamic shapes: calibrate at the profile's opt shape
             config.set_calibration_profile(profile)
@@ -209,7 +209,7 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
     calibrator = None
     if settings.precision == "int8" and api.has_precision_flags(trt):
         if calibrator_factory is None:
-            raise EngineError("INT8 needs a calibration set: give an image folder (--calibration DIR)")
+            raise EngineError(INT8_NEEDS_CALIBRATION)
         calibrator, calibration = calibrator_factory()
     key = EngineKey(info.sha256, trt_version, gpu.name, gpu.capability_text, settings.precision,
                     settings.batch_profile, calibration)

@@ -273,7 +273,8 @@ def tiny_model(work):
     from pathlib import Path
     export_generation(SqueezeNet(genome), Path(folder), spec=PreprocessSpec.square(32), labels=["a", "b", "c"],
                       generation=0, parity_images=np.random.RandomState(0).rand(2, 3, 32, 32).astype("float32"))
-    return os.path.join(folder, "model.onnx")
+    from contract.generation_files import MODEL_ONNX
+    return os.path.join(folder, MODEL_ONNX)
 
 
 def check_training(results, data, work, timeout_s):

@@ -73,3 +73,29 @@ def test_every_file_the_written_here_table_names_exists():
     named += re.findall(r"^\| `[a-z_/]+\.py`, `([a-z_/]+\.py)`", section, re.M)
     assert {"device/web.py", "contract/model_info.py", "device/reports.py"} <= set(named)
     assert [name for name in named if not (root / name).is_file()] == []
+
+
+def test_no_generation_file_name_is_spelled_outside_contract():
+    """The files of a generation folder are named once, in contract/generation_files.py: a string literal (not a
+    docstring) in the product code or the benches that spells one is a second truth that can drift. The trials
+    (trials/) are exempt: their fuzzers spell mangled names on purpose."""
+    import io
+    import re
+    import tokenize
+    from pathlib import Path
+    names = re.compile(r"model\.onnx|model-b1\.onnx|model\.fp16\.onnx|labels\.txt|card\.json|reference\.npz|"
+                       r"offspring-(\d|K)")
+    root = Path(PROJECT)
+    found = []
+    for package in ("host", "device", "engines", "calibration", "contract", "bench", "scripts"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path.name == "generation_files.py":
+                continue
+            tokens = list(tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline))
+            significant = [t for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
+            for before, token, after in zip([None] + significant, significant, significant[1:] + [None]):
+                docstring = (before is None or before.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)) \
+                    and after is not None and after.type == tokenize.NEWLINE
+                if token.type == tokenize.STRING and not docstring and names.search(token.string):
+                    found.append("{}:{}".format(path.relative_to(root), token.start[0]))
+    assert found == [], "spell these with contract.generation_files' names: " + ", ".join(found)

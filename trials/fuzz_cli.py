@@ -28,7 +28,7 @@ from pathlib import Path
 
 from host.machine_info import describe_machine
 
-TOOLS = {"host-serve": "host.serve.app", "device-serve": "device.serve", "device-bench": "device.bench",
+TOOLS = {"host-serve": "host.serve.server", "device-serve": "device.serve", "device-bench": "device.bench",
          "host-evolve": "host.evolve.cli"}
 
 

@@ -73,7 +73,7 @@ class HostServe:
         self.port = free_port()
         self.url = "http://127.0.0.1:{}".format(self.port)
         environment = dict(os.environ)
-        self.process = subprocess.Popen([sys.executable, "-m", "host.serve.app", "--run", str(run), "--token-file",
+        self.process = subprocess.Popen([sys.executable, "-m", "host.serve.server", "--run", str(run), "--token-file",
                                          str(token_file), "--bind", "127.0.0.1:{}".format(self.port)],
                                         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
@@ -460,7 +460,7 @@ def stored_rows(run: Path):
 def fuzz(examples: int = 1500, seed=None, log=print, mutants: int = 0) -> dict:
     """Run every phase against a fresh run folder; return the counts (and failures, empty when all held)."""
     import jsonschema_rs
-    from host.serve.app import report_body_schema
+    from host.serve.bodies import report_body_schema
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fuzz-host-serve-") as folder:
         folder = Path(folder)

@@ -52,7 +52,7 @@ class HostServe(object):
     def start(self):
         # its output goes to a file: a pipe nobody reads fills up with the 500s' tracebacks and blocks it
         self.output = open(os.path.join(os.path.dirname(self.token_file), "host-serve.log"), "a")
-        self.process = subprocess.Popen([sys.executable, "-m", "host.serve.app", "--run", self.run, "--bind",
+        self.process = subprocess.Popen([sys.executable, "-m", "host.serve.server", "--run", self.run, "--bind",
                                          "127.0.0.1:{}".format(self.port), "--token-file", self.token_file],
                                         stdout=self.output, stderr=subprocess.STDOUT, env=env(), cwd=PROJECT)
         deadline = time.monotonic() + 60

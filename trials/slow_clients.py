@@ -100,7 +100,7 @@ def trial(half_open=1100, drips=100, idle=100, seconds=40.0, log=print):
         log_path = folder / "host-serve.log"
         with open(str(log_path), "w") as log_file:
             host = subprocess.Popen(
-                [sys.executable, "-m", "host.serve.app", "--run", str(run), "--token-file", str(folder / "token"),
+                [sys.executable, "-m", "host.serve.server", "--run", str(run), "--token-file", str(folder / "token"),
                  "--bind", "127.0.0.1:{}".format(port)], stdout=log_file, stderr=subprocess.STDOUT,
                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
         try:

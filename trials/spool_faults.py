@@ -49,7 +49,7 @@ class HostServe(object):
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url = "http://127.0.0.1:{}".format(port)
-        self.process = subprocess.Popen([sys.executable, "-m", "host.serve.app", "--run", str(run), "--token-file",
+        self.process = subprocess.Popen([sys.executable, "-m", "host.serve.server", "--run", str(run), "--token-file",
                                          str(token_file), "--bind", "127.0.0.1:{}".format(port)],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         line = self.process.stdout.readline()

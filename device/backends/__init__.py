@@ -1,20 +1,20 @@
 """Backends: one interface (device.backends.base.Backend) over ONNX Runtime and TensorRT.
 
-``open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print)`` resolves the
-model (path or host-serve URL), reads its ModelInfo, and opens the backend asked for. ``auto`` takes
+``open_backend(model, engine=EngineOptions(...), max_batch=8, log=print)`` opens the backend asked for on an
+opened model (a ModelInfo from device.model_source.open_model; a path or host-serve URL is opened there first). ``auto`` takes
 TensorRT when TensorRT, pycuda and a GPU are all there, else ONNX Runtime, and says why in ``backend.why``.
 """
 from device.backends.base import PRECISIONS, Backend
 from device.engine_options import BACKENDS, EngineOptions
 from contract.errors import DeviceError
+from contract.precisions import check_precision
 
 
 def choose_backend(requested, precision, tensorrt_check=None):
     """(backend name, precision, why) for ``requested``; ``tensorrt_check() -> (ok, reason)``."""
     if requested not in BACKENDS:
         raise DeviceError("backend {!r} is not one of {}".format(requested, ", ".join(BACKENDS)))
-    if precision not in PRECISIONS:
-        raise DeviceError("precision {!r} is not one of {}".format(precision, ", ".join(PRECISIONS)))
+    check_precision(precision)
     if requested != "auto":
         return requested, precision, "asked for {}".format(requested)
     if tensorrt_check is None:
@@ -50,9 +50,10 @@ def no_backend_message(tensorrt_reason, onnxruntime_reason, jetson=None):
     return text
 
 
-def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print,
+def open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir=None, log=print,
                  expected_sha256=None, engine=None, **options):
-    """Open ``model_path`` (a path or a host-serve URL); returns a Backend.
+    """Open a backend on ``model``: a ModelInfo (device.model_source.open_model: the file resolved, read and
+    checked once), or a path or host-serve URL, opened with open_model here. Returns a Backend.
 
     ``engine``: an :class:`~device.engine_options.EngineOptions` (what the commands pass, built and checked
     once); without one, ``backend``, ``precision``, ``cache_dir`` and the ``workspace_mb`` / ``calibration_dir``
@@ -60,7 +61,7 @@ def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cach
     ``threads`` for ONNX Runtime. Raises DeviceError with a clear message on bad input.
     """
     from contract.model_info import ModelInfo
-    from device.model_source import default_cache_dir, resolve_model
+    from device.model_source import default_cache_dir, open_model
     if engine is None:
         engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
                                options.pop("workspace_mb", None), cache_dir)
@@ -70,7 +71,13 @@ def open_backend(model_path, backend="auto", precision="fp32", max_batch=8, cach
     if int(max_batch) < 1:
         raise DeviceError("max_batch {} must be at least 1".format(max_batch))
     cache_dir = cache_dir or default_cache_dir()
-    info = ModelInfo.from_onnx(resolve_model(model_path, cache_dir=cache_dir, expected_sha256=expected_sha256))
+    if isinstance(model, ModelInfo):
+        if expected_sha256 is not None and model.sha256 != str(expected_sha256).lower():
+            raise DeviceError("model {} has sha256 {} but {} was expected".format(model.path, model.sha256,
+                                                                                 expected_sha256))
+        info = model
+    else:
+        info = open_model(model, cache_dir=cache_dir, expected_sha256=expected_sha256)
     if name == "tensorrt":
         engine.require_calibration(info, cache_dir)  # the one INT8 rule (device.engine_options)
         from device.backends.tensorrt_backend import TensorRTBackend

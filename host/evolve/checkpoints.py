@@ -9,11 +9,13 @@ A *model file* (``RUN/gen-XX/offspring-K.pt``, bench/peers.py's steps) is ``{"ge
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from contract.files import atomic_write
+from contract.generation_files import LABELS_TXT, offspring_weights
 from host.errors import HostError
 from host.evolve.genome import Genome
 from host.evolve.model import SqueezeNet
@@ -55,11 +57,51 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@dataclass
+class TrainingState:
+    """An offspring in training after ``epochs_done`` finished epochs: what RUN/checkpoint.pt holds, read and
+    written only here (:meth:`to_checkpoint`, :func:`read_training_state`). ``optimizer`` and ``scheduler``:
+    their state dicts (None before the first epoch); ``history``: one stats dict per finished epoch;
+    ``lr_scale``: the share of the peak rate that worked (halved per divergence retry); ``choice``: how the
+    offspring was chosen (selection's proxy images and candidates)."""
+    generation: int
+    offspring: int
+    model: SqueezeNet
+    lam: float | None
+    epochs_done: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+    lr_scale: float = 1.0
+    choice: dict = field(default_factory=dict)
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+
+    def to_checkpoint(self) -> dict:
+        """The training checkpoint's dict (the module docstring's keys): plain tensors, numbers and lists."""
+        return {"generation": self.generation, "offspring": self.offspring, "epochs_done": self.epochs_done,
+                "genome": self.model.genome.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer, "scheduler": self.scheduler, "lambda": self.lam,
+                "train_seconds": self.train_seconds, "history": self.history, "lr_scale": self.lr_scale,
+                "choice": self.choice}
+
+
+def read_training_state(checkpoint: dict, dropout: float) -> TrainingState:
+    """The one reader of a training checkpoint's dict (:func:`load_checkpoint`'s result): the model rebuilt from
+    its genome with ``dropout``, its weights loaded (on the CPU)."""
+    model = SqueezeNet(Genome.from_dict(checkpoint["genome"]), dropout=dropout)
+    model.load_state_dict(checkpoint["model"])
+    return TrainingState(generation=checkpoint["generation"], offspring=checkpoint["offspring"], model=model,
+                         lam=checkpoint["lambda"], epochs_done=checkpoint["epochs_done"],
+                         train_seconds=checkpoint["train_seconds"], history=list(checkpoint["history"]),
+                         lr_scale=checkpoint.get("lr_scale", 1.0), choice=checkpoint.get("choice", {}),
+                         optimizer=checkpoint["optimizer"], scheduler=checkpoint["scheduler"])
+
+
 def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:
     """--ancestor-from: a host-evolve model file (genome + weights) for ``labels``, refused by name when it
     is not one, has another number of classes, or its generation's labels.txt names other classes."""
     path = Path(path)
-    fix = "give a host-evolve model file, e.g. RUN/gen-00/offspring-0.pt of a run on the same classes"
+    fix = f"give a host-evolve model file, e.g. RUN/gen-00/{offspring_weights(0)} of a run on the same classes"
     if not path.is_file():
         raise HostError(f"--ancestor-from {path}: no such file; {fix}")
     try:
@@ -70,7 +112,7 @@ def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:
     if model.genome.num_classes != len(labels):
         raise HostError(f"--ancestor-from {path} classifies {model.genome.num_classes} classes, the data has "
                         f"{len(labels)}; {fix}")
-    beside = path.parent / "labels.txt"
+    beside = path.parent / LABELS_TXT
     if beside.is_file():
         theirs = [line.strip() for line in beside.read_text(encoding="utf-8").splitlines() if line.strip()]
         if theirs and theirs != list(labels):

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from contract.errors import ContractError
+from contract.generation_files import FP16_ONNX, OFFSPRING_WEIGHTS
 from host.evolve import config as config_module
 from host.errors import HostError
 from host.evolve.presets import PRESET_NAMES
@@ -93,12 +94,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top1-floor", type=float, help="stop when top-1 falls below this fraction (default off)")
     parser.add_argument("--fps-weight", type=float, help="K > 1: weight of measured speed in fitness (default 0)")
     parser.add_argument("--fp16-onnx", action="store_true", default=None,
-                        help="also export model.fp16.onnx per generation (for TensorRT 11, which has no FP16 flag)")
+                        help=f"also export {FP16_ONNX} per generation (for TensorRT 11, which has no FP16 flag)")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--config", help="TOML file of settings; flags win over it")
     parser.add_argument("--pretrained", help="torchvision-layout squeezenet1_1 state_dict for the ancestor")
     parser.add_argument("--ancestor-from", metavar="WEIGHTS",
-                        help="start from a trained host-evolve model (RUN/gen-XX/offspring-K.pt) instead of "
+                        help=f"start from a trained host-evolve model (RUN/gen-XX/{OFFSPRING_WEIGHTS.format('K')}) instead of "
                              "SqueezeNet v1.1; it trains --ancestor-epochs more (0: evaluated as it is)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in RUN where it stopped")
     parser.add_argument("--quiet", action="store_true",

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from contract.files import atomic_write
+from contract.generation_files import LABELS_TXT
 from contract.images import IMAGE_EXTENSIONS, read_image  # the device's list and reader: one verdict per file
 from contract.preprocess import PreprocessSpec
 from host.errors import HostError
@@ -134,7 +135,7 @@ def read_labels_file(root: Path, classes: list[str], warn=None) -> list[str]:
     byte-order mark stripped (Windows Notepad writes one) and any line ending. ``warn(message)`` is told when
     a labels.txt exists but maps the class folders neither way (the folder names are used then).
     """
-    path = root / "labels.txt"
+    path = root / LABELS_TXT  # the data folder's label map: the same one-label-a-line format as a generation's
     if not path.is_file():
         return list(classes)
     try:

@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from contract.generation_files import LABELS_TXT
+
 SHAPES = ("circle", "square", "triangle", "cross")
 
 
@@ -58,7 +60,7 @@ def write_demo_dataset(root: Path, per_class: int = 500, size: int = 64, seed: i
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             cv2.imwrite(str(folder / f"{i:04d}.jpg"), draw_shape(shape, size, rng), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    (root / "labels.txt").write_text("".join(f"{s} {s}\n" for s in SHAPES))
+    (root / LABELS_TXT).write_text("".join(f"{s} {s}\n" for s in SHAPES))
     done.write_text("ok\n")
     return root
 

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from contract.generation_files import CARD_JSON, LABELS_TXT, MODEL_ONNX
 from contract.preprocess import PreprocessSpec
 from host.evolve import config as config_module
 from host.evolve import run_folder
-from host.evolve.checkpoints import load_ancestor, load_checkpoint, load_weights
+from host.evolve.checkpoints import TrainingState, load_ancestor, load_checkpoint, load_weights, read_training_state
 from host.evolve.config import EvolveConfig
 from host.evolve.data import CachedImages, DataIdentity, cache_split, check_classes_decoded, normalize_batch, scan_folder
 from host.evolve.distributed import World, barrier, broadcast, init_world, local_device, shutdown, sum_across
@@ -32,15 +33,14 @@ from host.evolve.latency import FpsMeter, local_fps, steering_fps
 from host.run.layout import RunLayout
 from host.run.lineage import Lineage
 from host.evolve.model import SqueezeNet, load_pretrained
+from host.evolve.offspring import train_offspring
 from host.evolve.recorder import Recorder
 from host.evolve.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
 from host.evolve.steering import collapse_reason, fitness, milder_env_factor, next_step
 from host.evolve.surgery import cluster_strengths, inherit
 from host.evolve.synthesis import layer_scales, sample_offspring, solve_lambda
-from host.evolve.train import (Diverged, TrainSettings, derive_seed, effective_batch, effective_lr, evaluate,
-                        make_optimizer, pick_device, set_peak_lr, steps_per_epoch, train_one_epoch)
+from host.evolve.train import TrainSettings, derive_seed, effective_batch, effective_lr, evaluate, pick_device
 
-MAX_RETRIES = 3  # a diverging epoch is retried at half the rate up to this many times, then the run stops
 
 log = logging.getLogger("squishednets.evolve")
 
@@ -255,72 +255,30 @@ class Evolution:
         ``recovery``: the final fine-tune of ``parent`` itself for --final-epochs (the learning rate rewound
         to its peak and decayed again, as every offspring's is: Renda et al. 2020's LR rewinding).
 
-        A diverging epoch (host/evolve/train.py: Diverged) is rolled back and retried at half the rate, up to
-        MAX_RETRIES times; then the run stops with a HostError naming the rate to resume with. The rate's
-        scale is kept in the checkpoint, so a resumed offspring goes on at the rate that worked."""
+        The epochs are host/evolve/offspring.py's ``train_offspring``: a diverging epoch is rolled back and
+        retried at half the rate, up to MAX_RETRIES times, then the run stops with a HostError naming the rate
+        to resume with; the rate's scale is kept in the checkpoint (host/evolve/checkpoints.py's TrainingState)."""
         c, layout = self.config, self.layout
         epochs = c.ancestor_epochs if parent is None else (c.final_epochs if recovery else c.epochs)
-        settings = self.settings(epochs)
         checkpoint = self.resume_point(generation, index)
         if checkpoint is not None:
-            model = SqueezeNet(Genome.from_dict(checkpoint["genome"]), dropout=c.dropout)
-            model.load_state_dict(checkpoint["model"])
-            lam, first_epoch, train_seconds = checkpoint["lambda"], checkpoint["epochs_done"], checkpoint["train_seconds"]
-            history, choice = checkpoint["history"], checkpoint.get("choice", {})
-            lr_scale = checkpoint.get("lr_scale", 1.0)
-            for epoch, stats in enumerate(history):
+            state = read_training_state(checkpoint, c.dropout)
+            for epoch, stats in enumerate(state.history):
                 self.recorder.epoch(generation, index, epoch, stats)
-            log.info("resuming generation %d offspring %d after epoch %d", generation, index, first_epoch)
+            log.info("resuming generation %d offspring %d after epoch %d", generation, index, state.epochs_done)
         else:
             model, lam, choice = self.new_offspring(generation, index, parent, env_factor, recovery)
-            first_epoch, train_seconds, history, lr_scale = 0, 0.0, [], 1.0
-        model = model.to(self.device).to(memory_format=torch.channels_last)
+            state = TrainingState(generation, index, model, lam, choice=choice)
+        state.model = state.model.to(self.device).to(memory_format=torch.channels_last)
         teacher = self.teacher(parent)
         if teacher is not None:
             teacher = teacher.to(self.device).to(memory_format=torch.channels_last)
-        optimizer, scheduler = make_optimizer(model, settings, max(1, epochs) * steps_per_epoch(
-            len(self.data.train), settings.batch_size))
-        if checkpoint is not None:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        set_peak_lr(optimizer, scheduler, settings.lr * lr_scale)  # a resume with a lower --lr takes effect here
-        for epoch in range(first_epoch, epochs):
-            desc = f"gen {generation:02d}.{index} epoch {epoch + 1}/{epochs}"
-            snapshot = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scheduler.state_dict()))
-            for retry in range(MAX_RETRIES + 1):
-                try:
-                    stats = train_one_epoch(model, self.data.train, self.data.spec, optimizer, scheduler, settings,
-                                            derive_seed(c.seed, generation, index, epoch), self.device, teacher,
-                                            desc=desc, world=self.world)
-                    break
-                except Diverged as diverged:  # roll the epoch back: weights, momentum and schedule
-                    model.load_state_dict(snapshot[0])
-                    optimizer.load_state_dict(snapshot[1])
-                    scheduler.load_state_dict(snapshot[2])
-                    rate = settings.lr * lr_scale
-                    if retry == MAX_RETRIES:
-                        raise HostError(
-                            f"training diverged in generation {generation} offspring {index} epoch {epoch + 1} "
-                            f"({diverged}) at peak rate {rate:.3g}, after {MAX_RETRIES} retries at half the rate "
-                            f"each; nothing of it was recorded. Rescue the run: host-evolve --resume {c.out} "
-                            f"--lr {c.lr * lr_scale / 4:.3g}") from None
-                    lr_scale *= 0.5
-                    set_peak_lr(optimizer, scheduler, settings.lr * lr_scale)
-                    self.recorder.warn(f"{desc}: training diverged ({diverged}) at peak rate {rate:.3g}; the epoch "
-                                       f"is rolled back and retried at {settings.lr * lr_scale:.3g}")
-            stats["lr_scale"] = lr_scale
-            train_seconds += stats["seconds"]
-            history.append(stats)
-            # the checkpoint first, then the lineage row: a kill between the two loses no epoch (the row is
-            # written again from the checkpoint's history on resume), a kill before both redoes this epoch
-            self.recorder.checkpoint({"generation": generation, "offspring": index, "epochs_done": epoch + 1,
-                                      "genome": model.genome.to_dict(), "model": model.state_dict(),
-                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                      "lambda": lam, "train_seconds": train_seconds, "history": history,
-                                      "lr_scale": lr_scale, "choice": choice}, layout.checkpoint)
-            self.recorder.epoch(generation, index, epoch, stats)
-            self.recorder.say(f"  {desc}: loss {stats['loss']:.3f}, train top-1 {100 * stats['train_top1']:.1f} %, "
-                              f"{stats['images_per_second']:.0f} img/s")
+        state = train_offspring(state, epochs, self.settings(epochs), data=self.data, device=self.device,
+                                teacher=teacher, recorder=self.recorder, world=self.world, seed=c.seed,
+                                checkpoint_path=layout.checkpoint, resume_hint=f"host-evolve --resume {c.out}",
+                                base_lr=c.lr)
+        model, lam, choice, lr_scale, train_seconds = (state.model, state.lam, state.choice, state.lr_scale,
+                                                       state.train_seconds)
         scores = evaluate(model, self.data.val, self.data.spec, self.device)
         weights = layout.offspring_weights(generation, index)
         self.recorder.model(model, weights, c.dropout)
@@ -339,7 +297,7 @@ class Evolution:
 
     def offspring_fps(self, model: SqueezeNet) -> float:
         """Local ONNX Runtime speed of an offspring that is not exported yet (fitness with --fps-weight)."""
-        path = self.layout.root / "offspring-speed.onnx"
+        path = self.layout.speed_probe
         path.write_bytes(onnx_from_model(model, self.data.spec).SerializeToString())
         try:
             return self.measure_fps(path, self.config.latency_seconds)
@@ -397,9 +355,9 @@ class Evolution:
                                  extra_card={"top1": best["top1"], "top5": best["top5"], "parent": best["parent"],
                                              "env_factor": env_factor,
                                              **({"recovery_of": generation - 1} if recovery else {})})
-        row = dict(best, env_factor=env_factor, onnx=self.layout.relative(folder / "model.onnx"),
-                   sha256=card["sha256"], labels=self.layout.relative(folder / "labels.txt"),
-                   card=self.layout.relative(folder / "card.json"))
+        row = dict(best, env_factor=env_factor, onnx=self.layout.relative(folder / MODEL_ONNX),
+                   sha256=card["sha256"], labels=self.layout.relative(folder / LABELS_TXT),
+                   card=self.layout.relative(folder / CARD_JSON))
         self.recorder.generation(row, self.layout.checkpoint, describe(row))
         barrier(self.world)
         return row

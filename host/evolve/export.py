@@ -20,22 +20,23 @@ import onnx
 import torch
 
 from contract.files import atomic_write
+from contract.generation_files import (CARD_JSON, FP16_ONNX, LABELS_TXT, MODEL_ONNX, REFERENCE_NPZ,
+                                       STATIC_BATCH_ONNX)
 from contract.model_info import generation_metadata
 from contract.preprocess import PreprocessSpec
-from contract.reference import REFERENCE_FILE, write_reference
+from contract.reference import write_reference
 from host.errors import HostError
 from host.evolve.model import SqueezeNet
 
 OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6, the last for TX1) stops at opset 13
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
 PARITY_TOLERANCE = 1e-4
-from host.run.layout import STATIC_BATCH_ONNX  # noqa: E402 (its name in the run folder: host/run/layout.py)
 
 
 def jetson_inference_command(onnx_name: str = STATIC_BATCH_ONNX) -> str:
     """jetson-inference's command line, run in a generation's folder (it needs the static-batch file)."""
     return (f"imagenet --model={onnx_name} --input_blob={INPUT_NAME} --output_blob={OUTPUT_NAME} "
-            "--labels=labels.txt")
+            "--labels=" + LABELS_TXT)
 
 
 class ExportError(HostError):
@@ -134,7 +135,7 @@ def write_reference_outputs(folder: Path, proto_bytes: bytes, images: np.ndarray
     outputs = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.astype(np.float32)})[0]
     producer = f"ONNX Runtime {ort.__version__} CPU fp32"
     write_reference(folder, inputs, outputs, models, producer)
-    return {"file": REFERENCE_FILE, "images": int(len(inputs)), "producer": producer, "for": sorted(models)}
+    return {"file": REFERENCE_NPZ, "images": int(len(inputs)), "producer": producer, "for": sorted(models)}
 
 
 def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, labels: list[str],
@@ -177,17 +178,17 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
         # fp16 keeps ~3 significant digits: allow 1 % of the logits' range
         half_difference = check_parity(half_data, model, parity_images, tolerance=0.01 * max(1.0, scale),
                                        input_dtype=np.float16)
-        atomic_write(folder / "model.fp16.onnx", half_data)
-        extra_files["fp16"] = {"onnx": "model.fp16.onnx", "sha256": hashlib.sha256(half_data).hexdigest(),
+        atomic_write(folder / FP16_ONNX, half_data)
+        extra_files["fp16"] = {"onnx": FP16_ONNX, "sha256": hashlib.sha256(half_data).hexdigest(),
                                "parity_max_abs_difference": half_difference, "input_dtype": "float16"}
-    models = {"model.onnx": hashlib.sha256(data).hexdigest(), STATIC_BATCH_ONNX: extra_files["static_batch"]["sha256"]}
+    models = {MODEL_ONNX: hashlib.sha256(data).hexdigest(), STATIC_BATCH_ONNX: extra_files["static_batch"]["sha256"]}
     if fp16:
-        models["model.fp16.onnx"] = extra_files["fp16"]["sha256"]
+        models[FP16_ONNX] = extra_files["fp16"]["sha256"]
     extra_files["reference"] = write_reference_outputs(folder, data, parity_images, models)
     atomic_write(folder / STATIC_BATCH_ONNX, static_data)
-    atomic_write(folder / "model.onnx", data)
-    atomic_write(folder / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
-    card = {"generation": generation, "onnx": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(),
+    atomic_write(folder / MODEL_ONNX, data)
+    atomic_write(folder / LABELS_TXT, ("\n".join(labels) + "\n").encode("utf-8"))
+    card = {"generation": generation, "onnx": MODEL_ONNX, "sha256": hashlib.sha256(data).hexdigest(),
             "opset": OPSET, "input": {"name": INPUT_NAME, "shape": ["batch", 3, spec.height, spec.width],
                                       "dtype": "float32"},
             "output": {"name": OUTPUT_NAME, "shape": ["batch", genome.num_classes], "meaning": "logits"},
@@ -197,5 +198,5 @@ def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, 
             "jetson_inference": jetson_inference_command()}
     card.update(extra_files)
     card.update(extra_card or {})
-    atomic_write(folder / "card.json", json.dumps(card, indent=2).encode("utf-8"))
+    atomic_write(folder / CARD_JSON, json.dumps(card, indent=2).encode("utf-8"))
     return card

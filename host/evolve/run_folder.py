@@ -19,7 +19,8 @@ from pathlib import Path
 
 from host.evolve.config import run_paths
 from host.errors import HostError
-from host.run.layout import RunLayout
+from contract.generation_files import OFFSPRING_WEIGHTS
+from host.run.layout import SPEED_PROBE_ONNX, RunLayout
 
 log = logging.getLogger("squishednets.run_folder")
 
@@ -126,7 +127,7 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
 # NAME.partial, the --fps-weight speed model), which a kill -9 (or a signal in the instant a write begins) leaves
 PARTIAL_PATTERNS = (".config.json.*.partial", ".checkpoint.pt.*.partial", ".summary.json.*.partial",
                     ".report.png.*.partial", "gen-[0-9]*/.*.partial", "cache/*.partial", "cache/.*.partial",
-                    "offspring-speed.onnx")
+                    SPEED_PROBE_ONNX)
 
 
 def remove_partials(layout: RunLayout) -> list[Path]:
@@ -240,7 +241,7 @@ def check_run_files(layout: RunLayout) -> None:
     teacher) and of the offspring of a generation not finished yet."""
     run = layout.root
     new_run = (f"or start a new run from an intact generation: host-evolve --data DATA --out NEW "
-               f"--ancestor-from {run}/gen-XX/offspring-K.pt")
+               f"--ancestor-from {run}/gen-XX/{OFFSPRING_WEIGHTS.format('K')}")
     if not layout.lineage.is_file():
         if any(run.glob("gen-[0-9]*")):
             raise HostError(f"--resume {run}: {layout.lineage} is missing, and it holds the run's record "
@@ -295,11 +296,9 @@ def check_weights(path: Path) -> None:
 
 
 def _check_checkpoint(path: Path) -> None:
-    from host.evolve.checkpoints import load_checkpoint
-    from host.evolve.genome import Genome
-    from host.evolve.model import SqueezeNet
-    state = load_checkpoint(path)  # as host.evolve.evolution reads it
+    from host.evolve.checkpoints import load_checkpoint, read_training_state
+    state = load_checkpoint(path)
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise KeyError(f"no {', '.join(missing)}")
-    SqueezeNet(Genome.from_dict(state["genome"])).load_state_dict(state["model"])
+    read_training_state(state, dropout=0.5)  # as host.evolve.offspring reads it

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STATIC_BATCH_ONNX = "model-b1.onnx"  # batch fixed at 1: what jetson-inference's imagenet loads as is
+from contract.generation_files import offspring_weights
+
+SPEED_PROBE_ONNX = "offspring-speed.onnx"  # RUN/, not a generation's file: removed after each use
+
 
 
 class RunLayout:
@@ -43,11 +46,16 @@ class RunLayout:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def speed_probe(self) -> Path:
+        """The ONNX of an offspring not yet exported, timed for --fps-weight's fitness (a temporary file)."""
+        return self.root / SPEED_PROBE_ONNX
+
     def generation_dir(self, generation: int) -> Path:
         return self.root / f"gen-{generation:02d}"
 
     def offspring_weights(self, generation: int, offspring: int) -> Path:
-        return self.generation_dir(generation) / f"offspring-{offspring}.pt"
+        return self.generation_dir(generation) / offspring_weights(offspring)
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))

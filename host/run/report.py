@@ -5,7 +5,8 @@ import io
 import json
 
 from contract.files import atomic_write
-from host.run.layout import STATIC_BATCH_ONNX, RunLayout
+from contract.generation_files import STATIC_BATCH_ONNX
+from host.run.layout import RunLayout
 from host.run.lineage import Lineage
 from host.run.acceptance import run_best_generation
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 from typing import Iterable
 
+from contract.generation_files import CARD_JSON, LABELS_TXT, MODEL_ONNX, STATIC_BATCH_ONNX, generation_url_path
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:72em}
 table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}
 th{background:#f4f4f4}td{white-space:nowrap}td.l,th.l{text-align:left}td.wrap{white-space:normal}code{background:#f4f4f4;padding:0 .3em}
@@ -38,7 +40,7 @@ def index_html(run_name: str, generations: list[dict], best: int | None, address
         number = g["generation"]
         tags = [name for name, value in (("latest", latest), ("best", best)) if value == number]
         files = " ".join(f'<a href="/models/{number}/{name}">{name}</a>'
-                         for name in ("model.onnx", "model-b1.onnx", "labels.txt", "card.json"))
+                         for name in (MODEL_ONNX, STATIC_BATCH_ONNX, LABELS_TXT, CARD_JSON))
         rows.append(
             f"<tr><td>{number}{' <b>(' + ', '.join(tags) + ')</b>' if tags else ''}</td>"
             f"<td>{'-' if g['parent'] is None else g['parent']}</td><td>{_number(g['size_bytes'] / 1e6, 3)} MB</td>"
@@ -53,10 +55,10 @@ def index_html(run_name: str, generations: list[dict], best: int | None, address
     example = best if best is not None else latest
     usage = ""
     if example is not None:
-        usage = (f"<h2>On a device</h2><p><code>device-serve --model {html.escape(address)}/models/best/model.onnx "
-                 f"csi://0 --http 8080</code> (or <code>/models/latest/</code>, or a generation's number). "
-                 f"jetson-inference's imagenet takes <code>model-b1.onnx</code> (batch fixed at 1) with "
-                 f"<code>--input_blob=input_0 --output_blob=output_0 --labels=labels.txt</code>.</p>")
+        usage = (f"<h2>On a device</h2><p><code>device-serve --model {html.escape(address)}"
+                 f"{generation_url_path('best')} csi://0 --http 8080</code> (or <code>/models/latest/</code>, or a "
+                 f"generation's number). jetson-inference's imagenet takes <code>{STATIC_BATCH_ONNX}</code> (batch "
+                 f"fixed at 1) with <code>--input_blob=input_0 --output_blob=output_0 --labels={LABELS_TXT}</code>.</p>")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>squishednets host-serve: "
             f"{html.escape(run_name)}</title><style>{STYLE}</style></head><body>"
             f"<h1>squishednets host-serve: run {html.escape(run_name)}</h1>"

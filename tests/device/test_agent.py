@@ -25,11 +25,10 @@ def run_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def host(run_folder):
-    from host.serve.app import BackgroundServer, create_app
+    from tests.tiny_run import serving
     run, cards = run_folder
-    server = BackgroundServer(create_app(run, TOKEN)).start()
-    yield server, run, cards
-    server.stop()
+    with serving(run, TOKEN) as server:
+        yield server, run, cards
 
 
 @pytest.fixture()
@@ -99,7 +98,8 @@ def test_reports_wait_in_the_spool_until_the_host_takes_them(host, tmp_path, tok
 
 
 def test_a_host_that_is_down_then_comes_up(run_folder, tmp_path, token_file):
-    from host.serve.app import BackgroundServer, create_app
+    from host.serve.app import create_app
+    from host.serve.server import BackgroundServer
     run, cards = run_folder
     argv = ["--follow", dead_url(), "--token-file", token_file, "--device-id", "jetson-c",
             "--cache-dir", str(tmp_path / "cache")] + FAST

@@ -149,7 +149,7 @@ def parsers():
     from device.agent import get_args_parser as agent
     from device.bench import get_args_parser as bench
     from device.serve import get_args_parser as serve
-    from host.serve.app import get_args_parser as host_serve
+    from host.serve.server import get_args_parser as host_serve
     return [serve(), bench(), agent(), host_serve()]
 
 

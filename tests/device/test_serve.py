@@ -135,7 +135,8 @@ def test_bad_input_is_one_clear_line(tiny_model, args, words):
 
 def test_reports_reach_a_host_started_after_the_device(tiny_model, tmp_path):
     from host.run.lineage import Lineage
-    from host.serve.app import BackgroundServer, create_app
+    from host.serve.app import create_app
+    from host.serve.server import BackgroundServer
     run, card = tiny_model
     token = "device-test-token-0123456789"
     with socket.socket() as sock:
@@ -258,7 +259,8 @@ def test_reports_survive_host_restarts_and_a_device_restart_exactly_once_in_orde
     """The fast form of trials/host_outages.py: host-serve goes away twice, the device restarts on its spool
     during an outage; every report it wrote is stored once, in sequence order, and the spool ends empty."""
     from host.run.lineage import Lineage
-    from host.serve.app import BackgroundServer, create_app
+    from host.serve.app import create_app
+    from host.serve.server import BackgroundServer
     from tests.device.test_reports import free_port
     run, card = tiny_model
     token = "outage-test-token-0123456789"
@@ -335,3 +337,39 @@ def test_display_and_headless_together_are_refused(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["--model", "m", "--source", "synthetic", "--display", "--headless"])
     assert stopped.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_device_serve_reads_the_model_file_once_per_start(monkeypatch, tmp_path):
+    """The model is opened once (device.model_source.open_model: resolved, read, hashed, checked) and that
+    ModelInfo is handed to the backend: device-serve's own Python code opens the file once (ONNX Runtime then
+    loads it itself). It was opened four times: a readability probe and a read in serve, both again in
+    open_backend."""
+    import builtins
+    from device.serve import main
+    from tests.engines.tiny_onnx import tiny_onnx
+    model = os.path.abspath(tiny_onnx())
+    real_open, opened = builtins.open, []
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(file)) == model:
+            opened.append(args[0] if args else kwargs.get("mode", "r"))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert main(["--model", model, "--source", "synthetic", "--backend", "onnxruntime", "--frames", "2",
+                 "--warmup", "0", "--status-every", "0", "--stats-json", str(tmp_path / "stats.json")]) == 0
+    assert opened == ["rb"]
+
+
+def test_settings_are_checked_once_and_cannot_be_changed_afterwards():
+    """device-serve's settings come from the command line once (device.serve_settings): the live page's address is
+    parsed there, the input and outputs resolved, and writing to them afterwards is refused."""
+    from device.serve import check_args, get_args_parser
+    settings = check_args(get_args_parser().parse_args(["--model", "m.onnx", "--camera", "csi://0", "--http",
+                                                        "8080", "out.mp4"]))
+    assert settings.http_address == ("127.0.0.1", 8080) and settings.source_text == "csi://0"
+    assert [spec.kind for spec in settings.output_specs] == ["video"]
+    with pytest.raises(AttributeError, match="read-only"):
+        settings.top = 3
+    from contract.errors import DeviceError
+    with pytest.raises(DeviceError, match="is not a camera"):
+        check_args(get_args_parser().parse_args(["--model", "m.onnx", "--camera", "rtsp://x"]))

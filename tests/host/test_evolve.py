@@ -10,19 +10,15 @@ import time
 import pytest
 
 from host.evolve.config import resolve
-from host.evolve.demo import write_demo_dataset
 from host.evolve.evolution import evolve
 from contract.files import sha256_of_file as sha256_of
 from host.evolve.genome import Genome
 
+SHAPES = (60, 40)  # the shapes dataset of this module (tests/host/conftest.py): images per class, pixels
+
 SETTINGS = {"image_size": 32, "epochs": 1, "ancestor_epochs": 2, "env_factor": 0.75, "round_to": 4,
             "min_filters": 2, "batch_size": 32, "lr": 0.01, "crop_scale": 0.7, "seed": 5,
             "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=60, size=40)
 
 
 def flags(data, out, **extra):

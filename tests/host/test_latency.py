@@ -9,20 +9,16 @@ from pathlib import Path
 import pytest
 
 from host.evolve.config import resolve
-from host.evolve.demo import write_demo_dataset
 from host.errors import HostError
 from host.evolve.evolution import evolve
 from host.evolve.latency import parse_latency_source
 from host.evolve.steering import next_env_factor
 
+SHAPES = (30, 36)  # the shapes dataset of this module (tests/host/conftest.py): images per class, pixels
+
 TINY = {"image_size": 32, "epochs": 1, "ancestor_epochs": 1, "round_to": 4, "min_filters": 2, "batch_size": 32,
         "lr": 0.01, "crop_scale": 0.7, "latency_seconds": 0.3,
         "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=30, size=36)
 
 
 def test_latency_sources_are_parsed_and_bad_ones_named():
@@ -70,7 +66,8 @@ def test_top1_floor_stops_the_run(shapes, tmp_path):
 @pytest.mark.slow
 def test_a_following_device_agent_steers_host_evolve_through_host_serve(shapes, tmp_path):
     from device.agent import main as device_agent
-    from host.serve.app import BackgroundServer, create_app
+    from host.serve.app import create_app
+    from host.serve.server import BackgroundServer
 
     run, target, floor, mild = tmp_path / "run", 1e6, 0.05, 0.99
     config = tmp_path / "evolve.toml"

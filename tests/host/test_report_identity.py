@@ -11,21 +11,16 @@ httpx = pytest.importorskip("httpx")
 
 from device.reports import Reporter, ReportSpool  # noqa: E402
 from host.run.lineage import Lineage  # noqa: E402
-from host.serve.app import BackgroundServer, create_app  # noqa: E402
 
-from tests.tiny_run import make_tiny_run  # noqa: E402
+from tests.tiny_run import served_tiny_run  # noqa: E402
 
 TOKEN = "identity-token-0123456789abcdef"
 
 
 @pytest.fixture()
 def host(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    card = make_tiny_run(run)[0]
-    server = BackgroundServer(create_app(run, TOKEN)).start()
-    yield server, run, card
-    server.stop()
+    with served_tiny_run(tmp_path / "run", TOKEN) as served:
+        yield served
 
 
 def body_of(card, fps=10.0):

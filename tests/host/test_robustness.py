@@ -2,41 +2,27 @@
 best_generation within a tolerance. Real runs on real JPEGs where the row is about a run; the acceptance loop
 with scripted offspring (their top-1 given, no training) where the row is about its rules."""
 import json
-import re
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
+from tests.host.commands import flags, host_evolve
 from host.evolve.config import resolve
-from host.evolve.demo import write_demo_dataset
 from host.evolve.steering import collapse_reason, milder_env_factor
 from host.run.acceptance import best_generation, near_chance
 from host.evolve.train import effective_batch, effective_lr
 
 from tests.conftest import IMAGENETTE, PRETRAINED
 
+SHAPES = (40, 32)  # the shapes dataset of this module (tests/host/conftest.py): images per class, pixels
+
 TINY = {"image_size": 32, "ancestor_epochs": 1, "generations": 1, "epochs": 1, "round_to": 4, "min_filters": 2,
         "batch_size": 32, "max_drop": 1.0, "distill_weight": 0.0, "crop_scale": 0.7}
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=40, size=32)
-
-
-def host_evolve(*args):
-    return subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], capture_output=True, text=True)
-
-
-def flags(values: dict) -> list:
-    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
-
-
 def test_forced_divergence_stops_with_one_line_naming_the_fix_and_the_run_is_rescued(shapes, tmp_path):
     run = tmp_path / "run"
-    result = host_evolve(*flags(dict(TINY, data=shapes, out=run, lr=500.0)))
+    result = host_evolve(*flags(**dict(TINY, data=shapes, out=run, lr=500.0)))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -72,12 +58,12 @@ def test_a_diverging_epoch_is_rolled_back_and_retried_at_half_the_rate(shapes, t
                 raise train.Diverged(3, float("nan"))
             return real(*args, **kwargs)
 
-        import host.evolve.evolution as evolve_module
-        evolve_module.train_one_epoch = first_diverges
+        import host.evolve.offspring as offspring_module  # where the offspring's epochs are trained
+        offspring_module.train_one_epoch = first_diverges
         try:
             row = evolution.breed(0, 0, None, config.env_factor)
         finally:
-            evolve_module.train_one_epoch = real
+            offspring_module.train_one_epoch = real
         assert calls[1] == pytest.approx(calls[0] / 2) and row["lr_scale"] == 0.5
         assert evolution.lineage.offspring(0)[0]["lr_scale"] == 0.5
     finally:
@@ -139,7 +125,7 @@ def test_an_ancestor_at_chance_is_not_accepted_and_not_redrawn(shapes, tmp_path)
 def test_a_run_whose_ancestor_did_not_learn_says_so_and_names_no_generation_best(shapes, tmp_path):
     """The mechanics go on (a one-epoch smoke run is a user's to make) but nothing is called best."""
     run = tmp_path / "run"
-    result = host_evolve(*flags(dict(TINY, data=shapes, out=run, ancestor_epochs=0, max_drop=0.1, generations=1)))
+    result = host_evolve(*flags(**dict(TINY, data=shapes, out=run, ancestor_epochs=0, max_drop=0.1, generations=1)))
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "the ancestor did not learn" in result.stderr and "no generation to deploy" in result.stdout
     summary = json.loads((run / "summary.json").read_text())

@@ -8,8 +8,6 @@ import resource
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,51 +15,21 @@ import pytest
 
 from contract.files import atomic_write
 from contract.preprocess import PreprocessSpec
+from tests.host.commands import flags, host_evolve, one_clear_line
 from host.evolve.checkpoints import load_checkpoint
 from host.evolve.config import resolve
 from host.evolve.data import cache_split, scan_folder
-from host.evolve.demo import write_demo_dataset
+from tests.host.settings import MECHANICS
 from host.evolve.evolution import evolve
 from host.evolve.run_folder import write_failure
 
-TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
-        "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
+SHAPES = (8, 36)  # the shapes dataset of this module (tests/host/conftest.py): images per class, pixels
 
-
-def host_evolve(*args, limit_bytes=None, wait=True):
-    """host-evolve in a real process; ``limit_bytes``: its file-size limit (RLIMIT_FSIZE, as ulimit -f sets)."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-    command = [sys.executable, "-m", "host.evolve.cli", *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
-                          preexec_fn=limit if limit_bytes else None)
-
-
-def flags(**values):
-    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
-
-
-def one_clear_line(result, *phrases):
-    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.read()
-    assert result.returncode == 2, stderr[-2000:]
-    assert "Traceback" not in stderr and stderr.count("error:") == 1, stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("host-evolve: error: "), stderr
-    for phrase in phrases:
-        assert phrase in last, last
-    return last
+TINY = dict(MECHANICS)  # tests/host/settings.py: mechanics, not learning, acceptance off
 
 
 def partials(run):
     return sorted(str(p.relative_to(run)) for p in run.rglob("*.partial"))
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=8, size=36)
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,19 @@
 continued only by --resume and with its own config, one writer per run, and a refused start leaves nothing."""
 import fcntl
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.host.commands import flags, host_evolve, one_clear_line
 from host.evolve.config import resolve
-from host.evolve.demo import write_demo_dataset
+from tests.host.settings import MECHANICS
 from host.errors import HostError
 from host.evolve.evolution import evolve
 
+SHAPES = (8, 36)  # the shapes dataset of this module (tests/host/conftest.py): images per class, pixels
+
 # the smallest real run: the ancestor only, untrained (ancestor_epochs 0), evaluated and exported
-TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
-        "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=8, size=36)
+TINY = dict(MECHANICS)  # tests/host/settings.py: mechanics, not learning, acceptance off
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +22,6 @@ def finished_run(shapes, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
     evolve(resolve({}, dict(TINY, data=str(shapes), out=str(run))))
     return run
-
-
-def host_evolve(*args):
-    return subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], capture_output=True, text=True, timeout=300)
-
-
-def one_clear_line(result, *phrases):
-    """Exit status 2, no traceback, and the error is the last line (progress may come before it)."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("host-evolve: error: "), result.stderr
-    for phrase in phrases:
-        assert phrase in last, last
-
-
-def flags(**values):
-    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
 
 
 def test_a_folder_of_someone_elses_files_is_refused_and_left_as_it_was(shapes, tmp_path):

@@ -2,41 +2,21 @@
 one dataset (a resume on data whose classes or files differ is refused, naming them), and its folder is never
 inside its data."""
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
+from tests.host.commands import flags, host_evolve, one_clear_line
 from host.evolve.config import resolve, run_paths
 from host.evolve.data import DataIdentity, scan_folder
-from host.evolve.demo import write_demo_dataset
+from tests.host.settings import MECHANICS
 from host.errors import HostError
 from host.evolve.evolution import evolve
 
-TINY = {"image_size": 32, "generations": 0, "ancestor_epochs": 0, "epochs": 1, "round_to": 4, "min_filters": 2,
-        "batch_size": 16, "max_drop": 1.0, "distill_weight": 0.0}  # mechanics, not learning: acceptance off
+SHAPES = (16, 36)  # the shapes dataset of this module (tests/host/conftest.py): images per class, pixels
 
-
-def host_evolve(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "host.evolve.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env=dict(os.environ, OMP_NUM_THREADS="1"))
-
-
-def flags(**values):
-    return [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
-
-
-def one_clear_line(result, *phrases):
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and result.stderr.count("error:") == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("host-evolve: error: "), result.stderr
-    for phrase in phrases:
-        assert phrase in last, last
-    return last
+TINY = dict(MECHANICS)  # tests/host/settings.py: mechanics, not learning, acceptance off
 
 
 def copy_shapes(source, target, first=0, count=8):
@@ -46,11 +26,6 @@ def copy_shapes(source, target, first=0, count=8):
         for image in sorted(folder.iterdir())[first:first + count]:
             shutil.copy(image, target / folder.name / image.name)
     return target
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("shapes"), per_class=16, size=36)
 
 
 def dump(run):

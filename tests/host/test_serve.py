@@ -10,10 +10,12 @@ httpx = pytest.importorskip("httpx")
 
 from device.reports import Reporter, ReportSpool  # noqa: E402
 from host.run.lineage import Lineage  # noqa: E402
-from host.serve.app import BackgroundServer, create_app, main  # noqa: E402
+from host.serve.app import create_app  # noqa: E402
+from host.serve.server import BackgroundServer, main
 
 from tests.tiny_run import LABELS  # noqa: E402,F401
 from tests.tiny_run import make_tiny_run as tiny_run_folder  # noqa: E402
+from tests.tiny_run import serving  # noqa: E402
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -33,9 +35,8 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture()
 def host(tiny_run):
     run, card = tiny_run
-    server = BackgroundServer(create_app(run, TOKEN)).start()
-    yield server, run, card
-    server.stop()
+    with serving(run, TOKEN) as server:
+        yield server, run, card
 
 
 def report(card, sequence, kind="periodic", device_id="jetson-1", fps=42.0):

@@ -12,21 +12,20 @@ httpx = pytest.importorskip("httpx")
 
 from host.errors import HostError  # noqa: E402
 from host.run.lineage import Lineage  # noqa: E402
-from host.serve.app import (DEFAULT_BIND, TOKEN_FILE_NAME, BackgroundServer, BadBody, authorized,  # noqa: E402
-                        bind_socket, create_app, get_args_parser, json_depth, load_token, main, parse_bind,
-                        parse_json_body)
+from host.serve.app import create_app  # noqa: E402
+from host.serve.auth import TOKEN_FILE_NAME, authorized, load_token  # noqa: E402
+from host.serve.bodies import BadBody, json_depth, parse_json_body  # noqa: E402
+from host.serve.server import DEFAULT_BIND, BackgroundServer, bind_socket, get_args_parser, main, parse_bind  # noqa: E402
 from tests.host.test_serve import TOKEN, make_tiny_run, report  # noqa: E402
+from tests.tiny_run import served_tiny_run  # noqa: E402
 
 AUTH = {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    run = tmp_path_factory.mktemp("hardened-run")
-    card = make_tiny_run(run)
-    server = BackgroundServer(create_app(run, TOKEN)).start()
-    yield server, run, card
-    server.stop()
+    with served_tiny_run(tmp_path_factory.mktemp("hardened-run"), TOKEN) as served:
+        yield served
 
 
 def row_count(run):

@@ -12,18 +12,14 @@ from device.agent_follow import Agent  # noqa: E402
 from contract.errors import DeviceError  # noqa: E402
 from contract.report_schema import MODEL_URL_KEY  # noqa: E402
 from device.model_source import list_generations, resolve_model, split_url  # noqa: E402
-from host.serve.app import BackgroundServer, create_app  # noqa: E402
-from tests.host.test_serve import TOKEN, make_tiny_run  # noqa: E402
+from tests.host.test_serve import TOKEN  # noqa: E402
+from tests.tiny_run import served_tiny_run  # noqa: E402
 
 
 @pytest.fixture()
 def served_run(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    card = make_tiny_run(run)
-    server = BackgroundServer(create_app(run, TOKEN)).start()
-    yield server, run, card
-    server.stop()
+    with served_tiny_run(tmp_path / "run", TOKEN) as served:
+        yield served
 
 
 def cached_models(cache: Path) -> list:

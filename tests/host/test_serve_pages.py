@@ -9,7 +9,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from host.run.lineage import Lineage  # noqa: E402
-from host.serve.app import BackgroundServer, create_app  # noqa: E402
+from host.serve.app import create_app  # noqa: E402
+from host.serve.server import BackgroundServer
 from tests.tiny_run import make_tiny_run  # noqa: E402
 
 TOKEN = "test-token-0123456789abcdef"

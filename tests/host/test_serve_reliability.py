@@ -19,8 +19,10 @@ httpx = pytest.importorskip("httpx")
 
 from host.serve.guard import BoundedLog, ConnectionGuard  # noqa: E402
 from host.run.lineage import Lineage  # noqa: E402
-from host.serve.app import BackgroundServer, create_app  # noqa: E402
+from host.serve.app import create_app  # noqa: E402
+from host.serve.server import BackgroundServer
 from tests.host.test_serve import TOKEN, make_tiny_run, report  # noqa: E402
+from tests.tiny_run import serving  # noqa: E402
 
 AUTH = {"Authorization": "Bearer " + TOKEN}
 PROJECT = Path(__file__).resolve().parents[2]
@@ -37,9 +39,8 @@ def run_folder(tmp_path):
 @pytest.fixture()
 def served(run_folder):
     run, card = run_folder
-    server = BackgroundServer(create_app(run, TOKEN)).start()
-    yield server, run, card
-    server.stop()
+    with serving(run, TOKEN) as server:
+        yield server, run, card
 
 
 # -- nothing from outside the run, nothing private in an answer ---------------------------------------
@@ -217,7 +218,7 @@ def test_a_bounded_log_lets_a_repeated_message_through_a_few_times_a_minute():
 # -- the command: a read-only run, a clean stop, a client gone mid-body -----------------------------------
 def start_host_serve(run, token_file, *extra):
     """host-serve's real command in its own process; returns it once it has said where it listens."""
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from host.serve.app import main; sys.exit(main())",
+    process = subprocess.Popen([sys.executable, "-c", "import sys; from host.serve.server import main; sys.exit(main())",
                                 "--run", str(run), "--bind", "127.0.0.1:0", "--token-file", str(token_file),
                                 *extra], cwd=str(PROJECT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                universal_newlines=True)
@@ -311,7 +312,7 @@ def test_a_body_that_drips_is_refused_with_a_408_and_its_connection_closed(run_f
 def test_host_serve_starts_without_torch():
     """host-serve serves files and a database: importing it must not load torch (3 s and 300 MB at every start;
     under load the filed examples' 10 s start-up wait ran out). A dependency, checked as one, not a time."""
-    done = subprocess.run([sys.executable, "-c", "import sys, host.serve.app; "
+    done = subprocess.run([sys.executable, "-c", "import sys, host.serve.server; "
                            "print(sorted(m for m in ('torch', 'cv2', 'onnxruntime') if m in sys.modules))"],
                           cwd=str(PROJECT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=300)
