@@ -16,7 +16,9 @@ The rules (the same whatever OpenCV build decodes, which matters: a Jetson's Ope
   at least :data:`MIN_SIDE` pixels each way.
 """
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# .jfif and .jpe are JPEG's other names (Windows saves web images as .jfif); .gif: OpenCV >= 4.7 decodes it (an
+# older OpenCV, a Jetson's 4.1, cannot: read_image then skips and counts it, on both sides alike)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
 #: The smallest image both sides use (pixels, each way): anything smaller carries no picture to classify.
 MIN_SIDE = 2
@@ -69,6 +71,9 @@ def decode_image_bytes(data):
         lines = str(error).strip().splitlines()
         return None, "{} ({})".format(NOT_DECODABLE, (lines[-1] if lines else "OpenCV refused it")[:160])
     if image is None or image.size == 0:
+        if bytes(data[:4]) == b"GIF8":
+            return None, ("a GIF, which this OpenCV ({}) cannot decode (4.7 and newer can): convert it to PNG".format(
+                getattr(cv2, "__version__", "?")))
         return None, NOT_DECODABLE
     if image.ndim == 2:  # IMREAD_COLOR gives 3 channels; a build that does not is converted here
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)

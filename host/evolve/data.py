@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from contract.files import atomic_write
 from contract.generation_files import LABELS_TXT
-from contract.images import IMAGE_EXTENSIONS, read_image  # the device's list and reader: one verdict per file
+from contract.images import IMAGE_EXTENSIONS, is_image_name, read_image  # the device's list and reader: one verdict per file
 from contract.preprocess import PreprocessSpec
 from host.errors import HostError
 from host.evolve.progress import bars_disabled
@@ -43,8 +43,11 @@ class FolderSplit:
     labels: list[str]  # readable names (labels.txt), same order, one line each
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
-    val_source: str  # "folder" or "held-out 10% of train (seed 0)"
+    val_source: str  # "folder val/" or "held out 4 of 44 images (9 %) ..."
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason): skipped class folders
+    not_used: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): files under root left out
+    notes: list[str] = field(default_factory=list)  # what the scan made of the folder, for the console
+
 
 
 def _is_folder(path: Path) -> bool:
@@ -55,32 +58,71 @@ def _is_folder(path: Path) -> bool:
 
 
 def _list_images(folder: Path, unreadable: list[tuple[str, str]],
-                 others: dict[str, list[str]] | None = None) -> list[str]:
-    """Every entry with an image extension that is not a folder, sorted; a file that cannot be read (permission
-    denied, a dangling link) is listed too, so that decoding skips and counts it. An unreadable folder is
-    added to ``unreadable`` and gives no images. The names of the other (non-hidden) entries go to
-    ``others[str(folder)]`` when given: what a class folder without images holds, for its refusal."""
-    try:
-        entries = list(folder.iterdir())
-    except OSError as error:
-        unreadable.append((str(folder), f"unreadable folder ({error.strerror or error})"))
-        return []
-    images = sorted(str(p) for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_folder(p))
+                 others: dict[str, list[str]] | None = None,
+                 not_used: list[tuple[str, str]] | None = None) -> list[str]:
+    """Every file with an image extension in ``folder`` and in its subfolders (as torchvision's ImageFolder walks
+    a class folder: ``cat/indoor/*.jpg`` is a cat), sorted; a file that cannot be read (permission denied, a
+    dangling link) is listed too, so that decoding skips and counts it. Hidden files and folders are left out;
+    a folder reached twice through links is walked once. An unreadable folder is added to ``unreadable``.
+    Every other file goes to ``not_used`` as (path, why) when given, and the names of what the folder holds
+    besides images to ``others[str(folder)]``: what a class folder without images holds, for its refusal."""
+    images, other_names, seen = [], [], set()
+
+    def cannot_list(error: OSError) -> None:
+        unreadable.append((str(error.filename or folder), f"unreadable folder ({error.strerror or error})"))
+    for here, folders, files in os.walk(str(folder), onerror=cannot_list, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back up the tree: walked once
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = os.path.join(here, name)
+            if is_image_name(name):
+                images.append(path)
+            else:
+                other_names.append(os.path.relpath(path, str(folder)))
+                if not_used is not None:
+                    not_used.append((path, not_an_image(name)))
     if others is not None:
-        kept = set(images)
-        others[str(folder)] = sorted(p.name for p in entries if str(p) not in kept and not p.name.startswith("."))
-    return images
+        others[str(folder)] = sorted(other_names)
+    return sorted(images)
 
 
-def _class_folders(root: Path, unreadable: list[tuple[str, str]], refuse_empty: bool = True) -> dict[str, list[str]]:
+def not_an_image(name: str) -> str:
+    """Why a file is not used: its extension is none of IMAGE_EXTENSIONS."""
+    suffix = Path(name).suffix.lower()
+    return f"not an image file ({suffix or 'no extension'}; images are {', '.join(IMAGE_EXTENSIONS)})"
+
+
+def class_order(names) -> list[str]:
+    """Class folders in class-index order: by number when every name is a number (GTSRB's 0 ... 42, so that a
+    labels.txt of one label per line in that order names them right), else sorted as text."""
+    names = list(names)
+    if names and all(name.isdigit() for name in names):
+        return sorted(names, key=lambda name: (int(name), name))
+    return sorted(names)
+
+
+def _class_folders(root: Path, unreadable: list[tuple[str, str]], refuse_empty: bool = True,
+                   not_used: list[tuple[str, str]] | None = None, skip: tuple = ()) -> dict[str, list[str]]:
     try:
         entries = sorted(root.iterdir())
     except OSError as error:
         raise HostError(f"--data {root}: cannot read the folder ({error.strerror or error}); make it readable "
                         "by this user") from error
     others: dict[str, list[str]] = {}
-    found = {d.name: _list_images(d, unreadable, others)
-             for d in entries if not d.name.startswith(".") and _is_folder(d)}
+    found = {d.name: _list_images(d, unreadable, others, not_used)
+             for d in entries if not d.name.startswith(".") and d.name not in skip and _is_folder(d)}
+    if not_used is not None:  # files beside the class folders: in no class (labels.txt is read, not skipped)
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == LABELS_TXT or entry.name in skip or _is_folder(entry):
+                continue
+            not_used.append((str(entry), "outside every class folder" if is_image_name(entry.name)
+                             else not_an_image(entry.name)))
     listed = {folder for folder, _ in unreadable}
     empty = {name: others.get(str(root / name), []) for name, files in found.items()
              if not files and str(root / name) not in listed}
@@ -165,12 +207,17 @@ def read_labels_file(root: Path, classes: list[str], warn=None) -> list[str]:
     return list(classes)
 
 
-def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn=None) -> FolderSplit:
-    """Find the classes and images of ``root``: ``root/<class>/*`` or ``root/train/<class>`` + ``root/val/<class>``.
+def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn=None,
+                order: list[str] | None = None) -> FolderSplit:
+    """Find the classes and images of ``root``: ``root/<class>/**`` or ``root/train/<class>`` + ``root/val/<class>``
+    (also ``valid/``, ``validation/``, ``test/``), images in subfolders of a class folder included.
 
-    Without a val folder, a stratified, seeded ``val_fraction`` of every class is held out. A class folder
-    without image files is refused by name (HostError), with what it holds; ``warn(message)`` hears about a
-    labels.txt that does not map the class folders (default: the ``squishednets.data`` logger).
+    Every file under ``root`` is accounted for: used, or in ``not_used`` with why (not an image file, outside
+    every class folder, in an unlabelled ``test/`` that holds images but no class folders). Class folders named
+    by number are in numeric order (:func:`class_order`); ``order`` (a resumed run's recorded classes, the same
+    set) wins. Without a val folder, a stratified, seeded ``val_fraction`` of every class is held out. A class
+    folder without image files is refused by name (HostError), with what it holds; ``warn(message)`` hears about
+    a labels.txt that does not map the class folders (default: the ``squishednets.data`` logger).
     """
     if warn is None:
         import logging
@@ -183,13 +230,39 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn
         raise HostError(f"--data {root}: no such folder. Give an image-folder tree: DIR/<class>/*.jpg "
                         "or DIR/train/<class> + DIR/val/<class>")
     train_dir = root / "train"
-    val_dir = next((root / n for n in VAL_FOLDER_NAMES if _is_folder(root / n)), None)
     unreadable: list[tuple[str, str]] = []
+    not_used: list[tuple[str, str]] = []
+    notes: list[str] = []
+    val_dir = None
     if _is_folder(train_dir):
-        train_classes = _class_folders(train_dir, unreadable)
-        val_classes = _class_folders(val_dir, unreadable, refuse_empty=False) if val_dir is not None else None
+        train_classes = _class_folders(train_dir, unreadable, not_used=not_used)
+        for candidate in (root / n for n in VAL_FOLDER_NAMES if _is_folder(root / n)):
+            loose = _unlabelled_images(candidate)
+            if loose is not None:  # a Kaggle-style test/ of loose photos: nothing to validate against
+                not_used += [(path, f"unlabelled: {candidate.name}/ holds images but no class folders")
+                             for path in loose]
+                notes.append(f"{candidate}: {len(loose)} image(s) but no class folders (an unlabelled test set?): "
+                             f"not used; sort them into class folders to validate on them")
+                continue
+            val_dir = candidate
+            break
+        val_classes = (_class_folders(val_dir, unreadable, refuse_empty=False, not_used=not_used)
+                       if val_dir is not None else None)
+        unlabelled = {Path(path).parent for path, why in not_used if why.startswith("unlabelled")}
+        for entry in sorted(root.iterdir()):  # beside train/ and val/: in no split
+            if entry.name.startswith(".") or entry.name == LABELS_TXT or entry in (train_dir, val_dir) or \
+                    entry in unlabelled:
+                continue
+            if _is_folder(entry):
+                why = (f"a second validation folder ({entry.name}/; {val_dir.name}/ is the one used)"
+                       if entry.name in VAL_FOLDER_NAMES and val_dir is not None
+                       else f"outside train/ and the val folder ({entry.name}/)")
+                not_used += [(path, why) for path in _list_images(entry, unreadable)]
+            else:
+                not_used.append((str(entry), "outside train/ and the val folder" if is_image_name(entry.name)
+                                 else not_an_image(entry.name)))
     else:
-        train_classes, val_classes = _class_folders(root, unreadable), None
+        train_classes, val_classes = _class_folders(root, unreadable, not_used=not_used), None
         train_dir = root
     found_classes = train_classes
     train_classes = {c: files for c, files in train_classes.items() if files}
@@ -197,7 +270,8 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn
         found = ", ".join(f"{c!r} ({len(f)} images)" for c, f in found_classes.items()) or "no class folders"
         raise HostError(f"--data {train_dir}: found {found}; a classifier needs at least 2 class folders with "
                         f"images ({', '.join(IMAGE_EXTENSIONS)}) in them, as DIR/<class>/*.jpg")
-    classes = sorted(train_classes)
+    classes = list(order) if order is not None and sorted(order) == sorted(train_classes) \
+        else class_order(train_classes)
     train, val = [], []
     if val_classes is not None:
         unknown = sorted(set(c for c, f in val_classes.items() if f) - set(classes))
@@ -208,22 +282,48 @@ def scan_folder(root: str | Path, val_fraction: float = 0.1, seed: int = 0, warn
             train += [(p, index) for p in train_classes[name]]
             val += [(p, index) for p in val_classes.get(name, [])]
         source = f"folder {val_dir.name}/"
+        if not val:
+            raise HostError(f"--data {val_dir}: the validation folder holds no images in class folders named as "
+                            f"{train_dir}'s ({', '.join(classes[:3])}, ...); add images to {val_dir}/<class>/, or "
+                            f"move {val_dir.name}/ out of {root} to hold out {val_fraction:.0%} of train instead")
     else:
         if not 0.0 < val_fraction < 1.0:
             raise HostError(f"val_fraction {val_fraction} must be in (0, 1) when {root} has no val folder")
         rng = np.random.default_rng(seed)
         for index, name in enumerate(classes):
             files = train_classes[name]
-            order = rng.permutation(len(files))
+            order_ = rng.permutation(len(files))
             n_val = max(1, int(round(len(files) * val_fraction))) if len(files) > 1 else 0
-            val += [(files[i], index) for i in sorted(order[:n_val])]
-            train += [(files[i], index) for i in sorted(order[n_val:])]
-        source = f"held-out {val_fraction:.0%} of each class (seed {seed})"
-    if not val:
-        raise HostError(f"--data {root}: the validation split is empty; add images to the val folder "
-                        "or more images per class")
+            val += [(files[i], index) for i in sorted(order_[:n_val])]
+            train += [(files[i], index) for i in sorted(order_[n_val:])]
+        total = len(train) + len(val)
+        source = (f"held out {len(val)} of {total} images ({100 * len(val) / max(1, total):.0f} %; asked "
+                  f"{val_fraction:.0%} of each class, at least 1 of a class with 2 or more), seed {seed}")
+        if not val:
+            raise HostError(f"--data {root}: no class has 2 images, so none can be held out for validation; add "
+                            f"images to the class folders, or a val folder (DIR/train/<class> + DIR/val/<class>)")
+    nested = [path for name in classes for path in train_classes[name] + (val_classes or {}).get(name, [])
+              if Path(path).parent.name != name]
+    if nested:
+        example = Path(nested[0]).relative_to(root).as_posix()
+        notes.append(f"{len(nested)} image(s) in subfolders of class folders are used as their class's (as "
+                     f"torchvision's ImageFolder does), e.g. {example}")
     labels = [one_line(label) for label in read_labels_file(root, classes, warn)]
-    return FolderSplit(root, classes, labels, train, val, source, unreadable)
+    return FolderSplit(root, classes, labels, train, val, source, unreadable, not_used, notes)
+
+
+def _unlabelled_images(folder: Path) -> list[str] | None:
+    """The images directly in ``folder`` when it holds some but no class folder with images in it, else None."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    loose = sorted(str(e) for e in entries if is_image_name(e.name) and not _is_folder(e) and not e.name.startswith("."))
+    if not loose:
+        return None
+    has_classes = any(_is_folder(e) and not e.name.startswith(".") and _list_images(e, [])
+                      for e in entries)
+    return None if has_classes else loose
 
 
 @dataclass(frozen=True)

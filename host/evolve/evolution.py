@@ -7,10 +7,11 @@ ONNX is exported. ``evolve(config)`` on a run folder that already has some of th
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +53,22 @@ class Dataset:
     labels: list[str]
     spec: PreprocessSpec
     unreadable_folders: list[tuple[str, str]]  # (folder, reason): class folders that could not be listed
+    not_used: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): files under --data left out
 
     def skipped(self) -> dict[str, list[tuple[str, str]]]:
         """(path, reason) of every input left out, by where it was found (lineage.sqlite's skipped_files)."""
-        return {"train": self.train.skipped, "val": self.val.skipped, "folders": self.unreadable_folders}
+        return {"train": self.train.skipped, "val": self.val.skipped, "folders": self.unreadable_folders,
+                "not used": self.not_used}
+
+
+def skipped_by_reason(skipped: dict[str, list[tuple[str, str]]]) -> str:
+    """"3 not decodable, 2 not an image file": every left-out input counted by the first words of its reason."""
+    counts: dict[str, int] = {}
+    for entries in skipped.values():
+        for _, reason in entries:
+            key = reason.split(" (", 1)[0].split(":", 1)[0]
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{count} {key}" for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World(), lineage: Lineage | None = None,
@@ -63,7 +76,9 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
     """Scan and decode the data folder (refused by name when unusable); what was skipped is in the result.
     With ``lineage``: a new run records the data's identity, a resumed run refuses other data (before any
     decoding)."""
-    split = scan_folder(config.data, config.val_fraction, config.seed)
+    saved = lineage.dataset() if (lineage is not None and resume) else None
+    order = json.loads(saved["classes"]) if saved else None  # a resumed run keeps its class indices
+    split = scan_folder(config.data, config.val_fraction, config.seed, order=order)
     if lineage is not None:
         run_folder.check_data(lineage, DataIdentity.of(split), config.data, config.out, resume, record=world.is_main)
     spec = PreprocessSpec.square(config.image_size)
@@ -74,7 +89,7 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
     barrier(world)
     train = cache_split(split.train, spec, cache, "train")
     val = cache_split(split.val, spec, cache, "val")
-    data = Dataset(train, val, split.labels, spec, split.unreadable)
+    data = Dataset(train, val, split.labels, spec, split.unreadable, split.not_used)
     for name, part in (("train", train), ("val", val)):
         if len(part) == 0:
             example = f", e.g. {part.skipped[0][0]}: {part.skipped[0][1]}" if part.skipped else ""
@@ -82,13 +97,24 @@ def load_dataset(config: EvolveConfig, layout: RunLayout, world: World = World()
                             f"file(s) skipped{example}); give it readable JPEG/PNG images")
     check_classes_decoded(split, train)
     for name, skipped in data.skipped().items():
-        if skipped and world.is_main:
+        if skipped and world.is_main and name == "not used":
+            log.warning("%d file(s) under %s not used, e.g. %s: %s (all in lineage.sqlite, table skipped_files)",
+                        len(skipped), config.data, *skipped[0])
+        elif skipped and world.is_main:
             log.warning("skipped %d unreadable %s in %s, e.g. %s: %s (listed in lineage.sqlite, table "
                         "skipped_files)", len(skipped), "folder(s)" if name == "folders" else "file(s)",
                         "the class folders" if name == "folders" else f"the {name} split", *skipped[0])
-    log.info("data %s: %d classes, %d train / %d val images (val: %s), %d skipped", config.data,
-             len(split.classes), len(train), len(val), split.val_source,
-             sum(len(skipped) for skipped in data.skipped().values()))
+    skipped = data.skipped()
+    total = sum(len(entries) for entries in skipped.values())
+    log.info("data %s: %d classes, %d train / %d val images (val: %s), %d skipped%s", config.data,
+             len(split.classes), len(train), len(val), split.val_source, total,
+             f" ({skipped_by_reason(skipped)}; lineage.sqlite, table skipped_files)" if total else "")
+    if world.is_main:
+        for note in split.notes:
+            log.warning("%s", note)
+        pairs = [f"{folder} -> {label}" for folder, label in zip(split.classes, split.labels)]
+        log.info("classes (folder -> label, in output order): %s%s", ", ".join(pairs[:6]),
+                 f", ... ({len(pairs)} in all)" if len(pairs) > 6 else "")
     return data
 
 
