@@ -144,12 +144,29 @@ def _open(url, timeout):
         if error.code >= 500:
             raise DeviceError("model URL {} answered HTTP {} {}{}: the host cannot serve it now; try again later".format(
                 url, error.code, error.reason, ": " + detail if detail else ""))
-        raise DeviceError("model URL {} answered HTTP {} {}{}: check the generation number (GET /generations on "
-                          "host-serve lists them)".format(url, error.code, error.reason, ": " + detail if detail else ""))
+        raise DeviceError("model URL {} answered HTTP {} {}{}: {}".format(
+            url, error.code, error.reason, ": " + detail if detail else "", not_found_advice(url, error.code, detail)))
     except (URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise DeviceError("model URL {} is unreachable ({}): is host-serve running and reachable from this "
                           "device (host-serve --bind 0.0.0.0:8700)?".format(url, reason))
+
+
+def not_found_advice(url, status, detail):
+    """What to check when host-serve refuses a model URL, from its own ``detail``: the file name (``/models/3/
+    modle.onnx``), the generation (a number it does not hold), an alias with no generation yet, or the address."""
+    if status in (401, 403):
+        return "host-serve refused the token; give its token with --token-file"
+    if "is not served" in detail:
+        return "check the file name at the end of the URL ({})".format(generation_url_path("N"))
+    if "has no best generation" in detail or "has no latest generation" in detail:
+        return ("host-serve's run has no such generation yet (none within its tolerance, or none exported): give a "
+                "generation's number (GET /generations on host-serve lists them)")
+    if "is not in this run" in detail or "is not a generation" in detail:
+        return "check the generation number (GET /generations on host-serve lists them)"
+    if "/models/" not in url:
+        return "check the address: host-serve's models are at {}".format(generation_url_path("N"))
+    return "check the URL against GET /generations on host-serve"
 
 
 def _error_detail(error):

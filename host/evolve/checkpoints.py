@@ -18,7 +18,7 @@ from contract.files import atomic_write
 from contract.generation_files import LABELS_TXT, offspring_weights
 from host.errors import HostError
 from host.evolve.genome import Genome
-from host.evolve.model import SqueezeNet
+from host.evolve.model import SqueezeNet, unloadable_reason
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -105,10 +105,17 @@ def load_ancestor(path, labels: list[str], dropout: float) -> SqueezeNet:
     if not path.is_file():
         raise HostError(f"--ancestor-from {path}: no such file; {fix}")
     try:
-        model = load_weights(path, "cpu", dropout)
-    except Exception as error:  # torch, Genome and load_state_dict raise many types; all mean "not one of ours"
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-        raise HostError(f"--ancestor-from {path} is not a host-evolve model file ({reason}); {fix}") from error
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file: said in the user's terms, not torch's
+        raise HostError(f"--ancestor-from {path} is not a host-evolve model file: it {unloadable_reason(path)}; "
+                        f"{fix}") from error
+    try:
+        model = SqueezeNet(Genome.from_dict(state["genome"]), dropout=dropout)
+        model.load_state_dict(state["model"])
+    except Exception as error:  # Genome and load_state_dict raise many types; all mean "not one of ours"
+        held = f"a dict of {', '.join(sorted(map(str, state))[:4])}" if isinstance(state, dict) else type(state).__name__
+        raise HostError(f"--ancestor-from {path} is not a host-evolve model file (it holds {held}, no genome and "
+                        f"weights of this project); {fix}") from error
     if model.genome.num_classes != len(labels):
         raise HostError(f"--ancestor-from {path} classifies {model.genome.num_classes} classes, the data has "
                         f"{len(labels)}; {fix}")

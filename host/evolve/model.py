@@ -96,11 +96,9 @@ def load_pretrained(model: SqueezeNet, path: str | Path) -> str:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file; all mean the same to the user
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        if "weights_only" in reason:  # torch's many-line advice to drop weights_only: not for a file we don't know
-            reason = "it does not load with weights_only=True"
-        raise HostError(f"--pretrained {path} is not a readable torch state_dict ({reason}); give a torchvision-layout "
-                        "squeezenet1_1 state_dict, e.g. ../shared/weights/squeezenet1_1_imagenet.pth") from error
+        raise HostError(f"--pretrained {path} is not a readable torch state_dict: it {unloadable_reason(path)}; give "
+                        "a torchvision-layout squeezenet1_1 state_dict, e.g. ../shared/weights/squeezenet1_1_imagenet.pth") \
+            from error
     own = model.state_dict()
     wanted = {k: v for k, v in own.items() if not k.startswith("classifier.1.")}
     state, how = unwrap_state_dict(state, wanted)
@@ -116,6 +114,49 @@ def load_pretrained(model: SqueezeNet, path: str | Path) -> str:
                         f"{_layout_cause(state, missing, wrong)}")
     model.load_state_dict({k: state[k] for k in wanted}, strict=False)
     return how.strip(" ()")
+
+
+#: What torch's own pickles name besides tensors: these make a state_dict, anything else is an object of code
+PLAIN_GLOBALS = ("torch._utils", "torch.", "collections", "builtins", "_codecs", "numpy.core.multiarray._reconstruct",
+                 "numpy.dtype", "numpy.ndarray")
+
+
+def unloadable_reason(path: Path) -> str:
+    """Why a file torch.load(weights_only=True) refused is not a state_dict, in the user's terms and read without
+    running any of it ("it ..."): "holds a whole pickled object (torchvision.models.squeezenet.SqueezeNet) ..." (the first
+    class its pickle names that is not a tensor's, found by pickletools.genops), "is not a file torch.save wrote",
+    "is empty". Never torch's own text (its advice to unpickle the file is not for a file we do not know)."""
+    import pickletools
+    import zipfile
+    try:
+        if path.stat().st_size == 0:
+            return "is empty"
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return "is a zip archive that torch.save did not write"
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        classes, strings = [], []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                classes.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                classes.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(argument, str):
+                strings.append(argument)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    except Exception:  # not a pickle at all: genops stops at the first byte it does not know
+        return "is not a file torch.save wrote (neither its zip format nor a pickle)"
+    code = [name for name in classes if not name.startswith(PLAIN_GLOBALS)]
+    if code:
+        return (f"holds a whole pickled object ({code[0]}), saved with torch.save(model), not a state_dict of "
+                "tensors; host-evolve runs no code from a file: save the weights with "
+                "torch.save(model.state_dict(), 'weights.pth')")
+    return "is a torch file that does not load as plain tensors (weights_only=True)"
 
 
 #: Keys under which training scripts wrap a state_dict: torchvision's reference train.py ("model"), Lightning and

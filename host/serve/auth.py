@@ -46,7 +46,8 @@ def load_token(token_file: str | None, run: Path, log=print) -> str:
     descriptor = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
-    log(f"host-serve: no --token-file; made a token in {path} (give it to devices as --token)")
+    log(f"host-serve: no --token-file; made a token in {path}: give devices a copy as --token-file F (mode 600) "
+        f"or SQUISHEDNETS_TOKEN, never as --token on a command line (ps shows it)")
     return token
 
 

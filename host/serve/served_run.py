@@ -40,7 +40,7 @@ def check_run_folder(run: str | Path) -> Path:
     run = Path(run).resolve()
     database = run / "lineage.sqlite"
     if not database.is_file():
-        raise HostError(f"{run} is not a run folder: {database} is missing (make one with host-evolve --out {run})")
+        raise HostError(f"{run} is not a run folder: {not_a_run(run)}")
     if not os.access(database, os.R_OK):
         raise HostError(f"{database} cannot be read by this user: run host-serve as the run's owner, or let it "
                         f"read the folder (chmod -R a+rX {run})")
@@ -56,6 +56,34 @@ def check_run_folder(run: str | Path) -> Path:
         raise HostError(f"{database} is not a run's SQLite database ({error}): give a folder made by host-evolve, "
                         f"or restore its lineage.sqlite") from None
     return run
+
+
+def not_a_run(folder: Path) -> str:
+    """What a folder without lineage.sqlite is, and what to give host-serve instead, in the user's terms: no such
+    folder or an empty one (host-evolve --out makes a run there), an image-folder dataset (host-evolve's --data,
+    not its --out), or some other folder."""
+    from contract.images import is_image_name
+    if not folder.is_dir():
+        return f"there is no such folder; make a run there with host-evolve --data DIR --out {folder}"
+    try:
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    except OSError as error:
+        return f"it cannot be listed ({error.strerror or error}); run host-serve as its owner"
+    if not entries:
+        return f"it is empty; make a run there with host-evolve --data DIR --out {folder}"
+    classes = []
+    for entry in sorted(entries):
+        try:
+            if entry.is_dir() and any(is_image_name(child.name) for child in entry.iterdir()):
+                classes.append(entry.name)
+        except OSError:
+            continue
+    if classes:
+        shown = ", ".join(name + "/" for name in classes[:3]) + (", ..." if len(classes) > 3 else "")
+        return (f"it is an image-folder dataset (class folders {shown} with images), host-evolve's --data; serve "
+                f"the run made from it instead: host-evolve --data {folder} --out RUN, then host-serve --run RUN")
+    return (f"it holds no lineage.sqlite ({len(entries)} other entries); give the folder host-evolve --out wrote "
+            "(RUN, with lineage.sqlite and gen-XX/)")
 
 
 def run_is_read_only(run: Path) -> bool:

@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host, port = parse_bind(args.bind)
         run = check_run_folder(args.run)  # before anything is written into it
+        listening = bind_socket(host, port, args.bind)  # a busy port is refused before a token file is made
         token = load_token(args.token_file, run)
         app = create_app(run, token)
-        listening = bind_socket(host, port, args.bind)
     except HostError as error:
         print(f"host-serve: error: {error}", file=sys.stderr)
         return 2
