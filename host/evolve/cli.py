@@ -220,6 +220,17 @@ def command(name: str) -> str:
     return shlex.quote(str(beside)) if beside.is_file() else name
 
 
+def print_recall(what: str, generation: dict) -> None:
+    """One line of per-class recall on the validation split (a class the model never answers shows 0 %)."""
+    recall = generation.get("recall")
+    if not recall:
+        return
+    shown = ", ".join(f"{name} {'-' if value is None else f'{100 * value:.0f} %'}" for name, value in
+                      list(recall.items())[:12]) + (", ..." if len(recall) > 12 else "")
+    never = generation.get("never_predicts") or []
+    print(f"recall per class, {what}: {shown}" + (f"; never answers {', '.join(never[:3])}" if never else ""))
+
+
 def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
     gens = summary["generations"]
     first, last = gens[0], gens[-1]
@@ -229,10 +240,15 @@ def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
     if summary.get("stopped"):
         print(f"stopped: {summary['stopped']}")
     print(f"report: {Path(config.out) / 'report.png'}, summary: {Path(config.out) / 'summary.json'}")
+    if (summary.get("validation") or {}).get("warning"):
+        print(f"warning: {summary['validation']['warning']}")
     best = next((g for g in gens if g["generation"] == summary.get("best_generation")), None)
+    print_recall("ancestor (generation 0)", first)
     if best is None:
         print(f"no generation to deploy: {summary.get('best_reason')}")
         return
+    if best is not first:
+        print_recall(f"best (generation {best['generation']})", best)
     print(f"best: {summary['best_reason']}")
     print(f"serve it to devices:   {command('host-serve')} --run {shlex.quote(str(config.out))}")
     print(f"classify live:         {command('device-serve')} --model "

@@ -38,6 +38,7 @@ from host.evolve.offspring import train_offspring
 from host.evolve.recorder import Recorder
 from host.evolve.selection import FORWARD_SHARE, ProxySet, fidelity, logits_on, strongest_offspring
 from host.evolve.steering import collapse_reason, fitness, milder_env_factor, next_step
+from host.run.acceptance import chance_share, small_split_warning, top1_text
 from host.evolve.surgery import cluster_strengths, inherit
 from host.evolve.synthesis import layer_scales, sample_offspring, solve_lambda
 from host.evolve.train import TrainSettings, derive_seed, effective_batch, effective_lr, evaluate, pick_device
@@ -312,6 +313,7 @@ class Evolution:
         row = {"generation": generation, "offspring": index, "parent": None if parent is None else generation - 1,
                "genome": genome.to_json(), "params": genome.params, "size_bytes": genome.size_bytes,
                "macs": genome.macs(c.image_size), "top1": scores["top1"], "top5": scores["top5"],
+               "val_counts": scores["val_counts"],
                "train_seconds": train_seconds, "lambda": lam, "weights": layout.relative(weights),
                "env_factor": None if parent is None else env_factor, "lr_scale": lr_scale,
                "proxy_images": choice.get("proxy_images"), "candidates": choice.get("candidates")}
@@ -350,7 +352,7 @@ class Evolution:
         rows = [done[index] for index in range(first_index, first_index + regular)]
         best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
         verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop,
-                                  self._ancestor_top1, c.max_total_drop)
+                                  self._ancestor_top1, c.max_total_drop, **self.judged_on())
         for attempt in range(1, (c.redraws if parent is not None and not recovery else 0) + 1):
             if verdict is None:
                 break
@@ -363,8 +365,15 @@ class Evolution:
             rows.append(done[index])
             best = max(rows, key=lambda o: fitness(o, c.fps_weight, c.target_fps))
             verdict = collapse_reason(generation, best["top1"], parent_top1, self.num_classes, c.max_drop,
-                                  self._ancestor_top1, c.max_total_drop)
+                                      self._ancestor_top1, c.max_total_drop, **self.judged_on())
         return best, verdict
+
+    def judged_on(self) -> dict:
+        """What acceptance judges a top-1 against: chance (1/N or the validation split's majority share) and the
+        split's size (drops counted in whole images)."""
+        support = np.bincount(np.asarray(self.data.val.labels, dtype=np.int64), minlength=self.num_classes)
+        return {"chance": chance_share(self.num_classes, {"support": support.tolist()}),
+                "images": int(support.sum())}
 
     def export_and_record(self, generation: int, best: dict, parent: SqueezeNet | None,
                           recovery: bool = False) -> dict:
@@ -431,7 +440,11 @@ class Evolution:
             if generation == 0:
                 self.ancestor_weights, self._ancestor_top1 = row["weights"], row["top1"]
                 ancestor = row
-                verdict = collapse_reason(0, row["top1"], None, self.num_classes, c.max_drop)
+                small = small_split_warning(self.judged_on()["images"], c.top1_tolerance,
+                                            c.max_drop if c.max_drop < 1 else None)
+                if small:
+                    self.recorder.warn(small)
+                verdict = collapse_reason(0, row["top1"], None, self.num_classes, c.max_drop, **self.judged_on())
                 if verdict is not None:  # bred on (the mechanics are the user's to try) but never named best
                     self.recorder.warn(f"{verdict}: the ancestor did not learn, and no generation of this run will be "
                                        "named best_generation. Lower --lr (e.g. --lr 0.002), train it longer "
@@ -489,8 +502,9 @@ def is_recovery(row: dict) -> bool:
 
 
 def describe(row: dict) -> str:
+    """A generation's console line: size, MACs, top-1 with its image counts and 95 % interval, top-5, its ONNX."""
     return (f"gen {row['generation']:02d}: {row['params']:,} params ({row['size_bytes'] / 1e6:.3f} MB), "
-            f"{row['macs'] / 1e6:.1f} M MACs, top-1 {100 * row['top1']:.1f} %, top-5 {100 * row['top5']:.1f} %, "
+            f"{row['macs'] / 1e6:.1f} M MACs, top-1 {top1_text(row)}, top-5 {100 * row['top5']:.1f} %, "
             f"trained {row['train_seconds']:.0f} s -> {row['onnx']}")
 
 

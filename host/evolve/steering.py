@@ -30,7 +30,7 @@ import math
 from typing import NamedTuple
 
 from host.errors import HostError
-from host.run.acceptance import near_chance
+from host.run.acceptance import images_of, near_chance
 
 
 class Step(NamedTuple):
@@ -104,24 +104,35 @@ def fitness(row: dict, fps_weight: float, target_fps: float) -> tuple:
 
 
 def collapse_reason(generation: int, top1: float, parent_top1: float | None, num_classes: int,
-                    max_drop: float, ancestor_top1: float | None = None, max_total_drop: float = 1.0) -> str | None:
+                    max_drop: float, ancestor_top1: float | None = None, max_total_drop: float = 1.0,
+                    chance: float | None = None, images: int | None = None) -> str | None:
     """Why an offspring (or, with ``parent_top1`` None, the ancestor) must not be accepted as a generation:
-    its top-1 is near chance, more than ``max_drop`` (a fraction, 0.10 = 10 points) below its parent's, or more
-    than ``max_total_drop`` below the ancestor's (the accuracy the user will give up at most over the whole run).
-    None when it is acceptable. ``max_drop`` >= 1 accepts everything (exploratory runs, the tests of mechanics)."""
+    its top-1 is near chance (``chance``: the larger of 1/N and the validation split's majority share,
+    host/run/acceptance.py chance_share; 1/N when None), more than ``max_drop`` (a fraction, 0.10 = 10 points)
+    below its parent's, or more than ``max_total_drop`` below the ancestor's (the accuracy the user will give up
+    at most over the whole run). With ``images`` (the validation split's size) the drops are counted in whole
+    images, so 2.0 points below on 200 images is 4 images, not a float a hair above 0.02. None when it is
+    acceptable. ``max_drop`` >= 1 accepts everything (exploratory runs, the tests of mechanics)."""
     if max_drop >= 1:
         return None
-    if parent_top1 is not None and near_chance(parent_top1, num_classes):
+    if parent_top1 is not None and near_chance(parent_top1, num_classes, chance):
         return None  # nothing to fall from: a parent at chance is warned about, and never named best (report.py)
     what = "the ancestor" if parent_top1 is None else f"generation {generation}"
-    if near_chance(top1, num_classes):
-        return (f"{what} scored top-1 {100 * top1:.1f} %, near chance ({100 / num_classes:.1f} % for "
-                f"{num_classes} classes)")
-    if parent_top1 is not None and top1 < parent_top1 - max_drop:
+    if near_chance(top1, num_classes, chance):
+        base = 1.0 / max(1, num_classes)
+        told = (f"{100 * chance:.1f} %: what answering the majority class to everything scores"
+                if chance is not None and chance > base + 1e-12 else f"{100 * base:.1f} % for {num_classes} classes")
+        return f"{what} scored top-1 {100 * top1:.1f} %, near chance ({told})"
+
+    def below(reference: float, limit: float) -> bool:
+        if images:
+            return round(reference * images) - round(top1 * images) > images_of(limit, images)
+        return top1 < reference - limit - 1e-12
+    if parent_top1 is not None and below(parent_top1, max_drop):
         return (f"{what} scored top-1 {100 * top1:.1f} %, {100 * (parent_top1 - top1):.1f} points below its "
                 f"parent's {100 * parent_top1:.1f} % (the limit is {100 * max_drop:g} points, --max-drop)")
-    if (parent_top1 is not None and ancestor_top1 is not None and not near_chance(ancestor_top1, num_classes)
-            and top1 < ancestor_top1 - max_total_drop):
+    if (parent_top1 is not None and ancestor_top1 is not None and not near_chance(ancestor_top1, num_classes, chance)
+            and below(ancestor_top1, max_total_drop)):
         return (f"{what} scored top-1 {100 * top1:.1f} %, {100 * (ancestor_top1 - top1):.1f} points below the "
                 f"ancestor's {100 * ancestor_top1:.1f} % (the limit is {100 * max_total_drop:g} points, "
                 "--max-total-drop)")

@@ -235,14 +235,21 @@ def predict(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: 
 
 
 def evaluate(model: nn.Module, data: CachedImages, spec: PreprocessSpec, device: torch.device) -> dict:
-    """Top-1 and top-5 accuracy of ``model`` on ``data`` (centre images, no augmentation) as fractions in [0, 1]:
-    ``{"top1": float, "top5": float}`` (top-5 is top-k with k = min(5, classes))."""
+    """Top-1 and top-5 accuracy of ``model`` on ``data`` (centre images, no augmentation) as fractions in [0, 1],
+    and the counts behind them: ``{"top1": float, "top5": float, "val_counts": {"support": [images of each
+    class], "correct": [of them classified right], "predicted": [images answered as each class]}}`` (top-5 is
+    top-k with k = min(5, classes)). host/run/acceptance.py judges in these counts, not in rounded fractions."""
     logits = predict(model, data, spec, device)
     labels = torch.from_numpy(data.labels)
-    k = min(5, logits.shape[1])
+    classes = logits.shape[1]
+    k = min(5, classes)
     topk = logits.topk(k, dim=1).indices
-    return {"top1": float((topk[:, 0] == labels).float().mean()),
-            "top5": float((topk == labels[:, None]).any(1).float().mean())}
+    right = topk[:, 0] == labels
+    counts = {"support": torch.bincount(labels, minlength=classes).tolist(),
+              "correct": torch.bincount(labels[right], minlength=classes).tolist(),
+              "predicted": torch.bincount(topk[:, 0], minlength=classes).tolist()}
+    return {"top1": float(right.float().mean()), "top5": float((topk == labels[:, None]).any(1).float().mean()),
+            "val_counts": counts}
 
 
 def compute_throughput(model: nn.Module, batch_size: int, image_size: int, device: torch.device,

@@ -46,6 +46,22 @@ GENERATION_FIELDS = ("generation", "parent", "offspring", "genome", "params", "s
 STEERING_MEASUREMENT = "benchmark-b1"
 
 
+def _counts_json(counts) -> str | None:
+    """A row's ``val_counts`` (host/evolve/train.py evaluate: per-class support, correct, predicted) as stored."""
+    return None if counts is None else (counts if isinstance(counts, str) else json.dumps(counts))
+
+
+def _with_counts(row) -> dict:
+    """A generations row as a dict, its ``val_counts`` parsed (None for a run made before they were kept)."""
+    values = dict(row)
+    if values.get("val_counts"):
+        try:
+            values["val_counts"] = json.loads(values["val_counts"])
+        except ValueError:
+            values["val_counts"] = None
+    return values
+
+
 class Lineage:
     """Thin, explicit access to lineage.sqlite. Every write is its own committed transaction."""
 
@@ -97,9 +113,9 @@ class Lineage:
     def _add_missing_columns(self) -> None:
         """Runs made by an older version gain the newer columns (all nullable); their ``measured_fps`` column
         is renamed ``steering_fps`` (it held the fps that steered R, never a device's own figure)."""
-        wanted = {"generations": {"steering_fps": "REAL", "fps_source": "TEXT"}, "offspring": {"local_fps": "REAL", "env_factor": "REAL",
-                                                                        "lr_scale": "REAL", "proxy_images": "REAL",
-                                                                        "candidates": "INTEGER"}}
+        wanted = {"generations": {"steering_fps": "REAL", "fps_source": "TEXT", "val_counts": "TEXT"},
+                  "offspring": {"local_fps": "REAL", "env_factor": "REAL", "lr_scale": "REAL", "proxy_images": "REAL",
+                                "candidates": "INTEGER", "val_counts": "TEXT"}}
         for table, columns in wanted.items():
             have = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if table == "generations" and "measured_fps" in have and "steering_fps" not in have:
@@ -139,18 +155,18 @@ class Lineage:
             self.db.execute(
                 "INSERT OR REPLACE INTO offspring (generation, offspring, parent, genome, params, size_bytes, macs, "
                 "top1, top5, train_seconds, lambda, weights, local_fps, env_factor, lr_scale, proxy_images, candidates, "
-                "created_at) VALUES "
+                "val_counts, created_at) VALUES "
                 "(:generation, :offspring, :parent, :genome, :params, :size_bytes, :macs, :top1, :top5, "
                 ":train_seconds, :lambda, :weights, :local_fps, :env_factor, :lr_scale, :proxy_images, :candidates, "
-                ":created_at)",
+                ":val_counts, :created_at)",
                 {"created_at": time.time(), "local_fps": None, "env_factor": None, "lr_scale": None,
-                 "proxy_images": None, "candidates": None, **row})
+                 "proxy_images": None, "candidates": None, **row, "val_counts": _counts_json(row.get("val_counts"))})
 
     def all_offspring(self) -> list[dict]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM offspring ORDER BY generation, offspring")]
+        return [_with_counts(r) for r in self.db.execute("SELECT * FROM offspring ORDER BY generation, offspring")]
 
     def offspring(self, generation: int) -> list[dict]:
-        return [dict(r) for r in self.db.execute(
+        return [_with_counts(r) for r in self.db.execute(
             "SELECT * FROM offspring WHERE generation = ? ORDER BY offspring", (generation,))]
 
     def add_epoch(self, generation: int, offspring: int, epoch: int, stats: dict) -> None:
@@ -164,17 +180,18 @@ class Lineage:
 
     def add_generation(self, row: dict) -> None:
         values = {field: row.get(field) for field in GENERATION_FIELDS}
+        values["val_counts"] = _counts_json(row.get("val_counts"))
         values["created_at"] = time.time()
         with self.db:
             self.db.execute(f"INSERT INTO generations ({', '.join(values)}) VALUES "
                             f"({', '.join(':' + k for k in values)})", values)
 
     def generations(self) -> list[dict]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM generations ORDER BY generation")]
+        return [_with_counts(r) for r in self.db.execute("SELECT * FROM generations ORDER BY generation")]
 
     def generation(self, number: int) -> dict | None:
         row = self.db.execute("SELECT * FROM generations WHERE generation = ?", (number,)).fetchone()
-        return dict(row) if row else None
+        return _with_counts(row) if row else None
 
     def generation_by_sha256(self, sha256: str) -> dict | None:
         row = self.db.execute("SELECT * FROM generations WHERE sha256 = ?", (sha256,)).fetchone()

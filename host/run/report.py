@@ -8,7 +8,7 @@ from contract.files import atomic_write
 from contract.generation_files import STATIC_BATCH_ONNX
 from host.run.layout import RunLayout
 from host.run.lineage import Lineage
-from host.run.acceptance import run_best_generation
+from host.run.acceptance import chance_share, counts_of, interval, never_predicted, run_best_generation, small_split_warning
 
 
 def pareto_front(points: list[dict]) -> list[int]:
@@ -47,11 +47,11 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "device_figures": device_figures.get(row["generation"], []),  # per device and kind of measurement
             "steering_fps": row.get("steering_fps"), "fps_source": row.get("fps_source"),
             # the static-batch twin for jetson-inference (runs exported before it existed have none)
-            "onnx_static_batch": static_batch_onnx(layout, row["onnx"])})
+            "onnx_static_batch": static_batch_onnx(layout, row["onnx"]), **validation_figures(row, labels)})
     ancestor = generations[0] if generations else None
     config = lineage.config()
     tolerance = config.get("top1_tolerance", 0.02)
-    best, best_reason = run_best_generation(generations, config)
+    best, best_reason = run_best_generation(generations, config, labels)
     accepted = {(g["generation"], g["offspring"]) for g in generations}
     # offspring bred but not accepted as a generation: the losers of a selection and collapsed draws
     rejected = [{"generation": o["generation"], "offspring": o["offspring"], "top1": o["top1"],
@@ -61,7 +61,34 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "top1_tolerance": tolerance, "num_classes": len(labels), "rejected_offspring": rejected,
             "target_fps": config.get("target_fps") or None, "pareto": pareto_front(generations), "preprocess": preprocess,
             "labels": labels, "config": config, "skipped_files": len(lineage.skipped()),
+            "validation": validation_summary(ancestor, config),
+            "chance": chance_share(len(labels), (ancestor or {}).get("val_counts")),
             "compression": (ancestor["size_bytes"] / generations[-1]["size_bytes"]) if ancestor else None}
+
+
+def validation_figures(row: dict, labels: list[str]) -> dict:
+    """A generation's top-1 with what it rests on: ``val_images``, ``val_correct``, ``top1_interval`` (Wilson's 95 %,
+    host/run/acceptance.py), ``recall`` per class ({label: recall or None for a class with no validation image}) and
+    ``never_predicts`` (labels of validation classes it never answers); {} for a run made before counts were kept."""
+    counts = counts_of(row)
+    if counts is None:
+        return {}
+    val = row["val_counts"]
+    names = list(labels) if len(labels) == len(val["support"]) else [f"class {c}" for c in range(len(val["support"]))]
+    return {"val_counts": val, "val_images": counts[1], "val_correct": counts[0], "top1_interval": list(interval(*counts)),
+            "recall": {name: (right / support if support else None)
+                       for name, support, right in zip(names, val["support"], val["correct"])},
+            "never_predicts": [names[c] for c in never_predicted(row)]}
+
+
+def validation_summary(ancestor: dict | None, config: dict) -> dict | None:
+    """summary.json's ``validation``: the split's size and, when it is too small for the tolerances asked, why
+    (host/run/acceptance.py small_split_warning)."""
+    if not ancestor or "val_images" not in ancestor:
+        return None
+    return {"images": ancestor["val_images"],
+            "warning": small_split_warning(ancestor["val_images"], config.get("top1_tolerance", 0.02),
+                                           config.get("max_drop"))}
 
 
 def write_summary(layout: RunLayout, summary: dict) -> None:
@@ -82,6 +109,13 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
     sizes = [g["size_mb"] for g in gens]
     top1 = [100 * g["top1"] for g in gens]
     left.plot(sizes, top1, "o-", color="tab:blue", alpha=0.5, label="generations (lineage)")
+    spans = [(g["size_mb"], 100 * g["top1"], 100 * g["top1_interval"][0], 100 * g["top1_interval"][1])
+             for g in gens if g.get("top1_interval")]
+    if spans:  # each top-1 with its 95 % interval: a small validation split moves top-1 in large steps
+        x, y, low, high = zip(*spans)
+        left.errorbar(x, y, yerr=[[a - b for a, b in zip(y, low)], [b - a for a, b in zip(y, high)]], fmt="none",
+                      ecolor="tab:blue", alpha=0.35, capsize=3,
+                      label=f"95 % interval ({gens[0].get('val_images', '?')} validation images)")
     for g, x, y in zip(gens, sizes, top1):
         left.annotate(str(g["generation"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front = [g for g in gens if g["generation"] in summary["pareto"]]
@@ -93,8 +127,9 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
                   label="offspring not accepted")
     # chance and the tolerance are drawn and the axis always spans from below chance to 100 %, so a flat line
     # at chance reads as what it is, not as a result
-    chance = 100.0 / max(1, summary.get("num_classes") or len(summary.get("labels") or []) or 1)
-    left.axhline(chance, color="black", linestyle=":", label=f"chance ({chance:.1f} %)")
+    chance = 100.0 * (summary.get("chance") or 1.0 / max(1, summary.get("num_classes") or
+                                                          len(summary.get("labels") or []) or 1))
+    left.axhline(chance, color="black", linestyle=":", label=f"chance ({chance:.1f} %: 1/N or the majority class)")
     tolerance = summary.get("top1_tolerance")
     if tolerance is not None:
         left.axhline(top1[0] - 100 * tolerance, color="tab:green", linestyle="--", alpha=0.6,

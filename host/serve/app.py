@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 from contract.generation_files import MODEL_ONNX, SERVED_FILES, generation_url_path
 from contract.report_schema import MAX_REPORT_BYTES, MODEL_URL_KEY, SCHEMA_VERSION
 from host.errors import HostError
-from host.run.acceptance import run_best_generation
+from host.run.acceptance import counts_of, interval, run_best_generation
 from host.serve.auth import authorized
 from host.serve.bodies import (BODY_TIMEOUT_S, REPORT_REQUEST_BODY, BadBody, DeviceReport, _no_constant,
                                parse_json_body, read_bounded_body, validation_errors)
@@ -119,8 +119,15 @@ def add_public_routes(app: FastAPI, served: ServedRun) -> None:
         return [{"generation": r["generation"], "parent": r["parent"], "sha256": r["sha256"], "params": r["params"],
                  "size_bytes": r["size_bytes"], "macs": r["macs"], "top1": r["top1"], "top5": r["top5"],
                  "local_fps": r["local_fps"], "device_fps": device_fps.get(r["generation"]),
-                 "device_figures": figures.get(r["generation"], []),
+                 "device_figures": figures.get(r["generation"], []), **validation_of(r),
                  MODEL_URL_KEY: generation_url_path(r["generation"])} for r in reader.generations()]
+
+
+def validation_of(row: dict) -> dict:
+    """A generation's validation figures for /generations: ``val_images`` and ``top1_interval`` (Wilson's 95 %,
+    host/run/acceptance.py); {} for a run made before they were kept."""
+    counts = counts_of(row)
+    return {} if counts is None else {"val_images": counts[1], "top1_interval": list(interval(*counts))}
 
 
 def add_model_routes(app: FastAPI, served: ServedRun) -> None:

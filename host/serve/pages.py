@@ -30,6 +30,15 @@ def _figures_cell(figures: Iterable[dict]) -> str:
     return "<br>".join(lines) or '<span class="muted">none yet</span>'
 
 
+def _interval_cell(generation: dict) -> str:
+    """Under a top-1: its 95 % interval and the validation images it was counted on, when the run kept them."""
+    span, images = generation.get("top1_interval"), generation.get("val_images")
+    if not span or not images:
+        return ""
+    return (f"<br><span class=muted>95 % CI {100 * span[0]:.0f}-{100 * span[1]:.0f}, "
+            f"{int(images)} images</span>")
+
+
 def index_html(run_name: str, generations: list[dict], best: int | None, address: str = "http://HOST:8700") -> str:
     """The page at ``/``: one row per generation (size, params, top-1/top-5, local and device fps, every
     device figure by kind) with links to its files, the aliases ``latest`` and ``best``, and the device-serve
@@ -44,7 +53,7 @@ def index_html(run_name: str, generations: list[dict], best: int | None, address
         rows.append(
             f"<tr><td>{number}{' <b>(' + ', '.join(tags) + ')</b>' if tags else ''}</td>"
             f"<td>{'-' if g['parent'] is None else g['parent']}</td><td>{_number(g['size_bytes'] / 1e6, 3)} MB</td>"
-            f"<td>{g['params']:,}</td><td>{_number(100 * g['top1'], 1, ' %')}</td>"
+            f"<td>{g['params']:,}</td><td>{_number(100 * g['top1'], 1, ' %')}{_interval_cell(g)}</td>"
             f"<td>{_number(100 * g['top5'], 1, ' %')}</td><td>{_number(g['local_fps'])}</td>"
             f"<td>{_number(g['device_fps'])}</td><td class=l>{_figures_cell(g.get('device_figures', []))}</td>"
             f"<td class='l wrap'>{files}</td></tr>")
