@@ -24,6 +24,7 @@ import threading
 
 from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
+from contract.version import add_version
 from device.agent_follow import DEFAULT_INTERVAL_S, Agent, base_url
 from device.engine_options import add_engine_options, engine_options
 
@@ -42,6 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def get_args_parser():
     parser = _Parser(prog="device-agent", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    add_version(parser, "device-agent")
     parser.add_argument("--follow", required=True, metavar="URL", help="host-serve's address, e.g. http://HOST:8700")
     parser.add_argument("--device-id", default=None,
                         help="this device's name in its reports (default: hostname + a suffix kept in the spool)")

@@ -20,6 +20,7 @@ import numpy as np
 
 from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
+from contract.version import add_version
 from contract.generation_files import MODEL_ONNX
 from device.engine_options import add_engine_options, engine_options
 from device.interruptible import exit_status
@@ -267,6 +268,7 @@ def check_times(seconds, warmup):
 
 def get_args_parser():
     parser = argparse.ArgumentParser(prog="device-bench", description=__doc__.split("\n\n")[0])
+    add_version(parser, "device-bench")
     parser.add_argument("--model", required=True,
                         help="{} path or host-serve URL (#sha256=<hex> optional)".format(MODEL_ONNX))
     parser.add_argument("--batch", default="1", help="batch size or a list, e.g. 1,8 (default 1)")

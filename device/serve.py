@@ -29,6 +29,7 @@ import sys
 
 from contract.console import utf8_console
 from contract.errors import ContractError
+from contract.version import add_version
 from contract.generation_files import MODEL_ONNX, REFERENCE_NPZ, generation_url_path
 from device.engine_options import add_engine_options
 from device.outputs import OUTPUT_HELP
@@ -52,6 +53,7 @@ examples:
 def get_args_parser():
     parser = argparse.ArgumentParser(prog="device-serve", description=__doc__.split("\n\n")[0], epilog=URI_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(parser, "device-serve")
     parser.add_argument("--model", required=True, help="a generation's {}, or a host-serve URL "
                         "(http://HOST:8700{}, or {}); sha256-checked".format(
                             MODEL_ONNX, generation_url_path("N"), generation_url_path("best")))

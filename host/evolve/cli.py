@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from contract.errors import ContractError
+from contract.version import add_version
 from contract.generation_files import FP16_ONNX, OFFSPRING_WEIGHTS
 from host.evolve import config as config_module
 from host.errors import HostError
@@ -37,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="host-evolve",
         description="Breed ever smaller SqueezeNet v1.1 descendants by deep evolutionary synthesis and export "
                     "every generation to ONNX.")
+    add_version(parser, "host-evolve")
     parser.add_argument("--preset", choices=PRESET_NAMES,
                         help="a measured recipe (host/evolve/presets.py): compact <= 0.95 MB, tiny <= 0.49 MB, both at "
                              "112 px on MACs with distillation from the ancestor; a --config file and flags win over it")
@@ -250,6 +252,9 @@ def print_outcome(config: config_module.EvolveConfig, summary: dict) -> None:
     if best is not first:
         print_recall(f"best (generation {best['generation']})", best)
     print(f"best: {summary['best_reason']}")
+    for device, fastest in (summary.get("fastest_within_bar") or {}).items():
+        print(f"fastest within the bar on {device}: generation {fastest['generation']}, {fastest['fps']:.0f} img/s "
+              "(its batch-1 benchmark)")
     print(f"serve it to devices:   {command('host-serve')} --run {shlex.quote(str(config.out))}")
     print(f"classify live:         {command('device-serve')} --model "
           f"{shlex.quote(str(Path(config.out) / best['onnx']))} --source synthetic --http 8080")

@@ -103,6 +103,45 @@ def small_split_warning(images: int, tolerance: float, max_drop: float | None = 
             "tell generations apart")
 
 
+def within_bar(generations: list[dict], tolerance: float, floor: float = 0.0) -> tuple[list[dict], float, str]:
+    """(the generations at or above the bar, the bar as a top-1, how it is set): the bar is the ancestor's top-1
+    less ``tolerance`` (in whole validation images when every row carries its counts), never below ``floor``."""
+    ancestor = generations[0]
+    anchor = counts_of(ancestor)
+    if anchor is not None and all(counts_of(g) is not None and counts_of(g)[1] == anchor[1] for g in generations):
+        correct, images = anchor
+        bar_images = max(int(math.ceil(floor * images - 1e-9)), correct - images_of(tolerance, images))
+        bar = bar_images / images
+        text = (f"{bar_images} of {images} validation images: the ancestor's {correct} less "
+                f"{images_of(tolerance, images)} ({100 * tolerance:g} points, --top1-tolerance)"
+                if bar > floor + 1e-12 else f"the top-1 floor {100 * floor:.1f} % ({bar_images} of {images})")
+        return [g for g in generations if counts_of(g)[0] >= bar_images], bar, text
+    bar = max(floor, ancestor["top1"] - tolerance)
+    text = (f"within {100 * tolerance:g} points of the ancestor's {100 * ancestor['top1']:.1f} % (--top1-tolerance)"
+            if bar > floor else f"at or above the top-1 floor {100 * floor:.1f} %")
+    return [g for g in generations if g["top1"] >= bar - 1e-12], bar, text
+
+
+def fastest_within_bar(generations: list[dict], tolerance: float, floor: float = 0.0) -> dict | None:
+    """Where devices measured speed: the generation within the bar (answering every validation class) with the
+    highest stable batch-1 benchmark on each device, ``{device_id: {"generation", "fps"}}``; None without one.
+    The deploy answer for a user who judges by speed (``device_figures`` of summary.json's generations)."""
+    if not generations:
+        return None
+    within, _, _ = within_bar(generations, tolerance, floor)
+    fastest: dict = {}
+    for g in within:
+        if never_predicted(g):
+            continue
+        for figure in g.get("device_figures") or []:
+            if figure.get("measurement") != "benchmark-b1" or figure.get("stable") is False or not figure.get("fps"):
+                continue
+            device = figure["device_id"]
+            if device not in fastest or figure["fps"] > fastest[device]["fps"]:
+                fastest[device] = {"generation": g["generation"], "fps": figure["fps"]}
+    return fastest or None
+
+
 def best_generation(generations: list[dict], tolerance: float, floor: float = 0.0,
                     labels: list[str] | None = None) -> tuple[int | None, str]:
     """(the generation to deploy, why): the smallest generation whose top-1 is within ``tolerance`` (a fraction:
@@ -112,23 +151,9 @@ def best_generation(generations: list[dict], tolerance: float, floor: float = 0.
     ancestor itself qualifies unless below the floor or never answering a class."""
     if not generations:
         return None, "no generation was accepted"
-    ancestor = generations[0]
     name = (lambda c: repr(labels[c]) if labels and c < len(labels) else f"class {c}")
     blind = {g["generation"]: never_predicted(g) for g in generations}
-    anchor = counts_of(ancestor)
-    if anchor is not None and all(counts_of(g) is not None and counts_of(g)[1] == anchor[1] for g in generations):
-        correct, images = anchor
-        bar_images = max(int(math.ceil(floor * images - 1e-9)), correct - images_of(tolerance, images))
-        within = [g for g in generations if counts_of(g)[0] >= bar_images]
-        bar = bar_images / images
-        bar_text = (f"{bar_images} of {images} validation images: the ancestor's {correct} less "
-                    f"{images_of(tolerance, images)} ({100 * tolerance:g} points, --top1-tolerance)"
-                    if bar > floor + 1e-12 else f"the top-1 floor {100 * floor:.1f} % ({bar_images} of {images})")
-    else:
-        bar = max(floor, ancestor["top1"] - tolerance)
-        within = [g for g in generations if g["top1"] >= bar - 1e-12]
-        bar_text = (f"within {100 * tolerance:g} points of the ancestor's {100 * ancestor['top1']:.1f} % "
-                    "(--top1-tolerance)" if bar > floor else f"at or above the top-1 floor {100 * floor:.1f} %")
+    within, bar, bar_text = within_bar(generations, tolerance, floor)
     eligible = [g for g in within if not blind[g["generation"]]]
     passed_over = [g for g in within if blind[g["generation"]]]
     over = "".join(f"; generation {g['generation']} passed over: it never answers "

@@ -8,7 +8,7 @@ from contract.files import atomic_write
 from contract.generation_files import STATIC_BATCH_ONNX
 from host.run.layout import RunLayout
 from host.run.lineage import Lineage
-from host.run.acceptance import chance_share, counts_of, interval, never_predicted, run_best_generation, small_split_warning
+from host.run.acceptance import chance_share, counts_of, fastest_within_bar, interval, never_predicted, run_best_generation, small_split_warning
 
 
 def pareto_front(points: list[dict]) -> list[int]:
@@ -62,6 +62,7 @@ def build_summary(layout: RunLayout, lineage: Lineage, preprocess: dict, labels:
             "target_fps": config.get("target_fps") or None, "pareto": pareto_front(generations), "preprocess": preprocess,
             "labels": labels, "config": config, "skipped_files": len(lineage.skipped()),
             "validation": validation_summary(ancestor, config),
+            "fastest_within_bar": fastest_within_bar(generations, tolerance, config.get("top1_floor") or 0.0),
             "chance": chance_share(len(labels), (ancestor or {}).get("val_counts")),
             "compression": (ancestor["size_bytes"] / generations[-1]["size_bytes"]) if ancestor else None}
 
@@ -153,15 +154,14 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
     right.set_xlabel("generation")
     right.set_ylabel("MB")
     right.grid(alpha=0.3)
-    series = [(key, style, name, [(g["generation"], g[key]) for g in gens if g.get(key)])
-              for key, style, name in (("local_fps", "g.-", "local fps (ONNX Runtime)"), ("device_fps", "m*-", "device fps"))]
-    series = [s for s in series if s[3]]
+    series = speed_series(gens)
     lines = right.get_legend_handles_labels()
     if series or summary.get("target_fps"):  # an images/s axis only when there is something to draw on it
         fps_axis = right.twinx()
-        for _, style, name, points in series:
-            fps_axis.plot(*zip(*points), style, label=name)
-        fps_axis.set_ylabel("images/s")
+        for name, style, points, hollow in series:
+            fps_axis.plot(*zip(*points), style, label=name, **({"markerfacecolor": "none"} if hollow else {}))
+        fps_axis.set_ylabel("images/s (from 0)")
+        fps_axis.set_ylim(bottom=0)  # from zero: a 6 % change must not look like 31 %
         if summary.get("target_fps"):
             fps_axis.axhline(summary["target_fps"], color="grey", linestyle=":", label="target fps")
         more = fps_axis.get_legend_handles_labels()
@@ -177,6 +177,27 @@ def plot_report(layout: RunLayout, summary: dict) -> list[str]:
     return drawn
 
 
+def speed_series(gens: list[dict]) -> list[tuple]:
+    """What the speed axis draws: (legend, style, [(generation, fps)], hollow) for the local ONNX Runtime figure
+    and each device's batch-1 benchmark, named by device and kind; figures a device marked unstable (its runs
+    disagreed) are drawn apart, hollow, and say so. Live figures (a camera's frame rate) are not speeds of the
+    model and are left out."""
+    series = []
+    local = [(g["generation"], g["local_fps"]) for g in gens if g.get("local_fps")]
+    if local:
+        series.append(("local fps (ONNX Runtime, batch 1, this machine)", "g.-", local, False))
+    by_device: dict = {}
+    for g in gens:
+        for figure in g.get("device_figures") or []:
+            if figure.get("measurement") == "benchmark-b1" and figure.get("fps"):
+                key = (figure["device_id"], figure.get("stable") is not False)
+                by_device.setdefault(key, []).append((g["generation"], figure["fps"]))
+    for (device, stable), points in sorted(by_device.items()):
+        series.append((f"{device}: benchmark, batch 1" + ("" if stable else " (UNSTABLE: runs disagreed)"),
+                       "m*-" if stable else "mx:", points, not stable))
+    return series
+
+
 def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[str],
             stopped: str | None = None) -> dict:
     """Write summary.json and report.png from the lineage as it stands (after every generation and at the end);
@@ -185,3 +206,14 @@ def refresh(layout: RunLayout, lineage: Lineage, preprocess: dict, labels: list[
     write_summary(layout, summary)
     plot_report(layout, summary)
     return summary
+
+
+def redraw(layout: RunLayout, lineage: Lineage) -> dict | None:
+    """summary.json and report.png drawn again from the lineage (new device figures), keeping what only the
+    evolution knows (the preprocessing, labels, why it stopped) from the summary.json there; None when there is
+    none yet (the evolution writes the first)."""
+    try:
+        old = json.loads(layout.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return refresh(layout, lineage, old.get("preprocess") or {}, old.get("labels") or [], old.get("stopped"))

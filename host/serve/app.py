@@ -40,6 +40,7 @@ from host.run.acceptance import counts_of, interval, run_best_generation
 from host.serve.auth import authorized
 from host.serve.bodies import (BODY_TIMEOUT_S, REPORT_REQUEST_BODY, BadBody, DeviceReport, _no_constant,
                                parse_json_body, read_bounded_body, validation_errors)
+from host.serve.metrics import CONTENT_TYPE_LATEST, MeasuredRequests, ServeMetrics
 from host.serve.pages import api_reference_html, index_html
 from host.serve.served_run import MAX_GENERATION, ServedRun
 
@@ -80,6 +81,8 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
     app = FastAPI(title="squishednets host-serve", docs_url=None, redoc_url=None)  # /docs: our own page
     app.state.lineage = served.lineage
     app.state.read_only = served.read_only
+    app.state.metrics = metrics = ServeMetrics(served)
+    app.add_middleware(MeasuredRequests, metrics=metrics)
     add_public_routes(app, served)
     add_model_routes(app, served)
     # HEAD wherever GET reads something public (curl -I, wget --spider, a proxy's health check): the same
@@ -106,6 +109,11 @@ def add_public_routes(app: FastAPI, served: ServedRun) -> None:
     def docs():
         return HTMLResponse(api_reference_html(app.openapi()))
 
+    @app.get("/metrics", summary="Prometheus text: requests, their latency, reports received, files served "
+                                 "(no device names: public, as /generations)")
+    def metrics():
+        return Response(app.state.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/health", summary="Liveness: {status: ok, generations: N}")
     def health():
         count = len(served.reader().generations())
@@ -131,11 +139,24 @@ def validation_of(row: dict) -> dict:
 
 
 def add_model_routes(app: FastAPI, served: ServedRun) -> None:
-    """GET /models/<generation>/<file>: a generation's files, each ONNX checked against its sha256 first."""
+    """GET /models/<generation>/ (what a generation holds) and /models/<generation>/<file> (a generation's
+    files, each ONNX checked against its sha256 first)."""
+    @app.get("/models/{generation}/", summary="What a generation holds: its files, their sizes and addresses")
+    def generation_files(generation: str = PathParameter(max_length=40, description="a number, 'latest' or 'best'")):
+        row = served.resolve_generation(generation)
+        number, folder = row["generation"], (served.root / row["onnx"]).resolve().parent
+        files = []
+        for name in SERVED_FILES:
+            path = (folder / name).resolve()
+            if served.root in path.parents and path.is_file():
+                files.append({"name": name, "bytes": path.stat().st_size, "url": generation_url_path(number, name)})
+        return {"generation": number, "sha256": row["sha256"], "files": files}
+
+    app.add_api_route("/models/{generation}", generation_files, methods=["GET"], include_in_schema=False)
     @app.get("/models/{generation}/{name}",
              summary=f"A generation's file ({', '.join(SERVED_FILES)})")
-    def model_file(generation: str = PathParameter(max_length=40,
-                                                   description="a number, 'latest' or 'best'"),
+    def model_file(request: Request, generation: str = PathParameter(max_length=40,
+                                                                     description="a number, 'latest' or 'best'"),
                    name: str = PathParameter()):
         if name not in SERVED_FILES:
             raise HTTPException(404, f"{name} is not served; one of {', '.join(SERVED_FILES)}")
@@ -163,6 +184,8 @@ def add_model_routes(app: FastAPI, served: ServedRun) -> None:
                 raise HTTPException(503, f"generation {number}'s {name} on the host does not match its sha256 "
                                          f"in the run; it is not served until the host's operator restores it")
             headers["X-SHA256"] = actual
+        if request.method == "GET":
+            app.state.metrics.files.labels(name).inc()  # host_serve_model_files_total
         return FileResponse(path, media_type=SERVED_FILES[name], headers=headers)
 
 
@@ -177,30 +200,39 @@ def add_report_routes(app: FastAPI, served: ServedRun, token: str, body_timeout_
     @app.post("/reports", openapi_extra=REPORT_REQUEST_BODY,
               summary="A device report (Authorization: Bearer <token>; JSON, at most 64 KiB)")
     async def post_report(request: Request):
+        response, kind, outcome = await take_report(request)
+        app.state.metrics.reports.labels(kind, outcome).inc()  # host_serve_reports_total
+        return response
+
+    async def take_report(request: Request) -> tuple:
+        """(the answer, the report's kind or "unknown", the outcome: stored, duplicate, conflict, refused,
+        unavailable)."""
         if not authorized(request.headers.get("authorization", ""), token):
-            return unauthorized()
+            return unauthorized(), "unknown", "unauthorized"
         try:
             data = parse_json_body(await read_bounded_body(request, MAX_REPORT_BYTES,
                                                            body_timeout_s))
         except BadBody as error:  # a body refused before its end (too large, too slow) also ends the connection:
             closing = {"Connection": "close"} if error.status in (408, 413) else {}  # its rest is never read
-            return JSONResponse({"detail": error.detail}, status_code=error.status, headers=closing)
+            return (JSONResponse({"detail": error.detail}, status_code=error.status, headers=closing), "unknown",
+                    "refused")
         except ClientDisconnect:  # the device went away mid-body: it sends the report again; nothing to log
-            return Response(status_code=400)
+            return Response(status_code=400), "unknown", "disconnected"
         version = data.get("schema") if isinstance(data, dict) else None
         if type(version) is int and version != SCHEMA_VERSION:  # said before the field-by-field errors
-            return JSONResponse({"detail": f"report schema {version} is not {SCHEMA_VERSION}; "
-                                           f"update device-serve or host-serve"}, status_code=422)
+            return (JSONResponse({"detail": f"report schema {version} is not {SCHEMA_VERSION}; "
+                                            f"update device-serve or host-serve"}, status_code=422), "unknown",
+                    "refused")
         try:
             report = DeviceReport.model_validate(data)
         except ValidationError as error:
-            return JSONResponse({"detail": validation_errors(error)}, status_code=422)
+            return JSONResponse({"detail": validation_errors(error)}, status_code=422), "unknown", "refused"
         # fps of a final or benchmark report is the device's measured figure; periodic ones stay in the body
         fps = report.stats.fps if report.kind in ("final", "benchmark") else None
         if served.lineage is None:
-            return JSONResponse({"detail": "this run is served read-only (its folder cannot be written): reports "
-                                           "are not stored here; the device keeps them"},
-                                status_code=503, headers={"Retry-After": "300"})
+            return (JSONResponse({"detail": "this run is served read-only (its folder cannot be written): reports "
+                                            "are not stored here; the device keeps them"},
+                                 status_code=503, headers={"Retry-After": "300"}), report.kind, "unavailable")
 
         def store():  # on a worker thread: a writer waiting for SQLite's lock never blocks the event loop
             with served.write_lock:
@@ -210,7 +242,7 @@ def add_report_routes(app: FastAPI, served: ServedRun, token: str, body_timeout_
         try:
             outcome, generation = await run_in_threadpool(store)
         except sqlite3.OperationalError as error:  # disk full, database locked past its timeout, I/O error
-            return cannot_store(report.device_id, report.sequence, error)
+            return cannot_store(report.device_id, report.sequence, error), report.kind, "unavailable"
         answer = {"stored": outcome != "duplicate", "duplicate": outcome == "duplicate",
                   "generation": generation["generation"] if generation else None}
         if outcome == "conflict":  # kept beside the stored one, and said on both sides
@@ -219,8 +251,10 @@ def add_report_routes(app: FastAPI, served: ServedRun, token: str, body_timeout_
                   f"a device id used by two devices?", file=sys.stderr, flush=True)
             answer.update(conflict=True, detail="another report is stored under this device_id, spool_id and "
                                                 "sequence; this one was kept beside it")
-            return JSONResponse(answer, status_code=409)
-        return JSONResponse(answer, status_code=201 if outcome == "stored" else 200)
+            return JSONResponse(answer, status_code=409), report.kind, "conflict"
+        if outcome == "stored" and report.kind in ("final", "benchmark"):
+            served.redraw_soon()  # the run's summary.json and report.png show the new figure
+        return JSONResponse(answer, status_code=201 if outcome == "stored" else 200), report.kind, outcome
 
     @app.get("/reports", summary="The stored reports, paged (Authorization: Bearer <token>: they name devices)")
     def get_reports(request: Request, generation: Optional[int] = Query(default=None, ge=0, le=MAX_GENERATION),

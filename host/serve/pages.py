@@ -11,7 +11,7 @@ from typing import Iterable
 from contract.generation_files import CARD_JSON, LABELS_TXT, MODEL_ONNX, STATIC_BATCH_ONNX, generation_url_path
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:72em}
-table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}
+.scroll{max-width:100%;overflow-x:auto}table{border-collapse:collapse}th,td{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}
 th{background:#f4f4f4}td{white-space:nowrap}td.l,th.l{text-align:left}td.wrap{white-space:normal}code{background:#f4f4f4;padding:0 .3em}
 .muted{color:#777}td.wrap a{white-space:nowrap}.warn{color:#b00}h1{font-size:1.5em}"""
 
@@ -55,11 +55,11 @@ def index_html(run_name: str, generations: list[dict], best: int | None, address
             f"<td>{'-' if g['parent'] is None else g['parent']}</td><td>{_number(g['size_bytes'] / 1e6, 3)} MB</td>"
             f"<td>{g['params']:,}</td><td>{_number(100 * g['top1'], 1, ' %')}{_interval_cell(g)}</td>"
             f"<td>{_number(100 * g['top5'], 1, ' %')}</td><td>{_number(g['local_fps'])}</td>"
-            f"<td>{_number(g['device_fps'])}</td><td class=l>{_figures_cell(g.get('device_figures', []))}</td>"
+            f"<td>{_number(g['device_fps'])}</td><td class='l wrap'>{_figures_cell(g.get('device_figures', []))}</td>"
             f"<td class='l wrap'>{files}</td></tr>")
-    table = ("<table><tr><th>generation</th><th>parent</th><th>size</th><th>params</th><th>top-1</th>"
+    table = ("<div class=scroll><table><tr><th>generation</th><th>parent</th><th>size</th><th>params</th><th>top-1</th>"
              "<th>top-5</th><th>local fps</th><th>device fps<br><span class=muted>benchmark, batch 1</span></th>"
-             "<th class=l>device figures</th><th class=l>files</th></tr>" + "".join(rows) + "</table>"
+             "<th class=l>device figures</th><th class=l>files</th></tr>" + "".join(rows) + "</table></div>"
              if rows else "<p>No generation yet: host-evolve adds one as each finishes; reload then.</p>")
     example = best if best is not None else latest
     usage = ""
@@ -87,12 +87,12 @@ def api_reference_html(openapi: dict) -> str:
             summary = operation.get("summary") or ""
             description = operation.get("description") or ""
             items.append(f"<tr><td class=l><code>{html.escape(method.upper())}</code></td>"
-                         f"<td class=l><code>{html.escape(path)}</code></td><td class=l>{html.escape(summary)}"
+                         f"<td class=l><code>{html.escape(path)}</code></td><td class='l wrap'>{html.escape(summary)}"
                          f"{'<br><span class=muted>' + html.escape(description) + '</span>' if description else ''}"
                          f"</td></tr>")
     title = html.escape(openapi.get("info", {}).get("title", "API"))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}: API</title>"
             f"<style>{STYLE}</style></head><body><h1>{title}: API</h1><p>The OpenAPI document: "
-            f'<a href="/openapi.json">/openapi.json</a>. The run: <a href="/">/</a>.</p><table>'
-            f"<tr><th class=l>method</th><th class=l>path</th><th class=l>what</th></tr>{''.join(items)}</table>"
+            f'<a href="/openapi.json">/openapi.json</a>. The run: <a href="/">/</a>.</p><div class=scroll><table>'
+            f"<tr><th class=l>method</th><th class=l>path</th><th class=l>what</th></tr>{''.join(items)}</table></div>"
             f"</body></html>")

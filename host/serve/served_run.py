@@ -123,6 +123,8 @@ class ServedRun:
         self._said_changed: set = set()
         self._figures: dict = {"key": None, "value": None}
         self._figures_lock = threading.Lock()
+        self._redraw = threading.Event()
+        self._redrawer: threading.Thread | None = None
 
     def reader(self) -> Lineage:
         return self.readers.get()
@@ -175,3 +177,40 @@ class ServedRun:
             return False
         self._said_changed.add((path, actual))
         return True
+
+    def redraw_soon(self) -> None:
+        """summary.json and report.png drawn again from the lineage a few seconds after new device figures
+        arrive (host/run/report.py redraw: the speed panel and the deploy answer follow the devices), at most one
+        redraw at a time and every REDRAW_DELAY_S; nothing on a read-only run. A failure (a full disk) is said
+        once in the log and never reaches a request."""
+        if self.read_only:
+            return
+        self._redraw.set()
+        if self._redrawer is None or not self._redrawer.is_alive():
+            self._redrawer = threading.Thread(target=self._redraw_loop, name="host-serve-redraw", daemon=True)
+            self._redrawer.start()
+
+    def _redraw_loop(self) -> None:
+        import sys
+        import time
+        from host.run.layout import RunLayout
+        from host.run.report import redraw
+        said = False
+        while self._redraw.is_set():
+            time.sleep(REDRAW_DELAY_S)
+            self._redraw.clear()
+            reader = None
+            try:
+                reader = Lineage.reader(self.root / "lineage.sqlite")
+                redraw(RunLayout(self.root), reader)
+            except Exception as error:  # a full disk, a locked file, a figure that will not draw: said once
+                if not said:
+                    print(f"host-serve: could not redraw {self.root}/summary.json and report.png ({error}); the "
+                          f"reports are stored, and the next report tries again", file=sys.stderr, flush=True)
+                    said = True
+            finally:
+                if reader is not None:
+                    reader.close()
+
+
+REDRAW_DELAY_S = 2.0  # new device figures in summary.json and report.png this soon after they arrive

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from contract.address import parse_address
 from contract.errors import ContractError
+from contract.version import add_version
 from host.errors import HostError
 from host.serve import app as app_module
 from host.serve.app import create_app
@@ -99,6 +100,7 @@ def bind_socket(host: str, port: int, text: str) -> socket.socket:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="host-serve", description=app_module.__doc__.split("\n\n")[0])
+    add_version(parser, "host-serve")
     parser.add_argument("--run", required=True, help="the run folder (RUN with lineage.sqlite and gen-XX/)")
     parser.add_argument("--bind", default=DEFAULT_BIND,
                         help="[HOST:]PORT to listen on (default %(default)s: loopback only; 0.0.0.0:8700 to "
