@@ -71,3 +71,16 @@ def sha256_of_file(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def finite_json(value):
+    """``value`` with every float that is not finite (NaN, +-inf) made None, through dicts, lists and tuples: what
+    json.dumps writes is then JSON (``NaN`` is not; a browser's fetch().json() and host-serve refuse it)."""
+    import math
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return dict((key, finite_json(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value

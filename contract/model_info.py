@@ -61,6 +61,8 @@ class ModelInfo(object):
         self.ir_version = ir_version
         self.output_kind = output_kind
         self.output_why = output_why
+        self.output_note = None  # which of several outputs was taken as the scores, when there were several
+        self.output_names = [output_name]
 
     @property
     def fixed_batch(self):
@@ -84,8 +86,10 @@ class ModelInfo(object):
                                                                 self.num_classes)
 
     @classmethod
-    def from_onnx(cls, path):
-        """Read and check ``path``; raise ContractError naming the file and the fix when it cannot be used."""
+    def from_onnx(cls, path, output_name=None):
+        """Read and check ``path``; raise ContractError naming the file and the fix when it cannot be used.
+        ``output_name``: the graph output that holds the class scores (``--output-blob``); by default the only
+        one, or of several the one that can be scores (:func:`choose_scores_output`), said in ``output_note``."""
         path = os.path.abspath(str(path))
         if not os.path.exists(path):
             raise ContractError("model {} does not exist: give the path of a generation's {} "
@@ -98,10 +102,10 @@ class ModelInfo(object):
         with open(path, "rb") as handle:
             data = handle.read()
         model = _read_model(data, path)
-        return cls._from_parsed(path, hashlib.sha256(data).hexdigest(), model)
+        return cls._from_parsed(path, hashlib.sha256(data).hexdigest(), model, output_name)
 
     @classmethod
-    def _from_parsed(cls, path, sha256, model):
+    def _from_parsed(cls, path, sha256, model, output_name=None):
         graph = model["graph"]
         initializer_names = set(graph["initializers"])
         inputs = [value for value in graph["inputs"] if value["name"] not in initializer_names]
@@ -111,7 +115,8 @@ class ModelInfo(object):
                                   path, len(inputs), ", ".join(v["name"] for v in inputs) or "none"))
         if len(graph["outputs"]) < 1:
             raise ContractError("model {} has no graph output".format(path))
-        given, output = inputs[0], graph["outputs"][0]
+        given = inputs[0]
+        output, output_note = choose_scores_output(path, graph["outputs"], output_name)
         shape = given["shape"]
         if given["dtype"] not in ("float32", "float16") or shape is None or len(shape) != 4 \
                 or shape[1] not in (1, 3) or not all(isinstance(d, int) and d >= 8 for d in shape[2:]):
@@ -146,9 +151,38 @@ class ModelInfo(object):
         if metadata.get(GENERATION_KEY, "").strip().lstrip("-").isdigit():
             generation = int(metadata[GENERATION_KEY])
         output_kind, output_why = _output_kind(graph["producers"], output["name"], metadata)
-        return cls(path, sha256, given["name"], input_shape, given["dtype"], output["name"], out_shape, labels,
+        info = cls(path, sha256, given["name"], input_shape, given["dtype"], output["name"], out_shape, labels,
                    spec, spec_source, genome, generation, model["opsets"], metadata, model["ir_version"],
                    output_kind, output_why)
+        info.output_note = output_note
+        info.output_names = [value["name"] for value in graph["outputs"]]
+        return info
+
+
+def choose_scores_output(path, outputs, wanted=None):
+    """(the graph output that holds the class scores, a note saying which of several was taken, or None).
+
+    ``wanted`` (``--output-blob``, jetson-inference's ``--output_blob``) names it, or ContractError listing the
+    outputs. Otherwise the only output; of several (a Custom Vision export: ``classLabel``, an int64 ArgMax
+    index, then ``loss``, the probabilities), the first floating-point one of rank 2 with more than one class."""
+    described = ", ".join("{} {} {}".format(v["name"], v["dtype"], _shape_text(v["shape"])) for v in outputs)
+    if wanted is not None:
+        for value in outputs:
+            if value["name"] == wanted:
+                return value, None
+        raise ContractError("model {} has no output {!r}; its outputs are {}: give one of them to "
+                            "--output-blob".format(path, wanted, described))
+    if len(outputs) == 1:
+        return outputs[0], None
+
+    def scores(value):
+        shape = value["shape"] or ()
+        classes = shape[-1] if shape else None
+        return (value["dtype"] in ("float32", "float16", "float64") and len(shape) == 2
+                and not (isinstance(classes, int) and classes == 1))
+    chosen = next((value for value in outputs if scores(value)), outputs[0])
+    return chosen, ("model {} has {} outputs ({}): reading {!r} as the class scores (--output-blob NAME picks "
+                    "another)".format(os.path.basename(path), len(outputs), described, chosen["name"]))
 
 
 #: What a classifier's output holds: raw scores (host-evolve's models, most exports), probabilities already (a

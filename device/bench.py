@@ -175,7 +175,8 @@ def batches_for_model(info, batches):
 
 
 def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3.0, warmup_s=0.2, cache_dir=None,
-                log=None, remeasure=REMEASURE, measure=benchmark, check=False, engine=None, **options):
+                log=None, remeasure=REMEASURE, measure=benchmark, check=False, engine=None, output_name=None,
+                **options):
     """Benchmark every batch size the model can run; one dict. Each result names the engine profile it was
     measured on (``engine_profile``: None for backends without one) and whether it is ``stable`` (an unstable
     batch is measured again up to ``remeasure`` times: :func:`measure_until_stable`); the top-level ``stable``
@@ -191,7 +192,10 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
     if engine is None:
         engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
                                options.pop("workspace_mb", None), cache_dir)
-    opened_model = open_model(model, cache_dir=engine.cache_dir or default_cache_dir())  # read once, for every profile
+    opened_model = open_model(model, cache_dir=engine.cache_dir or default_cache_dir(),  # read once, for every profile
+                              output_name=output_name)
+    if opened_model.output_note and log is not None:
+        log("device-bench: " + opened_model.output_note)
     batches, refused = batches_for_model(opened_model, [int(b) for b in batches])
     if not batches:
         raise DeviceError("model " + "; ".join(why for _, why in refused))
@@ -271,6 +275,9 @@ def get_args_parser():
     add_version(parser, "device-bench")
     parser.add_argument("--model", required=True,
                         help="{} path or host-serve URL (#sha256=<hex> optional)".format(MODEL_ONNX))
+    parser.add_argument("--output-blob", "--output_blob", dest="output_blob", metavar="NAME",
+                        help="the model output that holds the class scores (default: the only one, or of several "
+                             "the floating-point scores)")
     parser.add_argument("--batch", default="1", help="batch size or a list, e.g. 1,8 (default 1)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed duration per batch size (default 3)")
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")
@@ -326,6 +333,7 @@ def main(argv=None):
             raise DeviceError("--remeasure {} must be between 0 and 10".format(args.remeasure))
         batches = parse_batches(args.batch)
         report = bench_model(args.model, batches=batches, seconds=args.seconds, warmup_s=args.warmup, log=log,
+                             output_name=args.output_blob,
                              remeasure=args.remeasure, check=args.check, engine=engine)
         text = json.dumps(report, indent=2, sort_keys=True)
         if args.out:

@@ -40,12 +40,44 @@ def softmax(logits):
 def to_probabilities(outputs, kind="logits"):
     """Row-wise class probabilities of a classifier's (N, C) outputs, by what they hold
     (contract.model_info.OUTPUT_KINDS): logits are softmaxed, log-probabilities exponentiated, probabilities
-    (a graph ending in Softmax or Sigmoid) kept as they are, clipped to [0, 1]."""
+    (a graph ending in Softmax or Sigmoid) kept as they are, clipped to [0, 1]. Never NaN: see
+    :func:`finite_outputs` for outputs that are not finite."""
+    values, _ = finite_outputs(outputs, kind)
     if kind == "probabilities":
-        return np.clip(np.asarray(outputs, dtype=np.float64), 0.0, 1.0)
+        return np.clip(values, 0.0, 1.0)
     if kind == "log_probabilities":
-        return np.exp(np.minimum(np.asarray(outputs, dtype=np.float64), 0.0))
-    return softmax(outputs)
+        return np.exp(np.minimum(values, 0.0))
+    return softmax(values)
+
+
+def finite_outputs(outputs, kind="logits"):
+    """(the (N, C) outputs made finite, what was not finite or None). An FP16 model's top logit overflows
+    float16 (> 65504) to +inf on a bright frame, and softmax then gives inf - inf = NaN for every class
+    (onnxruntime#11384): a row's +inf entries are its answer (they share probability 1), -inf and NaN entries
+    are impossible classes (probability 0), a row of nothing but NaN is uniform."""
+    values = np.asarray(outputs, dtype=np.float64)
+    if values.ndim == 1:
+        values = values.reshape(1, -1)
+    finite = np.isfinite(values)
+    if finite.all():
+        return values, None
+    problem = "{} of {} output values not finite ({})".format(
+        int((~finite).sum()), values.size, ", ".join(name for name, mask in (
+            ("+inf", np.isposinf(values)), ("-inf", np.isneginf(values)), ("NaN", np.isnan(values))) if mask.any()))
+    fixed = values.copy()
+    for row in range(fixed.shape[0]):
+        line = fixed[row]
+        top = np.isposinf(line)
+        if top.any():  # an infinite margin: the +inf classes are the answer, shared
+            share = 1.0 / top.sum()
+            line[:] = ({"probabilities": 0.0, "log_probabilities": -1e300}.get(kind, -1e300))
+            line[top] = {"probabilities": share, "log_probabilities": np.log(share)}.get(kind, 0.0)
+        elif np.isnan(line).all():
+            line[:] = {"probabilities": 1.0 / line.size, "log_probabilities": -np.log(line.size)}.get(kind, 0.0)
+        else:
+            low = {"probabilities": 0.0}.get(kind, -1e300)
+            line[~np.isfinite(line)] = low
+    return fixed, problem
 
 
 def top_k(probabilities, labels, k=5):
@@ -108,6 +140,7 @@ class ServeLoop(object):
         self.outputs = list(outputs)  # device/outputs.py: files of annotated frames, per-image result lines
         self.overlay_fps = overlay_fps  # False for photos: a labelled photo carries its class, not a frame rate
         self.inferred = 0
+        self.not_finite = 0  # frames whose output held +inf, -inf or NaN (finite_outputs)
         self.errors = []
         self._stop = threading.Event()
         self._to_infer = queue.Queue(maxsize=2)
@@ -153,7 +186,15 @@ class ServeLoop(object):
         """Probabilities (softmax of logits; a foreign model's probabilities as they are), smoothing, the
         ``top`` best (label, probability)."""
         begin = time.monotonic()
-        probabilities = self.smoother(to_probabilities(np.asarray(logits).reshape(1, -1), self.output_kind)[0])
+        outputs = np.asarray(logits).reshape(1, -1)
+        _, problem = finite_outputs(outputs, self.output_kind)
+        if problem is not None:
+            self.not_finite += 1
+            if self.not_finite == 1:  # said once, counted in the figures (stats: not_finite_frames)
+                self.log("device-serve: warning: the model's output is not finite ({}): an FP16 overflow? Read as "
+                         "its answer (+inf wins, NaN counts as impossible); counted in not_finite_frames".format(problem))
+            self.telemetry.set(not_finite_frames=self.not_finite)
+        probabilities = self.smoother(to_probabilities(outputs, self.output_kind)[0])
         best = top_k(probabilities, self.labels, self.top)
         self.telemetry.stage("postprocess", (time.monotonic() - begin) * 1000.0)
         return best

@@ -94,20 +94,20 @@ def resolve_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIM
     return _download(url, folder, expected, timeout, log, max_bytes)
 
 
-def open_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOUT_S, log=None):
+def open_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOUT_S, log=None, output_name=None):
     """The model opened once: resolved (a host-serve URL fetched into the cache and sha256-checked as
     :func:`resolve_model` does), read and checked once; its contract.model_info.ModelInfo, which every backend
     takes as it is (device.backends.open_backend). A local file is read once: its sha256 is the ModelInfo's,
     compared with ``expected_sha256`` (64 hex digits or None). DeviceError/ContractError naming the model and the
-    fix."""
+    fix. ``output_name``: the output holding the class scores (``--output-blob``; contract.model_info)."""
     text = str(path_or_url)
     if is_url(text):
         return ModelInfo.from_onnx(resolve_model(text, cache_dir=cache_dir, expected_sha256=expected_sha256,
-                                                 timeout=timeout, log=log))
+                                                 timeout=timeout, log=log), output_name)
     expected = _normal_sha256(expected_sha256, "expected sha256")
     path = _local_model(text)
     try:
-        info = ModelInfo.from_onnx(path)  # read (and hashed) once, here
+        info = ModelInfo.from_onnx(path, output_name)  # read (and hashed) once, here
     except (IOError, OSError) as error:
         raise _unreadable(path, error)
     if expected is not None and info.sha256 != expected:

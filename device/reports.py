@@ -36,7 +36,7 @@ import time
 import uuid
 
 from contract.errors import DeviceError
-from contract.files import atomic_write
+from contract.files import atomic_write, finite_json
 from contract.report_schema import DEVICE_ID_PATTERN, MAX_REPORT_BYTES, REPORT_KINDS, SCHEMA_VERSION
 
 try:
@@ -193,7 +193,7 @@ class ReportSpool(object):
             spool_id, sequence = self._next_sequence()
             report.update({"schema": SCHEMA_VERSION, "device_id": self.device_id, "spool_id": spool_id,
                            "kind": kind, "sequence": sequence, "created_at": round(time.time(), 3)})
-            text = json.dumps(report, sort_keys=True)
+            text = json.dumps(finite_json(report), sort_keys=True)
             if len(text.encode("utf-8")) > MAX_REPORT_BYTES:
                 raise DeviceError("report {} is {} bytes, over the host's limit of {}".format(
                     report["sequence"], len(text), MAX_REPORT_BYTES))

@@ -29,6 +29,7 @@ import sys
 
 from contract.console import utf8_console
 from contract.errors import ContractError
+from contract.files import finite_json
 from contract.version import add_version
 from contract.generation_files import MODEL_ONNX, REFERENCE_NPZ, generation_url_path
 from device.engine_options import add_engine_options
@@ -57,6 +58,9 @@ def get_args_parser():
     parser.add_argument("--model", required=True, help="a generation's {}, or a host-serve URL "
                         "(http://HOST:8700{}, or {}); sha256-checked".format(
                             MODEL_ONNX, generation_url_path("N"), generation_url_path("best")))
+    parser.add_argument("--output-blob", "--output_blob", dest="output_blob", metavar="NAME",
+                        help="the model output that holds the class scores (jetson-inference's --output_blob; "
+                             "default: the only one, or of several the floating-point scores)")
     parser.add_argument("input", nargs="?", metavar="INPUT", help="what to classify (as --source): " + SOURCE_HELP)
     parser.add_argument("output", nargs="?", metavar="OUTPUT", help="where the annotated frames also go: " +
                         OUTPUT_HELP.replace("%", "%%"))
@@ -247,7 +251,9 @@ def serve(settings, log=print, stopper=None):
     s = settings
     # 1. the model, opened once (resolved, fetched, read, checked), refused before anything starts
     from device.model_source import open_model
-    info = open_model(s.model, cache_dir=s.cache_dir, expected_sha256=s.sha256)
+    info = open_model(s.model, cache_dir=s.cache_dir, expected_sha256=s.sha256, output_name=s.output_blob)
+    if info.output_note:
+        log("device-serve: " + info.output_note)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
     display = open_display(s, log)
     from device.sources import open_source
@@ -416,7 +422,9 @@ def _describe(backend):
 
 
 def stats_json(snapshot):
-    """The --stats-json figures (the contract keys of docs/serve.md first, then the rest of the snapshot)."""
+    """The --stats-json figures (the contract keys of docs/serve.md first, then the rest of the snapshot); a
+    figure that is not finite is null (contract.files.finite_json: the file is JSON, never NaN)."""
+    snapshot = finite_json(snapshot)
     figures = {key: snapshot.get(key) for key in ("frames", "fps", "latency_ms", "stages_ms", "dropped", "rss_mb",
                                                   "gpu_mem_mb", "backend", "precision", "model_sha256")}
     for key, value in snapshot.items():

@@ -16,7 +16,7 @@ from device.sources import SOURCE_HELP
 MAX_SPOOL_LIMIT = 1000000  # ~2 KB a report: 2 GB of waiting reports at most
 
 #: what the command line holds, copied as given (checked in from_args)
-PLAIN_FLAGS = ("model", "sha256", "cache_dir", "camera", "loop", "realtime", "codec", "http", "display", "headless",
+PLAIN_FLAGS = ("model", "sha256", "output_blob", "cache_dir", "camera", "loop", "realtime", "codec", "http", "display", "headless",
                "status_every", "top", "smoothing", "warmup", "frames", "duration", "stats_json", "report_to",
                "report_every", "spool_dir", "spool_limit", "device_id")
 #: what from_args works out from the flags

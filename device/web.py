@@ -18,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from contract.errors import DeviceError
+from contract.files import finite_json
 from device.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from device.prometheus import metrics_registry
 
@@ -146,7 +147,7 @@ def _make_handler(live):
                 if path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", render_page(live.title).encode("utf-8"))
                 elif path == "/stats":
-                    self._send(200, "application/json", json.dumps(live.snapshot()).encode("utf-8"))
+                    self._send(200, "application/json", json.dumps(finite_json(live.snapshot())).encode("utf-8"))
                 elif path == "/metrics":
                     from prometheus_client import generate_latest
                     self._send(200, METRICS_CONTENT_TYPE, generate_latest(live.registry))
