@@ -16,7 +16,6 @@ import os
 import re
 
 from contract.errors import DeviceError
-from contract.images import IMAGE_EXTENSIONS
 from device.uris import STREAMING_SCHEMES, scheme_of, strip_file_scheme
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
@@ -69,9 +68,52 @@ def parse_output(text):
     raise DeviceError("output {!r}: not an output device-serve writes; give {}".format(text, OUTPUT_HELP))
 
 
-def open_output(spec, fps=None, log=print):
+def output_names(inputs):
+    """{input path: the name of its labelled copy in a folder output}: the input's path below the inputs' common
+    folder (``cam1/000.jpg`` and ``cam2/000.jpg`` stay two files), its extension kept where OpenCV writes it,
+    else ``.jpg`` added (``a.gif`` -> ``a.gif.jpg``, so ``a.jpg`` and ``a.gif`` do not meet); a name met twice
+    (names differing in case only, on a case-blind disk) gets ``-2``, ``-3`` ..."""
+    if not inputs:
+        return {}
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in inputs])
+    names, used = {}, set()
+    for path in inputs:
+        name = os.path.relpath(os.path.abspath(path), root)
+        if os.path.splitext(name)[1].lower() not in WRITABLE_IMAGE_EXTENSIONS:
+            name += ".jpg"
+        stem, extension = os.path.splitext(name)
+        candidate, number = name, 2
+        while candidate.lower() in used:
+            candidate, number = "{}-{}{}".format(stem, number, extension), number + 1
+        used.add(candidate.lower())
+        names[path] = candidate
+    return names
+
+
+def refuse_overwriting_inputs(spec, inputs, names):
+    """DeviceError when an output would overwrite one of the ``inputs`` (the output folder is the input folder,
+    or the output image is an input): the user's photos are never replaced by their labelled copies."""
+    originals = set(os.path.realpath(path) for path in inputs)
+    if spec.kind == "folder":
+        clash = [path for path, name in names.items()
+                 if os.path.realpath(os.path.join(spec.target, name)) in originals]
+    elif spec.kind == "image":
+        clash = [spec.target] if os.path.realpath(spec.target) in originals else []
+    else:
+        clash = []
+    if clash:
+        raise DeviceError("output {}: the labelled images would overwrite the inputs (e.g. {}); give another "
+                          "folder, e.g. {}".format(spec.text, clash[0], os.path.normpath(spec.target) + "-labelled/"))
+
+
+def open_output(spec, fps=None, log=print, inputs=None):
     """A writer for ``spec`` (not display, which the loop's window is): ``write(frame, top)``, ``close()``.
+    ``inputs``: an image-folder source's files, so that a folder output keeps each one's path below their
+    common folder (:func:`output_names`) and nothing overwrites an input (:func:`refuse_overwriting_inputs`).
     The folder it writes into is made (as ``mkdir -p``); DeviceError when that cannot be."""
+    names = output_names(inputs or [])
+    if inputs:
+        refuse_overwriting_inputs(spec, inputs, names)
     folder = spec.target if spec.kind == "folder" else os.path.dirname(os.path.abspath(spec.target))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -80,7 +122,7 @@ def open_output(spec, fps=None, log=print):
             spec.text, folder, error.strerror or error))
     if spec.kind == "video":
         return VideoFileOutput(spec, fps or 30.0, log)
-    return ImageFileOutput(spec, log)
+    return ImageFileOutput(spec, log, names)
 
 
 def _write_image(path, image):
@@ -102,8 +144,9 @@ class ImageFileOutput(object):
 
     overlay = True
 
-    def __init__(self, spec, log=print):
+    def __init__(self, spec, log=print, names=None):
         self.spec, self.log = spec, log
+        self.names = names or {}  # input path -> its copy's name in a folder output (output_names)
         self.written = 0
         self.last_path = None
 
@@ -112,6 +155,16 @@ class ImageFileOutput(object):
             return self.spec.target % frame.index
         if self.spec.kind == "folder":
             name = getattr(frame, "name", None)
+            if name in self.names:
+                path = os.path.join(self.spec.target, self.names[name])
+                folder = os.path.dirname(path)
+                if not os.path.isdir(folder):
+                    try:
+                        os.makedirs(folder, exist_ok=True)
+                    except OSError as error:
+                        raise DeviceError("output {}: cannot make the folder {} ({})".format(
+                            self.spec.text, folder, error.strerror or error))
+                return path
             if name:
                 stem, extension = os.path.splitext(os.path.basename(name))
                 if extension.lower() not in WRITABLE_IMAGE_EXTENSIONS:
@@ -127,7 +180,7 @@ class ImageFileOutput(object):
 
     def close(self):
         if self.written:
-            where = self.spec.target if self.spec.kind == "image" else os.path.dirname(self.last_path) or "."
+            where = self.spec.target if self.spec.kind in ("image", "folder") else os.path.dirname(self.last_path) or "."
             self.log("device-serve: wrote {} annotated image(s) to {}".format(self.written, where))
 
 
@@ -164,8 +217,28 @@ class VideoFileOutput(object):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+            held = frames_in(self.spec.target)
+            if held < self.written:  # OpenCV's writer says nothing when the disk fills (ENOSPC) or a limit is hit
+                raise DeviceError("output {}: the video holds {} of the {} frames written{} (the disk full, or the "
+                                  "file-size limit reached?); free space or give another place, then run again".format(
+                                      self.spec.text, max(held, 0), self.written,
+                                      ", and cannot be read back" if held < 0 else ""))
             self.log("device-serve: wrote {} annotated frame(s) to {} ({:.3g} fps)".format(
                 self.written, self.spec.target, self.fps))
+
+
+def frames_in(path):
+    """How many frames the video file at ``path`` holds, as its container's index says (-1: it cannot be opened
+    or has no index, as a file cut short by a full disk)."""
+    import cv2
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened():
+            return -1
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        return int(count) if count and count > 0 else -1
+    finally:
+        capture.release()
 
 
 class ResultLog(object):

@@ -379,7 +379,8 @@ def open_outputs(specs, source, log=print):
     from device.sources import file_fps
     capture = getattr(source, "capture", None)
     fps = getattr(source, "fps", None) or (file_fps(capture) if capture is not None and not source.live else None)
-    outputs = [open_output(spec, fps, log) for spec in specs if spec.kind != "display"]
+    inputs = getattr(source, "paths", None)  # an image folder's files: kept apart, and never overwritten
+    outputs = [open_output(spec, fps, log, inputs) for spec in specs if spec.kind != "display"]
     if getattr(getattr(source, "spec", None), "kind", None) == "folder":
         outputs.append(ResultLog(log))
     return outputs
