@@ -284,6 +284,10 @@ def serve(settings, log=print, stopper=None):
         run.reader.start()
         loop.run()
         final = run.snapshot()
+        ending = source.end_note() if hasattr(source, "end_note") else None
+        if ending:  # a video read past damaged frames, or ended before its last: said, and counted
+            log("device-serve: " + ending)
+            final["damaged_frames"] = source.damaged
         final["backend_info"] = _describe(backend)
     return finish(s, run, final, log)
 

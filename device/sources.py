@@ -188,6 +188,9 @@ def file_fps(capture):
     return float(fps) if 0.5 <= fps <= 1000.0 else DEFAULT_FILE_FPS
 
 
+MAX_DAMAGED_IN_A_ROW = 250  # a video file's undecodable frames skipped in a row before it counts as ended
+
+
 class CaptureSource(object):
     """Anything cv2.VideoCapture opens: cameras, CSI, V4L2 devices, RTSP streams, video files.
 
@@ -205,6 +208,9 @@ class CaptureSource(object):
         self.height = height
         self.live = spec.live
         self.capture = None
+        self.position = 0  # frames handed out (and damaged ones skipped) since the file's start
+        self.damaged = 0
+        self._frame_count = None
 
     def describe(self):
         return self.spec.text
@@ -247,6 +253,7 @@ class CaptureSource(object):
             capture.release()
             raise DeviceError(_open_failure(self.spec))
         self.capture = capture
+        self.position, self.damaged, self._frame_count = 0, 0, None
         self.pacer = FramePacer(file_fps(capture)) if self.realtime else None
 
     @property
@@ -255,19 +262,69 @@ class CaptureSource(object):
         return 1.0 / self.pacer.period if self.pacer is not None else None
 
     def read(self):
-        """The next BGR frame, or None at the end of a file or when a live source fails."""
+        """The next BGR frame, or None at the end of a file or when a live source fails. A video file's frame
+        that does not decode (a damaged stretch) is skipped, counted in ``damaged`` and the file read on from
+        the next one, up to MAX_DAMAGED_IN_A_ROW in a row; :meth:`end_note` says how the file ended."""
         if self.capture is None:
             return None
         ok, image = self.capture.read()
+        if not (ok and image is not None) and self.spec.kind == "file":
+            ok, image = self._read_past_damage()
         if not (ok and image is not None) and self.loop and not self.live:
             import cv2
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self.position = 0
             ok, image = self.capture.read()
         if not (ok and image is not None):
             return None
+        self.position += 1
         if self.pacer is not None:
             self.pacer.wait()
         return image
+
+    def _read_past_damage(self):
+        """After a failed read of a file: (ok, image) of the next frame that decodes, seeking past the ones that
+        do not, while the file's index says frames are left."""
+        import cv2
+        total = self.frame_count
+        tries = 0
+        while total and self.position < total - 1 and tries < MAX_DAMAGED_IN_A_ROW:
+            self.damaged += 1
+            self.position += 1
+            tries += 1
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, self.position)
+            ok, image = self.capture.read()
+            if ok and image is not None:
+                return ok, image
+        if total and self.position < total and tries == 0:
+            self.damaged += total - self.position  # the last frames: nothing left to seek to
+            self.position = total
+        return False, None
+
+    @property
+    def frame_count(self):
+        """A video file's frame count as its container's index says (0: unknown or live)."""
+        if self._frame_count is None:
+            self._frame_count = 0
+            if self.capture is not None and self.spec.kind == "file":
+                import cv2
+                count = self.capture.get(cv2.CAP_PROP_FRAME_COUNT)
+                self._frame_count = int(count) if count and count > 0 else 0
+        return self._frame_count
+
+    def end_note(self):
+        """How a video file ended, when it was not simply read whole: damaged frames skipped, or the read ended
+        before the last frame its index names ("ended at frame 16 of 40"); None otherwise."""
+        if self.spec.kind != "file":
+            return None
+        total, parts = self.frame_count, []
+        if self.damaged:
+            parts.append("{} damaged frame(s) skipped".format(self.damaged))
+        if not total and self.position == 0:
+            parts.append("no frame could be read (its container names no frames)")
+        if total and self.position + self.damaged < total:
+            parts.append("ended at frame {} of {} (the rest would not decode)".format(self.position + self.damaged, total))
+        return "{}: {}".format(self.spec.text, "; ".join(parts)) if parts else None
 
     def close(self):
         if self.capture is not None:
@@ -303,8 +360,32 @@ def _open_failure(spec):
                 "container -v /tmp/argus_socket:/tmp/argus_socket".format(spec.text))
     if spec.kind == "rtsp":
         return "RTSP stream {} could not be opened: check the URL, the network and the credentials".format(spec.text)
+    unfinished = _unfinished_video(spec.target)
+    if unfinished:
+        return "video file {} could not be opened: {}".format(spec.text, unfinished)
     return ("video file {} could not be opened: OpenCV cannot decode it (try re-encoding to H.264 MP4 or MJPEG "
             "AVI)".format(spec.text))
+
+
+def _unfinished_video(path):
+    """Why a video file that does not open holds nothing to read, when its bytes say so: empty, or an MP4/MOV
+    whose index (the ``moov`` box) was never written -- a recording stopped before it was closed. None when the
+    bytes say nothing (then it is a format this OpenCV cannot decode)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(64 * 1024 * 1024)
+    except (IOError, OSError) as error:
+        return "it cannot be read ({})".format(getattr(error, "strerror", None) or error)
+    if not data:
+        return "the file is empty"
+    if data[4:8] == b"ftyp" and b"moov" not in data:
+        return ("it has a header but no index of its frames (no 'moov' box): a recording stopped before it was "
+                "closed holds no readable frame; record it again (re-encoding cannot recover it)")
+    media = data.find(b"mdat")
+    if data[4:8] == b"ftyp" and (media < 4 or int(bytearray(data[media - 4:media]).hex(), 16) <= 8):
+        return ("it holds a header and no frames (its media data is empty: a recording of no frames); there is "
+                "nothing to classify in it")
+    return None
 
 
 class ImageFolderSource(object):
@@ -422,7 +503,13 @@ def open_source(text, loop=False, log=print, width=1280, height=720, codec="h264
         # A file OpenCV "opens" but cannot decode yields nothing: say so now, not after the backend is built.
         first = source.read()
         if first is None:
+            count = source.frame_count
             source.close()
+            unfinished = _unfinished_video(spec.target)
+            if not count and not unfinished:
+                raise DeviceError("video file {} holds no frame that decodes and its container names none: a "
+                                  "recording stopped before its first frame, or a codec this OpenCV lacks (then "
+                                  "re-encode it to H.264 MP4 or MJPEG AVI)".format(spec.text))
             raise DeviceError(_open_failure(spec))
         source.open()
     elif spec.kind == "folder":
