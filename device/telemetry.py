@@ -208,8 +208,8 @@ class Telemetry(object):
 
     def memory(self):
         """rss_mb, gpu_mem_mb (and where it came from), mem_available_mb, and the platform's extras."""
-        result = {"rss_mb": process_rss_mb(), "rss_peak_mb": process_peak_rss_mb(),
-                  "mem_available_mb": mem_available_mb(), "gpu_mem_mb": None, "gpu_mem_total_mb": None,
+        result = {"rss_mb": _probe(process_rss_mb), "rss_peak_mb": _probe(process_peak_rss_mb),
+                  "mem_available_mb": _probe(mem_available_mb), "gpu_mem_mb": None, "gpu_mem_total_mb": None,
                   "gpu_mem_source": None}
         if self._cuda_mem is not None:
             result["gpu_mem_mb"], result["gpu_mem_total_mb"] = self._cuda_mem
@@ -221,7 +221,7 @@ class Telemetry(object):
             _merge_gpu_sample(result, self.tegrastats.latest, "ram_used_mb", "ram_total_mb",
                               "tegrastats RAM (shared CPU/GPU memory)")
         if "temperatures_c" not in result:
-            temps = thermal_zones()
+            temps = _probe(thermal_zones)
             if temps:
                 result["temperatures_c"] = temps
         return result
@@ -258,6 +258,15 @@ class Telemetry(object):
         }
         snapshot.update(extra)
         return snapshot
+
+
+def _probe(read):
+    """``read()``, or None when the system cannot answer now (no file descriptor left, /proc gone in a
+    container, a sensor that vanished): telemetry never ends a run."""
+    try:
+        return read()
+    except (IOError, OSError, ValueError):
+        return None
 
 
 def _merge_gpu_sample(result, sample, used_key, total_key, source):

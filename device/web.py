@@ -12,6 +12,7 @@ Frames are JPEG-encoded by the HTTP threads, once per new frame however many vie
 while someone watches: the loop itself only hands over a reference to the annotated frame.
 """
 import json
+import socket
 import socketserver
 import threading
 import time
@@ -94,6 +95,63 @@ class _ThreadingHTTPServer(socketserver.ThreadingMixIn, HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # the listen() backlog; Linux caps it at net.core.somaxconn
 
+    def __init__(self, *args, **kwargs):
+        HTTPServer.__init__(self, *args, **kwargs)
+        self.max_connections = connection_cap()
+        self.open_connections = 0
+        self.refused = 0
+        self._count_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        """At most ``max_connections`` open at once (below the open-file limit, so the source's files and the
+        telemetry's reads always find a descriptor): one more gets a short 503 and is closed at once."""
+        with self._count_lock:
+            full = self.open_connections >= self.max_connections
+            if not full:
+                self.open_connections += 1
+            else:
+                self.refused += 1
+        if full:
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many connections\n")
+            except (IOError, OSError):
+                pass
+            self.shutdown_request(request)
+            return
+        socketserver.ThreadingMixIn.process_request(self, request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            socketserver.ThreadingMixIn.process_request_thread(self, request, client_address)
+        finally:
+            with self._count_lock:
+                self.open_connections -= 1
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away or stalled is not the run's error (no traceback per connection)
+
+
+#: seconds a connection may take to send its request line and headers, and a stalled viewer may block a write
+CONNECTION_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 200
+
+
+def connection_cap(limit=None):
+    """How many connections the live page holds open at once: MAX_CONNECTIONS, or fewer where the process's
+    open-file limit is low (systemd's 1024; a ``ulimit -n 256``), leaving half of it and 48 more for the model,
+    the source, the spool and /proc."""
+    if limit is None:
+        try:
+            import resource
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):
+            limit = None
+    if limit is None or limit < 0:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, (int(limit) - 48) // 2))
+
 
 class LiveServer(object):
     """The demo server. ``snapshot`` is a callable returning the telemetry dict; ``hub`` a FrameHub."""
@@ -136,6 +194,7 @@ def _make_handler(live):
     class Handler(BaseHTTPRequestHandler):
         server_version = "squishednets-device/1"
         protocol_version = "HTTP/1.0"  # streams end with the connection; simple for MJPEG and browsers
+        timeout = CONNECTION_TIMEOUT_S  # an idle or half-open connection is closed, never held for ever
 
         def log_message(self, format, *args):  # quiet: the status line is what users read
             pass
@@ -169,8 +228,8 @@ def _make_handler(live):
                     self._stream(limit)
                 else:
                     self._send(404, "text/plain; charset=utf-8", b"not found: try / /stream.mjpg /stats /metrics\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the viewer went away
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                pass  # the viewer went away, or stopped reading for CONNECTION_TIMEOUT_S
 
         def _send(self, status, content_type, body):
             self.send_response(status)

@@ -83,8 +83,8 @@ class Backend(object):
     def warmup(self, seconds=0.2):
         """Run zeros through the network for ``seconds`` (at least once); returns the number of runs."""
         batch = np.zeros((1,) + self.input_shape[1:], dtype=np.float32)
-        runs, end = 0, time.time() + float(seconds)
-        while runs == 0 or time.time() < end:
+        runs, end = 0, time.monotonic() + float(seconds)  # monotonic: a clock stepped back (NTP) cannot stretch it
+        while runs == 0 or time.monotonic() < end:
             self.infer(batch)
             runs += 1
         return runs
