@@ -16,6 +16,8 @@ ask host-serve for them. A file name typed anywhere else is a second truth that 
 Python >= 3.6 (the device side reads it).
 """
 
+import os
+
 MODEL_ONNX = "model.onnx"
 STATIC_BATCH_ONNX = "model-b1.onnx"  # batch fixed at 1: what jetson-inference's imagenet loads as is
 FP16_ONNX = "model.fp16.onnx"
@@ -28,9 +30,17 @@ MODEL_FILES = (MODEL_ONNX, STATIC_BATCH_ONNX, FP16_ONNX)
 # what host-serve hands out of a generation folder, with its media type
 SERVED_FILES = {MODEL_ONNX: "application/octet-stream", STATIC_BATCH_ONNX: "application/octet-stream",
                 FP16_ONNX: "application/octet-stream", LABELS_TXT: "text/plain; charset=utf-8",
-                CARD_JSON: "application/json"}
-# card.json's key for each model file beside model.onnx (its sha256 is card[key]["sha256"])
-CARD_KEYS = {STATIC_BATCH_ONNX: "static_batch", FP16_ONNX: "fp16"}
+                CARD_JSON: "application/json", REFERENCE_NPZ: "application/octet-stream"}
+# card.json's key for each checked file beside model.onnx (its sha256 is card[key]["sha256"])
+CARD_KEYS = {STATIC_BATCH_ONNX: "static_batch", FP16_ONNX: "fp16", REFERENCE_NPZ: "reference"}
+#: the served files whose bytes host-serve checks against a sha256 before sending (X-SHA256)
+CHECKED_FILES = (MODEL_ONNX, STATIC_BATCH_ONNX, FP16_ONNX, REFERENCE_NPZ)
+
+
+def cached_reference(model_path):
+    """Where a device keeps the reference outputs it fetched for the model cached at ``model_path``
+    (``<sha256>.onnx`` -> ``<sha256>.reference.npz``), beside it, one per model."""
+    return os.path.splitext(str(model_path))[0] + ".reference.npz"
 
 
 def offspring_weights(offspring):

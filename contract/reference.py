@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from contract.errors import ContractError
-from contract.generation_files import REFERENCE_NPZ
+from contract.generation_files import REFERENCE_NPZ, cached_reference
 
 REFERENCE_FILE = REFERENCE_NPZ  # contract/generation_files.py
 
@@ -58,7 +58,9 @@ class Reference(object):
 def load_reference(model_path, model_sha256):
     """The :class:`Reference` beside ``model_path`` when there is one for this model (its sha256 among the
     file's ``models``), else None. ContractError when the file is there but unreadable or for another model."""
-    path = os.path.join(os.path.dirname(os.path.abspath(str(model_path))), REFERENCE_FILE)
+    path = cached_reference(os.path.abspath(str(model_path)))  # fetched from host-serve beside a cached model
+    if not os.path.isfile(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(str(model_path))), REFERENCE_FILE)  # its generation's
     if not os.path.isfile(path):
         return None
     try:

@@ -7,8 +7,10 @@ from contract.errors import DeviceError
 def fetch_generation(url, entry, cache_dir, log):
     """The local path of generation ``entry``'s ONNX from ``url`` (cached; checked against the entry's sha256).
     Raises DeviceError when the download fails (the follow loop tries again on its next poll)."""
-    from device.model_source import resolve_model
-    return resolve_model(url, cache_dir=cache_dir, expected_sha256=entry["sha256"], log=log)
+    from device.model_source import fetch_reference, resolve_model
+    path = resolve_model(url, cache_dir=cache_dir, expected_sha256=entry["sha256"], log=log)
+    fetch_reference(url, path, log=log)  # so the engine is compared with its ONNX here too (bench --check)
+    return path
 
 
 def benchmark_generation(path, entry, requested, engine, batches, seconds, warmup_s, log, options=None):

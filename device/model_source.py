@@ -17,7 +17,7 @@ import tempfile
 
 from contract.errors import ContractError, DeviceError
 from contract.files import sha256_of_file
-from contract.generation_files import MODEL_ONNX, generation_url_path
+from contract.generation_files import MODEL_ONNX, REFERENCE_NPZ, cached_reference, generation_url_path
 from contract.model_info import ModelInfo
 from contract.report_schema import MODEL_URL_KEY
 
@@ -102,8 +102,9 @@ def open_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOU
     fix. ``output_name``: the output holding the class scores (``--output-blob``; contract.model_info)."""
     text = str(path_or_url)
     if is_url(text):
-        return ModelInfo.from_onnx(resolve_model(text, cache_dir=cache_dir, expected_sha256=expected_sha256,
-                                                 timeout=timeout, log=log), output_name)
+        path = resolve_model(text, cache_dir=cache_dir, expected_sha256=expected_sha256, timeout=timeout, log=log)
+        fetch_reference(text, path, timeout, log)
+        return ModelInfo.from_onnx(path, output_name)
     expected = _normal_sha256(expected_sha256, "expected sha256")
     path = _local_model(text)
     try:
@@ -114,6 +115,58 @@ def open_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOU
         raise DeviceError("model {} has sha256 {} but {} was expected: it is not the generation you "
                           "asked for".format(info.path, info.sha256, expected))
     return info
+
+
+MAX_REFERENCE_BYTES = 64 * 1024 * 1024
+
+
+def fetch_reference(model_url, model_path, timeout=TIMEOUT_S, log=None):
+    """The generation's reference outputs (``reference.npz``, contract.reference) fetched from host-serve beside the
+    cached model (contract.generation_files.cached_reference), checked by the sha256 host-serve sends, so that
+    device-serve, device-bench --check and device-agent compare the engine with its ONNX on the documented Jetson
+    path too. Returns the path, or None when the host has none (a foreign model, a host-serve or run from before
+    references were served): said in ``log``, never an error. A broken download keeps nothing."""
+    target = cached_reference(model_path)
+    if os.path.isfile(target):
+        return target
+    url = urljoin(urldefrag(str(model_url))[0], REFERENCE_NPZ)
+    try:
+        response = urlopen(Request(url, headers={"User-Agent": "squishednets-device"}), timeout=timeout)
+    except (HTTPError, URLError, OSError, ValueError) as error:
+        if log is not None:
+            log("no reference outputs from {} ({}): the engine is not compared with its ONNX".format(
+                url, getattr(error, "code", None) or getattr(error, "reason", error)))
+        return None
+    partial = target + ".partial"
+    try:
+        announced = response.headers.get("X-SHA256")
+        digest, received = hashlib.sha256(), 0
+        with open(partial, "wb") as out:
+            while True:
+                block = response.read(1 << 16)
+                if not block:
+                    break
+                received += len(block)
+                if received > MAX_REFERENCE_BYTES:
+                    raise DeviceError("reference outputs {} are over {} bytes: not a reference".format(
+                        url, MAX_REFERENCE_BYTES))
+                digest.update(block)
+                out.write(block)
+        if announced is None or digest.hexdigest() != announced.strip().lower():
+            raise DeviceError("reference outputs {}: sha256 {} but host-serve said {}; nothing kept".format(
+                url, digest.hexdigest(), announced))
+        os.rename(partial, target)
+    except (DeviceError, IOError, OSError, ValueError) as error:
+        if log is not None:
+            log("reference outputs from {} not kept ({}): the engine is not compared with its ONNX".format(url, error))
+        return None
+    finally:
+        response.close()
+        if os.path.exists(partial):
+            os.remove(partial)
+    if log is not None:
+        log("reference outputs {} -> {} (sha256 verified)".format(url, target))
+    return target
 
 
 def _local_model(text):

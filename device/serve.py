@@ -251,7 +251,7 @@ def serve(settings, log=print, stopper=None):
     s = settings
     # 1. the model, opened once (resolved, fetched, read, checked), refused before anything starts
     from device.model_source import open_model
-    info = open_model(s.model, cache_dir=s.cache_dir, expected_sha256=s.sha256, output_name=s.output_blob)
+    info = open_model(s.model, cache_dir=s.cache_dir, expected_sha256=s.sha256, output_name=s.output_blob, log=log)
     if info.output_note:
         log("device-serve: " + info.output_note)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-from contract.files import atomic_write
+from contract.files import atomic_write, sha256_of_file
 from contract.generation_files import (CARD_JSON, FP16_ONNX, LABELS_TXT, MODEL_ONNX, REFERENCE_NPZ,
                                        STATIC_BATCH_ONNX)
 from contract.model_info import generation_metadata
@@ -135,7 +135,8 @@ def write_reference_outputs(folder: Path, proto_bytes: bytes, images: np.ndarray
     outputs = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.astype(np.float32)})[0]
     producer = f"ONNX Runtime {ort.__version__} CPU fp32"
     write_reference(folder, inputs, outputs, models, producer)
-    return {"file": REFERENCE_NPZ, "images": int(len(inputs)), "producer": producer, "for": sorted(models)}
+    return {"file": REFERENCE_NPZ, "images": int(len(inputs)), "producer": producer, "for": sorted(models),
+            "sha256": sha256_of_file(folder / REFERENCE_NPZ)}  # host-serve checks what it serves against it
 
 
 def export_generation(model: SqueezeNet, folder: Path, *, spec: PreprocessSpec, labels: list[str],

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from contract.generation_files import MODEL_ONNX, SERVED_FILES, generation_url_path
+from contract.generation_files import CHECKED_FILES, MODEL_ONNX, SERVED_FILES, generation_url_path
 from contract.report_schema import MAX_REPORT_BYTES, MODEL_URL_KEY, SCHEMA_VERSION
 from host.errors import HostError
 from host.run.acceptance import counts_of, interval, run_best_generation
@@ -170,7 +170,7 @@ def add_model_routes(app: FastAPI, served: ServedRun) -> None:
             raise HTTPException(404, f"{name} of generation {number} is missing from the run folder")
         # which generation an alias named, and its own address (a device caches and reports by it)
         headers = {"X-Generation": str(number), "Content-Location": f"/models/{number}/{name}"}
-        if name.endswith(".onnx"):
+        if name in CHECKED_FILES:
             try:
                 actual = served.files.sha256(path)
             except OSError as error:
