@@ -28,7 +28,7 @@ import signal
 import sys
 
 from contract.console import utf8_console
-from contract.errors import ContractError
+from contract.errors import ContractError, DeviceError
 from contract.files import finite_json
 from contract.version import add_version
 from contract.generation_files import MODEL_ONNX, REFERENCE_NPZ, generation_url_path
@@ -61,6 +61,22 @@ def get_args_parser():
     parser.add_argument("--output-blob", "--output_blob", dest="output_blob", metavar="NAME",
                         help="the model output that holds the class scores (jetson-inference's --output_blob; "
                              "default: the only one, or of several the floating-point scores)")
+    jetson = parser.add_argument_group("jetson-inference's imagenet flags, taken as it takes them")
+    jetson.add_argument("--labels", metavar="FILE", help="labels.txt to use instead of the model's own (one a line)")
+    jetson.add_argument("--input-blob", "--input_blob", dest="input_blob", metavar="NAME",
+                        help="the model's input name: checked against the model (it has one input)")
+    jetson.add_argument("--topK", "--topk", dest="top", type=int, default=argparse.SUPPRESS, help="as --top")
+    jetson.add_argument("--input-loop", "--input_loop", dest="input_loop", type=int, metavar="N",
+                        help="-1 or N > 0: play a file or folder again at its end (as --loop); 0: once")
+    jetson.add_argument("--input-width", "--input_width", dest="input_width", type=int, metavar="W",
+                        help="camera capture width (default 1280)")
+    jetson.add_argument("--input-height", "--input_height", dest="input_height", type=int, metavar="H",
+                        help="camera capture height (default 720)")
+    jetson.add_argument("--input-rate", "--input_rate", dest="input_rate", type=float, metavar="FPS",
+                        help="accepted for jetson-inference's scripts: the camera's own rate paces the loop")
+    jetson.add_argument("--log-level", "--log_level", dest="log_level", metavar="LEVEL",
+                        choices=("silent", "error", "warning", "success", "info", "verbose", "debug"),
+                        help="accepted for jetson-inference's scripts: device-serve's lines are its own")
     parser.add_argument("input", nargs="?", metavar="INPUT", help="what to classify (as --source): " + SOURCE_HELP)
     parser.add_argument("output", nargs="?", metavar="OUTPUT", help="where the annotated frames also go: " +
                         OUTPUT_HELP.replace("%", "%%"))
@@ -255,9 +271,11 @@ def serve(settings, log=print, stopper=None):
     if info.output_note:
         log("device-serve: " + info.output_note)
     # 2. the source: opened now, so a missing camera is a one-line error, not a hang after the engine build
+    take_jetson_inference_flags(s, info, log)
     display = open_display(s, log)
     from device.sources import open_source
-    source = open_source(s.source_text, loop=s.loop, log=log, codec=s.codec, realtime=realtime_wanted(s))
+    source = open_source(s.source_text, loop=s.loop, log=log, codec=s.codec, realtime=realtime_wanted(s),
+                         width=s.input_width or 1280, height=s.input_height or 720)
     if getattr(source, "fps", None):
         log("device-serve: {} plays at its own {:.3g} fps (--no-realtime: as fast as it decodes)".format(
             s.source_text, source.fps))
@@ -347,6 +365,29 @@ class Run(object):
                          overlay_fps=getattr(getattr(self.source, "spec", None), "kind", None) != "folder")
 
 
+def take_jetson_inference_flags(settings, info, log):
+    """jetson-inference's imagenet flags where they mean something here: ``--labels`` replaces the model's labels
+    (as many as its classes), ``--input-blob`` is checked against the model's one input; a model without labels
+    is said once (its answers are class numbers)."""
+    from contract.model_info import read_labels_txt
+    if settings.input_blob and settings.input_blob != info.input_name:
+        raise DeviceError("--input-blob {}: the model's input is {!r}; give that (or leave the flag out: the model "
+                          "has one input)".format(settings.input_blob, info.input_name))
+    if settings.labels:
+        try:
+            labels = read_labels_txt(settings.labels)
+        except (IOError, OSError) as error:
+            raise DeviceError("--labels {}: cannot read it ({})".format(settings.labels,
+                                                                       getattr(error, "strerror", None) or error))
+        if info.num_classes and len(labels) != info.num_classes:
+            raise DeviceError("--labels {}: {} label(s) for a model of {} classes; give the model's labels".format(
+                settings.labels, len(labels), info.num_classes))
+        info.labels = labels
+    elif all(label == "class {}".format(i) for i, label in enumerate(info.labels)):
+        log("device-serve: warning: the model names no labels (no metadata, no labels.txt beside it): answers are "
+            "class numbers; give --labels FILE")
+
+
 def open_display(settings, log):
     """Whether the frames go to a window (:func:`window_wanted`); says so when one was asked for and cannot be."""
     display = window_wanted(settings)
@@ -371,9 +412,31 @@ def finish(settings, run, final, log):
         except (IOError, OSError) as error:  # checked at start; a disk that filled since: the figures are logged
             log("device-serve: --stats-json {} could not be written ({}); the figures: {}".format(
                 settings.stats_json, error, json.dumps(figures, sort_keys=True)))
+    for line in profiler_table(figures):
+        log(line)
     log("device-serve: done: {frames} frames, {fps:.1f} FPS end-to-end (whole run), Network {network_fps:.1f} FPS, "
         "latency p50 {p50} ms, dropped {dropped}".format(p50=figures["latency_ms"]["p50"], **figures))
     return figures
+
+
+def profiler_table(figures):
+    """The exit summary's timing table, as jetson-inference's imagenet prints it (Pre-Process, Network,
+    Post-Process, Total), in ms per frame: mean over the run (capture and the outputs are device-serve's own)."""
+    stages = figures.get("stages_ms") or {}
+
+    def mean(*names):
+        values = [(stages.get(name) or {}).get("mean") for name in names]
+        values = [value for value in values if value is not None]
+        return sum(values) if values else None
+    rows = [("Pre-Process", mean("preprocess")), ("Network", mean("infer")),
+            ("Post-Process", mean("postprocess", "overlay")), ("Total", mean("preprocess", "infer", "postprocess",
+                                                                             "overlay"))]
+    if all(value is None for _, value in rows):
+        return []
+    lines = ["device-serve: timing (ms per frame, mean)"]
+    lines += ["device-serve:   {:<13} {:>9}".format(name, "-" if value is None else "{:.3f}".format(value))
+              for name, value in rows]
+    return lines
 
 
 def open_outputs(specs, source, log=print):

@@ -18,7 +18,8 @@ MAX_SPOOL_LIMIT = 1000000  # ~2 KB a report: 2 GB of waiting reports at most
 #: what the command line holds, copied as given (checked in from_args)
 PLAIN_FLAGS = ("model", "sha256", "output_blob", "cache_dir", "camera", "loop", "realtime", "codec", "http", "display", "headless",
                "status_every", "top", "smoothing", "warmup", "frames", "duration", "stats_json", "report_to",
-               "report_every", "spool_dir", "spool_limit", "device_id")
+               "report_every", "spool_dir", "spool_limit", "device_id", "labels", "input_blob", "input_width",
+               "input_height")
 #: what from_args works out from the flags
 DERIVED = ("engine", "source_text", "output_specs", "http_address", "token")
 
@@ -76,7 +77,11 @@ class ServeSettings(object):
         if getattr(args, "token_file", None):
             from contract.tokens import read_private_token_file
             token = read_private_token_file(args.token_file)  # ContractError: one line, exit 2
-        values = dict((name, getattr(args, name)) for name in PLAIN_FLAGS)
+        values = dict((name, getattr(args, name, None)) for name in PLAIN_FLAGS)
+        input_loop = getattr(args, "input_loop", None)  # jetson-inference's --input-loop: -1 or N > 0 loops
+        values["loop"] = bool(args.loop or (input_loop is not None and input_loop != 0))
+        for flag, value in (("--input-width", values["input_width"]), ("--input-height", values["input_height"])):
+            _in_range(flag, value, 16, 8192, "camera pixels")
         values.update(engine=engine, source_text=source_text, output_specs=output_specs, http_address=http_address,
                       token=token)
         return cls(**values)

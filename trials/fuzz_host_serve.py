@@ -247,7 +247,7 @@ def traversal_paths():
 
 def traversal_phase(server: HostServe, tally: Tally, forbidden):
     allowed = {}
-    for name in ("model.onnx", "labels.txt", "card.json"):
+    for name in ("model.onnx", "labels.txt", "card.json", "reference.npz", ""):  # "": the generation's listing
         status, answer = raw_request(server.port, "GET /models/0/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                                      .format(name).encode())
         allowed[name] = answer.split(b"\r\n\r\n", 1)[1]
