@@ -63,6 +63,8 @@ class ModelInfo(object):
         self.output_why = output_why
         self.output_note = None  # which of several outputs was taken as the scores, when there were several
         self.output_names = [output_name]
+        self.external_data = []  # side files holding its weights (model.onnx.data), named by the graph
+        self.quantized = False  # explicitly quantized (Q/DQ nodes)
 
     @property
     def fixed_batch(self):
@@ -102,7 +104,7 @@ class ModelInfo(object):
         with open(path, "rb") as handle:
             data = handle.read()
         model = _read_model(data, path)
-        return cls._from_parsed(path, hashlib.sha256(data).hexdigest(), model, output_name)
+        return cls._from_parsed(path, model_identity(path, data, model["graph"]["external"]), model, output_name)
 
     @classmethod
     def _from_parsed(cls, path, sha256, model, output_name=None):
@@ -156,7 +158,38 @@ class ModelInfo(object):
                    output_kind, output_why)
         info.output_note = output_note
         info.output_names = [value["name"] for value in graph["outputs"]]
+        info.external_data = list(graph["external"])  # side files holding its weights (model.onnx.data)
+        # explicitly quantized: Q/DQ nodes carry the INT8 scales (TensorRT builds them as INT8, no calibrator)
+        info.quantized = bool(graph["op_types"] & {"QuantizeLinear", "DequantizeLinear"})
         return info
+
+
+def external_data_of(data, path="model"):
+    """The side files a model's graph keeps its weights in (``["model.onnx.data"]``), read from its bytes; [] for a
+    model whole in one file. ContractError when ``data`` is not an ONNX model."""
+    return list(_read_model(data, path)["graph"]["external"])
+
+
+def model_identity(path, data, side_files):
+    """A model's sha256: of its file's bytes, and where its weights live in side files (``onnx.save(...,
+    save_as_external_data=True)``: model.onnx + model.onnx.data) of those bytes followed by each side file's, in the
+    order the graph first names them -- two models with other weights never share one. ContractError when a side
+    file is missing or outside the model's folder."""
+    digest = hashlib.sha256(data)
+    folder = os.path.dirname(os.path.abspath(path))
+    for name in side_files:
+        side = os.path.normpath(os.path.join(folder, name))
+        if os.path.dirname(side) != folder and not side.startswith(folder + os.sep):
+            raise ContractError("model {} names weights outside its folder ({}); keep model and data files together"
+                                .format(path, name))
+        try:
+            with open(side, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except (IOError, OSError) as error:
+            raise ContractError("model {} keeps its weights in {}, which cannot be read ({}); copy the model with "
+                                "its data file(s)".format(path, side, getattr(error, "strerror", None) or error))
+    return digest.hexdigest()
 
 
 def choose_scores_output(path, outputs, wanted=None):
@@ -355,7 +388,8 @@ def _shape(data):
 
 
 def _graph(data):
-    graph = {"inputs": [], "outputs": [], "initializers": [], "nodes": 0, "producers": {}}
+    graph = {"inputs": [], "outputs": [], "initializers": [], "nodes": 0, "producers": {}, "external": [],
+             "op_types": set()}
     for number, wire, value in _fields(data):
         if wire != 2:
             continue
@@ -371,12 +405,22 @@ def _graph(data):
                     outputs.append(_text(n_value))
                 elif n_number == 4:
                     op_type = _text(n_value)
+            graph["op_types"].add(op_type)
             for name in outputs:  # which node makes each tensor: the output convention is read from it
                 graph["producers"][name] = (op_type, inputs[0] if inputs else None)
-        elif number == 5:  # TensorProto: only its name (field 8) matters here
+        elif number == 5:  # TensorProto: its name (field 8) and where its data lives (13: external_data)
             for t_number, t_wire, t_value in _fields(value):
                 if t_number == 8 and t_wire == 2:
                     graph["initializers"].append(_text(t_value))
+                elif t_number == 13 and t_wire == 2:  # StringStringEntryProto: key 1, value 2
+                    key, text = "", ""
+                    for e_number, e_wire, e_value in _fields(t_value):
+                        if e_number == 1 and e_wire == 2:
+                            key = _text(e_value)
+                        elif e_number == 2 and e_wire == 2:
+                            text = _text(e_value)
+                    if key == "location" and text not in graph["external"]:
+                        graph["external"].append(text)
         elif number == 11:
             graph["inputs"].append(_value_info(value))
         elif number == 12:

@@ -84,6 +84,8 @@ class EngineOptions(object):
         backend says so)."""
         if self.precision != "int8" or self.backend == "onnxruntime" or self.calibration_dir:
             return
+        if info is not None and getattr(info, "quantized", False):
+            return  # Q/DQ: its own scales (engines/build.py precision_plan); nothing to calibrate
         if every_model:
             raise DeviceError("--precision int8: every new generation is calibrated afresh for TensorRT, so "
                               "each needs its set. " + INT8_NEEDS_CALIBRATION + "; or use --precision fp16 "

@@ -277,6 +277,7 @@ def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
             if want is not None and actual != want:
                 raise DeviceError("model URL {}: the download has sha256 {} but {} was expected; it was corrupted "
                                   "or the host changed it; nothing was kept".format(url, actual, want))
+            _refuse_side_files(partial, url)  # nothing cached that cannot run without files a download does not bring
             if expected is None:  # no digest from the caller: keep only what the device could run
                 _check_is_model(partial, url)
             final = os.path.join(folder, actual + ".onnx")
@@ -293,6 +294,21 @@ def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
                 os.remove(partial)
     finally:
         response.close()
+
+
+def _refuse_side_files(path, url):
+    """DeviceError when the downloaded model keeps its weights in side files (model.onnx + model.onnx.data): a URL
+    brings the graph alone, so nothing of it is cached."""
+    from contract.model_info import external_data_of
+    try:
+        with open(path, "rb") as handle:
+            sides = external_data_of(handle.read(), url)
+    except ContractError:
+        return  # not a model at all: the checks after this one say so
+    if sides:
+        raise DeviceError("model URL {} keeps its weights in side file(s) {} that a download does not bring; nothing "
+                          "was kept: copy the model's folder (model and data files) to the device and give its "
+                          "path".format(url, ", ".join(sides[:3])))
 
 
 def _check_is_model(path, url):

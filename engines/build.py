@@ -44,11 +44,21 @@ class BuildSettings(object):
                 "workspace_mb": self.workspace_mb}
 
 
-def precision_plan(trt, builder, precision, onnx_dtype):
+def precision_plan(trt, builder, precision, onnx_dtype, quantized=False):
     """How to get ``precision`` from this TensorRT: a dict with ``flags`` (BuilderFlag names to set),
-    ``strongly_typed`` and ``notes``; EngineError where it cannot be had, saying what to do instead."""
+    ``strongly_typed`` and ``notes``; EngineError where it cannot be had, saying what to do instead.
+    ``quantized``: the ONNX is explicitly quantized (Q/DQ nodes, contract.model_info ModelInfo.quantized): its
+    own scales make it INT8 (TensorRT developer guide, "Explicit Quantization"): the INT8 flag without a
+    calibrator on TensorRT 8-10, strongly typed where the flags are gone (11+), whatever ``precision`` asked."""
     plan = {"flags": [], "clear_flags": [], "strongly_typed": False, "notes": []}
     flags_exist = api.has_precision_flags(trt)
+    if quantized:
+        if not flags_exist:
+            plan["strongly_typed"] = True
+        else:
+            plan["flags"] += ["FP16", "INT8"] if precision == "fp16" else ["INT8"]
+        plan["notes"].append("Q/DQ ONNX: INT8 from its own quantization scales, no calibration set")
+        return plan
     if onnx_dtype == "float16":
         # An FP16 ONNX (host export with fp16) carries its own types: build it strongly typed.
         if precision == "int8":
@@ -97,7 +107,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     """
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    plan = precision_plan(trt, builder, settings.precision, info.input_dtype)
+    plan = precision_plan(trt, builder, settings.precision, info.input_dtype, getattr(info, "quantized", False))
     network = builder.create_network(api.network_creation_flags(trt, plan["strongly_typed"]))
     parser = trt.OnnxParser(network, logger)
     with open(onnx_path, "rb") as handle:
@@ -119,7 +129,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     profile.set_shape(info.input_name, (settings.min_batch, channels, height, width),
                       (settings.opt_batch, channels, height, width), (settings.max_batch, channels, height, width))
     config.add_optimization_profile(profile)
-    if "INT8" in plan["flags"]:
+    if "INT8" in plan["flags"] and not getattr(info, "quantized", False):  # Q/DQ: its scales, no calibrator
         if calibrator is None:
             raise EngineError(INT8_NEEDS_CALIBRATION)
         config.int8_calibrator = calibrator
@@ -207,7 +217,7 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
     trt_version = api.version_of(trt)
     calibration = None
     calibrator = None
-    if settings.precision == "int8" and api.has_precision_flags(trt):
+    if settings.precision == "int8" and api.has_precision_flags(trt) and not getattr(info, "quantized", False):
         if calibrator_factory is None:
             raise EngineError(INT8_NEEDS_CALIBRATION)
         calibrator, calibration = calibrator_factory()

@@ -74,11 +74,12 @@ class OnnxRuntimeBackend(Backend):
         available = list(ort.get_available_providers())
         if providers is None and os.environ.get("SQUISHEDNETS_ORT_PROVIDERS"):
             providers = os.environ["SQUISHEDNETS_ORT_PROVIDERS"].split(",")
+        quantized = getattr(info, "quantized", False)  # Q/DQ nodes: ONNX Runtime runs them as INT8 itself
+        asked = "fp32" if quantized and precision == "int8" else precision
         if providers is None:
-            providers, self.precision = provider_plan(available, precision, info.input_dtype, cache_dir,
-                                                      workspace_mb)
-        elif precision == "int8":
-            provider_plan(available, precision, info.input_dtype)  # raises the INT8 message
+            providers, self.precision = provider_plan(available, asked, info.input_dtype, cache_dir, workspace_mb)
+        elif asked == "int8":
+            provider_plan(available, asked, info.input_dtype)  # raises the INT8 message
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -88,6 +89,8 @@ class OnnxRuntimeBackend(Backend):
             raise DeviceError("ONNX Runtime could not load {}: {}".format(info.path, error))
         self.providers = list(self._session.get_providers())
         self.precision, self.precision_note = effective_precision(self.precision, info.input_dtype, self.providers)
+        if quantized:  # what runs is the model's own INT8, whatever was asked: the label says so
+            self.precision, self.precision_note = "int8-qdq", "the ONNX is explicitly quantized (Q/DQ): its INT8 runs"
         self._input_dtype = np.float16 if info.input_dtype == "float16" else np.float32
         self.on_cpu_only = self.providers == [CPU]
 

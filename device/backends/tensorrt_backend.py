@@ -28,6 +28,8 @@ class TensorRTBackend(Backend):
             self.max_batch = opt_batch = info.input_shape[0]
         self.settings = BuildSettings(precision, 1 if info.input_shape[0] is None else self.max_batch,
                                       opt_batch, self.max_batch, workspace_mb)
+        if getattr(info, "quantized", False):  # Q/DQ: built INT8 from its own scales (engines/build.py)
+            self.precision = "int8-qdq"
         self._log = log
         self._cache_dir = cache_dir
         self._calibration_dir = calibration_dir
