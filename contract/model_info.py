@@ -387,6 +387,17 @@ def _shape(data):
     return dims
 
 
+def _string_entry(data):
+    """(key, value) of a StringStringEntryProto (field 1 key, field 2 value): metadata_props, external_data."""
+    key, text = "", ""
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == 2:
+            key = _text(value)
+        elif number == 2 and wire == 2:
+            text = _text(value)
+    return key, text
+
+
 def _graph(data):
     graph = {"inputs": [], "outputs": [], "initializers": [], "nodes": 0, "producers": {}, "external": [],
              "op_types": set()}
@@ -412,13 +423,8 @@ def _graph(data):
             for t_number, t_wire, t_value in _fields(value):
                 if t_number == 8 and t_wire == 2:
                     graph["initializers"].append(_text(t_value))
-                elif t_number == 13 and t_wire == 2:  # StringStringEntryProto: key 1, value 2
-                    key, text = "", ""
-                    for e_number, e_wire, e_value in _fields(t_value):
-                        if e_number == 1 and e_wire == 2:
-                            key = _text(e_value)
-                        elif e_number == 2 and e_wire == 2:
-                            text = _text(e_value)
+                elif t_number == 13 and t_wire == 2:
+                    key, text = _string_entry(t_value)
                     if key == "location" and text not in graph["external"]:
                         graph["external"].append(text)
         elif number == 11:
@@ -451,12 +457,7 @@ def _read_model(data, path):
                         version = o_value
                 model["opsets"][domain or "ai.onnx"] = version
             elif number == 14 and wire == 2:
-                key, text = "", ""
-                for m_number, m_wire, m_value in _fields(value):
-                    if m_number == 1 and m_wire == 2:
-                        key = _text(m_value)
-                    elif m_number == 2 and m_wire == 2:
-                        text = _text(m_value)
+                key, text = _string_entry(value)
                 model["metadata"][key] = text
     except _NotProtobuf as error:
         raise ContractError(not_onnx.format("it does not parse as protobuf: {}; a truncated download or another "
