@@ -17,7 +17,7 @@ from host.evolve import config as config_module
 from host.errors import HostError
 from host.evolve.presets import PRESET_NAMES
 from host.evolve.synthesis import STRENGTHS
-from host.evolve.run_folder import RESUMABLE_KEYS, write_failure
+from host.evolve.run_folder import RESUMABLE_KEYS, os_failure, write_failure
 
 
 class Stopped(KeyboardInterrupt):
@@ -204,7 +204,8 @@ def _evolve(args: argparse.Namespace) -> int:
             print(f"\nhost-evolve: {how} before the run started; nothing was kept", file=sys.stderr)
         return 128 + (stop.signum if isinstance(stop, Stopped) else signal.SIGINT)
     except Exception as error:  # OSError (ENOSPC, EFBIG, EDQUOT) or sqlite3's SQLITE_FULL: no room to write
-        message = write_failure(error, config.out if config is not None else None, command("host-evolve"))
+        run = config.out if config is not None else None
+        message = write_failure(error, run, command("host-evolve")) or os_failure(error, run, command("host-evolve"))
         if message is None:
             raise
         _close_progress_bars()

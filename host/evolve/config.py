@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import os
 import tomllib
 from dataclasses import asdict, dataclass, fields
@@ -186,8 +187,12 @@ def validate(config: EvolveConfig) -> None:
     if not 32 <= config.image_size <= MAX_IMAGE_SIZE:
         problems.append(f"image_size = {config.image_size} must be in [32, {MAX_IMAGE_SIZE}] (SqueezeNet "
                         f"downsamples 16x; the decoded cache holds every image at this size)")
-    if config.lr <= 0:
-        problems.append(f"lr = {config.lr} must be > 0 (the peak learning rate at batch 64, e.g. 0.01)")
+    if not 0 < config.lr <= 100:
+        problems.append(f"lr = {config.lr} must be in (0, 100] (the peak learning rate at batch 64, e.g. 0.01)")
+    if not 0 <= config.seed < 2 ** 32:
+        problems.append(f"seed = {config.seed} must be in [0, 2^32) (numpy's and torch's seeds are unsigned)")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(config.device)):
+        problems.append(f"device = {config.device!r} must be auto, cpu, cuda or cuda:N (torch's names)")
     if config.weight_decay < 0 or not 0 <= config.label_smoothing < 1 or not 0 <= config.dropout < 1:
         problems.append(f"weight_decay = {config.weight_decay} must be >= 0, label_smoothing = "
                         f"{config.label_smoothing} and dropout = {config.dropout} in [0, 1)")

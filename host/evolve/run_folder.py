@@ -120,7 +120,39 @@ def claim(layout: RunLayout, config: dict, resume: bool) -> RunClaim:
             lock_file.close()
             raise HostError(f"--resume {root}: this config differs from the run's ({'; '.join(diff)}); only "
                             f"{', '.join(RESUMABLE_KEYS)} may change on resume. Start a new run with --out for the rest")
+        diff = recorded_config_diff(layout, config)
+        if diff:
+            lock_file.close()
+            raise HostError(f"--resume {root}: {layout.config} differs from the run's own record in lineage.sqlite "
+                            f"({'; '.join(diff)}): the run was made with the recorded values. Put them back in "
+                            f"config.json, or start a new run with --out for the new ones")
     return RunClaim(layout, lock_file, new=not resume, created_root=created_root)
+
+
+def recorded_config_diff(layout: RunLayout, config: dict) -> list[str]:
+    """What ``config`` (config.json as resumed) changes from the config the run recorded in lineage.sqlite -- the
+    truth, since config.json is a plain file anyone may edit. Paths may move (a run or its data copied elsewhere)
+    and the keys --resume may change are compared with the record by their own rule; [] when nothing else differs
+    or the run predates the record."""
+    import sqlite3 as sqlite
+    from host.evolve.config import PATH_KEYS
+    if not layout.lineage.is_file():
+        return []
+    try:
+        with closing_connection(layout.lineage) as db:
+            recorded = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM config")}
+    except (sqlite.Error, ValueError):
+        return []  # unreadable: check_run_files says so, by name
+    both = set(recorded) & set(config)  # a key one version has and the other not is no edit
+    return config_diff({k: recorded[k] for k in both}, {k: config[k] for k in both},
+                       ignore=("out",) + RESUMABLE_KEYS + tuple(PATH_KEYS))
+
+
+def closing_connection(path: Path):
+    """A read-only sqlite3 connection to ``path``, closed on leaving the with-block."""
+    import contextlib
+    import sqlite3 as sqlite
+    return contextlib.closing(sqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30))
 
 
 # the temporary files host-evolve writes (contract.files.atomic_write's .NAME.XXXXXXXX.partial, the image cache's
@@ -152,7 +184,9 @@ def remove_partials(layout: RunLayout) -> list[Path]:
 
 
 # a write that failed for want of room: the cause, and what frees it
-NO_ROOM = {errno.ENOSPC: ("no space left on its disk", "free space there"),
+NO_ROOM = {errno.EROFS: ("its disk has become read-only (an SD card or USB disk the system remounted read-only "
+                         "after errors?)", "check the disk (dmesg; e2fsck) and mount it writable again"),
+           errno.ENOSPC: ("no space left on its disk", "free space there"),
            errno.EDQUOT: ("the disk quota is used up", "free space there or raise the quota"),
            errno.EFBIG: ("a file-size limit was reached (ulimit -f)", "raise the limit (ulimit -f unlimited)")}
 
@@ -179,11 +213,41 @@ def write_failure(error: BaseException, run: str | Path | None, program: str = "
         path, (cause, fix) = error.filename or run or "the run folder", NO_ROOM[error.errno]
     else:
         return None
-    if run and (Path(run) / "config.json").is_file():
+    if run and _has_config(run):
         then = f"{program} --resume {shlex.quote(str(run))} (nothing finished is lost)"
     else:
         then = "run the same command again (the run had not started)"
     return f"cannot write {path}: {cause}; {fix}, then {then}"
+
+
+#: what to do about an OS error on a path host-evolve was given (its run folder, cache, data), by errno
+OS_FIXES = {errno.ENAMETOOLONG: "give a shorter path (a name is at most 255 bytes)",
+            errno.ENOENT: "give a place that exists or can be made",
+            errno.ENOTDIR: "a part of the path is a file, not a folder: give another place",
+            errno.EACCES: "give a place this user may write (or run as its owner)",
+            errno.EPERM: "give a place this user may write (or run as its owner)",
+            errno.EISDIR: "it is a folder: give a file's name",
+            errno.ELOOP: "the path loops through links: give another",
+            errno.EIO: "the disk reports an I/O error: check it (dmesg) and run again"}
+
+
+def _has_config(run) -> bool:
+    """Whether ``run`` holds a config.json (a run began there); False where the path cannot even be looked at."""
+    try:
+        return (Path(run) / "config.json").is_file()
+    except OSError:  # a name too long, a loop of links
+        return False
+
+
+def os_failure(error: BaseException, run: str | Path | None, program: str = "host-evolve") -> str | None:
+    """The one line for an OS error on a named file that is not for want of room (:func:`write_failure`): a name
+    too long, a folder that cannot be made, permission denied, an I/O error; None for anything else (a bug)."""
+    if not isinstance(error, OSError) or error.errno not in OS_FIXES:
+        return None
+    path = error.filename or run or "the run folder"
+    then = (f"then {program} --resume {shlex.quote(str(run))}" if run and _has_config(run)
+            else "then run the same command again (the run had not started)")
+    return f"cannot use {path}: {error.strerror or error}; {OS_FIXES[error.errno]}, {then}"
 
 
 def _entries(root: Path, option: str) -> list[Path]:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from host.errors import HostError
 from host.evolve.progress import bars_disabled
 
 from contract.preprocess import PreprocessSpec
@@ -78,9 +79,19 @@ def derive_seed(*parts: int) -> int:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA where there is one), ``cpu``, ``cuda`` or ``cuda:N``; HostError naming what is here when a
+    CUDA device is asked for and missing."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise HostError(f"--device {name}: this torch sees no CUDA GPU (a CPU build, or no driver); give "
+                            "--device cpu, or install a CUDA torch where there is a GPU")
+        if device.index is not None and device.index >= count:
+            raise HostError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings, steps_total: int):
