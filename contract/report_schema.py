@@ -42,6 +42,8 @@ STATS_SCHEMA = {
         "dropped": {"type": ["integer", "null"], "minimum": 0},
         "rss_mb": {"type": ["number", "null"]},
         "gpu_mem_mb": {"type": ["number", "null"]},
+        # a benchmark's batch size: an integer, checked at the door ("batch": 8.0 was once filed as batch 1)
+        "batch": {"type": "integer", "minimum": 1},
     },
 }
 

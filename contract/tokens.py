@@ -20,7 +20,16 @@ def read_token_file(path, flag="--token-file"):
 
 
 def check_token(token, where):
-    """``token`` is long enough to be a secret, else ContractError naming where it came from."""
+    """``token`` is printable ASCII (what an HTTP header carries: a byte-order mark or a euro sign would be
+    accepted here and then be unsendable by every device) and long enough to be a secret, else ContractError
+    naming where it came from."""
+    bad = [ch for ch in token.strip() if not " " < ch <= "~"]
+    if bad:
+        what = "a byte-order mark (an editor saved it as UTF-8 with BOM)" if bad[0] == "\ufeff" else \
+            "the character {!r}".format(bad[0])
+        raise ContractError("the token in {} holds {}: a token is printable ASCII (it travels in an HTTP header); "
+                            "write it again, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'".format(
+                                where, what))
     if len(token.strip()) < MIN_TOKEN_CHARS:
         raise ContractError("the token in {} has {} characters; use at least {} (e.g. python3 -c 'import secrets; "
                             "print(secrets.token_urlsafe(32))')".format(where, len(token.strip()), MIN_TOKEN_CHARS))

@@ -285,7 +285,7 @@ class Lineage:
 
     def _figures(self, where: str = "", args: tuple = ()) -> list[dict]:
         """Every stored figure (a benchmark or final report's fps), oldest first, with its ``measurement``."""
-        rows = self.db.execute("SELECT device_id, generation, model_sha256, kind, fps, body, received_at "
+        rows = self.db.execute("SELECT id, device_id, generation, model_sha256, kind, fps, body, received_at "
                                f"FROM device_reports WHERE fps IS NOT NULL {where} ORDER BY id", args)
         figures = []
         for row in rows:
@@ -296,7 +296,7 @@ class Lineage:
             figures.append({"device_id": row["device_id"], "generation": row["generation"],
                             "measurement": measurement_of(row["kind"], stats), "fps": row["fps"],
                             "stable": stable if isinstance(stable, bool) else None,
-                            "received_at": row["received_at"]})
+                            "received_at": row["received_at"], "report_id": row["id"]})
         return figures
 
     def device_figures(self) -> dict[int, list[dict]]:
@@ -339,7 +339,8 @@ class Lineage:
         result = {}
         for generation, figures in self.device_figures().items():
             chosen = [f for f in figures if f["measurement"] == STEERING_MEASUREMENT]
-            chosen.sort(key=lambda f: (f["stable"] is not False, f["received_at"]))
+            chosen.sort(key=lambda f: (f["stable"] is not False, f["report_id"]))  # by arrival: a clock set back
+            # (NTP on a board without an RTC battery) must not make an older figure the latest
             if chosen:
                 result[generation] = chosen[-1]["fps"]
         return result
