@@ -265,32 +265,82 @@ class DeliveryRefused(Exception):
         self.detail = detail
 
 
+class NotDelivered(Exception):
+    """The address answered, but not as host-serve storing the report: a redirect (a captive portal, a web server
+    in front), a path that is not host-serve's (404, 405), an answer without host-serve's ``stored``. The report
+    stays in the spool; ``advice`` says what to check."""
+
+    def __init__(self, status, advice):
+        Exception.__init__(self, "{}: {}".format(status, advice))
+        self.status = status
+        self.advice = advice
+
+
+class _NoRedirects(object):
+    """urllib's redirect handler, refusing: a POST must never turn into a GET somewhere else (urllib follows
+    302/303 by sending a GET, and a login page's 200 would then count as delivered)."""
+
+    @staticmethod
+    def handler():
+        import urllib.request
+
+        class Refuse(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):
+                raise NotDelivered(code, "the address redirects to {}; reports are never sent after a redirect: "
+                                         "check --report-to (host-serve's own address, e.g. http://HOST:8700)".format(
+                                             headers.get("Location", "elsewhere")))
+        return Refuse()
+
+
+#: what host-serve answers a report it refuses as malformed: the only answers that set a report aside for good
+MALFORMED = (400, 413, 422)
+
+
 def post_json(url, text, token=None, timeout=5.0):
-    """POST ``text`` (JSON) to ``url``; return the HTTP status. Raises DeliveryRefused on 4xx and OSError
-    (URLError) when the host cannot be reached or answers 5xx."""
+    """POST ``text`` (JSON) to ``url`` without following redirects; return (status, the answer parsed) when
+    host-serve stored it (2xx with its own ``stored`` in the answer). Raises DeliveryRefused for what host-serve
+    refuses (401, 403, 409, 429, and MALFORMED), NotDelivered when the address is not host-serve storing it
+    (a redirect, 404/405, an answer that is not host-serve's), and OSError (URLError) when the host cannot be
+    reached, answers 5xx or 408 (its body timeout, or a proxy's: sent again later)."""
     import urllib.error
     import urllib.request
     request = urllib.request.Request(url, data=text.encode("utf-8"), method="POST",
                                      headers={"Content-Type": "application/json"})
     if token:
         request.add_header("Authorization", "Bearer " + token)
+    opener = urllib.request.build_opener(_NoRedirects.handler())
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-            return response.status
+        with opener.open(request, timeout=timeout) as response:
+            body = response.read(65536)
+            status = response.status
     except urllib.error.HTTPError as error:
         detail = error.read(4096).decode("utf-8", "replace")
-        if 400 <= error.code < 500:
-            raise DeliveryRefused(error.code, detail)
-        raise OSError("host answered {}: {}".format(error.code, detail))
+        if error.code in (404, 405):
+            raise NotDelivered(error.code, "no host-serve reports there (HTTP {}): check --report-to (host-serve's "
+                                           "address, e.g. http://HOST:8700)".format(error.code))
+        if error.code == 408 or error.code >= 500:
+            raise OSError("host answered {}: {}".format(error.code, detail[:200]))
+        if 300 <= error.code < 400:
+            raise NotDelivered(error.code, "the address answered {} (a redirect): check --report-to".format(error.code))
+        raise DeliveryRefused(error.code, detail)
+    try:
+        answer = json.loads(body.decode("utf-8"))
+    except ValueError:
+        answer = None
+    if not (200 <= status < 300 and isinstance(answer, dict) and "stored" in answer):
+        raise NotDelivered(status, "the address answered {} but not as host-serve (no 'stored' in its answer): "
+                                   "check --report-to".format(status))
+    return status, answer
 
 
 class Reporter(object):
     """Sends periodic reports (``snapshot()`` every ``interval_s``) and a final one, through the spool.
 
     Delivery runs on its own thread; when the host cannot be reached the reports wait and delivery is
-    retried with back-off (up to ``max_backoff_s``). A report the host refuses as malformed (4xx other
-    than 401/403/429) is moved to ``rejected/`` and logged, so one bad file never blocks the rest.
+    retried with back-off (up to ``max_backoff_s``). A report leaves the spool only when host-serve stored it and
+    said so in its own answer (no redirect is followed; 404/405 and a 2xx that is not host-serve's keep it, with
+    "check --report-to"); one host-serve refuses as malformed (400, 413, 422) is moved to ``rejected/`` and
+    logged, so one bad file never blocks the rest; 408 and 5xx are sent again later.
     """
 
     def __init__(self, url, spool, snapshot, token=None, interval_s=10.0, log=print, max_backoff_s=30.0,
@@ -398,16 +448,22 @@ class Reporter(object):
                 continue
             try:
                 post_json(self.url, text, self.token, self.timeout_s)
+            except NotDelivered as miss:  # kept: the address, not the report, is wrong
+                self._note_failure("reports to {} not delivered ({}); they wait in {}".format(
+                    self.url, miss, self.spool.folder))
+                return False
             except DeliveryRefused as refusal:
-                if refusal.status in (401, 403, 429):
-                    self._note_failure("host refused the report ({}): {}".format(
-                        refusal.status, "check --token" if refusal.status != 429 else "busy"))
-                    return False
                 if refusal.status == 409 and _kept_by_host(refusal.detail):
                     self._conflict(path, refusal)
                     continue
-                self._reject(path, "host refused it: {}".format(refusal))
-                continue
+                if refusal.status in MALFORMED:
+                    self._reject(path, "host refused it: {}".format(refusal))
+                    continue
+                self._note_failure("host refused the report ({}): {}; reports wait in {}".format(
+                    refusal.status, "check --token" if refusal.status in (401, 403) else
+                    "busy" if refusal.status == 429 else "not host-serve's answer: check --report-to",
+                    self.spool.folder))
+                return False
             except (OSError, ValueError) as error:
                 self._note_failure("host {} unreachable ({}); reports wait in {}".format(
                     self.url, getattr(error, "reason", error), self.spool.folder))
