@@ -3,12 +3,12 @@ redirect (a captive portal, a web server in front) is never followed and never c
 with "check --report-to"; host-serve's 408 is sent again; a 2xx that is not host-serve's answer counts for nothing;
 only what host-serve refuses as malformed is set aside. Real HTTP servers on loopback, a real spool on disk."""
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from device.reports import Reporter, ReportSpool
+from tests.device import loopback
 
 STORED = b'{"stored": true, "duplicate": false, "generation": null}'
 
@@ -42,13 +42,10 @@ class Scripted(object):
                 scripted.gets += 1
                 self.answer(200, {"Content-Type": "text/html"}, b"<html>log in</html>")
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:{}".format(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = loopback.start(Handler)
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)
 
 
 @pytest.mark.parametrize("step, words", [

@@ -2,12 +2,13 @@
 import json
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from contract.errors import DeviceError
 from device.reports import Reporter, ReportSpool, reports_url
+from tests.device import loopback
 
 
 class Recorder(object):
@@ -32,13 +33,10 @@ class Recorder(object):
                 self.end_headers()
                 self.wfile.write(recorder.answer)
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:{}".format(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = loopback.start(Handler)
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        loopback.stop(self.server)
 
 
 def free_port():
