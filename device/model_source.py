@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import time
 
 from contract.errors import ContractError, DeviceError
 from contract.files import sha256_of_file
@@ -238,6 +239,17 @@ def _too_large(url, size, max_bytes):
                        "the URL".format(url, size, max_bytes // (1024 * 1024)))
 
 
+DOWNLOAD_GRACE_S = 30.0  # a download may take this long whatever its size ...
+MIN_DOWNLOAD_RATE = 64 * 1024  # ... and then as long as its size at this many bytes a second
+
+
+def download_deadline_s(size):
+    """How long a download of ``size`` bytes may take in all: DOWNLOAD_GRACE_S plus the size at
+    MIN_DOWNLOAD_RATE (a 3 MB model: 77 s; the 128 MB ceiling: 35 min). A host that sends a byte a second
+    never holds device-serve at start for ever."""
+    return DOWNLOAD_GRACE_S + float(size) / MIN_DOWNLOAD_RATE
+
+
 def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
     response = _open(url, timeout)
     try:
@@ -257,11 +269,15 @@ def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
         digest = hashlib.sha256()
         handle, partial = tempfile.mkstemp(prefix=".download-", suffix=".partial", dir=folder)
         received = 0
+        size = int(declared) if declared is not None and declared.strip().isdigit() else max_bytes
+        allowed_s = download_deadline_s(size)
+        deadline = time.monotonic() + allowed_s
+        read_some = getattr(response, "read1", response.read)
         try:
             with os.fdopen(handle, "wb") as out:
                 while True:
-                    try:
-                        block = response.read(1 << 16)
+                    try:  # read1: what has arrived (one socket read), so the deadline is checked as bytes come
+                        block = read_some(1 << 16)
                     except (OSError, ValueError) as error:
                         raise DeviceError("model URL {}: the download broke off ({}); try again".format(url, error))
                     if not block:
@@ -269,6 +285,12 @@ def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
                     received += len(block)
                     if received > max_bytes:
                         raise _too_large(url, "over {}".format(max_bytes), max_bytes)
+                    if time.monotonic() > deadline:  # each read has its timeout; the whole has this one
+                        raise DeviceError("model URL {}: the download took over {:.0f} s ({} of {} bytes; below {} "
+                                          "KB/s): the host or the network is too slow; try again, or copy the model "
+                                          "to the device and give its path".format(
+                                              url, allowed_s, received, size if declared else "?",
+                                              MIN_DOWNLOAD_RATE // 1024))
                     digest.update(block)
                     out.write(block)
                 out.flush()
