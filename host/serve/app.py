@@ -236,6 +236,7 @@ def add_report_routes(app: FastAPI, served: ServedRun, token: str, body_timeout_
 
         def store():  # on a worker thread: a writer waiting for SQLite's lock never blocks the event loop
             with served.write_lock:
+                served.check_same_run()  # stored in the run's own database, or not answered as stored
                 return (served.lineage.add_device_report(report.device_id, report.sequence, report.model_sha256,
                                                   report.kind, fps, data, spool_id=report.spool_id or ""),
                         served.lineage.generation_by_sha256(report.model_sha256))
@@ -243,6 +244,9 @@ def add_report_routes(app: FastAPI, served: ServedRun, token: str, body_timeout_
             outcome, generation = await run_in_threadpool(store)
         except sqlite3.OperationalError as error:  # disk full, database locked past its timeout, I/O error
             return cannot_store(report.device_id, report.sequence, error), report.kind, "unavailable"
+        except HTTPException as gone:  # the run was replaced or deleted while served
+            return (JSONResponse({"detail": gone.detail}, status_code=gone.status_code, headers=gone.headers),
+                    report.kind, "unavailable")
         answer = {"stored": outcome != "duplicate", "duplicate": outcome == "duplicate",
                   "generation": generation["generation"] if generation else None}
         if outcome == "conflict":  # kept beside the stored one, and said on both sides

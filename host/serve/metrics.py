@@ -36,9 +36,10 @@ class ServeMetrics:
         self.files = Counter("host_serve_model_files", "Generation files handed out, by file name", ("file",),
                              registry=self.registry)
         generations = Gauge("host_serve_generations", "Generations in the run", registry=self.registry)
-        generations.set_function(lambda: len(served_run.reader().generations()))
+        generations.set_function(lambda: _or_nan(lambda: len(served_run.reader().generations())))
         stored = Gauge("host_serve_device_reports", "Device reports stored in the run", registry=self.registry)
-        stored.set_function(lambda: served_run.reader().db.execute("SELECT count(*) FROM device_reports").fetchone()[0])
+        stored.set_function(lambda: _or_nan(
+            lambda: served_run.reader().db.execute("SELECT count(*) FROM device_reports").fetchone()[0]))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -67,6 +68,14 @@ class MeasuredRequests:
             await self.app(scope, receive, sending)
         finally:
             metrics.requests.labels(scope["method"], route_of(scope), str(status["code"] or 500)).inc()
+
+
+def _or_nan(read) -> float:
+    """``read()``, or NaN (Prometheus' "no value now") when the run cannot be read: /metrics always answers."""
+    try:
+        return float(read())
+    except Exception:  # the run replaced (HTTPException 503), a locked or missing database
+        return float("nan")
 
 
 def route_of(scope) -> str:

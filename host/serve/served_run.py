@@ -58,6 +58,15 @@ def check_run_folder(run: str | Path) -> Path:
     return run
 
 
+def database_identity(run: Path) -> tuple | None:
+    """(st_dev, st_ino) of RUN/lineage.sqlite, or None when there is none."""
+    try:
+        status = os.stat(run / "lineage.sqlite")
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def not_a_run(folder: Path) -> str:
     """What a folder without lineage.sqlite is, and what to give host-serve instead, in the user's terms: no such
     folder or an empty one (host-evolve --out makes a run there), an image-folder dataset (host-evolve's --data,
@@ -117,6 +126,8 @@ class ServedRun:
         self.root = check_run_folder(run)
         self.read_only = run_is_read_only(self.root) if read_only is None else read_only
         self.lineage = None if self.read_only else Lineage(self.root / "lineage.sqlite")
+        self.identity = database_identity(self.root)  # (device, inode) of the lineage.sqlite being served
+        self._said_replaced = False
         self.write_lock = threading.Lock()  # one writer connection shared by the request threads
         self.readers = ThreadReaders(self.root / "lineage.sqlite", immutable=self.read_only)
         self.files = ModelFiles()
@@ -127,7 +138,24 @@ class ServedRun:
         self._redrawer: threading.Thread | None = None
 
     def reader(self) -> Lineage:
+        self.check_same_run()
         return self.readers.get()
+
+    def check_same_run(self) -> None:
+        """HTTPException 503 (and one line in the log) when the run's lineage.sqlite is no longer the file
+        host-serve opened -- deleted, or the run folder moved or replaced while served: a report answered 201 then
+        would be lost, or land in the old folder. Checked before every answer that reads or writes the run."""
+        if database_identity(self.root) == self.identity:
+            return
+        if not self._said_replaced:
+            self._said_replaced = True
+            import sys
+            print(f"host-serve: {self.root / 'lineage.sqlite'} was replaced, moved or deleted while served; "
+                  f"answering 503 until host-serve is started again on the run (devices keep their reports)",
+                  file=sys.stderr, flush=True)
+        raise HTTPException(503, "the run host-serve was serving was replaced, moved or deleted; its operator must "
+                                 "start host-serve again (the device keeps its reports and sends them then)",
+                            headers={"Retry-After": "60"})
 
     def device_figures(self, reader: Lineage) -> tuple:
         """(device_fps, device_figures), read from every stored report once per new report, not once per
