@@ -9,6 +9,7 @@ digest as a fragment (``http://host:8700/models/3/model.onnx#sha256=<hex>``), or
 The cache holds one file per digest, ``<cache>/models/<sha256>.onnx``, written atomically, so a model is
 downloaded once however many URLs name it, and a half-written file is never taken for a model.
 """
+import errno
 import hashlib
 import json
 import os
@@ -239,6 +240,16 @@ def _too_large(url, size, max_bytes):
                        "the URL".format(url, size, max_bytes // (1024 * 1024)))
 
 
+def cache_unwritable(folder, error):
+    """The one line for a model cache that cannot take a download (a full disk, a read-only mount, permission)."""
+    cause = getattr(error, "strerror", None) or error
+    fix = ("free space there" if getattr(error, "errno", None) == errno.ENOSPC else
+           "it is read-only: mount it writable" if getattr(error, "errno", None) == errno.EROFS else
+           "give a folder this user may write")
+    return DeviceError("model cache {}: cannot keep the download ({}); {}, or give another --cache-dir (nothing "
+                       "was kept)".format(folder, cause, fix))
+
+
 DOWNLOAD_GRACE_S = 30.0  # a download may take this long whatever its size ...
 MIN_DOWNLOAD_RATE = 64 * 1024  # ... and then as long as its size at this many bytes a second
 
@@ -264,10 +275,13 @@ def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
         want = expected or announced
         if want is not None and _cached(folder, want):
             return _cached(folder, want)  # downloaded before: leave the body unread
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
+        try:
+            if not os.path.isdir(folder):
+                os.makedirs(folder)
+            handle, partial = tempfile.mkstemp(prefix=".download-", suffix=".partial", dir=folder)
+        except OSError as error:
+            raise cache_unwritable(folder, error)
         digest = hashlib.sha256()
-        handle, partial = tempfile.mkstemp(prefix=".download-", suffix=".partial", dir=folder)
         received = 0
         size = int(declared) if declared is not None and declared.strip().isdigit() else max_bytes
         allowed_s = download_deadline_s(size)
@@ -292,9 +306,15 @@ def _download(url, folder, expected, timeout, log, max_bytes=MAX_MODEL_BYTES):
                                               url, allowed_s, received, size if declared else "?",
                                               MIN_DOWNLOAD_RATE // 1024))
                     digest.update(block)
-                    out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
+                    try:
+                        out.write(block)
+                    except OSError as error:
+                        raise cache_unwritable(folder, error)
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as error:
+                    raise cache_unwritable(folder, error)
             actual = digest.hexdigest()
             if want is not None and actual != want:
                 raise DeviceError("model URL {}: the download has sha256 {} but {} was expected; it was corrupted "

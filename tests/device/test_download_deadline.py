@@ -40,3 +40,14 @@ def test_a_download_that_trickles_is_given_up_at_its_deadline(tmp_path, monkeypa
     finally:
         loopback.stop(server)
     assert list((tmp_path / "models").iterdir()) == []  # not even the partial file
+
+
+def test_a_model_cache_that_cannot_take_the_download_is_one_line(tmp_path):
+    from tests.tiny_run import served_tiny_run
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache should be\n")
+    with served_tiny_run(tmp_path / "run", "cache-token-0123456789abcdef") as (server, _, _):
+        with pytest.raises(DeviceError) as refused:
+            model_source.resolve_model(server.url + "/models/0/model.onnx", cache_dir=str(blocker / "cache"))
+    text = str(refused.value)
+    assert text.startswith("model cache ") and "or give another --cache-dir" in text and "\n" not in text
