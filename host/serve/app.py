@@ -20,6 +20,7 @@ users may read or write (any group/other permission bit) is refused, and so is a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import sys
@@ -47,6 +48,7 @@ from host.serve.served_run import MAX_GENERATION, ServedRun
 
 
 MAX_REPORTS_PAGE = 10000
+IN_MEMORY_BYTES = 64 * 1024 * 1024  # a checked file up to this size is read once and sent from memory
 DEFAULT_REPORTS_PAGE = 1000
 
 
@@ -170,9 +172,16 @@ def add_model_routes(app: FastAPI, served: ServedRun) -> None:
             raise HTTPException(404, f"{name} of generation {number} is missing from the run folder")
         # which generation an alias named, and its own address (a device caches and reports by it)
         headers = {"X-Generation": str(number), "Content-Location": f"/models/{number}/{name}"}
+        data = None
         if name in CHECKED_FILES:
             try:
-                actual = served.files.sha256(path)
+                if request.method == "GET" and path.stat().st_size <= IN_MEMORY_BYTES:
+                    # read once: the bytes checked are the bytes sent (a file rewritten or cut mid-download
+                    # can no longer send other bytes than its X-SHA256, or fewer than its Content-Length)
+                    data = path.read_bytes()
+                    actual = hashlib.sha256(data).hexdigest()
+                else:
+                    actual = served.files.sha256(path)
             except OSError as error:
                 print(f"host-serve: cannot read {path} ({error})", file=sys.stderr, flush=True)
                 raise HTTPException(503, f"generation {number}'s {name} cannot be read on the host now") from None
@@ -186,6 +195,8 @@ def add_model_routes(app: FastAPI, served: ServedRun) -> None:
             headers["X-SHA256"] = actual
         if request.method == "GET":
             app.state.metrics.files.labels(name).inc()  # host_serve_model_files_total
+        if data is not None:
+            return Response(data, media_type=SERVED_FILES[name], headers=headers)
         return FileResponse(path, media_type=SERVED_FILES[name], headers=headers)
 
 

@@ -39,9 +39,9 @@ def test_listing_carries_the_shared_key_with_the_sha256_fragment(served_run, tmp
     assert Path(path).read_bytes() == (run / "gen-00" / "model.onnx").read_bytes()
 
 
-def test_a_model_changed_after_the_host_checked_it_is_refused_by_the_device(served_run, tmp_path):
-    """Same size and mtime, other bytes: host-serve's per-version check does not see it and still announces
-    the lineage's digest, so only the device's own sha256 of the download stands between it and the model."""
+def test_a_model_changed_after_the_host_checked_it_is_refused_by_the_host_before_it_is_sent(served_run, tmp_path):
+    """Same size and mtime, other bytes: host-serve's per-version cache cannot see it, but a model file is read once
+    and the bytes checked are the bytes sent, so the host refuses it (503) and the device keeps nothing."""
     server, run, card = served_run
     cache = tmp_path / "cache"
     entry = list_generations(server.url)[0]
@@ -51,10 +51,37 @@ def test_a_model_changed_after_the_host_checked_it_is_refused_by_the_device(serv
     tampered = data[:-16] + bytes(b ^ 0xFF for b in data[-16:])
     onnx.write_bytes(tampered)
     os.utime(onnx, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    with pytest.raises(DeviceError, match="the download has sha256 .* but {} was expected; it was corrupted".format(
-            card["sha256"])):
+    with pytest.raises(DeviceError, match="answered HTTP 503.*does not match its sha256"):
         resolve_model(entry[MODEL_URL_KEY], cache_dir=str(cache))
     assert cached_models(cache) == []  # nothing kept, not even the partial file
+
+
+def test_a_host_that_sends_other_bytes_than_it_announces_is_refused_by_the_device(served_run, tmp_path):
+    """The device's own sha256 of the download stands behind the host's: a server announcing one digest and
+    sending other bytes (a proxy's cache, a broken mirror) leaves nothing in the cache."""
+    from http.server import BaseHTTPRequestHandler
+    from tests.device import loopback
+    _, run, card = served_run
+    body = (run / "gen-00" / "model.onnx").read_bytes()[:-1] + b"\0"
+
+    class Lying(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("X-SHA256", card["sha256"])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+    server, url = loopback.start(Lying)
+    try:
+        with pytest.raises(DeviceError, match="the download has sha256 .* but {} was expected; it was corrupted"
+                           .format(card["sha256"])):
+            resolve_model(url + "/models/0/model.onnx", cache_dir=str(tmp_path / "cache"))
+    finally:
+        loopback.stop(server)
+    assert cached_models(tmp_path / "cache") == []
 
 
 def test_a_model_changed_on_the_host_is_refused_before_it_is_sent(served_run, tmp_path):
@@ -70,8 +97,9 @@ def test_a_model_changed_on_the_host_is_refused_before_it_is_sent(served_run, tm
 
 
 def test_the_agent_refuses_a_tampered_model_it_found_through_generations(served_run, tmp_path):
-    """device-agent end to end against host-serve: it lists, finds generation 0 under ``model_url``, and a
-    download whose bytes are not the listed sha256 is not benchmarked (retried later, nothing cached)."""
+    """device-agent end to end against host-serve: it lists, finds generation 0 under ``model_url``, and a model
+    whose bytes are not the listed sha256 is not benchmarked (host-serve refuses to send it: retried later,
+    nothing cached)."""
     server, run, card = served_run
     onnx = run / "gen-00" / "model.onnx"
     list_generations(server.url)
@@ -88,5 +116,5 @@ def test_the_agent_refuses_a_tampered_model_it_found_through_generations(served_
         assert agent.process(entries[0]) == "retry"
     finally:
         agent.close()
-    assert any("was expected" in line and "generation 0" in line for line in logged), logged
+    assert any("does not match its sha256" in line and "generation 0" in line for line in logged), logged
     assert cached_models(tmp_path / "agent") == []
