@@ -31,7 +31,7 @@ from contract.console import utf8_console
 from contract.errors import ContractError, DeviceError
 from contract.files import finite_json
 from contract.version import add_version
-from contract.generation_files import MODEL_ONNX, REFERENCE_NPZ, generation_url_path
+from contract.generation_files import LABELS_TXT, MODEL_ONNX, REFERENCE_NPZ, generation_url_path
 from device.engine_options import add_engine_options
 from device.outputs import OUTPUT_HELP
 from device.sources import SOURCE_HELP
@@ -62,7 +62,8 @@ def get_args_parser():
                         help="the model output that holds the class scores (jetson-inference's --output_blob; "
                              "default: the only one, or of several the floating-point scores)")
     jetson = parser.add_argument_group("jetson-inference's imagenet flags, taken as it takes them")
-    jetson.add_argument("--labels", metavar="FILE", help="labels.txt to use instead of the model's own (one a line)")
+    jetson.add_argument("--labels", metavar="FILE", help="a {} (one label a line) to use instead of the model's "
+                                                         "own".format(LABELS_TXT))
     jetson.add_argument("--input-blob", "--input_blob", dest="input_blob", metavar="NAME",
                         help="the model's input name: checked against the model (it has one input)")
     jetson.add_argument("--topK", "--topk", dest="top", type=int, default=argparse.SUPPRESS, help="as --top")
@@ -384,8 +385,8 @@ def take_jetson_inference_flags(settings, info, log):
                 settings.labels, len(labels), info.num_classes))
         info.labels = labels
     elif all(label == "class {}".format(i) for i, label in enumerate(info.labels)):
-        log("device-serve: warning: the model names no labels (no metadata, no labels.txt beside it): answers are "
-            "class numbers; give --labels FILE")
+        log("device-serve: warning: the model names no labels (no metadata, no {} beside it): answers are "
+            "class numbers; give --labels FILE".format(LABELS_TXT))
 
 
 def open_display(settings, log):

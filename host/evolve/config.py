@@ -187,8 +187,8 @@ def validate(config: EvolveConfig) -> None:
     if not 32 <= config.image_size <= MAX_IMAGE_SIZE:
         problems.append(f"image_size = {config.image_size} must be in [32, {MAX_IMAGE_SIZE}] (SqueezeNet "
                         f"downsamples 16x; the decoded cache holds every image at this size)")
-    if not 0 < config.lr <= 100:
-        problems.append(f"lr = {config.lr} must be in (0, 100] (the peak learning rate at batch 64, e.g. 0.01)")
+    if not 0 < config.lr <= 1000:
+        problems.append(f"lr = {config.lr} must be in (0, 1000] (the peak learning rate at batch 64, e.g. 0.01)")
     if not 0 <= config.seed < 2 ** 32:
         problems.append(f"seed = {config.seed} must be in [0, 2^32) (numpy's and torch's seeds are unsigned)")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(config.device)):

@@ -17,7 +17,7 @@ SHAPES = (8, 36)
 
 @pytest.mark.parametrize("extra, words", [
     ({"seed": -1}, "seed = -1 must be in [0, 2^32)"),
-    ({"lr": 1e300}, "lr = 1e+300 must be in (0, 100]"),
+    ({"lr": 1e300}, "lr = 1e+300 must be in (0, 1000]"),
     ({"device": "tpu"}, "device = 'tpu' must be auto, cpu, cuda or cuda:N"),
 ])
 def test_values_out_of_range_are_one_line_and_leave_nothing(shapes, tmp_path, extra, words):

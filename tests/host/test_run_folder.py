@@ -81,7 +81,7 @@ def test_a_refused_data_folder_leaves_no_run_behind(tmp_path):
      ["config.json is not readable JSON", "lineage.sqlite keeps a copy"]),
     (lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"lr": "fast"}))), ["--resume", "{f}"],
      ["config key lr = 'fast' should be a float"]),
-    (lambda d: None, ["--data", "x", "--lr", "-1"], ["lr = -1.0 must be in (0, 100]"]),
+    (lambda d: None, ["--data", "x", "--lr", "-1"], ["lr = -1.0 must be in (0, 1000]"]),
     (lambda d: None, ["--data", "x", "--lr", "nan"], ["lr = nan must be a finite number"]),
     (lambda d: None, ["--data", "x", "--image-size", "100000"], ["image_size = 100000 must be in [32, 1024]"]),
     (lambda d: d.write_text("a file"), ["--data", "{shapes}", "--out", "{f}"], ["is a file, not a folder"]),
