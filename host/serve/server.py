@@ -98,6 +98,31 @@ def bind_socket(host: str, port: int, text: str) -> socket.socket:
     return listening
 
 
+#: the least host-serve works with: its connections' guard keeps FD_HEADROOM (320) files for the database and
+#: the served files beside at least 16 connections; threads and the event loop need address space
+MIN_OPEN_FILES = 336
+MIN_ADDRESS_SPACE = 2 << 30
+
+
+def check_limits(limits=None) -> None:
+    """HostError (one line, the limit and the fix) when the process's open-file or address-space limit is below
+    what host-serve needs: below them it would start, then answer 500s with a traceback per request.
+    ``limits``: (open files, address space bytes) soft limits, read from the process by default (None: none)."""
+    import resource
+    if limits is None:
+        files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        space = resource.getrlimit(resource.RLIMIT_AS)[0]
+        limits = (None if files == resource.RLIM_INFINITY else files,
+                  None if space == resource.RLIM_INFINITY else space)
+    files, space = limits
+    if files is not None and files < MIN_OPEN_FILES:
+        raise HostError(f"the open-file limit is {files} (ulimit -n); host-serve needs at least {MIN_OPEN_FILES}: "
+                        f"raise it (ulimit -n 1024, or LimitNOFILE=1024 in its systemd unit)")
+    if space is not None and space < MIN_ADDRESS_SPACE:
+        raise HostError(f"the address-space limit is {space >> 20} MB (ulimit -v); host-serve needs at least "
+                        f"{MIN_ADDRESS_SPACE >> 20} MB for its threads: raise it (ulimit -v unlimited)")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="host-serve", description=app_module.__doc__.split("\n\n")[0])
     add_version(parser, "host-serve")
@@ -112,6 +137,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
+        check_limits()
         host, port = parse_bind(args.bind)
         run = check_run_folder(args.run)  # before anything is written into it
         listening = bind_socket(host, port, args.bind)  # a busy port is refused before a token file is made
