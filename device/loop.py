@@ -42,12 +42,17 @@ def to_probabilities(outputs, kind="logits"):
     (contract.model_info.OUTPUT_KINDS): logits are softmaxed, log-probabilities exponentiated, probabilities
     (a graph ending in Softmax or Sigmoid) kept as they are, clipped to [0, 1]. Never NaN: see
     :func:`finite_outputs` for outputs that are not finite."""
-    values, _ = finite_outputs(outputs, kind)
+    return probabilities_of(outputs, kind)[0]
+
+
+def probabilities_of(outputs, kind="logits"):
+    """(:func:`to_probabilities` of ``outputs``, what was not finite in them or None), the outputs looked at once."""
+    values, problem = finite_outputs(outputs, kind)
     if kind == "probabilities":
-        return np.clip(values, 0.0, 1.0)
+        return np.clip(values, 0.0, 1.0), problem
     if kind == "log_probabilities":
-        return np.exp(np.minimum(values, 0.0))
-    return softmax(values)
+        return np.exp(np.minimum(values, 0.0)), problem
+    return softmax(values), problem
 
 
 def finite_outputs(outputs, kind="logits"):
@@ -186,15 +191,14 @@ class ServeLoop(object):
         """Probabilities (softmax of logits; a foreign model's probabilities as they are), smoothing, the
         ``top`` best (label, probability)."""
         begin = time.monotonic()
-        outputs = np.asarray(logits).reshape(1, -1)
-        _, problem = finite_outputs(outputs, self.output_kind)
+        probabilities, problem = probabilities_of(np.asarray(logits).reshape(1, -1), self.output_kind)
         if problem is not None:
             self.not_finite += 1
             if self.not_finite == 1:  # said once, counted in the figures (stats: not_finite_frames)
                 self.log("device-serve: warning: the model's output is not finite ({}): an FP16 overflow? Read as "
                          "its answer (+inf wins, NaN counts as impossible); counted in not_finite_frames".format(problem))
             self.telemetry.set(not_finite_frames=self.not_finite)
-        probabilities = self.smoother(to_probabilities(outputs, self.output_kind)[0])
+        probabilities = self.smoother(probabilities[0])
         best = top_k(probabilities, self.labels, self.top)
         self.telemetry.stage("postprocess", (time.monotonic() - begin) * 1000.0)
         return best

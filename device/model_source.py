@@ -107,12 +107,18 @@ def open_model(path_or_url, cache_dir=None, expected_sha256=None, timeout=TIMEOU
         path = resolve_model(text, cache_dir=cache_dir, expected_sha256=expected_sha256, timeout=timeout, log=log)
         fetch_reference(text, path, timeout, log)
         return ModelInfo.from_onnx(path, output_name)
-    expected = _normal_sha256(expected_sha256, "expected sha256")
     path = _local_model(text)
     try:
         info = ModelInfo.from_onnx(path, output_name)  # read (and hashed) once, here
     except (IOError, OSError) as error:
         raise _unreadable(path, error)
+    return check_expected_sha256(info, expected_sha256)
+
+
+def check_expected_sha256(info, expected_sha256):
+    """``info`` (a ModelInfo) when ``expected_sha256`` (64 hex digits, or None for no check) is its identity, else
+    DeviceError naming both."""
+    expected = _normal_sha256(expected_sha256, "expected sha256")
     if expected is not None and info.sha256 != expected:
         raise DeviceError("model {} has sha256 {} but {} was expected: it is not the generation you "
                           "asked for".format(info.path, info.sha256, expected))

@@ -61,7 +61,7 @@ def open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir
     ``threads`` for ONNX Runtime. Raises DeviceError with a clear message on bad input.
     """
     from contract.model_info import ModelInfo
-    from device.model_source import default_cache_dir, open_model
+    from device.model_source import check_expected_sha256, default_cache_dir, open_model
     if engine is None:
         engine = EngineOptions(backend, precision, options.pop("calibration_dir", None),
                                options.pop("workspace_mb", None), cache_dir)
@@ -72,10 +72,7 @@ def open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir
         raise DeviceError("max_batch {} must be at least 1".format(max_batch))
     cache_dir = cache_dir or default_cache_dir()
     if isinstance(model, ModelInfo):
-        if expected_sha256 is not None and model.sha256 != str(expected_sha256).lower():
-            raise DeviceError("model {} has sha256 {} but {} was expected".format(model.path, model.sha256,
-                                                                                 expected_sha256))
-        info = model
+        info = check_expected_sha256(model, expected_sha256)
     else:
         info = open_model(model, cache_dir=cache_dir, expected_sha256=expected_sha256)
     if name == "tensorrt":

@@ -46,9 +46,7 @@ def images_of(fraction: float, images: int) -> int:
 
 def counts_of(row: dict) -> tuple[int, int] | None:
     """(images classified right, validation images) of a row with ``val_counts``, else None."""
-    counts = row.get("val_counts")
-    if isinstance(counts, str):
-        counts = json.loads(counts)
+    counts = _parsed(row.get("val_counts"))
     if not counts or not counts.get("support"):
         return None
     return int(sum(counts["correct"])), int(sum(counts["support"]))
@@ -56,9 +54,7 @@ def counts_of(row: dict) -> tuple[int, int] | None:
 
 def never_predicted(row: dict) -> list[int]:
     """The classes of the validation split (support > 0) that ``row``'s model never answered."""
-    counts = row.get("val_counts")
-    if isinstance(counts, str):
-        counts = json.loads(counts)
+    counts = _parsed(row.get("val_counts"))
     if not counts or not counts.get("predicted"):
         return []
     return [c for c, (support, predicted) in enumerate(zip(counts["support"], counts["predicted"]))
@@ -107,15 +103,16 @@ def within_bar(generations: list[dict], tolerance: float, floor: float = 0.0) ->
     """(the generations at or above the bar, the bar as a top-1, how it is set): the bar is the ancestor's top-1
     less ``tolerance`` (in whole validation images when every row carries its counts), never below ``floor``."""
     ancestor = generations[0]
-    anchor = counts_of(ancestor)
-    if anchor is not None and all(counts_of(g) is not None and counts_of(g)[1] == anchor[1] for g in generations):
+    counts = [counts_of(g) for g in generations]
+    anchor = counts[0]
+    if anchor is not None and all(c is not None and c[1] == anchor[1] for c in counts):
         correct, images = anchor
         bar_images = max(int(math.ceil(floor * images - 1e-9)), correct - images_of(tolerance, images))
         bar = bar_images / images
         text = (f"{bar_images} of {images} validation images: the ancestor's {correct} less "
                 f"{images_of(tolerance, images)} ({100 * tolerance:g} points, --top1-tolerance)"
                 if bar > floor + 1e-12 else f"the top-1 floor {100 * floor:.1f} % ({bar_images} of {images})")
-        return [g for g in generations if counts_of(g)[0] >= bar_images], bar, text
+        return [g for g, c in zip(generations, counts) if c[0] >= bar_images], bar, text
     bar = max(floor, ancestor["top1"] - tolerance)
     text = (f"within {100 * tolerance:g} points of the ancestor's {100 * ancestor['top1']:.1f} % (--top1-tolerance)"
             if bar > floor else f"at or above the top-1 floor {100 * floor:.1f} %")
