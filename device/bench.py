@@ -289,6 +289,13 @@ def get_args_parser():
                              "exit 1 when they disagree beyond the stated tolerance")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    table = parser.add_argument_group("latency table", "time every layer of the model's SqueezeNet genome at every "
+                                      "width the evolution may draw (host-evolve --latency-table reads it)")
+    table.add_argument("--layer-table", metavar="OUT.json", default=None,
+                       help="measure the latency table instead of the model, and write it here")
+    table.add_argument("--layer-table-step", type=int, default=None, metavar="N",
+                       help="widths on the table's grid: multiples of N (default the backend's channel block, read "
+                            "from the CPU or the precision; 32 keeps a TensorRT table to about 400 engine builds)")
     add_engine_options(parser)
     return parser
 
@@ -331,6 +338,8 @@ def main(argv=None):
         check_times(args.seconds, args.warmup)
         if not 0 <= args.remeasure <= 10:
             raise DeviceError("--remeasure {} must be between 0 and 10".format(args.remeasure))
+        if args.layer_table:
+            return _layer_table(args, engine, argv)
         batches = parse_batches(args.batch)
         report = bench_model(args.model, batches=batches, seconds=args.seconds, warmup_s=args.warmup, log=log,
                              output_name=args.output_blob,
@@ -357,6 +366,16 @@ def main(argv=None):
                   report["backend"]["backend"], len(failed), len(report["checks"])), file=sys.stderr)
         return 1
     return 0
+
+
+def _layer_table(args, engine, argv):
+    from device.layer_table import measure_table, summary_lines
+    table = measure_table(args.model, args.layer_table, engine, step=args.layer_table_step,
+                          log=lambda message: print(message, file=sys.stderr))
+    for line in summary_lines(table):
+        print(line)
+    print("wrote {}: give it to host-evolve --latency-table {}".format(args.layer_table, args.layer_table))
+    return 0 if table["check"]["within"] else 1
 
 
 if __name__ == "__main__":

@@ -96,6 +96,20 @@ def is_jetson():
     return os.path.exists("/etc/nv_tegra_release") or os.path.exists("/sys/module/tegra_fuse")
 
 
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags (/proc/cpuinfo "flags" on x86, "Features" on ARM), a sorted list; [] when
+    unreadable. Read, never assumed: ONNX Runtime's channel block follows them (contract.latency_table)."""
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return sorted(set(value.split()))
+    except (IOError, OSError):
+        pass
+    return []
+
+
 def platform_info():
     """What the reports say about the machine: hostname, OS, Python, CPU count, Jetson / L4T release."""
     import platform

@@ -49,7 +49,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ancestor-epochs", type=int, help="training epochs of the ancestor (default 6)")
     parser.add_argument("--image-size", type=int, help="square input size in pixels (default 112)")
     parser.add_argument("--env-factor", type=float, help="R: expected offspring cost / parent's (default 0.93)")
-    parser.add_argument("--budget", choices=("params", "macs"), help="what R budgets (default params)")
+    parser.add_argument("--budget", choices=config_module.BUDGETS,
+                        help="what R budgets: params (size, the default), macs, or latency (predicted by a measured "
+                             "per-layer table: cuts land where the device spends its time)")
+    parser.add_argument("--latency-table", metavar="FILE|local",
+                        help="with --budget latency: a table from `device-bench --layer-table` on the target, or local "
+                             "(ONNX Runtime here, measured once and cached; the default)")
+    parser.add_argument("--allocation-exponent", type=float,
+                        help="with --budget latency: how strongly each layer's cut follows its latency price over its "
+                             "accuracy price (default 1; 0 = the heredity alone)")
     parser.add_argument("--cost-exponent", type=float,
                         help="compute-aware heredity: filters that cost more MACs die more readily, whatever --budget counts "
                              "(0 = the paper's model, the default; e.g. 1)")
@@ -111,7 +119,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "cost_exponent", "strength",
+FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "latency_table", "allocation_exponent", "cost_exponent", "strength",
              "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 

@@ -17,6 +17,8 @@ from host.evolve.synthesis import STRENGTHS
 
 log = logging.getLogger("squishednets.config")
 
+BUDGETS = ("params", "macs", "latency")
+
 @dataclass
 class EvolveConfig:
     """Every setting of a host-evolve run, with its default (the measured recipe, docs/benchmarks.md 1b and 7);
@@ -29,7 +31,9 @@ class EvolveConfig:
     ancestor_epochs: int = 6  # training epochs of the ancestor (SqueezeNet v1.1, conv10 -> N classes)
     image_size: int = 112  # square input side, pixels (the device resizes whole frames to it)
     env_factor: float = 0.93  # R: expected offspring cost = R x parent's (0.93 x 15 gens ~ the paper's 0.95 MB)
-    budget: str = "params"  # what R budgets: "params" (size) or "macs" (compute at image_size)
+    budget: str = "params"  # what R budgets: "params" (size), "macs" (compute at image_size) or "latency" (a measured table's prediction)
+    latency_table: str = "local"  # with budget "latency": a device-bench --layer-table file, or "local" (measured here, cached)
+    allocation_exponent: float = 1.0  # with budget "latency": how strongly cuts follow latency price / sensitivity (0 = the heredity alone)
     cost_exponent: float = 0.0  # alpha of the compute-aware heredity (host/evolve/synthesis.py step 5); 0 = the paper's
     strength: str = "filter"  # a filter's strength: "filter" (sum |w| of its own weights, the paper's) or "consumer"
     offspring: int = 1  # K offspring per generation, each trained; the fittest (top-1) becomes the parent
@@ -73,14 +77,15 @@ class EvolveConfig:
 
 KNOWN_KEYS = tuple(f.name for f in fields(EvolveConfig))
 # the settings that name files or folders: stored absolute, so a run means the same files from any directory
-PATH_KEYS = ("data", "out", "pretrained", "ancestor_from", "cache_dir")
+PATH_KEYS = ("data", "out", "pretrained", "ancestor_from", "cache_dir", "latency_table")
+NOT_PATHS = {"latency_table": "local"}  # a path setting's value that names no file
 
 
 def absolute_paths(values: dict) -> dict:
     """``values`` with every path setting (PATH_KEYS) that is a non-empty string made absolute against the
     current directory (``~`` expanded, ``..`` folded; symlinks kept as given)."""
     return {key: (os.path.abspath(os.path.expanduser(value)) if key in PATH_KEYS and isinstance(value, str) and value
-                  else value) for key, value in values.items()}
+                  and value != NOT_PATHS.get(key) else value) for key, value in values.items()}
 
 
 def run_paths(values: dict, run: str | Path) -> dict:
@@ -166,8 +171,14 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"epochs = {config.epochs} must be >= 1 and ancestor_epochs >= 0")
     if not 0 < config.env_factor <= 1:
         problems.append(f"env_factor = {config.env_factor} must be in (0, 1] (the paper's R, e.g. 0.93)")
-    if config.budget not in ("params", "macs"):
-        problems.append(f"budget = {config.budget!r} must be 'params' or 'macs'")
+    if config.budget not in BUDGETS:
+        problems.append(f"budget = {config.budget!r} must be one of {', '.join(BUDGETS)}")
+    if not 0 <= config.allocation_exponent <= 4:
+        problems.append(f"allocation_exponent = {config.allocation_exponent} must be in [0, 4] (0 = the heredity "
+                        "alone; 1: a layer that buys twice the time per unit of damage is cut about twice as readily)")
+    if config.budget == "latency" and config.cost_exponent:
+        problems.append("cost_exponent is the MAC-priced heredity; with budget = 'latency' the allocation "
+                        "(allocation_exponent) prices layers by the latency table: give one of them")
     if config.strength not in STRENGTHS:
         problems.append(f"strength = {config.strength!r} must be one of {', '.join(STRENGTHS)}")
     if not 0 <= config.cost_exponent <= 4:
@@ -251,7 +262,8 @@ def load_saved(path: Path) -> EvolveConfig:
     if not isinstance(values, dict):
         raise HostError(f"--resume {path.parent}: {path} is not a JSON object of settings; {fix}")
     relative = [f"{key} = {values[key]!r}" for key in PATH_KEYS if key != "out" and isinstance(values.get(key), str)
-                and values[key] and not os.path.isabs(os.path.expanduser(values[key]))]
+                and values[key] and values[key] != NOT_PATHS.get(key)
+                and not os.path.isabs(os.path.expanduser(values[key]))]
     if relative:  # a run made before paths were stored absolute: they meant the directory it was started in
         log.warning("%s holds relative paths (%s, from an older host-evolve); they are read against the current "
                     "directory %s and stored absolute from now on", path, ", ".join(relative), os.getcwd())

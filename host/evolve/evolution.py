@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from contract.errors import ContractError
 from contract.generation_files import CARD_JSON, LABELS_TXT, MODEL_ONNX
 from contract.preprocess import PreprocessSpec
 from host.evolve import config as config_module
@@ -166,6 +167,9 @@ class Evolution:
                 load_ancestor(config.ancestor_from, self.data.labels, config.dropout)
             for where, skipped in self.data.skipped().items():
                 self.recorder.skipped(skipped, where)
+            self.num_classes = len(self.data.labels)
+            self._proxy: ProxySet | None = None  # selection's fixed proxy images (--candidates > 1), drawn once
+            self.latency_cost = self.open_latency_cost() if config.budget == "latency" else None
         except BaseException as error:
             if hasattr(self, "lineage"):
                 self.lineage.close()
@@ -174,11 +178,73 @@ class Evolution:
                     self.claim.undo_setup()  # a refused new run takes back what it wrote; a resumed one keeps all
                 self.claim.release()
             raise
-        self.num_classes = len(self.data.labels)
         self.ancestor_weights: str | None = None  # gen-00's weights (relative to RUN), once it is recorded
         self._ancestor: SqueezeNet | None = None  # the ancestor as a teacher (--distill-from ancestor), loaded once
         self._ancestor_top1: float | None = None  # gen 0's top-1, the reference of --max-total-drop
-        self._proxy: ProxySet | None = None  # selection's fixed proxy images (--candidates > 1), drawn once
+
+    def open_latency_cost(self):
+        """--budget latency: the table (a file, or measured here and cached), checked against this run's input
+        size, classes and widths; kept in the run folder. HostError when --round-to is off the table's block."""
+        from host.evolve.latency_cost import local_block, resolve_table, save_copy
+        c = self.config
+        parent = Genome.squeezenet1_1(self.num_classes).to_dict()
+        if c.latency_table == "local":
+            block, why = local_block()
+        else:
+            from contract.latency_table import load_table
+            try:
+                table = load_table(c.latency_table)
+            except ContractError as error:
+                raise HostError(f"--latency-table {c.latency_table}: {error}") from error
+            block, why = int(table["block"]), table.get("block_why", "the table's block")
+        if c.round_to % block:
+            raise HostError(f"--budget latency with --round-to {c.round_to}: widths off the block of {block} run "
+                            f"slower ({why}); give --round-to {block} or a multiple of it")
+        cost = resolve_table(c.latency_table, parent, c.image_size, c.round_to,
+                             log=self.recorder.say if self.world.is_main else (lambda message: None))
+        if self.world.is_main:
+            save_copy(cost, self.layout.latency_table)
+            self.recorder.say("host-evolve: " + cost.describe())
+        return cost
+
+    def budget_cost(self, genome: Genome) -> float:
+        """What --budget counts of ``genome``: parameters, MACs at the run's size, or predicted latency (ms)."""
+        c = self.config
+        if c.budget == "latency":
+            return self.latency_cost.of_genome(genome)
+        return genome.params if c.budget == "params" else genome.macs(c.image_size)
+
+    def allocation(self, generation: int, parent: SqueezeNet, strengths: dict) -> tuple[dict, float]:
+        """--budget latency: the per-layer factors of lambda (host/evolve/latency_cost.allocation_scales) from
+        each layer's latency price at the parent's widths and its sensitivity (KL of the parent against the
+        parent with only that layer cut by a quarter, on the proxy images); and the training-image equivalents
+        the probes spent (one forward pass of the proxy images per layer, and the parent's)."""
+        from host.evolve.latency_cost import allocation_scales, probe_cut
+        c = self.config
+        widths = {name: float(len(s)) for name, s in strengths.items()}
+        prices = self.latency_cost.prices(widths)
+        if c.allocation_exponent == 0:
+            return allocation_scales(prices, {}, 0.0), 0.0
+        if self._proxy is None:
+            self._proxy = ProxySet.draw(self.data.train, c.proxy_images, derive_seed(c.seed, 777))
+        indices, device = self._proxy.score, self.device
+        parent_logits = logits_on(copy.deepcopy(parent).to(device), self.data.train, indices, self.data.spec, device)
+        everything = {name: np.arange(len(s)) for name, s in strengths.items()}
+        sensitivities = {}
+        for name, layer_strengths in strengths.items():
+            kept = probe_cut(layer_strengths, c.round_to, c.min_filters)
+            removed = len(layer_strengths) - len(kept)
+            if removed <= 0:
+                continue
+            probe = inherit(parent.cpu(), dict(everything, **{name: kept}))
+            kl = fidelity(logits_on(probe.to(device), self.data.train, indices, self.data.spec, device), parent_logits)
+            sensitivities[name] = max(kl, 1e-6) / removed if math.isfinite(kl) else math.inf
+        scales = allocation_scales(prices, sensitivities, c.allocation_exponent)
+        spent = (len(sensitivities) + 1) * len(indices) * FORWARD_SHARE
+        cut_most = sorted(scales, key=scales.get)[:3]
+        self.recorder.say(f"  gen {generation:02d}: allocation by latency price / sensitivity: cut most in "
+                          + ", ".join(f"{name} (x{scales[name]:.2f})" for name in cut_most))
+        return scales, spent
 
     def settings(self, epochs: int) -> TrainSettings:
         """The training recipe of one offspring of ``epochs`` epochs (train_settings: batch and rate scaled to the
@@ -203,9 +269,14 @@ class Evolution:
                 load_pretrained(model, c.pretrained)
             return model, None, {}
         strengths = cluster_strengths(parent, c.strength)
-        scales = layer_scales(strengths, self.num_classes, c.image_size, c.cost_exponent)
+        allocation_spent, cost_of = 0.0, None
+        if c.budget == "latency":
+            scales, allocation_spent = self.allocation(generation, parent, strengths)
+            cost_of = self.latency_cost.of_widths
+        else:
+            scales = layer_scales(strengths, self.num_classes, c.image_size, c.cost_exponent)
         lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
-                           min_filters=c.min_filters, round_to=c.round_to, scales=scales)
+                           min_filters=c.min_filters, round_to=c.round_to, scales=scales, cost_of=cost_of)
         draws = []
         for candidate in range(c.candidates):  # candidate 0 is the draw a run without selection makes
             seed = derive_seed(c.seed, generation, index, 12345) if candidate == 0 else \
@@ -213,13 +284,25 @@ class Evolution:
             draws.append(sample_offspring(strengths, lam, np.random.default_rng(seed), min_filters=c.min_filters,
                                           round_to=c.round_to, scales=scales))
         if len(draws) == 1:
-            return inherit(parent.cpu(), draws[0]), lam, {}
+            child = inherit(parent.cpu(), draws[0])
+            if cost_of is not None:
+                self.say_predicted(generation, parent, child)
+            return child, lam, ({"proxy_images": allocation_spent} if allocation_spent else {})
         # and the heredity model's most likely offspring, drawn without chance (each layer its expected count of
         # its strongest filters): a per-layer allocation the draws vary around
         draws.append(strongest_offspring(strengths, lam, min_filters=c.min_filters, round_to=c.round_to,
                                          scales=scales))
         chosen, choice = self.select(generation, parent, draws, env_factor)
+        if allocation_spent:
+            choice["proxy_images"] = choice.get("proxy_images", 0.0) + allocation_spent
+        if cost_of is not None:
+            self.say_predicted(generation, parent, chosen)
         return chosen, lam, choice
+
+    def say_predicted(self, generation: int, parent: SqueezeNet, child: SqueezeNet) -> None:
+        before, after = self.latency_cost.of_genome(parent.genome), self.latency_cost.of_genome(child.genome)
+        self.recorder.say(f"  gen {generation:02d}: predicted batch-1 latency {after:.3f} ms ({after / before:.2f} of "
+                          f"the parent's {before:.3f} ms)")
 
     def select(self, generation: int, parent: SqueezeNet, draws: list[dict], env_factor: float) -> tuple[SqueezeNet, dict]:
         """Selection among ``draws`` (host/evolve/selection.py; the last is the most likely offspring, the others are
@@ -230,8 +313,7 @@ class Evolution:
         proxy images, on the training device and shared among torchrun's ranks."""
         c = self.config
 
-        def cost(genome: Genome) -> float:
-            return genome.params if c.budget == "params" else genome.macs(c.image_size)
+        cost = self.budget_cost
 
         candidates = [inherit(parent.cpu(), draw) for draw in draws]
         budget = env_factor * cost(parent.genome)

@@ -90,25 +90,34 @@ def layer_scales(strengths: dict, num_classes: int, image_size: int, cost_expone
 
 
 def expected_offspring_cost(strengths: dict, lam: float, num_classes: int, image_size: int, kind: str,
-                            min_filters: int, round_to: int, scales: dict | None = None) -> float:
+                            min_filters: int, round_to: int, scales: dict | None = None, cost_of=None) -> float:
+    """The budgeted cost at the expected widths: ``kind``'s params or MACs (exact: the expectation passes
+    through), or ``cost_of(widths)`` where given (--budget latency: the table's prediction at the expected
+    widths, interpolated; an approximation, as latency is not a sum of adjacent products)."""
     widths = {name: expected_width(keep_probabilities(s, lam * (scales[name] if scales else 1.0)), min_filters,
                                    round_to) for name, s in strengths.items()}
+    if cost_of is not None:
+        return float(cost_of(widths))
     return expected_cost(num_classes, widths, image_size, kind)
 
 
 def solve_lambda(strengths: dict, num_classes: int, env_factor: float, *, kind: str = "params",
                  image_size: int = 224, min_filters: int = 1, round_to: int = 1, tolerance: float = 1e-4,
-                 scales: dict | None = None) -> float:
+                 scales: dict | None = None, cost_of=None) -> float:
     """The lambda whose expected offspring cost is ``env_factor`` x the parent's (bisection; cost grows with
-    lambda). ``scales``: step 5's per-layer factors (layer_scales), None for the paper's model."""
+    lambda). ``scales``: step 5's per-layer factors (layer_scales, or host/evolve/latency_cost.py's
+    allocation), None for the paper's model. ``cost_of``: widths -> cost in place of ``kind`` (--budget latency)."""
     if not 0.0 < env_factor <= 1.0:
         raise HostError(f"environment factor R={env_factor} must be in (0, 1]: it is the offspring's share "
                         "of the parent's resources (the paper uses values just below 1, e.g. 0.93)")
     parent_widths = {name: float(len(s)) for name, s in strengths.items()}
-    target = env_factor * expected_cost(num_classes, parent_widths, image_size, kind)
+    parent_cost = cost_of(parent_widths) if cost_of is not None else expected_cost(num_classes, parent_widths,
+                                                                                     image_size, kind)
+    target = env_factor * parent_cost
 
     def cost(lam: float) -> float:
-        return expected_offspring_cost(strengths, lam, num_classes, image_size, kind, min_filters, round_to, scales)
+        return expected_offspring_cost(strengths, lam, num_classes, image_size, kind, min_filters, round_to, scales,
+                                       cost_of)
 
     low, high = 0.0, LAMBDA_MAX / (min(scales.values()) if scales else 1.0)  # every filter kept at ``high``
     if cost(low) >= target:  # even the floor of min_filters everywhere costs more than the budget

@@ -11,7 +11,7 @@ SPEED_PROBE_ONNX = "offspring-speed.onnx"  # RUN/, not a generation's file: remo
 
 class RunLayout:
     """RUN/{config.json, lineage.sqlite, checkpoint.pt, summary.json, report.png, gen-XX/, cache/,
-    host-evolve.lock}."""
+    latency-table.json, host-evolve.lock}."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -36,6 +36,11 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report.png"
+
+    @property
+    def latency_table(self) -> Path:
+        """The latency table --budget latency steered by (contract/latency_table.py), as it was read."""
+        return self.root / "latency-table.json"
 
     @property
     def lock(self) -> Path:
