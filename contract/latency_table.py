@@ -227,4 +227,41 @@ def load_table(path):
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         raise ContractError("{} is not a latency table ({}); make one with device-bench --layer-table".format(
             path, FORMAT))
+    problem = table_problem(table)
+    if problem:
+        raise ContractError("latency table {} is damaged ({}); make it again with device-bench --layer-table".format(
+            path, problem))
     return table
+
+
+REQUIRED = ("backend", "precision", "image_size", "num_classes", "parent", "step", "block", "layers", "fit")
+
+
+def table_problem(table):
+    """None when ``table`` has what a prediction reads, else what is missing or malformed (a phrase)."""
+    missing = [key for key in REQUIRED if key not in table]
+    if missing:
+        return "no " + ", ".join(missing)
+    try:
+        grids = layer_grids(table["parent"], 1)
+        fit = table["fit"]
+        float(fit["intercept_ms"]), float(fit["scale"])
+        int(table["image_size"]), int(table["num_classes"])
+    except (ContractError, KeyError, TypeError, ValueError) as error:
+        return "its parent, fit or sizes do not parse: {}".format(error)
+    for name in grids:
+        layer = table["layers"].get(name)
+        if not isinstance(layer, dict) or not all(isinstance(layer.get(k), list) for k in ("cin", "cout", "ms")):
+            return "layer {} has no cin, cout and ms lists".format(name)
+        cins, couts, ms = layer["cin"], layer["cout"], layer["ms"]
+        if not cins or not couts or len(ms) != len(cins) or any(
+                not isinstance(line, list) or len(line) != len(couts) for line in ms):
+            return "layer {}'s ms is not {} x {}".format(name, len(cins), len(couts))
+        if sorted(cins) != cins or sorted(couts) != couts:
+            return "layer {}'s widths are not in ascending order".format(name)
+        try:
+            if not all(float(v) >= 0 for line in ms for v in line):
+                return "layer {} has a negative time".format(name)
+        except (TypeError, ValueError):
+            return "layer {} has a time that is not a number".format(name)
+    return None

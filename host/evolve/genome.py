@@ -7,15 +7,11 @@ conv1, fire2..fire9 (squeeze, expand1x1, expand3x3), conv10.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
+from contract.errors import ContractError
+from contract.squeezenet_graph import FIRE_NAMES, FIRE_PARTS, POOL_AFTER, conv_rows  # noqa: F401 (re-exported)
 from host.errors import HostError
-
-FIRE_NAMES = tuple(f"fire{i}" for i in range(2, 10))
-FIRE_PARTS = ("squeeze", "expand1x1", "expand3x3")
-#: Max-pools (3x3, stride 2, ceil mode) sit after conv1, after fire3 and after fire5.
-POOL_AFTER = ("conv1", "fire3", "fire5")
 #: SqueezeNet v1.1's widths: conv1 64; fire2..9 (squeeze, expand1x1, expand3x3).
 SQUEEZENET_1_1_FIRES = ((16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
                         (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256))
@@ -86,29 +82,14 @@ class Genome:
         return int(sum(cin * cout * k * k * h * w for _, cin, cout, k, h, w in self.convs(image_size)))
 
 
-def _pool_out(size: float) -> float:
-    # MaxPool2d(3, stride 2, ceil_mode=True): ceil((n - 3) / 2) + 1
-    return math.ceil((size - 3) / 2) + 1
-
-
 def _convs(num_classes, conv1, fires, image_size):
-    """Shared by integer genomes and by real-valued expected widths (synthesis uses both)."""
-    rows = []
-    side = (image_size - 3) // 2 + 1  # conv1: 3x3, stride 2, no padding
-    if side < 3:
-        raise HostError(f"image size {image_size} is too small for SqueezeNet: use at least 16 px")
-    rows.append(("conv1", 3, conv1, 3, side, side))
-    side = _pool_out(side)
-    channels = conv1
-    for name, (squeeze, e1, e3) in zip(FIRE_NAMES, fires):
-        rows.append((f"{name}.squeeze", channels, squeeze, 1, side, side))
-        rows.append((f"{name}.expand1x1", squeeze, e1, 1, side, side))
-        rows.append((f"{name}.expand3x3", squeeze, e3, 3, side, side))
-        channels = e1 + e3
-        if name in POOL_AFTER:
-            side = _pool_out(side)
-    rows.append(("conv10", channels, num_classes, 1, side, side))
-    return rows
+    """Shared by integer genomes and by real-valued expected widths (synthesis uses both): contract's
+    conv_rows (the one definition the latency table uses too) as (name, cin, cout, kernel, height, width)."""
+    try:
+        rows = conv_rows(num_classes, conv1, fires, image_size)
+    except ContractError as error:
+        raise HostError(str(error)) from error
+    return [(r.name, r.cin, r.cout, r.kernel, r.side_out, r.side_out) for r in rows]
 
 
 def expected_cost(num_classes: int, widths: dict, image_size: int, kind: str) -> float:

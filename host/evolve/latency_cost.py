@@ -31,6 +31,7 @@ import numpy as np
 
 from contract import latency_table as lt
 from contract.errors import ContractError
+from contract.generation_files import MODEL_ONNX
 from host.errors import HostError
 
 SQUEEZE_GROUP, WIDE_GROUP = "squeeze", "conv1+expands"
@@ -95,12 +96,15 @@ def allocation_scales(prices: dict, sensitivities: dict, exponent: float, limit:
 
 def probe_cut(strengths: np.ndarray, round_to: int, min_filters: int) -> np.ndarray:
     """The filters a layer keeps in its sensitivity probe: all but its weakest SENSITIVITY_CUT share, the kept
-    count on the ``round_to`` grid (at least one filter removed where the layer has more than ``min_filters``).
-    Sorted indices."""
-    width = len(strengths)
-    keep = int(math.floor(width * (1 - SENSITIVITY_CUT) / round_to) * round_to) if round_to > 1 else \
-        int(math.floor(width * (1 - SENSITIVITY_CUT)))
-    keep = min(width - 1, max(keep, min_filters, 1)) if width > 1 else width
+    count on the ``round_to`` grid (else one grid step down); every filter (no probe) where the layer cannot
+    shrink at all (a 16-wide layer on a grid of 16 keeps 16: the heredity rounds its count back up). Sorted
+    indices."""
+    width, step, floor = len(strengths), max(1, int(round_to)), max(1, int(min_filters))
+    keep = int(math.floor(width * (1 - SENSITIVITY_CUT) / step) * step)
+    if keep < floor:
+        keep = width - step
+    if keep < floor:
+        keep = width
     order = np.argsort(-np.asarray(strengths, dtype=np.float64), kind="stable")
     return np.sort(order[:keep])
 
@@ -175,7 +179,7 @@ def resolve_table(source: str, parent: dict, image_size: int, step: int, log: Ca
     why = lt.covers(table, parent, image_size)
     if why:
         raise HostError(f"--latency-table {source} cannot price this run: {why}; measure one for it with "
-                        f"`device-bench --layer-table OUT.json --model RUN/gen-00/model.onnx` on the target")
+                        f"`device-bench --layer-table OUT.json --model RUN/gen-00/{MODEL_ONNX}` on the target")
     check = table.get("check") or {}
     if check.get("genomes") and not check.get("within"):
         log(f"host-evolve: warning: latency table {source} predicted whole networks only within "
