@@ -8,6 +8,7 @@ import time
 
 from contract.errors import DeviceError
 from device.agent_job import benchmark_generation, fetch_generation
+from device.agent_tables import answer_all
 from device.agent_state import STATE_FILE, AgentState
 
 LOCK_FILE = "agent.lock"
@@ -40,6 +41,7 @@ class Agent(object):
         from device.model_source import default_cache_dir
         from device.reports import Reporter, ReportSpool
         self.base = base_url(url)
+        self.token = token
         if engine is not None:
             backend, precision, cache_dir = engine.backend, engine.precision, engine.cache_dir
         self.backend = backend
@@ -180,6 +182,7 @@ class Agent(object):
         if not fresh:
             self.log("nothing new on {}".format(self.base))
         outcomes = [self.process(entry) for entry in fresh]
+        outcomes += ["measured" if o == "sent" else o for o in answer_all(self)]  # latency tables host-evolve asked for
         delivered = self.deliver()
         return 0 if delivered and all(outcome == "measured" for outcome in outcomes) else 1
 
@@ -210,6 +213,8 @@ class Agent(object):
                 self.process(entry)
                 if max_generations is not None and self.measured + self.failed >= max_generations:
                     return 0 if self.deliver() and not self.failed else 1
+            if not stop.is_set():
+                answer_all(self)  # the latency tables host-evolve --latency-table device:ID asked this device for
             stop.wait(interval_s)
         self.deliver()
         return 0

@@ -254,7 +254,6 @@ def measure_table(model_path, out_path, engine, step=None, seed=0, log=print, th
     """device-bench --layer-table: the table for the model at ``model_path`` on ``engine`` (EngineOptions),
     written to ``out_path`` (JSON) and returned. DeviceError when the model carries no SqueezeNet genome or its
     input is not a fixed square image."""
-    from device.machine import cpu_flags
     from device.model_source import open_model
     info = open_model(model_path)
     if not info.genome:
@@ -264,7 +263,19 @@ def measure_table(model_path, out_path, engine, step=None, seed=0, log=print, th
     if len(shape) != 4 or not isinstance(shape[2], int) or shape[2] != shape[3]:
         raise DeviceError("model {} has input shape {}: --layer-table needs a square image input (N, 3, S, S)".format(
             model_path, shape))
-    image_size = int(shape[2])
+    table = table_for(info.genome, int(shape[2]), engine, step, seed, log, threads, fit_genomes, check_genomes,
+                      layer_runs, network_runs, what=model_path)
+    table["model"] = {"path": model_path, "sha256": info.sha256}
+    write_table(out_path, table)
+    return table
+
+
+def table_for(parent, image_size, engine, step=None, seed=0, log=print, threads=None, fit_genomes=FIT_GENOMES,
+              check_genomes=CHECK_GENOMES, layer_runs=LAYER_RUNS, network_runs=NETWORK_RUNS, what=None):
+    """The table of ``parent``'s widths (a genome dict) at ``image_size`` on ``engine`` (EngineOptions): what
+    device-bench --layer-table and device-agent (a host-evolve request) measure. ``step``: the grid (default
+    the backend's channel block)."""
+    from device.machine import cpu_flags
     timer = BackendTimer(engine, threads)
     try:
         # one probe opens the backend: which one runs, its versions, the machine
@@ -285,17 +296,15 @@ def measure_table(model_path, out_path, engine, step=None, seed=0, log=print, th
             machine = {"cpu": described["host"]["processor"], "flags": [f for f in flags if f.startswith(("avx", "fma",
                                                                                                      "neon", "asimd"))],
                        "threads": threads or os.cpu_count()}
-        total = lt.entries(lt.layer_grids(info.genome, step))
+        total = lt.entries(lt.layer_grids(parent, step))
         if log is not None:
-            log("device-bench: measuring {} layer entries of {} on {} {} (grid {}; {})".format(
-                total, model_path, backend_name, precision, step, why))
+            log("device-bench: measuring {} layer entries{} on {} {} at {} px (grid {}; {})".format(
+                total, " of " + what if what else "", backend_name, precision, image_size, step, why))
         progress = Progress(total)
-        table = build_table(timer, info.genome, image_size, step, block, why, backend_name, precision,
+        table = build_table(timer, parent, image_size, step, block, why, backend_name, precision,
                             runtime_version, machine, seed, fit_genomes, check_genomes, log, progress, layer_runs,
                             network_runs)
         progress.close()
     finally:
         timer.close()
-    table["model"] = {"path": model_path, "sha256": info.sha256}
-    write_table(out_path, table)
     return table

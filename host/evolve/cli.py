@@ -52,9 +52,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", choices=config_module.BUDGETS,
                         help="what R budgets: params (size, the default), macs, or latency (predicted by a measured "
                              "per-layer table: cuts land where the device spends its time)")
-    parser.add_argument("--latency-table", metavar="FILE|local",
-                        help="with --budget latency: a table from `device-bench --layer-table` on the target, or local "
-                             "(ONNX Runtime here, measured once and cached; the default)")
+    parser.add_argument("--latency-table", metavar="FILE|local|device:ID",
+                        help="with --budget latency: a table from `device-bench --layer-table` on the target; local "
+                             "(ONNX Runtime here, measured once and cached; the default); or device:ID (asked of a "
+                             "device-agent --follow through host-serve, read before generation 1)")
     parser.add_argument("--allocation-exponent", type=float,
                         help="with --budget latency: how strongly each layer's cut follows its latency price over its "
                              "accuracy price (default 1; 0 = the heredity alone)")

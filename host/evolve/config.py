@@ -78,14 +78,15 @@ class EvolveConfig:
 KNOWN_KEYS = tuple(f.name for f in fields(EvolveConfig))
 # the settings that name files or folders: stored absolute, so a run means the same files from any directory
 PATH_KEYS = ("data", "out", "pretrained", "ancestor_from", "cache_dir", "latency_table")
-NOT_PATHS = {"latency_table": "local"}  # a path setting's value that names no file
+NOT_PATHS = {"latency_table": "local"}  # a path setting's value that names no file (nor does "device:ID")
 
 
 def absolute_paths(values: dict) -> dict:
     """``values`` with every path setting (PATH_KEYS) that is a non-empty string made absolute against the
     current directory (``~`` expanded, ``..`` folded; symlinks kept as given)."""
     return {key: (os.path.abspath(os.path.expanduser(value)) if key in PATH_KEYS and isinstance(value, str) and value
-                  and value != NOT_PATHS.get(key) else value) for key, value in values.items()}
+                  and value != NOT_PATHS.get(key) and not (key == "latency_table" and value.startswith("device:"))
+                  else value) for key, value in values.items()}
 
 
 def run_paths(values: dict, run: str | Path) -> dict:
@@ -262,7 +263,7 @@ def load_saved(path: Path) -> EvolveConfig:
     if not isinstance(values, dict):
         raise HostError(f"--resume {path.parent}: {path} is not a JSON object of settings; {fix}")
     relative = [f"{key} = {values[key]!r}" for key in PATH_KEYS if key != "out" and isinstance(values.get(key), str)
-                and values[key] and values[key] != NOT_PATHS.get(key)
+                and values[key] and values[key] != NOT_PATHS.get(key) and not values[key].startswith("device:")
                 and not os.path.isabs(os.path.expanduser(values[key]))]
     if relative:  # a run made before paths were stored absolute: they meant the directory it was started in
         log.warning("%s holds relative paths (%s, from an older host-evolve); they are read against the current "

@@ -185,9 +185,16 @@ class Evolution:
     def open_latency_cost(self):
         """--budget latency: the table (a file, or measured here and cached), checked against this run's input
         size, classes and widths; kept in the run folder. HostError when --round-to is off the table's block."""
-        from host.evolve.latency_cost import local_block, resolve_table, save_copy
+        from host.evolve.latency_cost import device_of, local_block, resolve_table, save_copy
         c = self.config
         parent = Genome.squeezenet1_1(self.num_classes).to_dict()
+        device_id = device_of(c.latency_table)
+        if device_id is not None:  # asked now, read when the first offspring needs it (after the ancestor)
+            self._table_request = (device_id, self.lineage.request_latency_table(device_id, c.image_size, c.round_to,
+                                                                                 parent))
+            self.recorder.say(f"host-evolve: asked device {device_id} for its latency table (request "
+                              f"{self._table_request[1]}); it is read before generation 1")
+            return None
         if c.latency_table == "local":
             block, why = local_block()
         else:
@@ -197,9 +204,7 @@ class Evolution:
             except ContractError as error:
                 raise HostError(f"--latency-table {c.latency_table}: {error}") from error
             block, why = int(table["block"]), table.get("block_why", "the table's block")
-        if c.round_to % block:
-            raise HostError(f"--budget latency with --round-to {c.round_to}: widths off the block of {block} run "
-                            f"slower ({why}); give --round-to {block} or a multiple of it")
+        check_block(c.round_to, block, why)
         cost = resolve_table(c.latency_table, parent, c.image_size, c.round_to,
                              log=self.recorder.say if self.world.is_main else (lambda message: None))
         if self.world.is_main:
@@ -207,11 +212,28 @@ class Evolution:
             self.recorder.say("host-evolve: " + cost.describe())
         return cost
 
+    def priced(self):
+        """The LatencyCost --budget latency prices by: a device's table is waited for here, the first time."""
+        if self.latency_cost is None and getattr(self, "_table_request", None):
+            from host.evolve.latency_cost import LatencyCost, covers_or_refuse, save_copy, wait_for_device_table
+            device_id, request_id = self._table_request
+            table = wait_for_device_table(self.lineage, request_id, device_id, self.config.latency_timeout,
+                                          log=self.recorder.say)
+            check_block(self.config.round_to, int(table["block"]), table.get("block_why", "the table's block"))
+            cost = LatencyCost(table, f"device:{device_id}")
+            covers_or_refuse(cost, Genome.squeezenet1_1(self.num_classes).to_dict(), self.config.image_size,
+                             self.recorder.say)
+            if self.world.is_main:
+                save_copy(cost, self.layout.latency_table)
+                self.recorder.say("host-evolve: " + cost.describe())
+            self.latency_cost = cost
+        return self.latency_cost
+
     def budget_cost(self, genome: Genome) -> float:
         """What --budget counts of ``genome``: parameters, MACs at the run's size, or predicted latency (ms)."""
         c = self.config
         if c.budget == "latency":
-            return self.latency_cost.of_genome(genome)
+            return self.priced().of_genome(genome)
         return genome.params if c.budget == "params" else genome.macs(c.image_size)
 
     def allocation(self, generation: int, parent: SqueezeNet, strengths: dict) -> tuple[dict, float]:
@@ -222,7 +244,7 @@ class Evolution:
         from host.evolve.latency_cost import allocation_scales, probe_cut
         c = self.config
         widths = {name: float(len(s)) for name, s in strengths.items()}
-        prices = self.latency_cost.prices(widths)
+        prices = self.priced().prices(widths)
         if c.allocation_exponent == 0:
             return allocation_scales(prices, {}, 0.0), 0.0
         if self._proxy is None:
@@ -272,7 +294,7 @@ class Evolution:
         allocation_spent, cost_of = 0.0, None
         if c.budget == "latency":
             scales, allocation_spent = self.allocation(generation, parent, strengths)
-            cost_of = self.latency_cost.of_widths
+            cost_of = self.priced().of_widths
         else:
             scales = layer_scales(strengths, self.num_classes, c.image_size, c.cost_exponent)
         lam = solve_lambda(strengths, self.num_classes, env_factor, kind=c.budget, image_size=c.image_size,
@@ -300,7 +322,7 @@ class Evolution:
         return chosen, lam, choice
 
     def say_predicted(self, generation: int, parent: SqueezeNet, child: SqueezeNet) -> None:
-        before, after = self.latency_cost.of_genome(parent.genome), self.latency_cost.of_genome(child.genome)
+        before, after = self.priced().of_genome(parent.genome), self.priced().of_genome(child.genome)
         self.recorder.say(f"  gen {generation:02d}: predicted batch-1 latency {after:.3f} ms ({after / before:.2f} of "
                           f"the parent's {before:.3f} ms)")
 
@@ -575,6 +597,13 @@ class Evolution:
             self.recorder.warn(f"recovery fine-tune: {verdict}; not accepted, generation {last['generation']} stands")
             return last
         return self.export_and_record(generation, dict(best, env_factor=1.0), parent, recovery=True)
+
+
+def check_block(round_to: int, block: int, why: str) -> None:
+    """HostError when --round-to is off the latency table's channel block (widths off it run slower)."""
+    if round_to % block:
+        raise HostError(f"--budget latency with --round-to {round_to}: widths off the block of {block} run "
+                        f"slower ({why}); give --round-to {block} or a multiple of it")
 
 
 def is_recovery(row: dict) -> bool:

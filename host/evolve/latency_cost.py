@@ -176,7 +176,14 @@ def resolve_table(source: str, parent: dict, image_size: int, step: int, log: Ca
         except ContractError as error:
             raise HostError(f"--latency-table {source}: {error}") from error
         cost = LatencyCost(table, source)
-    why = lt.covers(table, parent, image_size)
+    return covers_or_refuse(cost, parent, image_size, log)
+
+
+def covers_or_refuse(cost: LatencyCost, parent: dict, image_size: int, log: Callable[[str], None]) -> LatencyCost:
+    """``cost`` when its table can price this run (else HostError naming it and the fix); a table whose
+    self-check missed is used, and said so."""
+    table, source = cost.table, cost.source
+    why = lt.covers(table, parent, image_size) or lt.table_problem(table)
     if why:
         raise HostError(f"--latency-table {source} cannot price this run: {why}; measure one for it with "
                         f"`device-bench --layer-table OUT.json --model RUN/gen-00/{MODEL_ONNX}` on the target")
@@ -186,6 +193,37 @@ def resolve_table(source: str, parent: dict, image_size: int, step: int, log: Ca
             f"{100 * check['max_error']:.1f} % (its self-check asks {100 * lt.MAX_ERROR:.0f} %); measure it again "
             "on a quiet device")
     return cost
+
+
+DEVICE_PREFIX = "device:"
+
+
+def device_of(source: str) -> str | None:
+    """'device:ID' -> 'ID'; None for a file or 'local'."""
+    return source[len(DEVICE_PREFIX):] if source.startswith(DEVICE_PREFIX) and len(source) > len(DEVICE_PREFIX) \
+        else None
+
+
+def wait_for_device_table(lineage, request_id: int, device_id: str, timeout_s: float, poll_s: float = 1.0,
+                          log: Callable[[str], None] = print) -> dict:
+    """The table device ``device_id`` sent for request ``request_id`` (host-serve stores it in the run's
+    lineage, host/serve/latency_tables.py); waits up to ``timeout_s`` s. HostError naming what to start."""
+    import time
+    deadline, said = time.monotonic() + timeout_s, False
+    while True:
+        table = lineage.latency_table_for(request_id)
+        if table is not None:
+            return table
+        if not said:
+            log(f"host-evolve: waiting up to {timeout_s:.0f} s for device {device_id}'s latency table (request "
+                f"{request_id}): run `host-serve --run RUN` and on the device `device-agent --follow URL "
+                f"--device-id {device_id} --token-file FILE`")
+            said = True
+        if time.monotonic() >= deadline:
+            raise HostError(f"no latency table from device {device_id!r} within {timeout_s:.0f} s (request "
+                            f"{request_id}). Is host-serve running on this run and `device-agent --follow URL "
+                            f"--device-id {device_id}` on the device? (host-evolve --resume continues from here)")
+        time.sleep(poll_s)
 
 
 def save_copy(cost: LatencyCost, path: Path) -> None:

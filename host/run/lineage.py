@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS device_reports (
     model_sha256 TEXT NOT NULL, generation INTEGER, kind TEXT NOT NULL, fps REAL, body TEXT NOT NULL,
     received_at REAL NOT NULL, spool_id TEXT NOT NULL DEFAULT '', conflict INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device_id, spool_id, sequence, conflict));
+CREATE TABLE IF NOT EXISTS latency_table_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, image_size INTEGER NOT NULL,
+    step INTEGER NOT NULL, parent TEXT NOT NULL, requested_at REAL NOT NULL,
+    UNIQUE (device_id, image_size, step, parent));
+CREATE TABLE IF NOT EXISTS latency_tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, request_id INTEGER NOT NULL, device_id TEXT NOT NULL,
+    body TEXT NOT NULL, received_at REAL NOT NULL);
 """
 # device_reports before reports carried a spool id: UNIQUE (device_id, sequence), which no ALTER can change
 _REPORTS_COLUMNS = "id, device_id, sequence, model_sha256, generation, kind, fps, body, received_at"
@@ -331,6 +338,49 @@ class Lineage:
             query += " LIMIT ?"
             args.append(limit)
         return self.db.execute(query, args).fetchall()
+
+    # -- latency tables a device measures (host-evolve --latency-table device:ID) ---------------------
+    def request_latency_table(self, device_id: str, image_size: int, step: int, parent: dict) -> int:
+        """The id of the request for ``device_id``'s table of ``parent``'s widths at ``image_size`` on a grid of
+        ``step`` (made now, or the same request made before: a resumed run asks once)."""
+        text = json.dumps(parent, sort_keys=True)
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO latency_table_requests (device_id, image_size, step, parent, "
+                            "requested_at) VALUES (?, ?, ?, ?, ?)", (device_id, int(image_size), int(step), text,
+                                                                    time.time()))
+        return int(self.db.execute("SELECT id FROM latency_table_requests WHERE device_id = ? AND image_size = ? "
+                                   "AND step = ? AND parent = ?", (device_id, int(image_size), int(step),
+                                                                   text)).fetchone()["id"])
+
+    def latency_table_requests(self) -> list[dict]:
+        """Every request, oldest first: id, device_id, image_size, step, parent (dict), answered (bool)."""
+        try:
+            rows = self.db.execute("SELECT r.id, r.device_id, r.image_size, r.step, r.parent, r.requested_at, "
+                                   "EXISTS (SELECT 1 FROM latency_tables t WHERE t.request_id = r.id) AS answered "
+                                   "FROM latency_table_requests r ORDER BY r.id").fetchall()
+        except sqlite3.OperationalError as error:  # a read-only run made before tables were asked for
+            if "no such table" in str(error):
+                return []
+            raise
+        return [dict(row, parent=json.loads(row["parent"]), answered=bool(row["answered"])) for row in rows]
+
+    def latency_table_request(self, request_id: int) -> dict | None:
+        for request in self.latency_table_requests():
+            if request["id"] == request_id:
+                return request
+        return None
+
+    def add_latency_table(self, request_id: int, device_id: str, table: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO latency_tables (request_id, device_id, body, received_at) VALUES "
+                            "(?, ?, ?, ?)", (int(request_id), device_id, json.dumps(table, sort_keys=True),
+                                             time.time()))
+
+    def latency_table_for(self, request_id: int) -> dict | None:
+        """The table a device sent for request ``request_id`` last (by arrival), or None."""
+        row = self.db.execute("SELECT body FROM latency_tables WHERE request_id = ? ORDER BY id DESC LIMIT 1",
+                              (int(request_id),)).fetchone()
+        return json.loads(row["body"]) if row else None
 
     def device_fps(self) -> dict[int, float]:
         """Per generation, the batch-1 benchmark fps (``benchmark-b1``) a device reported last (a stable figure

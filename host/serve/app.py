@@ -12,6 +12,8 @@ GET  /models/<generation>/labels.txt|card.json
      <generation>: a number, ``latest`` (the newest) or ``best`` (summary.json's best_generation); HEAD too
 POST /reports                              a device report (Authorization: Bearer <token>; JSON, <= 64 KiB)
 GET  /reports[?generation=N]               the stored reports (Authorization: Bearer <token>: they name devices)
+GET  /latency-tables/requests              latency tables host-evolve asked devices for (token; host/serve/latency_tables.py)
+POST /latency-tables/<request id>          a device's table for one (token; JSON, <= 8 MiB)
 
 Public: what the run publishes anyway (the models, their cards and sha256, the fps measured). Behind the
 token: every write, and the stored reports (device ids, hostnames, platform details). Without --token-file
@@ -41,6 +43,7 @@ from host.run.acceptance import counts_of, interval, run_best_generation
 from host.serve.auth import authorized
 from host.serve.bodies import (BODY_TIMEOUT_S, REPORT_REQUEST_BODY, BadBody, DeviceReport, _no_constant,
                                parse_json_body, read_bounded_body, validation_errors)
+from host.serve.latency_tables import add_latency_table_routes
 from host.serve.metrics import CONTENT_TYPE_LATEST, MeasuredRequests, ServeMetrics
 from host.serve.pages import api_reference_html, index_html
 from host.serve.served_run import MAX_GENERATION, ServedRun
@@ -93,6 +96,7 @@ def create_app(run: str | Path, token: str, read_only: bool | None = None,
         if getattr(route, "methods", None) == {"GET"} and route.include_in_schema:
             app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
     add_report_routes(app, served, token, body_timeout_s or BODY_TIMEOUT_S)
+    add_latency_table_routes(app, served, token, body_timeout_s or BODY_TIMEOUT_S, unauthorized)
     return app
 
 

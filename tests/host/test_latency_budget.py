@@ -148,3 +148,96 @@ def test_round_to_off_the_tables_block_is_refused_in_one_line(shapes, tmp_path):
                                        latency_table=table_path)))
     one_clear_line(result, "--round-to 4", "block of 8", "give --round-to 8")
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_device_measures_the_table_host_evolve_asks_for_through_host_serve(shapes, tmp_path):
+    """host-evolve --latency-table device:ID asks; host-serve (real, loopback) lists the request behind the token;
+    device-agent --once (real, ONNX Runtime) measures it and sends it; host-evolve reads it and steers by it."""
+    import subprocess
+    import sys
+    import time
+    from device.agent import main as device_agent
+    from host.serve.app import create_app
+    from host.serve.server import BackgroundServer
+
+    run = tmp_path / "run"
+    settings = dict(MECHANICS, data=shapes, out=run, generations=1, budget="latency", latency_table="device:lab",
+                    round_to=16, env_factor=0.8)
+    config = tmp_path / "evolve.toml"
+    config.write_text("latency_timeout = 240.0\n")
+    evolution = subprocess.Popen([sys.executable, "-m", "host.evolve.cli", "--config", str(config), *flags(**settings)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent_log = []
+    try:
+        deadline = time.time() + 240
+        while not (run / "lineage.sqlite").exists() and time.time() < deadline and evolution.poll() is None:
+            time.sleep(0.1)
+        assert evolution.poll() is None, evolution.communicate()[0][-3000:]
+        server = BackgroundServer(create_app(run, "s3cret")).start()
+        try:
+            import httpx
+            assert httpx.get(server.url + "/latency-tables/requests").status_code == 401  # they name devices
+            while evolution.poll() is None and time.time() < deadline:
+                code = device_agent(["--follow", server.url, "--once", "--device-id", "lab", "--token", "s3cret",
+                                     "--backend", "onnxruntime", "--seconds", "0.2",
+                                     "--cache-dir", str(tmp_path / "agent")])
+                assert code in (0, 1)
+                listed = httpx.get(server.url + "/latency-tables/requests",
+                                   headers={"Authorization": "Bearer s3cret"}).json()
+                agent_log.append(listed)
+                if listed and listed[0]["answered"]:
+                    break
+                time.sleep(0.3)
+        finally:
+            server.stop()
+        output = evolution.communicate(timeout=240)[0]
+    finally:
+        if evolution.poll() is None:
+            evolution.kill()
+    assert evolution.returncode == 0, output[-3000:]
+    request = agent_log[-1][0]
+    assert request["device_id"] == "lab" and request["image_size"] == 32 and request["step"] == 16
+    assert request["parent"] == Genome.squeezenet1_1(4).to_dict()
+    kept = json.loads((run / "latency-table.json").read_text())
+    assert kept["device_id"] == "lab" and kept["backend"] == "onnxruntime" and kept["image_size"] == 32
+    assert "latency table device:lab" in output and "predicted batch-1 latency" in output
+    assert "asked device lab for its latency table (request 1)" in output
+
+
+def test_host_serve_refuses_a_table_that_does_not_answer_the_request(tmp_path):
+    """POST /latency-tables/<id>: the token, a table that is one, of the device and widths asked for."""
+    import httpx
+    from host.run.lineage import Lineage
+    from host.serve.app import create_app
+    from host.serve.server import BackgroundServer
+    from tests.tiny_run import make_tiny_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    make_tiny_run(run)
+    parent = Genome.squeezenet1_1(3).to_dict()
+    lineage = Lineage(run / "lineage.sqlite")
+    request_id = lineage.request_latency_table("lab", 32, 16, parent)
+    assert lineage.request_latency_table("lab", 32, 16, parent) == request_id  # asked once
+    lineage.close()
+    table = dict(linear_table(parent, 32, 16), device_id="lab")
+    server = BackgroundServer(create_app(run, "s3cret")).start()
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        url = f"{server.url}/latency-tables/{request_id}"
+        assert httpx.post(url, json=table).status_code == 401
+        assert httpx.post(f"{server.url}/latency-tables/99", json=table, headers=auth).status_code == 404
+        wrong = httpx.post(url, json=dict(table, device_id="other"), headers=auth)
+        assert wrong.status_code == 422 and "device 'other'" in wrong.json()["detail"]
+        other_size = httpx.post(url, json=dict(table, image_size=48), headers=auth)
+        assert other_size.status_code == 422 and "image_size" in other_size.json()["detail"]
+        assert httpx.post(url, json={"format": "x"}, headers=auth).status_code == 422
+        assert httpx.post(url, content=b"[1, 2", headers=auth).status_code in (400, 422)
+        stored = httpx.post(url, json=table, headers=auth)
+        assert stored.status_code == 201 and stored.json()["stored"] is True
+        listed = httpx.get(f"{server.url}/latency-tables/requests", headers=auth).json()
+        assert listed == [{"id": request_id, "device_id": "lab", "image_size": 32, "step": 16, "parent": parent,
+                           "answered": True}]
+    finally:
+        server.stop()
+    assert Lineage.reader(run / "lineage.sqlite").latency_table_for(request_id)["device_id"] == "lab"
