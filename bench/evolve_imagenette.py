@@ -47,7 +47,7 @@ PRESETS = {
     # the first budget run: short fine-tunes at a high learning rate and strong crops
     "quick": ["--ancestor-epochs", "3", "--epochs", "2", "--lr", "0.02", "--crop-scale", "0.25", "--round-to", "8"],
     # after an ablation on generation 3 (docs/benchmarks.md): lr 0.01 and crops of >= 50 % recover more per
-    # epoch; widths in multiples of 16 (this CPU's sweet spot, DESIGN.md); R chosen to land on 0.9 MB
+    # epoch; widths in multiples of 16 (ONNX Runtime's NCHWc block with AVX-512, a multiple of AVX2's 8); R chosen to land on 0.9 MB
     "default": ["--ancestor-epochs", "6", "--epochs", "4", "--lr", "0.01", "--crop-scale", "0.5",
                 "--round-to", "16", "--target-mb", "0.9"],
     # issue 10's targets (docs/benchmarks.md section 7): host-evolve's own presets (host/evolve/presets.py), so the

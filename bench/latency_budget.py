@@ -3,7 +3,7 @@
     python bench/latency_budget.py --run R1 [--run R2 ...] [--table TABLE.json] [--rounds 3] [--json OUT]
 
 For every generation of every run: size, MACs, top-1 with its image count and 95 % interval (the run's
-summary.json), the latency the table predicts (the run's own RUN/latency-table.json, else --table) and the
+summary.json), the latency the table predicts (--table for every run, else the run's own RUN/latency-table.json) and the
 latency measured on the exported gen-XX/model.onnx with ONNX Runtime on one thread at batch 1, alternately with
 the run's gen-00 (``--rounds`` times; each a median of 200 runs, the least of two): the measured speed-up over
 the ancestor is a ratio measured side by side, the figure a shared CPU does not move much. Prints a markdown
@@ -43,7 +43,8 @@ def measure_run(run: Path, table: dict | None, rounds: int) -> dict:
     layout = RunLayout(run)
     summary = json.loads(layout.summary.read_text())
     own = layout.latency_table
-    table = lt.load_table(str(own)) if own.is_file() else table
+    if table is None and own.is_file():  # --table, where given, prices every run alike
+        table = lt.load_table(str(own))
     size = json.loads(layout.config.read_text())["image_size"]
     timer = BackendTimer(EngineOptions("onnxruntime"), threads=1)
     rows = []
@@ -93,7 +94,8 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, help="a host-evolve run folder (repeatable)")
-    parser.add_argument("--table", help="latency table for runs that kept none (device-bench --layer-table)")
+    parser.add_argument("--table", help="the latency table that prices every run (default: each run's own "
+                                            "RUN/latency-table.json; none for runs that kept none)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)

@@ -87,6 +87,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="the distillation teacher: the ancestor (default), the strongest model, or the parent")
     parser.add_argument("--final-epochs", type=int,
                         help="recovery fine-tune of the last generation, LR rewound to the peak (default 0: none)")
+    parser.add_argument("--recovery", choices=config_module.RECOVERIES,
+                        help="the recovery fine-tune's loss: standard (as every offspring's, the default) or patient "
+                             "(function matching: KL to the ancestor alone, with mixup, the same view for both)")
     parser.add_argument("--crop-scale", type=float, help="smallest area share of the random crop (default 0.5)")
     parser.add_argument("--val-fraction", type=float, help="held out per class without a val folder (default 0.1)")
     parser.add_argument("--seed", type=int, help="seed of split, sampling and training (default 0)")
@@ -121,7 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "latency_table", "allocation_exponent", "cost_exponent", "strength",
-             "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
+             "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "recovery", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 
 

@@ -18,6 +18,8 @@ from host.evolve.synthesis import STRENGTHS
 log = logging.getLogger("squishednets.config")
 
 BUDGETS = ("params", "macs", "latency")
+RECOVERIES = ("standard", "patient")
+PATIENT_MIXUP_ALPHA = 1.0  # mixup's Beta(1, 1) in the patient recovery
 
 @dataclass
 class EvolveConfig:
@@ -44,7 +46,7 @@ class EvolveConfig:
     redraws: int = 2  # a collapsed generation is drawn again at a milder R this many times, then the run stops
     top1_tolerance: float = 0.02  # best_generation: the smallest within this of the ancestor's top-1
     min_filters: int = 4  # every layer keeps at least this many filters
-    round_to: int = 16  # kept counts rounded up to a multiple of this (16: this CPU's sweet spot, 8 suits GPUs; 1 = off)
+    round_to: int = 16  # kept counts rounded up to a multiple of this (16: ONNX Runtime's NCHWc block with AVX-512, a multiple of its 8 with AVX2 and of TensorRT FP16's 8; contract/latency_table.channel_block; 1 = off)
     seed: int = 0  # one seed for the split, sampling, shuffling and augmentation
     batch_size: int = 64
     lr: float = 0.01  # peak SGD rate at batch 64, scaled linearly with the batch actually used (host/evolve/train.py)
@@ -54,6 +56,7 @@ class EvolveConfig:
     distill_weight: float = 0.5  # >0: offspring also learn from a teacher's soft labels (T=2)
     distill_from: str = "ancestor"  # the teacher: "parent" or "ancestor" (the strongest model: drift cannot compound)
     final_epochs: int = 0  # >0: a recovery fine-tune of the last generation (LR rewound to the peak), one more generation
+    recovery: str = "standard"  # the recovery's loss: "standard" (as every offspring's) or "patient" (KL to the ancestor alone, T=2, mixup: Beyer et al. 2022's function matching)
     val_fraction: float = 0.1  # held out per class when DIR has no val folder
     pretrained: str = ""  # torchvision-layout squeezenet1_1 state_dict for the ancestor ("" = from scratch)
     ancestor_from: str = ""  # a trained host-evolve model (RUN/gen-XX/offspring-K.pt) as the ancestor instead
@@ -227,6 +230,8 @@ def validate(config: EvolveConfig) -> None:
     if config.ancestor_from and config.pretrained:
         problems.append("give pretrained (SqueezeNet v1.1's ImageNet weights) or ancestor_from (a trained "
                         "host-evolve model), not both: ancestor_from's weights would replace pretrained's")
+    if config.recovery not in RECOVERIES:
+        problems.append(f"recovery = {config.recovery!r} must be one of {', '.join(RECOVERIES)}")
     if config.final_epochs < 0:
         problems.append(f"final_epochs = {config.final_epochs} must be >= 0 (0 = no recovery fine-tune)")
     if config.target_mb < 0:

@@ -7,6 +7,7 @@ ONNX is exported. ``evolve(config)`` on a run folder that already has some of th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -360,13 +361,14 @@ class Evolution:
                           f"fidelity KL {min(scores):.3f}..{max(scores):.3f} nats; the most faithful is trained")
         return eligible[best], {"candidates": len(eligible), "proxy_score": scores[best], "proxy_images": spent}
 
-    def teacher(self, parent: SqueezeNet | None) -> SqueezeNet | None:
+    def teacher(self, parent: SqueezeNet | None, force: bool = False) -> SqueezeNet | None:
         """The model an offspring distils from: none for the ancestor or without --distill-weight, else the
-        parent or (--distill-from ancestor) generation 0, the strongest model of the run."""
+        parent or (--distill-from ancestor) generation 0, the strongest model of the run. ``force``: the patient
+        recovery's teacher, generation 0, whatever --distill-weight and --distill-from say."""
         c = self.config
-        if parent is None or c.distill_weight <= 0:
+        if parent is None or (c.distill_weight <= 0 and not force):
             return None
-        if c.distill_from == "parent":
+        if c.distill_from == "parent" and not force:
             return parent
         if self._ancestor is None:
             self._ancestor = load_weights(self.layout.root / self.ancestor_weights, "cpu").eval()
@@ -401,10 +403,14 @@ class Evolution:
             model, lam, choice = self.new_offspring(generation, index, parent, env_factor, recovery)
             state = TrainingState(generation, index, model, lam, choice=choice)
         state.model = state.model.to(self.device).to(memory_format=torch.channels_last)
-        teacher = self.teacher(parent)
+        settings = self.settings(epochs)
+        patient = recovery and c.recovery == "patient"
+        if patient:  # function matching (Beyer et al. 2022): the ancestor's answers alone, on mixed images
+            settings = dataclasses.replace(settings, distill_only=True, mixup_alpha=config_module.PATIENT_MIXUP_ALPHA)
+        teacher = self.teacher(parent, force=patient)
         if teacher is not None:
             teacher = teacher.to(self.device).to(memory_format=torch.channels_last)
-        state = train_offspring(state, epochs, self.settings(epochs), data=self.data, device=self.device,
+        state = train_offspring(state, epochs, settings, data=self.data, device=self.device,
                                 teacher=teacher, recorder=self.recorder, world=self.world, seed=c.seed,
                                 checkpoint_path=layout.checkpoint, resume_hint=f"host-evolve --resume {c.out}",
                                 base_lr=c.lr)

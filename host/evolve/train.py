@@ -39,6 +39,8 @@ class TrainSettings:
     distill_weight: float = 0.0  # 0: plain labels; >0: mix in KL(teacher || student) at this weight
     distill_temperature: float = 2.0
     crop_scale: float = 0.5  # smallest area share of the random resized crop
+    mixup_alpha: float = 0.0  # >0: every batch is a mixup (Zhang et al. 2018) at Beta(alpha, alpha), seeded
+    distill_only: bool = False  # the loss is KL(teacher || student) alone: function matching (patient recovery)
 
 
 REFERENCE_BATCH = 64  # the batch size the measured recipe's learning rate is given for (docs/benchmarks.md)
@@ -187,25 +189,33 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
     bar = tqdm(total=n_steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                disable=bars_disabled(not world.is_main))  # a terminal only, none with --quiet (host/evolve/progress.py)
 
+    if settings.distill_only and teacher is None:
+        raise HostError("distillation alone (the patient recovery) needs a teacher")
+    mixing = np.random.default_rng(derive_seed(seed, world.rank, 4242))  # mixup's shares and partners
+
     def batches():
         for step in range(n_steps):
             index = np.sort(order[step * settings.batch_size:(step + 1) * settings.batch_size][world.rank::world.size])
             images = torch.from_numpy(np.asarray(data.images[index])).to(device, non_blocking=True)
             labels = torch.from_numpy(data.labels[index]).to(device, non_blocking=True)
             inputs = augment_batch(normalize_batch(images, spec), generator, scale=(settings.crop_scale, 1.0))
+            if settings.mixup_alpha > 0:
+                inputs = mixup(inputs, mixing, settings.mixup_alpha)
             yield labels, inputs.contiguous(memory_format=memory_format)
 
     for labels, inputs in prefetch(batches(), bar, PREFETCH_DEPTH):
         with amp:
             logits = network(inputs)
-            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-            if teacher is not None and settings.distill_weight > 0:
+            if not settings.distill_only:
+                loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+            if teacher is not None and (settings.distill_weight > 0 or settings.distill_only):
                 with torch.no_grad():
-                    teacher_logits = teacher(inputs)
+                    teacher_logits = teacher(inputs)  # the same view as the student's (function matching)
                 t = settings.distill_temperature
                 distill = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
                                    reduction="batchmean", log_target=True) * t * t
-                loss = (1 - settings.distill_weight) * loss + settings.distill_weight * distill
+                loss = distill if settings.distill_only else \
+                    (1 - settings.distill_weight) * loss + settings.distill_weight * distill
         value = float(loss.detach())
         # every rank decides on the mean over ranks, so all raise together (one alone would leave the others
         # waiting in the gradient all-reduce)
@@ -231,6 +241,15 @@ def train_one_epoch(model: nn.Module, data: CachedImages, spec: PreprocessSpec, 
     total_loss, correct, seen = sum_across(world, total_loss, correct, seen)
     return {"loss": total_loss / max(1, seen), "train_top1": correct / max(1, seen), "seconds": elapsed,
             "images_per_second": seen / max(elapsed, 1e-9)}
+
+
+def mixup(inputs: torch.Tensor, rng: np.random.Generator, alpha: float) -> torch.Tensor:
+    """A batch blended with a shuffled copy of itself, x' = l x + (1 - l) x[perm], l ~ Beta(alpha, alpha) drawn
+    from ``rng`` (Zhang et al., ICLR 2018; with distillation alone, the teacher's answer on x' is the target,
+    Beyer et al., CVPR 2022). N x C x H x W in and out."""
+    share = float(rng.beta(alpha, alpha))
+    partners = torch.from_numpy(rng.permutation(len(inputs))).to(inputs.device)
+    return share * inputs + (1.0 - share) * inputs[partners]
 
 
 @torch.no_grad()
