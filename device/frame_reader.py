@@ -66,10 +66,17 @@ class FrameReader(object):
     (``corrupt``); a read that raises on a live source is a lost source, reopened as above (``read_errors``);
     no new frame for ``stall_s`` seconds once frames have flowed is a stall (``stalls``, ``stalled`` while it
     lasts), logged when it starts and when frames return. The loop and the page keep running through all of them.
+
+    A live read that blocks (OpenCV's GStreamer read waits for a sample or end-of-stream: an RTSP camera gone
+    without a TCP reset, a hung Argus capture) for ``lost_s`` seconds is a lost source: the blocked reader and
+    its capture are left alone (``abandoned`` counts them; a capture is never released while another thread
+    reads it: the abandoned thread releases its own when its read returns), and a fresh capture of the same
+    source (``source.fresh()``) is opened on a new reader thread, with the back-off of any reopen. ``close()``
+    likewise releases a capture only once its reader has stopped; one still blocked is left to release its own.
     """
 
     def __init__(self, source, log=print, depth=2, backoff_s=0.25, max_backoff_s=8.0, live=None, reconnect=None,
-                 stall_s=2.0, clock=None):
+                 stall_s=2.0, clock=None, lost_s=10.0):
         self.source = source
         self._clock = clock or time.monotonic  # capture times, read_ms, stalls and gaps (tests inject one)
         self.log = log
@@ -86,6 +93,11 @@ class FrameReader(object):
         self.stall_s = max(stall_s, 2.0 * pacer.period) if (pacer is not None and stall_s) else stall_s
         self.stalls = 0
         self.stalled = False
+        self.lost_s = lost_s
+        self.abandoned = 0  # readers left blocked in a read (with their captures) after a stall of lost_s
+        self._epoch = 0  # the reader thread that may publish frames; an abandoned one has an older epoch
+        self._reader_done = False  # the current reader thread has stopped (under _condition)
+        self._left_to_reader = False  # close() found it blocked: it releases its capture itself
         self.corrupt = 0
         self.read_errors = 0
         self._last_frame_at = self._clock()
@@ -94,11 +106,17 @@ class FrameReader(object):
         self._newest = None
         self._ended = False
         self._condition = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="frame-reader", daemon=True)
+        self._thread = None
 
     def start(self):
-        self._thread.start()
+        self._thread = self._spawn(self.source, reopen=False)
         return self
+
+    def _spawn(self, source, reopen):
+        thread = threading.Thread(target=self._run, args=(source, self._epoch, reopen), name="frame-reader",
+                                  daemon=True)
+        thread.start()
+        return thread
 
     # -- consumer side
     def get(self, timeout=None):
@@ -112,6 +130,7 @@ class FrameReader(object):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         self._watch_stall()
+                        self._watch_lost()
                         return False
                     self._condition.wait(remaining if remaining is not None else 0.5)
                 if self._newest is not None:
@@ -144,6 +163,28 @@ class FrameReader(object):
             self.log("source {} stalled: no frame for {:.1f} s after {} frames (stall {}); waiting for it".format(
                 self.source.describe(), waited, self.read_count, self.stalls))
 
+    def _watch_lost(self):
+        """A stall that lasts ``lost_s`` on a live source that is reopened when lost: the blocked reader is
+        abandoned and a fresh capture opened (class docstring). Runs on the consumer's thread."""
+        if not (self.live and self.reconnect and self.lost_s and self.stalled) or self.reconnecting or self._ended:
+            return
+        waited = self._clock() - self._last_frame_at
+        fresh = getattr(self.source, "fresh", None)
+        if waited < self.lost_s or fresh is None:
+            return
+        with self._condition:
+            self._epoch += 1  # the blocked reader may no longer publish; it releases its own capture
+            self.abandoned += 1
+            self.stalled = False
+        self.log("source {}: no frame for {:.1f} s: treated as lost; its blocked read is left to its own thread "
+                 "(which releases that capture when the read returns) and a fresh capture is opened".format(
+                     self.source.describe(), waited))
+        self.source = fresh()
+        self._reader_done = False
+        self._last_frame_at = self._clock()
+        self.reconnecting = True  # until the fresh capture is open (its reopen logs the gap)
+        self._thread = self._spawn(self.source, reopen=True)
+
     def _finish(self):
         if self.error is not None:
             raise self.error
@@ -159,27 +200,43 @@ class FrameReader(object):
                 self._queue.get_nowait()
         except queue.Empty:
             pass
-        if self._thread.ident is not None:
-            self._thread.join(timeout=2.0)
-        self.source.close()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=2.0)
+        with self._condition:
+            if thread is None or self._reader_done:
+                self.source.close()
+                return
+            self._left_to_reader = True  # blocked in a read: releasing the capture now would pull it from under it
+        self.log("source {}: its read is still blocked; the capture is released by its reader when the read "
+                 "returns".format(self.source.describe()))
 
     # -- reader side
-    def _run(self):
+    def _current(self, epoch):
+        return epoch == self._epoch
+
+    def _run(self, source, epoch, reopen):
         try:
-            while not self._stop.is_set():
+            if reopen and not self._reconnect(source, epoch, lost=False):
+                return
+            while not self._stop.is_set() and self._current(epoch):
                 started = self._clock()
                 try:
-                    image = self.source.read()
+                    image = source.read()
                 except Exception as error:  # a driver or decoder failure mid-stream
                     if not self.reconnect:
                         raise
+                    if not self._current(epoch):
+                        break
                     self.read_errors += 1
                     self.log("source {}: reading failed ({}: {}); treating it as lost".format(
-                        self.source.describe(), type(error).__name__, error))
+                        source.describe(), type(error).__name__, error))
                     image = None
                 now = self._clock()
+                if not self._current(epoch):
+                    break  # abandoned while the read blocked: a fresh reader has taken over
                 if image is None:
-                    if self.reconnect and self._reconnect():
+                    if self.reconnect and self._reconnect(source, epoch):
                         continue
                     break
                 problem = frame_problem(image)
@@ -187,36 +244,49 @@ class FrameReader(object):
                     self.corrupt += 1
                     if self.corrupt <= 3 or self.corrupt % 100 == 0:
                         self.log("source {} gave a corrupt frame ({}); skipped ({} so far)".format(
-                            self.source.describe(), problem, self.corrupt))
+                            source.describe(), problem, self.corrupt))
                     continue
                 image = as_bgr(image)
                 if self.stalled:
                     self.log("source {} is back after a stall of {:.1f} s".format(
-                        self.source.describe(), now - self._last_frame_at))
+                        source.describe(), now - self._last_frame_at))
                     self.stalled = False
                 self._last_frame_at = now
-                pacer = getattr(self.source, "pacer", None)  # a realtime file's pacing sleep is not capture time
+                pacer = getattr(source, "pacer", None)  # a realtime file's pacing sleep is not capture time
                 paced = pacer.slept if pacer is not None else 0.0
-                frame = Frame(self.read_count, image, now, (now - started - paced) * 1000.0,
-                              getattr(self.source, "last_path", None))
-                self.read_count += 1
                 if self.live:
                     with self._condition:
+                        if not self._current(epoch):
+                            break
+                        frame = Frame(self.read_count, image, now, (now - started - paced) * 1000.0,
+                                      getattr(source, "last_path", None))
+                        self.read_count += 1
                         if self._newest is not None:
                             self.dropped += 1
                         self._newest = frame
                         self._condition.notify_all()
                 else:
+                    frame = Frame(self.read_count, image, now, (now - started - paced) * 1000.0,
+                                  getattr(source, "last_path", None))
+                    self.read_count += 1
                     self._put(frame)
         except DeviceError as error:
-            self.error = error
+            if self._current(epoch):
+                self.error = error
         except Exception as error:  # an OpenCV failure mid-stream: surface it on the loop's thread
-            self.error = DeviceError("reading {} failed: {}".format(self.source.describe(), error))
+            if self._current(epoch):
+                self.error = DeviceError("reading {} failed: {}".format(source.describe(), error))
         finally:
-            with self._condition:
-                self._ended = True
-                self._condition.notify_all()
-            self._put(_END)
+            if not self._current(epoch):
+                source.close()  # abandoned: this thread releases its own capture, no other thread reads it
+            else:
+                with self._condition:
+                    self._ended = True
+                    self._reader_done = True
+                    if self._left_to_reader:  # close() came while this read blocked: released here, after it
+                        source.close()
+                    self._condition.notify_all()
+                self._put(_END)
 
     def _put(self, item):
         while not self._stop.is_set():
@@ -226,29 +296,33 @@ class FrameReader(object):
             except queue.Full:
                 continue
 
-    def _reconnect(self):
-        """Reopen a lost live source with back-off until it is back or the reader is stopped."""
+    def _reconnect(self, source, epoch, lost=True):
+        """Reopen a lost live source with back-off until it is back, the reader is stopped or this reader was
+        abandoned. ``lost``: say it was lost (a fresh capture after a stall was said already)."""
         lost_at = self._clock()
         delay = self.backoff_s
         self.reconnecting = True
-        self.log("source {} lost after {} frames; reopening (back-off from {:.2f} s)".format(
-            self.source.describe(), self.read_count, delay))
-        hint = getattr(self.source, "reconnect_hint", None)  # e.g. a CSI camera's stale argus socket
-        if hint:
-            self.log(hint)
+        if lost:
+            self.log("source {} lost after {} frames; reopening (back-off from {:.2f} s)".format(
+                source.describe(), self.read_count, delay))
+            hint = getattr(source, "reconnect_hint", None)  # e.g. a CSI camera's stale argus socket
+            if hint:
+                self.log(hint)
         try:
-            while not self._stop.wait(delay):
+            while not self._stop.wait(delay if lost else 0.0) and self._current(epoch):
+                lost = True  # every try after the first waits
                 try:
-                    self.source.open()
+                    source.open()
                 except DeviceError as error:
                     delay = min(delay * 2, self.max_backoff_s)
                     self.log("source {} still unavailable ({}); next try in {:.1f} s".format(
-                        self.source.describe(), error, delay))
+                        source.describe(), error, delay))
                     continue
                 gap = self._clock() - lost_at
                 self.gaps.append((gap, self.read_count))
-                self.log("source {} is back after a gap of {:.1f} s".format(self.source.describe(), gap))
+                self.log("source {} is back after a gap of {:.1f} s".format(source.describe(), gap))
                 return True
             return False
         finally:
-            self.reconnecting = False
+            if self._current(epoch):
+                self.reconnecting = False

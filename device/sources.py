@@ -215,6 +215,12 @@ class CaptureSource(object):
     def describe(self):
         return self.spec.text
 
+    def fresh(self):
+        """A new, unopened capture of the same source and settings: device.frame_reader opens it when this one's
+        read has blocked past its lost limit (this one is left to the thread blocked in it)."""
+        return CaptureSource(self.spec, loop=self.loop, width=self.width, height=self.height, codec=self.codec,
+                             realtime=self.realtime)
+
     @property
     def reconnect_hint(self):
         """What the reader logs when this source is lost (None: nothing beyond the gap itself)."""
