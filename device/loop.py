@@ -90,7 +90,7 @@ def top_k(probabilities, labels, k=5):
     probabilities = np.asarray(probabilities).reshape(-1)
     k = min(k, probabilities.size)
     best = np.argpartition(-probabilities, k - 1)[:k]
-    best = best[np.argsort(-probabilities[best], kind="stable")]
+    best = best[np.argsort(-probabilities[best], kind="mergesort")]  # stable in every numpy (the "stable" kind came in 1.15)
     return [(labels[i] if i < len(labels) else str(i), round(float(probabilities[i]), 6)) for i in best]
 
 

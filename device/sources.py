@@ -142,6 +142,52 @@ def rtsp_pipeline(url, codec="h264", jetson=False, latency_ms=200, width=None, h
     return head + decode + "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
 
 
+#: Which package holds each GStreamer element the pipelines above use (Ubuntu 18.04 / L4T R32.7 names).
+GST_PACKAGES = {"videoconvert": "gstreamer1.0-plugins-base", "appsink": "gstreamer1.0-plugins-base",
+                "rtspsrc": "gstreamer1.0-plugins-good", "rtph264depay": "gstreamer1.0-plugins-good",
+                "rtph265depay": "gstreamer1.0-plugins-good", "h264parse": "gstreamer1.0-plugins-bad",
+                "h265parse": "gstreamer1.0-plugins-bad", "avdec_h264": "gstreamer1.0-libav",
+                "avdec_h265": "gstreamer1.0-libav", "nvarguscamerasrc": "nvidia-l4t-gstreamer (JetPack)",
+                "nvvidconv": "nvidia-l4t-gstreamer (JetPack)", "nvv4l2decoder": "nvidia-l4t-gstreamer (JetPack)"}
+
+
+def pipeline_elements(pipeline):
+    """The element names of a gst-launch pipeline string, in order (caps such as ``video/x-raw,...`` left out)."""
+    names = []
+    for part in pipeline.split("!"):
+        words = part.strip().split()
+        if words and "/" not in words[0] and "=" not in words[0]:
+            names.append(words[0])
+    return names
+
+
+def gst_element_exists(name, run=None):
+    """True/False from ``gst-inspect-1.0 --exists NAME`` (exit 0: installed), None when gst-inspect-1.0 itself
+    is missing or hangs (nothing known)."""
+    import subprocess
+    run = run or subprocess.call
+    try:
+        return run(["gst-inspect-1.0", "--exists", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=10) == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def missing_gst_elements(pipeline, exists=gst_element_exists):
+    """The elements of ``pipeline`` this machine lacks, each with its package: [(name, package)]."""
+    missing = []
+    for name in pipeline_elements(pipeline):
+        if exists(name) is False:
+            missing.append((name, GST_PACKAGES.get(name, "the GStreamer plugin that provides it")))
+    return missing
+
+
+def missing_plugins_text(spec, missing):
+    packages = sorted(set(package for _, package in missing))
+    return ("{} could not be opened: GStreamer lacks {} (install {}; in the squishednets image they are part of "
+            "Dockerfile.l4t)".format(spec.text, ", ".join(name for name, _ in missing), ", ".join(packages)))
+
+
 def opencv_has_gstreamer():
     import cv2
     for line in cv2.getBuildInformation().splitlines():
@@ -231,16 +277,18 @@ class CaptureSource(object):
         import cv2
         self.close()
         kind, target = self.spec.kind, self.spec.target
+        pipeline = None  # the GStreamer pipeline, where one is used
         if kind == "csi":
             if not opencv_has_gstreamer():
                 raise DeviceError("source {}: this OpenCV has no GStreamer (pip's wheels lack it); on a Jetson use "
                                   "JetPack's OpenCV (python3-opencv) or the l4t-ml container".format(self.spec.text))
-            capture = cv2.VideoCapture(csi_pipeline(target, self.width, self.height), cv2.CAP_GSTREAMER)
+            pipeline = csi_pipeline(target, self.width, self.height)
+            capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
         elif kind == "rtsp":
             if opencv_has_gstreamer():
                 from device.machine import is_jetson
-                capture = cv2.VideoCapture(rtsp_pipeline(target, self.codec, jetson=is_jetson(), width=self.width,
-                                                         height=self.height), cv2.CAP_GSTREAMER)
+                pipeline = rtsp_pipeline(target, self.codec, jetson=is_jetson(), width=self.width, height=self.height)
+                capture = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
             else:
                 capture = ffmpeg_capture(target)
         elif kind in ("camera", "v4l2"):
@@ -257,6 +305,9 @@ class CaptureSource(object):
             capture = cv2.VideoCapture(target)
         if not capture.isOpened():
             capture.release()
+            missing = missing_gst_elements(pipeline) if pipeline else []
+            if missing:  # a missing plugin is not a loose ribbon cable or a wrong URL: say which
+                raise DeviceError(missing_plugins_text(self.spec, missing))
             raise DeviceError(_open_failure(self.spec))
         self.capture = capture
         self.position, self.damaged, self._frame_count = 0, 0, None

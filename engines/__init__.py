@@ -1,4 +1,4 @@
-"""ONNX -> TensorRT engine build and cache, TensorRT 8.2 (JetPack 4.6) ... 10.x, Python >= 3.6.
+"""ONNX -> TensorRT engine build and cache, TensorRT 8.2 (JetPack 4.6.1) ... 10.x, Python >= 3.6.
 
 ``tensorrt`` is imported lazily (only when an engine is built or loaded), so this package imports anywhere.
 The pieces, named for what becomes what (as Polygraphy does):

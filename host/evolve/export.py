@@ -28,7 +28,7 @@ from contract.reference import write_reference
 from host.errors import HostError
 from host.evolve.model import SqueezeNet
 
-OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6, the last for TX1) stops at opset 13
+OPSET = 13  # TensorRT 8.2's ONNX parser (JetPack 4.6.1, the last for TX1) stops at opset 13
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
 PARITY_TOLERANCE = 1e-4
 

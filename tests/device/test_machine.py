@@ -6,7 +6,7 @@ from device.machine import (NvmlMonitor, TegrastatsMonitor, mem_available_mb, nv
                             parse_nvpmodel_conf, parse_nvpmodel_query, parse_tegrastats, platform_info, power_mode,
                             process_rss_mb, process_started_at)
 
-# The line from REFERENCE.md (a TX1 on JetPack 4.6), and a Xavier NX line of JetPack 5 (other rails, mW units).
+# The line from REFERENCE.md (a TX1 on JetPack 4.6.1), and a Xavier NX line of JetPack 5 (other rails, mW units).
 TX1_LINE = ("RAM 330/3964MB (lfb 1x4MB) SWAP 0/1982MB (cached 0MB) CPU [12%@102,off,3%@102,1%@102] EMC_FREQ 0% "
             "GR3D_FREQ 45% PLL@22C CPU@24.5C PMIC@100C GPU@22.5C AO@29.5C thermal@23.75C POM_5V_IN 933/933 "
             "POM_5V_GPU 0/0 POM_5V_CPU 79/79")

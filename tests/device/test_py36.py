@@ -25,3 +25,25 @@ def test_importing_every_module_never_imports_torch():
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
     assert done.returncode == 0, done.stdout
     assert int(done.stdout.split()[-1]) >= 15
+
+
+# numpy API newer than 1.13.3 (l4t-base's and JetPack 4's system numpy, which docker/requirements-l4t.txt admits):
+# each was once used on the device side or is the usual slip; (pattern, the numpy version that added it)
+NUMPY_AFTER_1_13 = ((r'kind\s*=\s*["\']stable["\']', "1.15"), (r"\bdefault_rng\b", "1.17"),
+                    (r"\.quantile\(", "1.15"), (r"\btake_along_axis\b", "1.15"), (r"\bnanquantile\b", "1.15"),
+                    (r"\bGenerator\(", "1.17"))
+
+
+def test_the_device_side_uses_no_numpy_api_newer_than_jetpacks_1_13():
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for package in ("device", "engines", "calibration", "contract"):
+        for path in sorted((root / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            for pattern, version in NUMPY_AFTER_1_13:
+                for match in re.finditer(pattern, text):
+                    line = text[:match.start()].count("\n") + 1
+                    found.append("{}:{} ({}, numpy {})".format(path.relative_to(root), line, match.group(0), version))
+    assert found == [], "numpy 1.13.3 has none of these: " + ", ".join(found)

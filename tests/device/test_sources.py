@@ -319,3 +319,17 @@ def test_a_paced_file_is_neither_counted_as_capture_time_nor_as_stalls(tmp_path)
     assert len(frames) == 3 and reader.stall_s == 0.8 and reader.stalls == 0
     assert clock.now == pytest.approx(1000.8)  # two paced waits happened
     assert [round(frame.read_ms, 6) for frame in frames] == [0.0, 0.0, 0.0]  # without the fix: 0, 400, 400
+
+
+def test_a_missing_gstreamer_element_is_named_with_its_package_not_a_ribbon_cable():
+    from device.sources import csi_pipeline, missing_gst_elements, missing_plugins_text, parse_source, \
+        pipeline_elements, rtsp_pipeline
+    assert pipeline_elements(csi_pipeline(0)) == ["nvarguscamerasrc", "nvvidconv", "videoconvert", "appsink"]
+    assert pipeline_elements(rtsp_pipeline("rtsp://cam/s"))[:3] == ["rtspsrc", "rtph264depay", "h264parse"]
+    installed = {"rtspsrc", "appsink", "videoconvert"}
+    missing = missing_gst_elements(rtsp_pipeline("rtsp://cam/s"), exists=lambda name: name in installed)
+    assert missing == [("rtph264depay", "gstreamer1.0-plugins-good"), ("h264parse", "gstreamer1.0-plugins-bad"),
+                       ("avdec_h264", "gstreamer1.0-libav")]
+    text = missing_plugins_text(parse_source("rtsp://cam/s"), missing)
+    assert "lacks rtph264depay, h264parse, avdec_h264" in text and "gstreamer1.0-plugins-good" in text
+    assert missing_gst_elements(csi_pipeline(0), exists=lambda name: None) == []  # nothing known: no claim
