@@ -29,6 +29,19 @@ class CalibrationFeed(object):
         return self.dataset.batch_size if self.dataset is not None else 1
 
     def get_batch(self, names):
+        """Device pointers of the next batch, or None at the end. Never raises: TensorRT 8.2 calls this from C++,
+        where a Python exception terminates the process; any error is kept in ``error`` (the builder's caller
+        raises it once the build returns) and ends the calibration."""
+        try:
+            return self._get_batch(names)
+        except Exception as error:  # noqa: BLE001 - kept and re-raised by engines/build.py after the build
+            self.error = error if isinstance(error, DeviceError) else DeviceError(
+                "INT8 calibration failed while reading a batch ({}: {})".format(type(error).__name__, error))
+            if self.log is not None:
+                self.log("calibration: {}".format(self.error))
+            return None
+
+    def _get_batch(self, names):
         if self.dataset is None:  # cache-only calibration: TensorRT should not ask, but must not crash
             return None
         if self._batches is None:
@@ -51,6 +64,16 @@ class CalibrationFeed(object):
         return [int(self.upload(batch))] * len(names)  # one image input; TensorRT passes its name
 
     def read_cache(self):
+        """The cache's bytes, or None (also when it cannot be read: then calibration runs, and it is said)."""
+        try:
+            return self._read_cache()
+        except (IOError, OSError) as error:
+            if self.log is not None:
+                self.log("calibration: the cache {} cannot be read ({}); calibrating again".format(self.cache_path,
+                                                                                                 error))
+            return None
+
+    def _read_cache(self):
         if self.cache_path and os.path.isfile(self.cache_path):
             with open(self.cache_path, "rb") as handle:
                 data = handle.read()
@@ -61,8 +84,15 @@ class CalibrationFeed(object):
         return None
 
     def write_cache(self, cache):
+        """Keep the ranges; a cache that cannot be written is said, never raised into TensorRT (the engine
+        still builds; the next build calibrates again)."""
         if self.cache_path:
-            atomic_write(self.cache_path, bytes(cache))
+            try:
+                atomic_write(self.cache_path, bytes(cache))
+            except (IOError, OSError) as error:
+                if self.log is not None:
+                    self.log("calibration: the cache {} cannot be written ({}); the next build calibrates "
+                             "again".format(self.cache_path, error))
 
 
 def entropy_calibrator(trt, cuda, dataset, cache_path, log=None):

@@ -105,7 +105,7 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
     that cannot be read, set or saved is only a warning: minutes of build are never lost to an optimisation.
     Parser errors are reported in full.
     """
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = api.shared_logger(trt)
     builder = trt.Builder(logger)
     plan = precision_plan(trt, builder, settings.precision, info.input_dtype, getattr(info, "quantized", False))
     network = builder.create_network(api.network_creation_flags(trt, plan["strongly_typed"]))

@@ -28,6 +28,17 @@ def import_tensorrt():
     return tensorrt
 
 
+def shared_logger(trt):
+    """The one ``trt.Logger`` (WARNING) of the process: the builder, the parser and the runtime share it, as
+    TensorRT asks (8.2 warns "the logger passed into createInferRuntime differs from one already provided").
+    Kept on the module object itself, so each ``tensorrt`` module (a test's stand-in too) has its own."""
+    logger = getattr(trt, "_squishednets_logger", None)
+    if logger is None:
+        logger = trt.Logger(trt.Logger.WARNING)
+        trt._squishednets_logger = logger
+    return logger
+
+
 def version_of(trt):
     return str(getattr(trt, "__version__", "unknown"))
 

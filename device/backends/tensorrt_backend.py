@@ -53,7 +53,7 @@ class TensorRTBackend(Backend):
             from calibration.policy import require_int8
             # the one INT8 policy check (TX1: refused before any calibration or build work, suggesting FP16)
             self._log("engine: " + require_int8(self.gpu))
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = api.shared_logger(trt)  # the builder's too (engines/build.py): one logger a process
         self._runtime = trt.Runtime(self._logger)
         # engines/ hands over a ready engine (cache, build, the rebuild of a refused one); here: context, buffers
         self.engine, entry, self.sidecar, self.built = load_engine(

@@ -90,3 +90,24 @@ def test_int8_policy():
     assert not int8_supported((6, 2))[0] and int8_supported((6, 1))[0] and int8_supported((8, 7))[0]
     assert not int8_supported((8, 7), platform_has_fast_int8=False)[0]  # TensorRT's own answer wins
     assert "fast INT8" in require_int8(GpuInfo("Orin", (8, 7)))
+
+
+def test_an_error_inside_tensorrts_callback_is_kept_not_raised_into_cpp(tmp_path):
+    """TensorRT 8.2 terminates the process on a Python exception raised in get_batch: it is kept and ended."""
+    from calibration.calibrator import CalibrationFeed
+
+    class Broken(object):
+        batch_size, skipped = 4, []
+
+        def batches(self):
+            raise ValueError("cv2 could not resize")
+            yield  # a generator
+
+    lines = []
+    feed = CalibrationFeed(Broken(), str(tmp_path / "cache"), upload=lambda batch: 1, log=lines.append)
+    assert feed.get_batch(["input_0"]) is None
+    assert "ValueError: cv2 could not resize" in str(feed.error) and lines
+    unwritable = CalibrationFeed(None, str(tmp_path / "missing" / "deeper" / "cache"), upload=None, log=lines.append)
+    (tmp_path / "missing").write_text("a file where the folder should be")
+    unwritable.write_cache(b"ranges")  # said, not raised
+    assert "cannot be written" in lines[-1]

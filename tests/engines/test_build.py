@@ -191,3 +191,14 @@ def test_the_loader_hands_over_a_ready_engine_and_rebuilds_one_tensorrt_refuses(
     # a fresh build TensorRT refuses too: one line, no loop
     with pytest.raises(EngineError, match="cannot deserialize the engine it just built"):
         load_engine(trt, RecordingRuntime(5), info, settings, TX1, str(tmp_path / "other"), log=quiet)
+
+
+def test_one_logger_serves_every_build_and_the_runtime(info):
+    """TensorRT 8.2 warns when the runtime's logger differs from the builder's: one a process."""
+    from engines.tensorrt_api import shared_logger
+    trt = recording_tensorrt("8.2.1.8")
+    engine_from_onnx(trt, info.path, info, BuildSettings("fp16"), None, log=quiet)
+    engine_from_onnx(trt, info.path, info, BuildSettings("fp32"), None, log=quiet)
+    assert trt.calls.names().count("Logger") == 1
+    assert shared_logger(trt) is shared_logger(trt)
+    assert shared_logger(recording_tensorrt("10.3.0")) is not shared_logger(trt)
