@@ -222,7 +222,8 @@ def cached_engine_from_onnx(trt, info, settings, gpu, cache_dir, calibrator_fact
             raise EngineError(INT8_NEEDS_CALIBRATION)
         calibrator, calibration = calibrator_factory()
     key = EngineKey(info.sha256, trt_version, gpu.name, gpu.capability_text, settings.precision,
-                    settings.batch_profile, calibration)
+                    settings.batch_profile, calibration, getattr(gpu, "multiprocessors", 0),
+                    {k: v for k, v in settings.to_dict().items() if k not in ("precision", "batch_profile")})
     folder = os.path.join(cache_dir, "engines")
     entry = CacheEntry(folder, key)
     engine, sidecar, reason = entry.load()

@@ -30,14 +30,17 @@ except ImportError:  # not POSIX: one builder per cache folder is the caller's b
 
 from contract.files import atomic_write
 
-KEY_VERSION = 1  # bump when the meaning of a key field changes: every old entry is then rebuilt
+KEY_VERSION = 2  # bump when the meaning of a key field changes: every old entry is then rebuilt (2: the SM
+                 # count and the build settings joined the key)
 
 
 class EngineKey(object):
     """What an engine depends on. ``fields`` is the JSON written to the sidecar and compared on lookup."""
 
     def __init__(self, onnx_sha256, tensorrt_version, gpu_name, compute_capability, precision, batch_profile,
-                 calibration=None):
+                 calibration=None, multiprocessors=0, build=None):
+        """``multiprocessors``: the GPU's SM count (engines.gpu.GpuInfo); ``build``: the build settings beside
+        precision and batches that change what TensorRT builds (the workspace, the tactic sources)."""
         self.fields = {
             "key_version": KEY_VERSION,
             "onnx_sha256": str(onnx_sha256),
@@ -47,6 +50,8 @@ class EngineKey(object):
             "precision": str(precision),
             "batch_profile": [int(b) for b in batch_profile],  # min, opt, max
             "calibration": calibration,  # INT8: the calibration set's signature; None otherwise
+            "multiprocessors": int(multiprocessors or 0),
+            "build": build or {},
         }
 
     @property

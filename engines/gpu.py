@@ -3,12 +3,16 @@
 
 
 class GpuInfo(object):
-    """``name`` ("NVIDIA Tegra X1"), ``capability`` ((5, 3)), ``total_memory`` in bytes (0 when unknown)."""
+    """``name`` ("NVIDIA Tegra X1"), ``capability`` ((5, 3)), ``total_memory`` in bytes (0 when unknown),
+    ``multiprocessors`` (the SM count; 0 when unknown). The TX1 (2 SMs) and the Nano (1 SM) share the name
+    "NVIDIA Tegra X1" and sm_53: only the SM count tells their engines apart (TensorRT times tactics on the
+    GPU it builds on)."""
 
-    def __init__(self, name, capability, total_memory=0):
+    def __init__(self, name, capability, total_memory=0, multiprocessors=0):
         self.name = str(name)
         self.capability = (int(capability[0]), int(capability[1]))
         self.total_memory = int(total_memory)
+        self.multiprocessors = int(multiprocessors or 0)
 
     @property
     def capability_text(self):
@@ -19,11 +23,12 @@ class GpuInfo(object):
         name = "".join(c if c.isalnum() else "-" for c in self.name).strip("-")
         while "--" in name:
             name = name.replace("--", "-")
-        return "{}-sm{}{}".format(name or "gpu", *self.capability)
+        slug = "{}-sm{}{}".format(name or "gpu", *self.capability)
+        return slug + ("-{}sm".format(self.multiprocessors) if self.multiprocessors else "")
 
     def to_dict(self):
         return {"name": self.name, "compute_capability": self.capability_text, "total_memory_mb":
-                round(self.total_memory / 2.0 ** 20, 1)}
+                round(self.total_memory / 2.0 ** 20, 1), "multiprocessors": self.multiprocessors}
 
     def __repr__(self):
         return "GpuInfo({!r}, sm_{}{})".format(self.name, *self.capability)
@@ -32,4 +37,8 @@ class GpuInfo(object):
 def gpu_info_from_pycuda(cuda, index=0):
     """Read device ``index`` through ``pycuda.driver`` (``cuda.init()`` must have run)."""
     device = cuda.Device(index)
-    return GpuInfo(device.name(), device.compute_capability(), device.total_memory())
+    try:
+        multiprocessors = device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+    except Exception:  # an old pycuda or driver without the attribute: the count stays unknown (0)
+        multiprocessors = 0
+    return GpuInfo(device.name(), device.compute_capability(), device.total_memory(), multiprocessors)

@@ -83,3 +83,18 @@ def test_atomic_write_replaces_and_leaves_no_partial(tmp_path):
     atomic_write(path, b"two")
     assert open(path, "rb").read() == b"two"
     assert os.listdir(str(tmp_path / "sub")) == ["file.bin"]
+
+
+def test_the_key_tells_a_tx1_from_a_nano_and_one_build_setting_from_another():
+    """Both are "NVIDIA Tegra X1", sm_53; the SM count differs (2 and 1). The workspace changes the tactics."""
+    from engines.cache import KEY_VERSION, EngineKey
+    from engines.gpu import GpuInfo
+    tx1, nano = GpuInfo("NVIDIA Tegra X1", (5, 3), 4 << 30, 2), GpuInfo("NVIDIA Tegra X1", (5, 3), 4 << 30, 1)
+    assert tx1.slug() != nano.slug() and tx1.slug().endswith("-2sm")
+
+    def key(gpu, workspace=256):
+        return EngineKey("a" * 64, "8.2.1.8", gpu.name, gpu.capability_text, "fp16", (1, 1, 1), None,
+                         gpu.multiprocessors, {"workspace_mb": workspace})
+    assert key(tx1).digest != key(nano).digest
+    assert key(tx1).digest != key(tx1, 512).digest
+    assert key(tx1).digest == key(tx1).digest and key(tx1).fields["key_version"] == KEY_VERSION >= 2
