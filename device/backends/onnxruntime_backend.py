@@ -18,7 +18,35 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def provider_plan(available, precision, input_dtype, cache_dir=None, workspace_mb=256):
+def _version(text):
+    numbers = []
+    for part in str(text).split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def tensorrt_ep_options(ort_version, precision, cache_dir=None, workspace_mb=256):
+    """The TensorRT execution provider's options this ONNX Runtime knows (a newer key given to an older one is
+    an error there), or None: before 1.9 the provider takes no options dict from Python (only ORT_TENSORRT_*
+    environment variables). 1.9: workspace, FP16 and the engine cache as string options; 1.11: the timing cache
+    (microsoft/onnxruntime#10297); 1.17: the timing cache's folder (#17865), put beside the engines."""
+    version = _version(ort_version)
+    if version < (1, 9, 0):
+        return None
+    options = {"trt_max_workspace_size": str(int(workspace_mb) << 20),
+               "trt_fp16_enable": "True" if precision == "fp16" else "False"}
+    if cache_dir:
+        folder = os.path.join(cache_dir, "ort-tensorrt")
+        options.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": folder})
+        if version >= (1, 11, 0):
+            options["trt_timing_cache_enable"] = "True"
+        if version >= (1, 17, 0):
+            options["trt_timing_cache_path"] = folder
+    return options
+
+
+def provider_plan(available, precision, input_dtype, cache_dir=None, workspace_mb=256, ort_version="1.16.0"):
     """(providers for InferenceSession, effective precision); DeviceError where the precision cannot be had.
 
     TensorRT EP first (it can do fp16), then CUDA, then CPU: ONNX Runtime places each node on the first
@@ -29,13 +57,8 @@ def provider_plan(available, precision, input_dtype, cache_dir=None, workspace_m
                           "calibration folder, or --precision fp16 / fp32")
     providers = []
     if TENSORRT in available:
-        options = {"trt_max_workspace_size": str(int(workspace_mb) << 20),
-                   "trt_fp16_enable": "True" if precision == "fp16" else "False"}
-        if cache_dir:
-            options.update({"trt_engine_cache_enable": "True",
-                            "trt_engine_cache_path": os.path.join(cache_dir, "ort-tensorrt"),
-                            "trt_timing_cache_enable": "True"})
-        providers.append((TENSORRT, options))
+        options = tensorrt_ep_options(ort_version, precision, cache_dir, workspace_mb)
+        providers.append((TENSORRT, options) if options is not None else TENSORRT)
     if CUDA in available:
         providers.append(CUDA)
     providers.append(CPU)
@@ -77,7 +100,8 @@ class OnnxRuntimeBackend(Backend):
         quantized = getattr(info, "quantized", False)  # Q/DQ nodes: ONNX Runtime runs them as INT8 itself
         asked = "fp32" if quantized and precision == "int8" else precision
         if providers is None:
-            providers, self.precision = provider_plan(available, asked, info.input_dtype, cache_dir, workspace_mb)
+            providers, self.precision = provider_plan(available, asked, info.input_dtype, cache_dir, workspace_mb,
+                                                      ort.__version__)
         elif asked == "int8":
             provider_plan(available, asked, info.input_dtype)  # raises the INT8 message
         options = ort.SessionOptions()

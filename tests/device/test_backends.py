@@ -81,6 +81,23 @@ def test_provider_plan_orders_tensorrt_cuda_cpu():
     assert provider_plan(["CPUExecutionProvider"], "fp16", "float16")[0] == ["CPUExecutionProvider"]
 
 
+def test_tensorrt_ep_options_are_those_the_installed_onnx_runtime_knows():
+    """An option newer than the ONNX Runtime is an error there: Jetson Zoo's 1.10 has no timing cache."""
+    from device.backends.onnxruntime_backend import tensorrt_ep_options
+    assert tensorrt_ep_options("1.8.1", "fp16", "/c") is None  # no options dict from Python yet
+    old = tensorrt_ep_options("1.10.0", "fp16", "/c")
+    assert old["trt_engine_cache_enable"] == "True" and "trt_timing_cache_enable" not in old
+    mid = tensorrt_ep_options("1.11.0", "fp32", "/c", 64)
+    assert mid["trt_timing_cache_enable"] == "True" and "trt_timing_cache_path" not in mid
+    assert mid["trt_max_workspace_size"] == str(64 << 20) and mid["trt_fp16_enable"] == "False"
+    new = tensorrt_ep_options("1.20.1", "fp16", "/c")
+    assert new["trt_timing_cache_path"] == new["trt_engine_cache_path"] == "/c/ort-tensorrt"
+    assert "trt_engine_cache_enable" not in tensorrt_ep_options("1.20.1", "fp16", None)
+    providers, _ = provider_plan(["TensorrtExecutionProvider", "CPUExecutionProvider"], "fp32", "float32", "/c",
+                                 256, ort_version="1.8.0")
+    assert providers == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+
 def test_tensorrt_backend_without_tensorrt_says_how_to_get_it(tmp_path):
     pytest.importorskip("onnxruntime")
     try:
