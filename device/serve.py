@@ -308,6 +308,7 @@ def serve(settings, log=print, stopper=None):
             log("device-serve: " + ending)
             final["damaged_frames"] = source.damaged
         final["backend_info"] = _describe(backend)
+        run.final = final  # what the ExitStack's final report sends
     return finish(s, run, final, log)
 
 
@@ -350,6 +351,18 @@ class Run(object):
             self.reporter = Reporter(s.report_to, spool, lambda: self.report_body(self.snapshot()),
                                      token=s.token or os.environ.get("SQUISHEDNETS_TOKEN"),
                                      interval_s=s.report_every, log=log).start()
+            # the final report inside the ExitStack, first on the way out (before the reader and telemetry it
+            # reads close): spooled whatever ends the run, an error or Ctrl-C in the loop included
+            resources.callback(self.close_reporter)
+        self.final = None  # the run's final figures, once serve() has them
+        self.reporter_status = None
+
+    def close_reporter(self):
+        if self.reporter is None or self.reporter_status is not None:
+            return
+        final = self.final if self.final is not None else self.snapshot()
+        self.reporter.close(self.report_body(final))
+        self.reporter_status = self.reporter.status()
 
     def snapshot(self):
         return _snapshot(self.telemetry, self.reader, self.reporter)
@@ -403,8 +416,8 @@ def open_display(settings, log):
 def finish(settings, run, final, log):
     """The final report delivered (or spooled), --stats-json written, the last line; the figures."""
     if run.reporter is not None:
-        run.reporter.close(run.report_body(final))
-        final.update(run.reporter.status())
+        run.close_reporter()  # done on the ExitStack's way out already; the figures take its status
+        final.update(run.reporter_status)
     figures = stats_json(final)
     if settings.stats_json:
         from contract.files import atomic_write

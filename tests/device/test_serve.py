@@ -373,3 +373,28 @@ def test_settings_are_checked_once_and_cannot_be_changed_afterwards():
     from contract.errors import DeviceError
     with pytest.raises(DeviceError, match="is not a camera"):
         check_args(get_args_parser().parse_args(["--model", "m.onnx", "--camera", "rtsp://x"]))
+
+
+def test_a_run_that_fails_midway_still_spools_its_final_report(monkeypatch, tmp_path):
+    """The final report is closed inside the run's ExitStack: a backend that fails after some frames (a GPU
+    error mid-run) ends the run with its one-line error, and the spool still holds the final report."""
+    from device.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from device.serve import main
+    from tests.device.test_reports import free_port
+    from tests.engines.tiny_onnx import tiny_onnx
+    real_infer, calls = OnnxRuntimeBackend._infer, []
+
+    def failing_infer(self, batch):
+        calls.append(1)
+        if len(calls) > 5:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_infer(self, batch)
+    monkeypatch.setattr(OnnxRuntimeBackend, "_infer", failing_infer)
+    spool = tmp_path / "spool"
+    code = main(["--model", os.path.abspath(tiny_onnx()), "--source", "synthetic", "--loop", "--backend",
+                 "onnxruntime", "--warmup", "0", "--status-every", "0", "--spool-dir", str(spool),
+                 "--report-to", "http://127.0.0.1:{}".format(free_port()), "--report-every", "60"])
+    assert code != 0
+    spooled = [json.loads((spool / name).read_text()) for name in sorted(os.listdir(str(spool)))
+               if name.startswith("report-")]
+    assert spooled and spooled[-1]["kind"] == "final" and spooled[-1]["stats"]["frames"] >= 1
