@@ -283,10 +283,17 @@ def serve(settings, log=print, stopper=None):
     # every resource is closed on the way out, in reverse order of opening, whatever ends the run
     with contextlib.ExitStack() as resources:
         resources.callback(source.close)  # the reader closes it too when it exists; closing twice is harmless
-        # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached)
+        # 3. the backend (a TensorRT engine build can take minutes the first time; it is cached). A live source
+        # does not stream meanwhile: it was opened to be checked and is closed until the backend is ready (a
+        # camera left streaming fills its driver's buffers; an Argus session may time out during a long build)
+        if source.live:
+            source.close()
         from device.backends import open_backend
         backend = open_backend(info, engine=s.engine, max_batch=1, log=log)
         resources.callback(backend.close)
+        if source.live:
+            from device.sources import open_live
+            open_live(source, log)
         title = model_title(info, s.model)
         log("device-serve: {} on {} ({} {}), {} classes, input {}x{}".format(
             title, source.describe(), backend.name, backend.precision,

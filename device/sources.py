@@ -188,6 +188,23 @@ def missing_plugins_text(spec, missing):
             "Dockerfile.l4t)".format(spec.text, ", ".join(name for name, _ in missing), ", ".join(packages)))
 
 
+def csi_sensor_name(node, sysfs="/sys/class/video4linux"):
+    """The sensor's name when V4L2 node ``node`` (/dev/videoN) is a Jetson CSI camera (its sysfs name is the
+    Tegra VI's "vi-output, <sensor> <i2c address>"), else None."""
+    try:
+        with open(os.path.join(sysfs, os.path.basename(str(node)), "name"), encoding="utf-8") as handle:
+            name = handle.read().strip()
+    except (IOError, OSError, ValueError):
+        return None
+    return name if name.startswith("vi-output") else None
+
+
+def csi_index(node):
+    """The sensor-id a /dev/videoN CSI node is opened with as csi://N (the same N on L4T)."""
+    digits = "".join(c for c in os.path.basename(str(node)) if c.isdigit())
+    return int(digits) if digits else 0
+
+
 def opencv_has_gstreamer():
     import cv2
     for line in cv2.getBuildInformation().splitlines():
@@ -296,6 +313,11 @@ class CaptureSource(object):
             if os.path.isdir("/dev") and not os.path.exists(node):
                 raise DeviceError("{} could not be opened: {} does not exist (ls /dev/video* lists the cameras; "
                                   "in a container pass --device {})".format(self.spec.text, node, node))
+            sensor = csi_sensor_name(node)
+            if sensor is not None:  # V4L2 hands out a CSI sensor's raw Bayer frames, which OpenCV cannot show
+                raise DeviceError("{} is the CSI camera sensor {!r}, not a USB camera: V4L2 gives its raw Bayer "
+                                  "frames; open it through the ISP with --source csi://{} (nvarguscamerasrc)".format(
+                                      node, sensor, csi_index(node)))
             capture = cv2.VideoCapture(target, cv2.CAP_V4L2)
             if capture.isOpened():
                 capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2 only: no queue of stale frames in the driver

@@ -398,3 +398,48 @@ def test_a_run_that_fails_midway_still_spools_its_final_report(monkeypatch, tmp_
     spooled = [json.loads((spool / name).read_text()) for name in sorted(os.listdir(str(spool)))
                if name.startswith("report-")]
     assert spooled and spooled[-1]["kind"] == "final" and spooled[-1]["stats"]["frames"] >= 1
+
+
+def test_a_live_camera_does_not_stream_while_the_backend_is_built(monkeypatch, tmp_path):
+    """The camera is opened to be checked, closed while the engine builds (minutes the first time), and opened
+    again for the loop."""
+    import numpy as np
+    import device.backends as backends
+    import device.sources as sources
+    from device.serve import main
+    from tests.engines.tiny_onnx import tiny_onnx
+    events = []
+
+    class Camera(object):
+        live, spec = True, sources.SourceSpec("camera", 0, "0")
+        opened = False
+
+        def describe(self):
+            return "camera 0"
+
+        def open(self):
+            self.opened = True
+            events.append("open")
+
+        def close(self):
+            if self.opened:
+                events.append("close")
+            self.opened = False
+
+        def read(self):
+            return np.zeros((32, 32, 3), np.uint8) if self.opened else None
+    camera = Camera()
+
+    def fake_open_source(text, **kwargs):
+        camera.open()
+        return camera
+    real_open_backend = backends.open_backend
+
+    def recording_open_backend(*args, **kwargs):
+        events.append("backend while camera {}".format("open" if camera.opened else "closed"))
+        return real_open_backend(*args, **kwargs)
+    monkeypatch.setattr(sources, "open_source", fake_open_source)
+    monkeypatch.setattr(backends, "open_backend", recording_open_backend)
+    assert main(["--model", os.path.abspath(tiny_onnx()), "--source", "0", "--backend", "onnxruntime",
+                 "--frames", "3", "--warmup", "0", "--status-every", "0"]) == 0
+    assert events[:4] == ["open", "close", "backend while camera closed", "open"], events

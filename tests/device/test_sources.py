@@ -333,3 +333,17 @@ def test_a_missing_gstreamer_element_is_named_with_its_package_not_a_ribbon_cabl
     text = missing_plugins_text(parse_source("rtsp://cam/s"), missing)
     assert "lacks rtph264depay, h264parse, avdec_h264" in text and "gstreamer1.0-plugins-good" in text
     assert missing_gst_elements(csi_pipeline(0), exists=lambda name: None) == []  # nothing known: no claim
+
+
+def test_a_csi_sensor_given_as_a_v4l2_camera_is_named_with_the_csi_form(tmp_path):
+    """On a Jetson /dev/video0 is often the CSI sensor (sysfs name "vi-output, imx219 9-0010"): V4L2 gives its
+    raw Bayer frames, so it is refused with the csi:// form, not opened into garbage."""
+    from device.sources import csi_index, csi_sensor_name
+    (tmp_path / "video0").mkdir()
+    (tmp_path / "video0" / "name").write_text("vi-output, imx219 9-0010\n")
+    (tmp_path / "video1").mkdir()
+    (tmp_path / "video1" / "name").write_text("HD Pro Webcam C920\n")
+    assert csi_sensor_name("/dev/video0", sysfs=str(tmp_path)) == "vi-output, imx219 9-0010"
+    assert csi_sensor_name("/dev/video1", sysfs=str(tmp_path)) is None
+    assert csi_sensor_name("/dev/video7", sysfs=str(tmp_path)) is None
+    assert csi_index("/dev/video0") == 0 and csi_index("/dev/video2") == 2
