@@ -33,6 +33,9 @@ def add_engine_options(parser, cache_help="models and engines (default $SQUISHED
     group.add_argument("--workspace-mb", type=int, default=None, metavar="MB",
                        help="TensorRT builder workspace, {}-{} (default {})".format(
                            MIN_WORKSPACE_MB, MAX_WORKSPACE_MB, DEFAULT_WORKSPACE_MB))
+    group.add_argument("--tactic-sources", default=None, metavar="LIST",
+                       help="TensorRT tactic sources, as trtexec's --tacticSources: e.g. -CUDNN,-CUBLAS,-CUBLAS_LT "
+                            "(less memory at build and run time on a 4 GB Jetson; default TensorRT's)")
     group.add_argument("--cache-dir", default=None, metavar="DIR", help=cache_help)
     return group
 
@@ -45,7 +48,8 @@ class EngineOptions(object):
     (models and engines; None: device.model_source.default_cache_dir()).
     """
 
-    def __init__(self, backend="auto", precision="fp32", calibration_dir=None, workspace_mb=None, cache_dir=None):
+    def __init__(self, backend="auto", precision="fp32", calibration_dir=None, workspace_mb=None, cache_dir=None,
+                 tactic_sources=None):
         if backend not in BACKENDS:
             raise DeviceError("--backend {!r}: backend {!r} is not one of {}".format(
                 backend, backend, ", ".join(BACKENDS)))
@@ -61,11 +65,18 @@ class EngineOptions(object):
         self.calibration_dir = calibration_dir
         self.workspace_mb = None if workspace_mb is None else int(workspace_mb)
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else None
+        from engines.build import parse_tactic_sources
+        try:
+            parse_tactic_sources(tactic_sources)  # checked here, once, with the other flags
+        except Exception as error:
+            raise DeviceError(str(error))
+        self.tactic_sources = tactic_sources or None
 
     @classmethod
     def from_args(cls, args):
         """From the option group's parsed ``args`` (see :func:`add_engine_options`)."""
-        return cls(args.backend, args.precision, args.calibration, args.workspace_mb, args.cache_dir)
+        return cls(args.backend, args.precision, args.calibration, args.workspace_mb, args.cache_dir,
+                   getattr(args, "tactic_sources", None))
 
     def backend_options(self):
         """The keyword options open_backend's backends take: ``workspace_mb``, ``calibration_dir`` (only those
@@ -75,6 +86,8 @@ class EngineOptions(object):
             options["workspace_mb"] = self.workspace_mb
         if self.calibration_dir is not None:
             options["calibration_dir"] = self.calibration_dir
+        if self.tactic_sources:
+            options["tactic_sources"] = self.tactic_sources
         return options
 
     def require_calibration(self, info=None, cache_dir=None, every_model=False):
@@ -95,7 +108,7 @@ class EngineOptions(object):
 
     def to_dict(self):
         return {"backend": self.backend, "precision": self.precision, "calibration_dir": self.calibration_dir,
-                "workspace_mb": self.workspace_mb, "cache_dir": self.cache_dir}
+                "workspace_mb": self.workspace_mb, "cache_dir": self.cache_dir, "tactic_sources": self.tactic_sources}
 
     def __repr__(self):
         return "EngineOptions({})".format(", ".join("{}={!r}".format(k, v) for k, v in sorted(self.to_dict().items())))

@@ -17,13 +17,48 @@ from engines.errors import EngineError
 DEFAULT_WORKSPACE_MB = 256  # TX1: 4 GB shared by CPU and GPU; bigger builds get killed for memory
 
 
+TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")
+
+
+def parse_tactic_sources(text):
+    """trtexec's ``--tacticSources`` form, e.g. "-CUDNN,-CUBLAS,-CUBLAS_LT": [(source, enabled)], checked. None
+    or "" for TensorRT's default. EngineError naming the bad item and the known sources."""
+    if not text:
+        return []
+    changes = []
+    for item in str(text).split(","):
+        item = item.strip()
+        sign, name = (item[0], item[1:].upper()) if item[:1] in "+-" else ("", item.upper())
+        if sign == "" or name not in TACTIC_SOURCES:
+            raise EngineError("--tactic-sources {!r}: each item is +SOURCE or -SOURCE with SOURCE one of {} (as "
+                              "trtexec's --tacticSources; e.g. -CUDNN,-CUBLAS,-CUBLAS_LT saves hundreds of MB "
+                              "on a 4 GB board)".format(text, ", ".join(TACTIC_SOURCES)))
+        changes.append((name, sign == "+"))
+    return changes
+
+
+def tactic_mask(trt, default_mask, changes):
+    """``default_mask`` (config.get_tactic_sources()) with ``changes`` applied; a source this TensorRT does not
+    have (EDGE_MASK_CONVOLUTIONS before 8.5) is an EngineError naming the version."""
+    mask = int(default_mask)
+    for name, enabled in changes:
+        source = getattr(getattr(trt, "TacticSource", None), name, None)
+        if source is None:
+            raise EngineError("--tactic-sources: TensorRT {} has no tactic source {}".format(api.version_of(trt), name))
+        bit = 1 << int(source)
+        mask = (mask | bit) if enabled else (mask & ~bit)
+    return mask
+
+
 class BuildSettings(object):
     """What to build: ``precision`` (fp32|fp16|int8), batch profile ``min_batch <= opt_batch <= max_batch``,
-    ``workspace_mb`` (builder scratch memory)."""
+    ``workspace_mb`` (builder scratch memory), ``tactic_sources`` (trtexec's --tacticSources form, or None)."""
 
     def __init__(self, precision="fp32", min_batch=1, opt_batch=None, max_batch=8,
-                 workspace_mb=DEFAULT_WORKSPACE_MB):
+                 workspace_mb=DEFAULT_WORKSPACE_MB, tactic_sources=None):
         check_precision(precision, error=EngineError)
+        self.tactic_changes = parse_tactic_sources(tactic_sources)
+        self.tactic_sources = ",".join("{}{}".format("+" if on else "-", name) for name, on in self.tactic_changes)
         opt_batch = max_batch if opt_batch is None else opt_batch
         if not 1 <= int(min_batch) <= int(opt_batch) <= int(max_batch):
             raise EngineError("batch profile min {} / opt {} / max {} must satisfy 1 <= min <= opt <= max".format(
@@ -41,7 +76,7 @@ class BuildSettings(object):
 
     def to_dict(self):
         return {"precision": self.precision, "batch_profile": list(self.batch_profile),
-                "workspace_mb": self.workspace_mb}
+                "workspace_mb": self.workspace_mb, "tactic_sources": self.tactic_sources}
 
 
 def precision_plan(trt, builder, precision, onnx_dtype, quantized=False):
@@ -124,6 +159,10 @@ def engine_from_onnx(trt, onnx_path, info, settings, timing_cache_path=None, cal
         config.set_flag(getattr(trt.BuilderFlag, flag))
     for flag in plan["clear_flags"]:
         config.clear_flag(getattr(trt.BuilderFlag, flag))
+    if settings.tactic_changes:  # cuDNN/cuBLAS off: their workspace and libraries cost memory a 4 GB board lacks
+        if not hasattr(config, "set_tactic_sources"):
+            raise EngineError("--tactic-sources: TensorRT {} cannot choose tactic sources".format(api.version_of(trt)))
+        config.set_tactic_sources(tactic_mask(trt, config.get_tactic_sources(), settings.tactic_changes))
     channels, height, width = info.input_shape[1:]
     profile = builder.create_optimization_profile()
     profile.set_shape(info.input_name, (settings.min_batch, channels, height, width),

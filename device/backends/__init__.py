@@ -78,7 +78,7 @@ def open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir
     if name == "tensorrt":
         engine.require_calibration(info, cache_dir)  # the one INT8 rule (device.engine_options)
         from device.backends.tensorrt_backend import TensorRTBackend
-        allowed = ("workspace_mb", "opt_batch", "calibration_dir", "device_index")
+        allowed = ("workspace_mb", "opt_batch", "calibration_dir", "device_index", "tactic_sources")
         _check_options(options, allowed, name)
         opened = TensorRTBackend(info, precision, max_batch, why, cache_dir, log, **options)
     else:
@@ -89,9 +89,11 @@ def open_backend(model, backend="auto", precision="fp32", max_batch=8, cache_dir
             except ImportError as error:
                 from device.backends.tensorrt_backend import tensorrt_ready
                 raise DeviceError(no_backend_message(tensorrt_ready()[1], "not importable ({})".format(error)))
-        _check_options(options, ("providers", "threads", "workspace_mb", "opt_batch", "calibration_dir"), name)
+        _check_options(options, ("providers", "threads", "workspace_mb", "opt_batch", "calibration_dir",
+                                  "tactic_sources"), name)
         options.pop("opt_batch", None)  # TensorRT-only settings, harmless when auto fell back
         options.pop("calibration_dir", None)
+        options.pop("tactic_sources", None)
         opened = OnnxRuntimeBackend(info, precision, max_batch, why, cache_dir, **options)
     if log is not None:
         log("backend: {} {} ({})".format(opened.name, opened.precision, why))

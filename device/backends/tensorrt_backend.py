@@ -22,12 +22,13 @@ class TensorRTBackend(Backend):
     _events = None  # (start, end) CUDA events timing the GPU preprocessing of a frame
 
     def __init__(self, info, precision="fp32", max_batch=8, why="", cache_dir=None, log=print,
-                 workspace_mb=DEFAULT_WORKSPACE_MB, opt_batch=None, calibration_dir=None, device_index=0):
+                 workspace_mb=DEFAULT_WORKSPACE_MB, opt_batch=None, calibration_dir=None, device_index=0,
+                 tactic_sources=None):
         Backend.__init__(self, info, precision, max_batch, why)
         if info.input_shape[0] is not None:  # a fixed-batch ONNX: the profile is that batch
             self.max_batch = opt_batch = info.input_shape[0]
         self.settings = BuildSettings(precision, 1 if info.input_shape[0] is None else self.max_batch,
-                                      opt_batch, self.max_batch, workspace_mb)
+                                      opt_batch, self.max_batch, workspace_mb, tactic_sources)
         if getattr(info, "quantized", False):  # Q/DQ: built INT8 from its own scales (engines/build.py)
             self.precision = "int8-qdq"
         self._log = log

@@ -90,3 +90,16 @@ def test_engine_options_import_no_backend():
     source = (Path(__file__).resolve().parents[2] / "device" / "engine_options.py").read_text()
     imported = [node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
     assert not any(module.startswith("device") for module in imported), imported
+
+
+def test_tactic_sources_are_checked_with_the_other_engine_flags():
+    import subprocess
+    import sys
+    from contract.errors import DeviceError
+    from device.engine_options import EngineOptions
+    with pytest.raises(DeviceError, match="each item is"):
+        EngineOptions("tensorrt", "fp16", tactic_sources="CUDNN")
+    assert EngineOptions("tensorrt", "fp16", tactic_sources="-CUDNN").backend_options() == {"tactic_sources": "-CUDNN"}
+    result = subprocess.run([sys.executable, "-m", "device.bench", "--model", "m.onnx", "--tactic-sources", "+GPU"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--tactic-sources '+GPU'" in result.stderr and "Traceback" not in result.stderr

@@ -38,6 +38,11 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
     else:
         trt.BuilderFlag = types.SimpleNamespace(DEBUG="DEBUG", TF32="TF32")
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    # TensorRT 8.2's TacticSource: CUBLAS 0, CUBLAS_LT 1, CUDNN 2; 8.5 added EDGE_MASK_CONVOLUTIONS 3
+    sources = {"CUBLAS": 0, "CUBLAS_LT": 1, "CUDNN": 2}
+    if version.split(".")[:2] >= ["8", "5"] or major >= 10:
+        sources["EDGE_MASK_CONVOLUTIONS"] = 3
+    trt.TacticSource = types.SimpleNamespace(**sources)
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
     trt.nptype = lambda dtype: {"float32": np.float32, "float16": np.float16}[dtype]
 
@@ -89,6 +94,7 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
         def __init__(self):
             self.flags = []
             self._timing = None
+            self._tactics = sum(1 << v for v in vars(trt.TacticSource).values())  # every source on, as TensorRT
 
         def set_flag(self, flag):
             calls.append(("config.set_flag", flag))
@@ -96,6 +102,13 @@ def recording_tensorrt(version="8.2.1.8", parse_ok=True, build_ok=True, fast_fp1
 
         def clear_flag(self, flag):
             calls.append(("config.clear_flag", flag))
+
+        def get_tactic_sources(self):
+            return self._tactics
+
+        def set_tactic_sources(self, mask):
+            calls.append(("config.set_tactic_sources", mask))
+            self._tactics = mask
 
         def add_optimization_profile(self, profile):
             calls.append(("config.add_optimization_profile", None))

@@ -202,3 +202,24 @@ def test_one_logger_serves_every_build_and_the_runtime(info):
     assert trt.calls.names().count("Logger") == 1
     assert shared_logger(trt) is shared_logger(trt)
     assert shared_logger(recording_tensorrt("10.3.0")) is not shared_logger(trt)
+
+
+def test_tactic_sources_as_trtexec_writes_them(info):
+    """--tactic-sources -CUDNN,-CUBLAS,-CUBLAS_LT clears those bits of TensorRT's default mask; the setting is in
+    the engine's key; a bad item or a source this TensorRT lacks is one line."""
+    from engines.build import EngineError, parse_tactic_sources
+    assert parse_tactic_sources("-CUDNN, +cublas") == [("CUDNN", False), ("CUBLAS", True)]
+    assert parse_tactic_sources(None) == []
+    with pytest.raises(EngineError, match="each item is"):
+        parse_tactic_sources("CUDNN")
+    trt = recording_tensorrt("8.2.1.8")
+    settings = BuildSettings("fp16", tactic_sources="-CUDNN,-CUBLAS,-CUBLAS_LT")
+    engine_from_onnx(trt, info.path, info, settings, None, log=quiet)
+    assert dict(trt.calls)["config.set_tactic_sources"] == 0  # 0b111 less all three
+    assert settings.to_dict()["tactic_sources"] == "-CUDNN,-CUBLAS,-CUBLAS_LT"
+    with pytest.raises(EngineError, match="TensorRT 8.2.1.8 has no tactic source EDGE_MASK_CONVOLUTIONS"):
+        engine_from_onnx(trt, info.path, info, BuildSettings("fp16", tactic_sources="-EDGE_MASK_CONVOLUTIONS"),
+                         None, log=quiet)
+    plain = recording_tensorrt("8.2.1.8")
+    engine_from_onnx(plain, info.path, info, BuildSettings("fp16"), None, log=quiet)
+    assert "config.set_tactic_sources" not in plain.calls.names()  # TensorRT's default left alone
