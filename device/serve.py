@@ -470,7 +470,7 @@ def open_outputs(specs, source, log=print):
     inputs = getattr(source, "paths", None)  # an image folder's files: kept apart, and never overwritten
     outputs = [open_output(spec, fps, log, inputs) for spec in specs if spec.kind != "display"]
     if getattr(getattr(source, "spec", None), "kind", None) == "folder":
-        outputs.append(ResultLog(log))
+        outputs.append(ResultLog(log, looping=bool(getattr(source, "loop", False))))
     return outputs
 
 

@@ -255,3 +255,24 @@ def test_the_status_line_and_the_final_line_say_which_window_their_fps_covers(ti
                                   "--warmup", "0", "--status-every", "0")
     assert code == 0, err
     assert re.search(r"done: 20 frames, [\d.]+ FPS end-to-end \(whole run\)", out)
+
+
+def test_a_looped_image_folder_prints_each_result_once_not_a_flood(tmp_path):
+    """device-serve --source FOLDER --loop: one line per image on the first pass, the repeat said once."""
+    import subprocess
+    import sys
+    import cv2
+    import numpy as np
+    from tests.engines.tiny_onnx import tiny_onnx
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "{}.jpg".format(i)), np.full((40, 40, 3), 60 * i, np.uint8))
+    result = subprocess.run([sys.executable, "-m", "device.serve", "--model", tiny_onnx(), "--source", str(tmp_path),
+                             "--loop", "--duration", "2", "--status-every", "0", "--backend", "onnxruntime",
+                             "--warmup", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout + result.stderr
+    lines = [line for line in text.splitlines() if ".jpg: " in line]
+    assert sorted(line.split(":")[0].rsplit("/", 1)[-1] for line in lines) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert text.count("the folder loops") == 1
+    frames = int(text.split("done: ")[1].split(" frames")[0])
+    assert frames > 3  # it did loop
