@@ -101,6 +101,8 @@ def main(argv=None):
         from device.hidden_token import move_token_off_the_command_line
         move_token_off_the_command_line("device.agent")
     utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
+    from device.library_logs import quiet_libraries
+    quiet_libraries()  # ONNX Runtime's, OpenCV's and FFmpeg's own warnings: errors only (device/library_logs.py)
     from device.hidden_token import said_token_moved
     said_token_moved("device-agent", lambda message: print(message, file=sys.stderr, flush=True))
     agent = None

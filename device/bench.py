@@ -331,6 +331,8 @@ def _summary_lines(report):
 
 def main(argv=None):
     utf8_console()  # labels are UTF-8 whatever the locale (contract.console)
+    from device.library_logs import quiet_libraries
+    quiet_libraries()  # ONNX Runtime's, OpenCV's and FFmpeg's own warnings: errors only (device/library_logs.py)
     args = get_args_parser().parse_args(argv)
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     try:

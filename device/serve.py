@@ -531,8 +531,10 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     from device.hidden_token import said_token_moved
     said_token_moved("device-serve", _log)
-    # OpenCV's own warnings (a camera that cannot be opened...) would repeat our one-line error in its words
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # the libraries' own warnings (OpenCV's on a camera that cannot be opened, FFmpeg's, ONNX Runtime's on an old
+    # opset) would precede or repeat our lines in their words: errors only, unless --log-level verbose|debug
+    from device.library_logs import quiet_libraries
+    quiet_libraries(args.log_level)
     stopper = StopOnSignal(log=_log).install(signal.SIGTERM)
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # nohup's choice is kept
         stopper.install(signal.SIGHUP)

@@ -105,6 +105,10 @@ class OnnxRuntimeBackend(Backend):
         elif asked == "int8":
             provider_plan(available, asked, info.input_dtype)  # raises the INT8 message
         options = ort.SessionOptions()
+        from device.library_logs import ort_severity
+        options.log_severity_level = ort_severity()  # ONNX Runtime's own warnings (an old opset's, ...) kept out
+        if hasattr(ort, "set_default_logger_severity"):
+            ort.set_default_logger_severity(ort_severity())
         if threads:
             options.intra_op_num_threads = int(threads)
         try:

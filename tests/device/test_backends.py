@@ -140,3 +140,22 @@ def test_auto_with_neither_backend_carries_both_reasons_and_names_the_runtime_fl
     jetson = no_backend_message("TensorRT's Python bindings are not importable (No module named 'tensorrt')",
                                 "not importable (No module named 'onnxruntime')", jetson=True)
     assert "--runtime nvidia" in jetson and "host-files-for-container.d" in jetson and "\n" not in jetson
+
+
+def test_the_libraries_log_only_errors_unless_asked(tmp_path):
+    """ONNX Runtime's, OpenCV's and FFmpeg's own warnings (52 lines a session for an opset-9 model) are kept to
+    errors; --log-level verbose lets them through; what the user set in the environment stays."""
+    from device.library_logs import ort_severity, quiet_libraries
+    env = {}
+    assert quiet_libraries(None, env) == 3 and env["OPENCV_FFMPEG_LOGLEVEL"] == "16"
+    assert env["OPENCV_LOG_LEVEL"] == "ERROR" and ort_severity(env) == 3
+    verbose = {}
+    assert quiet_libraries("verbose", verbose) == 1 and verbose["OPENCV_FFMPEG_LOGLEVEL"] == "40"
+    mine = {"OPENCV_LOG_LEVEL": "DEBUG"}
+    quiet_libraries(None, mine)
+    assert mine["OPENCV_LOG_LEVEL"] == "DEBUG"
+    backend = open_backend(tiny_onnx(), backend="onnxruntime", cache_dir=str(tmp_path), log=None)
+    try:
+        assert backend._session.get_session_options().log_severity_level == ort_severity()
+    finally:
+        backend.close()
