@@ -32,14 +32,28 @@ MIN_RUNS = 10
 MAX_CV = 0.10
 MIN_AGREEMENT = 0.8
 REMEASURE = 2  # extra measurements of an unstable batch before its figure is published as unstable
-UNSTABLE_ADVICE = ("on a Jetson run `sudo nvpmodel -m 0 && sudo jetson_clocks` and stop other programs (device-serve, "
-                   "a desktop); measure longer with --seconds")
+JETSON_ADVICE = ("run `sudo nvpmodel -m 0 && sudo jetson_clocks` and stop other programs (device-serve, a desktop); "
+                 "measure longer with --seconds")
+CPU_ADVICE = ("stop other programs using this machine's cores (a training run, a build) and measure longer with "
+              "--seconds; on a shared or virtual machine figures vary by tens of percent")
+
+
+def unstable_advice(jetson=None):
+    """What to do about an unstable figure: jetson_clocks on a Jetson only (elsewhere it does not exist)."""
+    if jetson is None:
+        from device.machine import is_jetson
+        jetson = is_jetson()
+    return JETSON_ADVICE if jetson else CPU_ADVICE
+
+
+UNSTABLE_ADVICE = JETSON_ADVICE  # kept for importers; the commands say unstable_advice()
 MAX_BATCH = 1024  # ONNX Runtime on a desktop copes; a Jetson runs out of memory far earlier
 
 
 def _percentiles(seconds):
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {"p50": round(float(np.percentile(ms, 50)), 4), "p95": round(float(np.percentile(ms, 95)), 4),
+    return {"p50": round(float(np.percentile(ms, 50)), 4), "median": round(float(np.percentile(ms, 50)), 4),
+            "p90": round(float(np.percentile(ms, 90)), 4), "p95": round(float(np.percentile(ms, 95)), 4),
             "p99": round(float(np.percentile(ms, 99)), 4), "mean": round(float(ms.mean()), 4),
             "min": round(float(ms.min()), 4), "max": round(float(ms.max()), 4)}
 
@@ -138,7 +152,7 @@ def measure_until_stable(measure, batch, remeasure=REMEASURE, log=None):
     if not best["stable"] and log is not None:
         log("device-bench: warning: batch {} stayed unstable over {} measurements; its figure (the steadiest, "
             "{}) is marked unstable: {}".format(batch, len(attempts), _verdict(best["with_copies"]["stability"]),
-                                                 UNSTABLE_ADVICE))
+                                                 unstable_advice()))
     return best
 
 
@@ -210,7 +224,7 @@ def bench_model(model, backend="auto", precision="fp32", batches=(1,), seconds=3
         try:
             description = opened.describe()
             profile = description.get("engine", {}).get("batch_profile")
-            if check:
+            if check and (profile is not None or not checks):  # one check per engine; ONNX Runtime has one
                 checks.append(_check(opened, profile, log))
             for batch in group:
                 result = measure_until_stable(lambda b: measure(opened, b, seconds, warmup_s), batch, remeasure, log)
@@ -273,14 +287,29 @@ def check_times(seconds, warmup):
 def get_args_parser():
     parser = argparse.ArgumentParser(prog="device-bench", description=__doc__.split("\n\n")[0])
     add_version(parser, "device-bench")
-    parser.add_argument("--model", required=True,
-                        help="{} path or host-serve URL (#sha256=<hex> optional)".format(MODEL_ONNX))
+    parser.add_argument("--model", "--onnx", dest="model", required=True,
+                        help="{} path or host-serve URL (#sha256=<hex> optional); --onnx as trtexec".format(MODEL_ONNX))
     parser.add_argument("--output-blob", "--output_blob", dest="output_blob", metavar="NAME",
                         help="the model output that holds the class scores (default: the only one, or of several "
                              "the floating-point scores)")
     parser.add_argument("--batch", default="1", help="batch size or a list, e.g. 1,8 (default 1)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed duration per batch size (default 3)")
+    parser.add_argument("--seconds", "--duration", dest="seconds", type=float, default=3.0,
+                        help="timed duration per batch size, s (default 3; --duration as trtexec)")
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")
+    trtexec = parser.add_argument_group("trtexec's flags", "the trtexec spellings a Jetson user types, with their "
+                                        "meaning here")
+    trtexec.add_argument("--warmUp", dest="warmup_ms", type=float, metavar="MS",
+                         help="warm-up in milliseconds, as trtexec (same as --warmup MS/1000)")
+    trtexec.add_argument("--fp16", dest="trtexec_precision", action="store_const", const="fp16",
+                         help="as --precision fp16")
+    trtexec.add_argument("--int8", dest="trtexec_precision", action="store_const", const="int8",
+                         help="as --precision int8 (needs --calibration DIR the first time)")
+    trtexec.add_argument("--shapes", metavar="NAME:NxCxHxW",
+                         help="as trtexec: the input's shape; its N is the batch (as --batch N)")
+    trtexec.add_argument("--saveEngine", dest="save_engine", metavar="PATH",
+                         help="TensorRT: also copy the engine measured to PATH (it stays cached in --cache-dir)")
+    trtexec.add_argument("--loadEngine", dest="load_engine", metavar="PATH",
+                         help="not taken: device-bench measures an ONNX and caches its engine (see the error)")
     parser.add_argument("--remeasure", type=int, default=REMEASURE,
                         help="measure an unstable batch again up to N times (default %(default)s; 0: never)")
     parser.add_argument("--check", action="store_true",
@@ -316,16 +345,19 @@ def _summary_lines(report):
     lines = ["measured on {}".format(described.get("device", "?"))]  # backend and precision: the backend line
     for result in report["results"]:
         copies, network = result["with_copies"], result["network_only"]
-        latency, verdict = copies["latency_ms"], _verdict(copies["stability"])
-        lines.append("batch {:>3}: {:>10.1f} img/s  latency ms p50 {:.3f} p95 {:.3f} p99 {:.3f} mean {:.3f} "
-                     "min {:.3f} max {:.3f}  (network only {:.1f} img/s, p50 {:.3f} ms)  [{} runs, {}]".format(
-                         result["batch"], copies["throughput_ips"], latency["p50"], latency["p95"], latency["p99"],
-                         latency["mean"], latency["min"], latency["max"], network["throughput_ips"],
-                         network["latency_ms"]["p50"], copies["runs"], verdict))
+        latency = copies["latency_ms"]
+        lines.append("batch {:>3}: {:>10.1f} img/s  latency ms: min {:.3f}, median {:.3f}, mean {:.3f}, p90 {:.3f}, "
+                     "p95 {:.3f}, p99 {:.3f}, max {:.3f}  (network only {:.1f} img/s, median {:.3f} ms)  [{} runs in "
+                     "{:.2f} s host walltime, coefficient of variation {:.1f} %, {}]".format(
+                         result["batch"], copies["throughput_ips"], latency["min"], latency["p50"], latency["mean"],
+                         latency.get("p90", latency["p95"]), latency["p95"], latency["p99"], latency["max"],
+                         network["throughput_ips"], network["latency_ms"]["p50"], copies["runs"],
+                         copies.get("seconds", 0.0), 100 * copies["stability"]["cv"],
+                         "stable" if copies["stability"]["stable"] else "UNSTABLE"))
     for refused in report.get("refused", []):
         lines.append("batch {:>3}: not measured: model {}".format(refused["batch"], refused["why"]))
     if not report.get("stable", True):
-        lines.append("warning: unstable figures above; " + UNSTABLE_ADVICE)
+        lines.append("warning: unstable figures above; " + unstable_advice())
     return lines
 
 
@@ -336,7 +368,11 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
     try:
+        take_trtexec_flags(args)
         engine = engine_options(args)
+        if args.save_engine and engine.backend == "onnxruntime":
+            raise DeviceError("--saveEngine: the onnxruntime backend builds no TensorRT engine file; use --backend "
+                              "tensorrt (or auto) on a machine with TensorRT")
         check_times(args.seconds, args.warmup)
         if not 0 <= args.remeasure <= 10:
             raise DeviceError("--remeasure {} must be between 0 and 10".format(args.remeasure))
@@ -346,6 +382,8 @@ def main(argv=None):
         report = bench_model(args.model, batches=batches, seconds=args.seconds, warmup_s=args.warmup, log=log,
                              output_name=args.output_blob,
                              remeasure=args.remeasure, check=args.check, engine=engine)
+        if args.save_engine:
+            save_engine(report, args.save_engine, log)
         text = json.dumps(report, indent=2, sort_keys=True)
         if args.out:
             from contract.files import atomic_write
@@ -368,6 +406,59 @@ def main(argv=None):
                   report["backend"]["backend"], len(failed), len(report["checks"])), file=sys.stderr)
         return 1
     return 0
+
+
+def parse_shapes(text):
+    """trtexec's ``--shapes=input_0:8x3x112x112`` (one input): (name, [8, 3, 112, 112]). DeviceError otherwise."""
+    name, _, dims = str(text).rpartition(":")
+    try:
+        shape = [int(d) for d in dims.lower().split("x")]
+    except ValueError:
+        shape = []
+    if not name or len(shape) != 4 or min(shape) < 1 or "," in text:
+        raise DeviceError("--shapes {!r}: give the one input as NAME:NxCxHxW, e.g. input_0:8x3x112x112 (its N is the "
+                          "batch; or give --batch N)".format(text))
+    return name, shape
+
+
+def take_trtexec_flags(args):
+    """trtexec's spellings as device-bench's own settings, in place; DeviceError where they contradict the
+    others or have no meaning here (--loadEngine)."""
+    if args.load_engine:
+        raise DeviceError("--loadEngine {}: device-bench measures an ONNX; its engine is built once and kept in the "
+                          "cache (--cache-dir) with a record of the ONNX, TensorRT, GPU and settings it was built for, "
+                          "and loaded from there. Give --onnx the ONNX that engine was built from".format(
+                              args.load_engine))
+    if args.trtexec_precision:
+        if args.precision not in ("fp32", args.trtexec_precision):
+            raise DeviceError("--{} and --precision {} contradict each other: give one".format(
+                args.trtexec_precision, args.precision))
+        args.precision = args.trtexec_precision
+    if args.warmup_ms is not None:
+        args.warmup = args.warmup_ms / 1000.0
+    if args.shapes:
+        name, shape = parse_shapes(args.shapes)
+        if args.batch not in ("1", str(shape[0])):
+            raise DeviceError("--shapes {} (batch {}) and --batch {} contradict each other: give one".format(
+                args.shapes, shape[0], args.batch))
+        args.batch = str(shape[0])
+        args.shapes_input = name
+
+
+def save_engine(report, path, log):
+    """--saveEngine: the measured TensorRT engine copied to ``path`` (DeviceError on another backend)."""
+    import shutil
+    described = report.get("backend") or {}
+    engine_path = (described.get("engine") or {}).get("path")
+    if described.get("backend") != "tensorrt" or not engine_path:
+        raise DeviceError("--saveEngine: the {} backend builds no TensorRT engine file; use --backend tensorrt on a "
+                          "machine with TensorRT".format(described.get("backend", "?")))
+    try:
+        shutil.copyfile(engine_path, path)
+    except (IOError, OSError) as error:
+        raise DeviceError("--saveEngine {}: cannot write it ({})".format(path, getattr(error, "strerror", None) or error))
+    log("device-bench: engine saved to {} (TensorRT {}; it loads only with that TensorRT on that GPU)".format(
+        path, (described.get("versions") or {}).get("tensorrt", "?")))
 
 
 def _layer_table(args, engine, argv):

@@ -125,7 +125,8 @@ def test_an_unstable_batch_is_measured_again_and_one_that_stays_so_is_marked(tmp
     report = bench_model(tiny_onnx(), "onnxruntime", cache_dir=str(tmp_path), log=logged.append, measure=measure,
                          remeasure=2)
     assert measure.calls == 3 and report["stable"] is False and report["results"][0]["attempts"] == 3
-    assert any(line.startswith("device-bench: warning: batch 1 stayed unstable") and "jetson_clocks" in line
+    from device.bench import unstable_advice
+    assert any(line.startswith("device-bench: warning: batch 1 stayed unstable") and unstable_advice() in line
                for line in logged)
 
 
@@ -148,5 +149,43 @@ def test_text_output_names_the_backend_once_and_has_mean_min_max_and_stability(t
     batches = [line for line in out.splitlines() if line.startswith("batch ")]
     assert len(batches) == 2
     for line in batches:
-        assert all(word in line for word in ("p50", "p95", "p99", "mean", "min", "max", "runs"))
-        assert "stable, CV" in line or "UNSTABLE:" in line
+        assert all(word in line for word in ("median", "p90", "p95", "p99", "mean", "min", "max", "runs"))
+        assert "coefficient of variation" in line and ("stable]" in line or "UNSTABLE]" in line)
+
+
+def run_bench(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "device.bench", *[str(a) for a in args]], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_trtexec_spellings_mean_what_they_mean_there():
+    from tests.engines.tiny_onnx import tiny_onnx
+    result = run_bench("--onnx=" + tiny_onnx(), "--shapes=input_0:2x3x32x32", "--duration", "0.2", "--warmUp", "20",
+                       "--remeasure", "0", "--backend", "onnxruntime", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+    report = json.loads(result.stdout)
+    assert [r["batch"] for r in report["results"]] == [2]
+    assert report["results"][0]["warmup_s"] == 0.02 and report["results"][0]["duration_s"] == 0.2
+    for flags, words in ((["--loadEngine", "e.engine"], "Give --onnx the ONNX"),
+                         (["--fp16", "--precision", "int8"], "contradict each other"),
+                         (["--shapes", "input_0:8x3"], "NAME:NxCxHxW"),
+                         (["--saveEngine", "e.engine", "--backend", "onnxruntime"], "builds no TensorRT engine")):
+        refused = run_bench("--onnx", tiny_onnx(), *flags)
+        assert refused.returncode == 2 and words in refused.stderr and "Traceback" not in refused.stderr, flags
+
+
+def test_the_figures_name_median_p90_walltime_and_the_cv_and_advise_by_platform():
+    from device.bench import _summary_lines, unstable_advice
+    from tests.engines.tiny_onnx import tiny_onnx
+    result = run_bench("--onnx", tiny_onnx(), "--duration", "0.2", "--remeasure", "0", "--backend", "onnxruntime",
+                       "--batch", "1,2", "--check")
+    assert result.returncode in (0, 1), result.stderr
+    line = [l for l in result.stdout.splitlines() if l.startswith("batch   1:")][0]
+    for words in ("median", "p90", "host walltime", "coefficient of variation"):
+        assert words in line, line
+    assert (result.stdout + result.stderr).count("device-bench: check:") <= 1  # one ONNX Runtime session, one check
+    assert "jetson_clocks" in unstable_advice(jetson=True) and "jetson_clocks" not in unstable_advice(jetson=False)
+    assert callable(_summary_lines)
