@@ -53,6 +53,8 @@ def get_args_parser():
     parser.add_argument("--batch", default="1", help="batch sizes, e.g. 1 or 1,8 (1 is always measured; default 1)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per batch size (default 3)")
     parser.add_argument("--warmup", type=float, default=0.2, help="warm-up seconds per batch size (default 0.2)")
+    parser.add_argument("--remeasure", type=int, default=None, metavar="N",
+                        help="measure an unstable batch again up to N times (default 2, as device-bench; 0: never)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
                         help="seconds between polls of host-serve (default %(default)s)")
     parser.add_argument("--once", action="store_true", help="measure what is listed now, deliver, exit")
@@ -81,6 +83,8 @@ def _checked(args):
         raise _UsageError("--seconds must be > 0 and --warmup >= 0 (got {} and {})".format(args.seconds, args.warmup))
     if not args.interval > 0:
         raise _UsageError("--interval must be > 0 seconds (got {})".format(args.interval))
+    if args.remeasure is not None and not 0 <= args.remeasure <= 10:
+        raise _UsageError("--remeasure must be between 0 and 10 (got {})".format(args.remeasure))
     if args.max_generations is not None and args.max_generations < 1:
         raise _UsageError("--max-generations must be at least 1 (got {})".format(args.max_generations))
     try:
@@ -112,9 +116,13 @@ def main(argv=None):
         engine = engine_options(args)
         engine.require_calibration(every_model=True)  # the one INT8 rule, for a follower of new generations
         agent = Agent(args.follow, token, args.device_id, batches=batches, seconds=args.seconds,
-                      warmup_s=args.warmup, spool_dir=args.spool_dir, report_to=args.report_to, engine=engine)
+                      warmup_s=args.warmup, spool_dir=args.spool_dir, report_to=args.report_to, engine=engine,
+                      remeasure=args.remeasure)
+        agent.check_token()  # a wrong token is said now, not after every benchmark
     except (_UsageError, ContractError) as error:
         print("device-agent: error: {}".format(error), file=sys.stderr)
+        if agent is not None:
+            agent.close()
         return 2
     try:
         if args.once:

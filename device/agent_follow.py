@@ -9,7 +9,7 @@ import time
 from contract.errors import DeviceError
 from device.agent_job import benchmark_generation, fetch_generation
 from device.agent_tables import answer_all
-from device.agent_state import STATE_FILE, AgentState
+from device.agent_state import AgentState
 
 LOCK_FILE = "agent.lock"
 DEFAULT_INTERVAL_S = 30.0
@@ -34,7 +34,8 @@ class Agent(object):
     """Measure every generation host-serve lists, once; see the module docstring."""
 
     def __init__(self, url, token, device_id=None, backend="auto", precision="fp32", batches=(1,), seconds=3.0,
-                 warmup_s=0.2, cache_dir=None, spool_dir=None, report_to=None, log=_log, options=None, engine=None):
+                 warmup_s=0.2, cache_dir=None, spool_dir=None, report_to=None, log=_log, options=None, engine=None,
+                 remeasure=None):
         """``engine``: the checked EngineOptions (device.engine_options) of the command line, used as it is;
         without one, ``backend``, ``precision``, ``cache_dir`` and ``options``' calibration_dir and
         workspace_mb make it."""
@@ -42,6 +43,7 @@ class Agent(object):
         from device.reports import Reporter, ReportSpool
         self.base = base_url(url)
         self.token = token
+        self.remeasure = remeasure
         if engine is not None:
             backend, precision, cache_dir = engine.backend, engine.precision, engine.cache_dir
         self.backend = backend
@@ -62,8 +64,9 @@ class Agent(object):
             raise DeviceError("cache dir {} cannot be created ({}); give a writable --cache-dir".format(
                 self.cache_dir, error))
         self._lock = self._take_lock()
-        self.state = AgentState(os.path.join(self.cache_dir, STATE_FILE))
         self.spool = ReportSpool(spool_dir or os.path.join(self.cache_dir, "reports"), device_id=device_id, log=log)
+        # what this device measured, kept per device id: a cache folder shared by two ids measures for each
+        self.state = AgentState.for_device(self.cache_dir, self.spool.device_id)
         self.reporter = Reporter(report_to or self.base, self.spool, snapshot=dict, token=token, log=log)
         self.measured = 0
         self.failed = 0
@@ -86,6 +89,24 @@ class Agent(object):
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def check_token(self, timeout=10.0):
+        """Ask host-serve whether it takes this token (GET /reports?limit=1, behind it) before anything is
+        measured: DeviceError at once for a refused token; an unreachable host or one without the endpoint
+        is left to the follow loop (it backs off and tries again)."""
+        import urllib.error
+        import urllib.request
+        request = urllib.request.Request(self.base + "/reports?limit=1", headers={
+            "Authorization": "Bearer " + (self.token or ""), "User-Agent": "squishednets-device"})
+        try:
+            urllib.request.urlopen(request, timeout=timeout).close()
+        except urllib.error.HTTPError as error:
+            if error.code in (401, 403):
+                raise DeviceError("host-serve {} refused the token ({}): give the token host-serve printed, with "
+                                  "--token-file FILE (its first line) or ${}; nothing was measured".format(
+                                      self.base, error.code, "SQUISHEDNETS_TOKEN"))
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
 
     def requested(self):
         return {"backend": self.backend, "precision": self.precision, "batches": self.batches,
@@ -136,7 +157,7 @@ class Agent(object):
             self.seconds))
         try:
             result, body = benchmark_generation(path, entry, self.requested(), self.engine, self.batches,
-                                                self.seconds, self.warmup_s, self.log, self.options)
+                                                self.seconds, self.warmup_s, self.log, self.options, self.remeasure)
         except Exception as error:  # an engine that will not build or run: remember it, keep following
             message = str(error) if isinstance(error, DeviceError) else "{}: {}".format(type(error).__name__, error)
             self.state.mark("failed", key, {"generation": generation, "error": message[:2000],

@@ -13,13 +13,16 @@ def fetch_generation(url, entry, cache_dir, log):
     return path
 
 
-def benchmark_generation(path, entry, requested, engine, batches, seconds, warmup_s, log, options=None):
+def benchmark_generation(path, entry, requested, engine, batches, seconds, warmup_s, log, options=None,
+                         remeasure=None):
     """device.bench.bench_model on ``path`` with ``engine`` (an EngineOptions, device.engine_options) and
     ``options`` (what else open_backend takes); returns (result, report body). Raises when the engine will not
     build or run, or the cached file is not the listed generation."""
     from device.bench import bench_model
-    result = bench_model(path, batches=batches, seconds=seconds, warmup_s=warmup_s, log=log, engine=engine,
-                         **dict(options or {}))
+    extra = dict(options or {})
+    if remeasure is not None:
+        extra["remeasure"] = int(remeasure)
+    result = bench_model(path, batches=batches, seconds=seconds, warmup_s=warmup_s, log=log, engine=engine, **extra)
     if result["model_sha256"] != entry["sha256"]:
         raise DeviceError("the cached model has sha256 {}, not {}".format(result["model_sha256"], entry["sha256"]))
     return result, benchmark_report(result, entry, requested)

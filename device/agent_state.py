@@ -33,6 +33,26 @@ class AgentState(object):
             os.replace(path, broken)
             _log("state file {} was unreadable ({}); moved it to {} and starting afresh".format(path, error, broken))
 
+    @classmethod
+    def for_device(cls, cache_dir, device_id):
+        """The state of ``device_id`` in ``cache_dir`` (agent-state-<id>.json). A cache folder of an older agent
+        holds one state for all ids (STATE_FILE): its records of this id are carried over once."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(device_id))
+        path = os.path.join(cache_dir, "agent-state-{}.json".format(safe))
+        state = cls(path)
+        shared = os.path.join(cache_dir, STATE_FILE)
+        if not os.path.exists(path) and os.path.exists(shared):
+            old = cls(shared)
+            carried = False
+            for section in ("benchmarked", "failed"):
+                for key, record in old.data[section].items():
+                    if isinstance(record, dict) and record.get("device_id") in (device_id, None):
+                        state.data[section][key] = record
+                        carried = True
+            if carried:
+                atomic_write(path, json.dumps(state.data, indent=1, sort_keys=True))
+        return state
+
     @staticmethod
     def key(sha256, backend, precision):
         return "{}|{}|{}".format(sha256, backend, precision)

@@ -73,11 +73,14 @@ def test_once_benchmarks_and_reports_every_generation_once(host, tmp_path, token
         assert platform["precision"] == "fp32" and platform["backend"] == "onnxruntime"
         assert platform["versions"]["onnxruntime"] and "gpu_name" in platform and "power_mode" in platform
     assert measured[0] > 0 and measured[1] > 0
-    state = json.loads((tmp_path / "cache" / "agent-state.json").read_text())
+    state = json.loads((tmp_path / "cache" / "agent-state-jetson-a.json").read_text())
     assert len(state["benchmarked"]) == 2 and not state["failed"]
 
     assert main(argv) == 0  # remembered: nothing is measured or reported again
     assert len(reports_of(run, "jetson-a")[0]) == 2
+    # the same cache folder under another device id measures for that id (the state is per device)
+    other = [a if a != "jetson-a" else "jetson-a2" for a in argv]
+    assert main(other) == 0 and len(reports_of(run, "jetson-a2")[0]) == 2
 
 
 def test_reports_wait_in_the_spool_until_the_host_takes_them(host, tmp_path, token_file, capsys):
@@ -138,7 +141,7 @@ def test_a_generation_that_fails_is_remembered_not_retried(host, tmp_path, token
     argv = ["--follow", server.url, "--token-file", token_file, "--device-id", "jetson-e",
             "--cache-dir", str(tmp_path / "cache")] + FAST
     assert main(argv) == 1
-    state = json.loads((tmp_path / "cache" / "agent-state.json").read_text())
+    state = json.loads((tmp_path / "cache" / "agent-state-jetson-e.json").read_text())
     assert len(state["failed"]) == 2 and "engine build failed" in list(state["failed"].values())[0]["error"]
     assert main(argv) == 0  # not retried
     assert reports_of(run, "jetson-e")[0] == []
@@ -221,3 +224,25 @@ def test_an_unstable_figure_is_measured_again_reported_and_said_as_such(host, tm
     finally:
         lineage.close()
     assert len(figures) == 2 and all(f["stable"] is False and f["measurement"] == "benchmark-b1" for f in figures)
+
+
+
+def test_a_wrong_token_is_said_before_anything_is_measured(tmp_path, monkeypatch):
+    from device.agent import main
+    from tests.tiny_run import served_tiny_run
+    measured = []
+    monkeypatch.setattr("device.bench.bench_model", lambda *a, **k: measured.append(1))
+    with served_tiny_run(tmp_path / "run", "right-token") as (server, run, card):
+        code = main(["--follow", server.url, "--token", "wrong-token", "--device-id", "jetson-t", "--once",
+                     "--cache-dir", str(tmp_path / "cache")] + FAST)
+    assert code == 2 and measured == []
+
+
+def test_an_older_agents_shared_state_is_carried_over_for_its_own_device(tmp_path):
+    from device.agent_state import STATE_FILE, AgentState
+    shared = AgentState(str(tmp_path / STATE_FILE))
+    shared.mark("benchmarked", "a|onnxruntime|fp32", {"device_id": "jetson-a", "fps": 1.0})
+    shared.mark("benchmarked", "b|onnxruntime|fp32", {"device_id": "jetson-b", "fps": 2.0})
+    mine = AgentState.for_device(str(tmp_path), "jetson-a")
+    assert mine.seen("a|onnxruntime|fp32") and not mine.seen("b|onnxruntime|fp32")
+    assert (tmp_path / "agent-state-jetson-a.json").is_file()
