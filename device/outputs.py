@@ -19,6 +19,70 @@ from contract.errors import DeviceError
 from device.uris import STREAMING_SCHEMES, scheme_of, strip_file_scheme
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+# H.264 first where the container takes it: browsers play H.264 MP4, not MPEG-4 part 2 (mp4v). OpenCV has an
+# H.264 encoder only where its FFmpeg was built with one (libx264, or openh264); pip's wheels usually lack it
+H264_FOURCCS = ("avc1", "H264")
+H264_CONTAINERS = (".mp4", ".m4v", ".mkv")
+
+
+_H264 = []  # the probe's answer, once a process: [fourcc or None]
+
+
+class _NativeStderrSilenced(object):
+    """File descriptor 2 pointed at /dev/null for the block: FFmpeg's and OpenCV's C code write there directly
+    (a missing H.264 encoder prints four error lines per try). Used only before the loop's threads start."""
+
+    def __enter__(self):
+        import sys
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+
+def h264_fourcc():
+    """The fourcc this OpenCV writes H.264 MP4 with (avc1 or H264), or None: probed once, quietly, on a
+    two-frame file in a scratch folder."""
+    if not _H264:
+        import shutil
+        import tempfile
+        import cv2
+        import numpy as np
+        folder = tempfile.mkdtemp(prefix="squishednets-h264-")
+        found = None
+        try:
+            with _NativeStderrSilenced():
+                for code in H264_FOURCCS:
+                    writer = cv2.VideoWriter(os.path.join(folder, "probe.mp4"), cv2.VideoWriter_fourcc(*code), 10.0,
+                                             (32, 32))
+                    ok = writer.isOpened()
+                    if ok:
+                        writer.write(np.zeros((32, 32, 3), np.uint8))
+                    writer.release()
+                    if ok:
+                        found = code
+                        break
+        except (OSError, cv2.error):
+            found = None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        _H264.append(found)
+    return _H264[0]
+
+
+def codec_choices(extension):
+    """The fourccs to try for a video file of ``extension``, best first: H.264 where the container takes it and
+    this OpenCV can write it (:func:`h264_fourcc`), then the container's always-there codec."""
+    extension = extension.lower()
+    fallback = VIDEO_FOURCC[extension]
+    h264 = h264_fourcc() if extension in H264_CONTAINERS else None
+    return ([h264] if h264 else []) + [fallback]
 WRITABLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 OUTPUT_HELP = ("display://0, a video file (out.mp4, out.avi, out.mkv), numbered images (out/%i.jpg), a folder "
                "(out/), or one image (out.jpg); file://... too")
@@ -192,7 +256,9 @@ class VideoFileOutput(object):
 
     def __init__(self, spec, fps, log=print):
         self.spec, self.fps, self.log = spec, float(fps), log
+        self.codecs = codec_choices(os.path.splitext(spec.target)[1])  # probed now, before the loop's threads
         self.writer = None
+        self.codec = None  # the fourcc the file is written with (H.264 where this OpenCV can)
         self.size = None
         self.written = 0
 
@@ -202,12 +268,22 @@ class VideoFileOutput(object):
         if self.writer is None:
             height, width = image.shape[:2]
             self.size = (width, height)
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[os.path.splitext(self.spec.target)[1].lower()])
-            self.writer = cv2.VideoWriter(self.spec.target, fourcc, self.fps, self.size)
-            if not self.writer.isOpened():
-                self.writer = None
+            extension = os.path.splitext(self.spec.target)[1]
+            for code in self.codecs:
+                writer = cv2.VideoWriter(self.spec.target, cv2.VideoWriter_fourcc(*code), self.fps, self.size)
+                if writer.isOpened():
+                    self.writer, self.codec = writer, code
+                    break
+                writer.release()
+            if self.writer is None:
                 raise DeviceError("output {}: OpenCV cannot write this video (no encoder for {}); try out.avi "
-                                  "(MJPG)".format(self.spec.text, os.path.splitext(self.spec.target)[1]))
+                                  "(MJPG)".format(self.spec.text, extension))
+            if self.codec in H264_FOURCCS:
+                self.log("device-serve: recording {} as H.264 ({})".format(self.spec.target, self.codec))
+            elif extension.lower() in H264_CONTAINERS:
+                self.log("device-serve: recording {} as MPEG-4 part 2 (mp4v): this OpenCV has no H.264 encoder, "
+                         "and browsers do not play mp4v; for a browser: ffmpeg -i {} -c:v libx264 "
+                         "out-h264.mp4".format(self.spec.target, self.spec.target))
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
@@ -223,8 +299,8 @@ class VideoFileOutput(object):
                                   "file-size limit reached?); free space or give another place, then run again".format(
                                       self.spec.text, max(held, 0), self.written,
                                       ", and cannot be read back" if held < 0 else ""))
-            self.log("device-serve: wrote {} annotated frame(s) to {} ({:.3g} fps)".format(
-                self.written, self.spec.target, self.fps))
+            self.log("device-serve: wrote {} annotated frame(s) to {} ({:.3g} fps, {})".format(
+                self.written, self.spec.target, self.fps, self.codec))
 
 
 def frames_in(path):

@@ -112,7 +112,7 @@ def test_a_video_to_a_video_file_and_to_numbered_images(tiny_model, tmp_path):  
         count += 1
     recorded.release()
     assert count == 6 and first.shape == (120, 160, 3) and dark_top_left(first) > 0.3  # the overlay's boxes
-    assert "wrote 6 annotated frame(s)" in out and "(20 fps)" in out  # the clip's own rate
+    assert "wrote 6 annotated frame(s)" in out and "(20 fps, " in out  # the clip's own rate
     code, out, err = device_serve("--model", run / "gen-00" / "model.onnx", "--source", clip,
                                   str(tmp_path / "frames" / "f_%03i.jpg"), "--warmup", "0")
     assert code == 0, err
@@ -276,3 +276,26 @@ def test_a_looped_image_folder_prints_each_result_once_not_a_flood(tmp_path):
     assert text.count("the folder loops") == 1
     frames = int(text.split("done: ")[1].split(" frames")[0])
     assert frames > 3  # it did loop
+
+
+def test_a_video_is_recorded_in_h264_where_opencv_can_and_says_which(tmp_path, monkeypatch):
+    """Browsers play H.264 MP4, not mp4v: H.264 first where this OpenCV has an encoder, else mp4v and the
+    ffmpeg line; either way the file is read back and the codec named. The probe itself is silent."""
+    import subprocess
+    import sys
+    import device.outputs as outputs
+    from tests.engines.tiny_onnx import tiny_onnx
+    assert outputs.codec_choices(".avi") == ["MJPG"]
+    monkeypatch.setattr(outputs, "_H264", ["avc1"])
+    assert outputs.codec_choices(".mp4") == ["avc1", "mp4v"]
+    monkeypatch.setattr(outputs, "_H264", [None])
+    assert outputs.codec_choices(".mkv") == ["mp4v"]
+    out = tmp_path / "out.mp4"
+    result = subprocess.run([sys.executable, "-m", "device.serve", "--model", tiny_onnx(), "--source", "synthetic",
+                             "--frames", "4", "--backend", "onnxruntime", "--status-every", "0", "--warmup", "0",
+                             str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout + result.stderr
+    assert "recording {} as ".format(out) in text and ("H.264" in text or "ffmpeg -i" in text)
+    assert "h264_v4l2m2m" not in text and "cap_ffmpeg_impl" not in text  # the probe's C-level noise is kept out
+    assert outputs.frames_in(str(out)) == 4
