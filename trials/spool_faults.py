@@ -14,7 +14,14 @@ Each round, against one host-serve (the real command, its own process, a tiny re
 4. **a copied spool** (two devices, one spool folder copied between them, one --device-id): the same
    (device_id, spool_id, sequence) with different bodies: both must be stored, the second as a conflict;
 5. **a full disk** (root only: a 1 MB tmpfs): the spool's disk fills while reports are written; the reporter
-   must survive, count what it could not write and go on once room is back.
+   must survive, count what it could not write and go on once room is back;
+6. **answers that are not host-serve storing it** (issue 32): the same spool delivered first to a captive
+   portal (302 to a login page that answers 200), a proxy that answers 408, a web server that answers 200 with
+   a page, and host-serve's address with a mistyped path (404); every report must stay in the spool, none in
+   rejected/, then all be stored once the real address is given;
+7. **the run folder replaced while served** (issue 32): the served run is moved aside and a copy put in its
+   place; host-serve must refuse (503) rather than store into the moved database; the reports wait and are
+   stored in the new folder's database by a host-serve started on it.
 
 Counts: written (reports the spools made), stored (rows on the host for them), lost = written - stored,
 duplicated (rows stored twice for one report), conflicts kept, files set aside, unwritten (ENOSPC, counted
@@ -198,6 +205,108 @@ def full_disk(folder, url, run, card, rng, reports, figures):
         subprocess.call(["umount", str(mount)])
 
 
+class OddServer(object):
+    """A loopback HTTP server that answers every POST as ``mode`` says: "portal" (302 to /login, which answers
+    200 to a GET), "proxy-408", "web-200" (a page, not host-serve's answer). Counts the requests."""
+
+    def __init__(self, mode):
+        import http.server
+        import threading
+        server_self = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status, body=b"", headers=()):
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                server_self.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if mode == "portal":
+                    self._answer(302, headers=[("Location", "/login")])
+                elif mode == "proxy-408":
+                    self._answer(408, b"Request Timeout")
+                else:
+                    self._answer(200, b"<html>welcome</html>", [("Content-Type", "text/html")])
+
+            def do_GET(self):
+                self._answer(200, b"<html>login</html>", [("Content-Type", "text/html")])
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:{}".format(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wrong_answers(folder, url, run, card, rng, reports, figures):
+    logged, written = [], 0
+    spool = ReportSpool(str(folder / "wrong-answers"), device_id="wrong-answers", log=logged.append)
+    for _ in range(reports):
+        spool.add("periodic", body(card, rng))
+        written += 1
+    kept_after = {}
+    for mode in ("portal", "proxy-408", "web-200"):
+        odd = OddServer(mode)
+        try:
+            Reporter(odd.url, spool, dict, token=TOKEN, log=logged.append, timeout_s=5).flush()
+        finally:
+            odd.stop()
+        kept_after[mode] = {"posted": odd.requests, "waiting": len(spool.pending())}
+    Reporter(url + "/report", spool, dict, token=TOKEN, log=logged.append, timeout_s=5).flush()  # a mistyped path
+    kept_after["host-serve, mistyped path (404)"] = {"waiting": len(spool.pending())}
+    rejected = len(os.listdir(os.path.join(spool.folder, "rejected"))) if os.path.isdir(
+        os.path.join(spool.folder, "rejected")) else 0
+    deliver(url, spool, logged)
+    result = count(run, "wrong-answers", written, logged, figures, "answers that are not host-serve storing it")
+    result.update(kept=kept_after, set_aside=rejected, waiting_at_end=len(spool.pending()))
+    return result
+
+
+def replaced_run(folder, card, rng, reports, token_file, figures):
+    """The served run folder moved aside and a copy put in its place while host-serve serves it."""
+    logged, written = [], 0
+    run = folder / "served-run"
+    run.mkdir()
+    card = make_tiny_run(run)[0]
+    host = HostServe(run, token_file)
+    try:
+        spool = ReportSpool(str(folder / "replaced"), device_id="replaced-run", log=logged.append)
+        spool.add("periodic", body(card, rng))
+        written += 1
+        deliver(host.url, spool, logged)  # one stored in the original
+        shutil.move(str(run), str(folder / "served-run.moved"))
+        shutil.copytree(str(folder / "served-run.moved"), str(run))
+        for _ in range(reports):
+            spool.add("periodic", body(card, rng))
+            written += 1
+        Reporter(host.url, spool, dict, token=TOKEN, log=logged.append, timeout_s=5).flush()
+        waiting = len(spool.pending())
+    finally:
+        output = host.stop()
+    moved_rows = len(rows(folder / "served-run.moved", "replaced-run"))
+    host = HostServe(run, token_file)
+    try:
+        deliver(host.url, spool, logged)
+    finally:
+        output += host.stop()
+    result = count(run, "replaced-run", written, logged, figures, "run folder replaced while served")
+    result.update(waiting_while_replaced=waiting, stored_in_the_moved_folder_after_the_move=moved_rows - 1,
+                  host_tracebacks=output.count("Traceback"))
+    return result
+
+
 def trial(rounds=5, reports=20, seed=0, log=print):
     rng = random.Random(seed)
     figures = {}
@@ -217,8 +326,10 @@ def trial(rounds=5, reports=20, seed=0, log=print):
             log("undecodable files:", undecodable_files(folder, host.url, run, card, rng, reports, figures))
             log("copied spool:", copied_spool(folder, host.url, run, card, rng, reports, figures))
             log("full disk:", full_disk(folder, host.url, run, card, rng, reports, figures))
+            log("wrong answers:", wrong_answers(folder, host.url, run, card, rng, reports, figures))
         finally:
             output = host.stop()
+        log("replaced run:", replaced_run(folder, card, rng, reports, token_file, figures))
         with sqlite3.connect(str(run / "lineage.sqlite")) as db:
             figures["integrity_check"] = db.execute("PRAGMA integrity_check").fetchone()[0]
     figures["host_tracebacks"] = output.count("Traceback")
@@ -233,6 +344,14 @@ def problems(figures):
     for name, value in figures.items():
         if isinstance(value, dict) and (value.get("lost") or value.get("duplicated")):
             found.append("{}: {} lost, {} duplicated".format(name, value.get("lost"), value.get("duplicated")))
+    wrong = figures.get("answers that are not host-serve storing it")
+    if isinstance(wrong, dict) and (wrong["set_aside"] or any(v["waiting"] < wrong["written"]
+                                                              for v in wrong["kept"].values())):
+        found.append("a report left the spool on an answer that was not host-serve storing it: {}".format(wrong))
+    replaced = figures.get("run folder replaced while served")
+    if isinstance(replaced, dict) and (replaced["stored_in_the_moved_folder_after_the_move"] or
+                                       replaced["host_tracebacks"]):
+        found.append("run folder replaced: {}".format(replaced))
     disk = figures.get("full spool disk")
     if isinstance(disk, dict) and not disk["reporter_alive"]:
         found.append("the reporter died on a full disk")
