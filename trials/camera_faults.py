@@ -5,8 +5,10 @@ must be counted and logged, and frames must flow again after each one.
     python trials/camera_faults.py [--rounds 5] [--seed 0] [--model RUN/gen-00/model.onnx] [--json out.json]
 
 Each round injects, in a random order, one stall (1.5-3 s with no frame), one end of the stream (the camera
-then refuses to reopen 1-3 times), one read that raises (a driver failure) and 5-30 corrupt frames (empty,
-grey, float, 1x1, not an array). Prints the faults injected and counted per kind, the /stats requests sent
+then refuses to reopen 1-3 times), one read that raises (a driver failure), one read that never returns (an
+RTSP camera gone without a TCP reset, a hung Argus capture: the reader must abandon it after --lost seconds
+and open a fresh capture, never releasing the blocked one) and 5-30 corrupt frames (empty, grey, float, 1x1,
+not an array). Prints the faults injected and counted per kind, the /stats requests sent
 and answered (and the slowest), and the frames classified after each recovery. Exit status 1 if any check
 fails. Without --model a tiny 3-class model is exported first (needs the host side: torch).
 """
@@ -43,11 +45,29 @@ class FaultySource(object):
         self.schedule = list(schedule)
         self.gap = 1.0 / fps
         self.failing_opens = 0
-        self.injected = {"stall": 0, "corrupt": 0, "end": 0, "raise": 0, "refused_open": 0}
+        self.injected = {"stall": 0, "corrupt": 0, "end": 0, "raise": 0, "refused_open": 0, "hang": 0}
         self.recovered_at = []
-        self.schedule_done_at = None
+        self.shared = {"done_at": None, "released": threading.Event(), "closed_while_reading": 0}
         self._left = None
         self._after_fault = False
+        self._reading = 0
+
+    @property
+    def schedule_done_at(self):
+        return self.shared["done_at"]
+
+    def fresh(self):
+        """A new capture of the same camera (what the reader opens after a hung read): the rest of the schedule,
+        the same counters."""
+        other = FaultySource.__new__(FaultySource)
+        other.inner = SyntheticSource(width=self.inner.width, height=self.inner.height)
+        other.schedule, other.gap, other.failing_opens = self.schedule, self.gap, 0
+        other.injected, other.recovered_at, other.shared = self.injected, self.recovered_at, self.shared
+        other._left, other._after_fault, other._reading = None, True, 0
+        return other
+
+    def release(self):
+        self.shared["released"].set()
 
     def describe(self):
         return "faulty-camera"
@@ -60,7 +80,8 @@ class FaultySource(object):
         self.inner.open()
 
     def close(self):
-        pass
+        if self._reading:
+            self.shared["closed_while_reading"] += 1
 
     def _good(self):
         if self._after_fault:
@@ -69,10 +90,17 @@ class FaultySource(object):
         return self.inner.read()
 
     def read(self):
+        self._reading += 1
+        try:
+            return self._read()
+        finally:
+            self._reading -= 1
+
+    def _read(self):
         time.sleep(self.gap)
         if not self.schedule:
-            if self.schedule_done_at is None:
-                self.schedule_done_at = time.monotonic()
+            if self.shared["done_at"] is None:
+                self.shared["done_at"] = time.monotonic()
             return self._good()
         kind, amount = self.schedule[0]
         if kind == "ok":
@@ -103,6 +131,9 @@ class FaultySource(object):
             return None
         if kind == "raise":
             raise RuntimeError("injected driver failure")
+        if kind == "hang":  # never returns until the trial ends: the reader must leave it and open a fresh one
+            self.shared["released"].wait()
+            return None
         raise ValueError("unknown fault {!r}".format(kind))
 
 
@@ -111,14 +142,14 @@ def random_schedule(rounds, seed):
     schedule = [("ok", 30)]
     for _ in range(rounds):
         faults = [("stall", round(rng.uniform(1.5, 3.0), 2)), ("end", rng.randint(1, 3)), ("raise", 1),
-                  ("corrupt", rng.randint(5, 30))]
+                  ("corrupt", rng.randint(5, 30)), ("hang", 1)]
         rng.shuffle(faults)
         for fault in faults:
             schedule += [fault, ("ok", rng.randint(20, 60))]
     return schedule
 
 
-def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=None):
+def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=None, lost_s=4.0):
     """Run the real loop over a FaultySource(schedule) with the page up until the schedule is done and
     ``seconds_after`` more have passed; poll /stats all along. Returns the figures (a dict)."""
     from device.backends import open_backend
@@ -139,7 +170,7 @@ def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=N
     backend = open_backend(model, "onnxruntime", "fp32", max_batch=1, log=record)
     source = FaultySource(schedule)
     source.open()
-    reader = FrameReader(source, log=record, backoff_s=0.05, max_backoff_s=0.4, stall_s=stall_s)
+    reader = FrameReader(source, log=record, backoff_s=0.05, max_backoff_s=0.4, stall_s=stall_s, lost_s=lost_s)
     telemetry = Telemetry(backend.name, backend.precision, info.sha256, platform_monitors=False)
     hub = FrameHub()
     live = LiveServer("127.0.0.1", 0, lambda: _snapshot(telemetry, reader, None), hub, log=record).start()
@@ -176,6 +207,7 @@ def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=N
         for thread in threads:
             thread.join(timeout=5)
         reader.close()
+        source.release()  # the hung reads return now; their abandoned readers release their own captures
         live.close()
         backend.close()
         telemetry.close()
@@ -189,14 +221,17 @@ def run_trial(model, schedule, seconds_after=1.5, stall_s=1.0, poll_s=0.1, log=N
     return {
         "seconds": round(time.monotonic() - started, 2),
         "injected": dict(source.injected),
-        "counted": {"stall": reader.stalls, "corrupt": reader.corrupt, "end": len(reader.gaps) - reader.read_errors,
-                    "raise": reader.read_errors, "gaps": len(reader.gaps)},
+        "counted": {"stall": reader.stalls, "corrupt": reader.corrupt,
+                    "end": len(reader.gaps) - reader.read_errors - reader.abandoned,
+                    "raise": reader.read_errors, "hang": reader.abandoned, "gaps": len(reader.gaps)},
+        "captures_released_while_read": source.shared["closed_while_reading"],
         "logged": {"stall": sum("stalled" in line for line in lines),
                    "stall_over": sum("is back after a stall" in line for line in lines),
                    "corrupt": sum("corrupt frame" in line for line in lines),
                    "lost": sum("lost after" in line for line in lines),
                    "back": sum("is back after a gap" in line for line in lines),
-                   "raise": sum("reading failed" in line for line in lines)},
+                   "raise": sum("reading failed" in line for line in lines),
+                   "hang": sum("treated as lost" in line for line in lines)},
         "recoveries": len(source.recovered_at),
         "frames_in_1s_after_each_recovery": frames_after,
         "frames": telemetry.snapshot()["frames"],
@@ -211,14 +246,18 @@ def problems(figures):
     """What the trial's figures break (empty when it passed)."""
     found = []
     injected, counted = figures["injected"], figures["counted"]
-    for kind in ("stall", "corrupt", "end", "raise"):
-        if injected[kind] != counted[kind]:
-            found.append("{}: injected {}, counted {}".format(kind, injected[kind], counted[kind]))
+    for kind in ("stall", "corrupt", "end", "raise", "hang"):
+        expected = injected[kind] + (injected["hang"] if kind == "stall" else 0)  # a hung read is a stall first
+        if expected != counted[kind]:
+            found.append("{}: injected {}, counted {}".format(kind, expected, counted[kind]))
     logged = figures["logged"]
-    if logged["stall"] != injected["stall"] or logged["stall_over"] != injected["stall"]:
+    if logged["hang"] != injected["hang"] or figures["captures_released_while_read"]:
+        found.append("hung reads: {} logged of {}, {} captures released while read".format(
+            logged["hang"], injected["hang"], figures["captures_released_while_read"]))
+    if logged["stall"] != injected["stall"] + injected["hang"] or logged["stall_over"] != injected["stall"]:
         found.append("stalls not all logged (start and end): {}".format(logged))
     if logged["raise"] != injected["raise"] or logged["lost"] != injected["end"] + injected["raise"] \
-            or logged["back"] != injected["end"] + injected["raise"]:
+            or logged["back"] != injected["end"] + injected["raise"] + injected["hang"]:
         found.append("lost sources not all logged: {}".format(logged))
     if injected["corrupt"] and not logged["corrupt"]:
         found.append("corrupt frames not logged")

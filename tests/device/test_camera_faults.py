@@ -26,9 +26,19 @@ def test_stall_end_raise_and_corrupt_frames_are_survived_counted_and_logged():
     figures = run_trial(tiny_onnx(), schedule, seconds_after=1.2)
     print(figures)
     assert problems(figures) == []
-    assert figures["injected"] == {"stall": 1, "corrupt": 7, "end": 1, "raise": 1, "refused_open": 2}
+    assert figures["injected"] == {"stall": 1, "corrupt": 7, "end": 1, "raise": 1, "refused_open": 2, "hang": 0}
     assert figures["counted"]["gaps"] == 2 and figures["recoveries"] == 4
     assert figures["stats_requests"] > 30 and len(figures["frames_in_1s_after_each_recovery"]) == 4
+
+
+def test_a_read_that_never_returns_is_left_and_a_fresh_capture_takes_over():
+    """The trial's hung read (issue 31, kind 4) under the real loop with the page up: abandoned after lost_s,
+    frames again from a fresh capture, the page answering throughout, no capture released while read."""
+    schedule = [("ok", 20), ("hang", 1), ("ok", 20)]
+    figures = run_trial(tiny_onnx(), schedule, seconds_after=1.0, lost_s=1.5)
+    assert problems(figures) == [], figures
+    assert figures["counted"]["hang"] == 1 and figures["captures_released_while_read"] == 0
+    assert figures["stats_answered"] == figures["stats_requests"] > 10
 
 
 def test_a_recorded_source_that_raises_still_ends_the_run_with_the_error():
