@@ -102,7 +102,8 @@ class Lineage:
         have = {row["name"] for row in self.db.execute("PRAGMA table_info(device_reports)")}
         if "spool_id" in have:
             return
-        table = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS device_reports"):].strip().rstrip(";")
+        start = SCHEMA.index("CREATE TABLE IF NOT EXISTS device_reports")
+        table = SCHEMA[start:SCHEMA.index(";", start)].strip()  # that one statement, whatever follows it
         self.db.execute("BEGIN IMMEDIATE")  # another process opening the run waits, then finds it done
         try:
             have = {row["name"] for row in self.db.execute("PRAGMA table_info(device_reports)")}
