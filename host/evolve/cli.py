@@ -98,6 +98,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "may change on --resume to rescue a run that diverged")
     parser.add_argument("--target-mb", type=float,
                         help="budget by size: choose R each generation so the last lands on this many MB")
+    parser.add_argument("--target-speedup", type=float,
+                        help="with --budget latency: choose R each generation so the last lands on this predicted "
+                             "batch-1 speed-up over the ancestor (with --target-mb: the harsher R; stops when both "
+                             "are met)")
     parser.add_argument("--target-fps", type=float,
                         help="steer R by measured fps and stop when a generation reaches this (default off)")
     parser.add_argument("--latency-from", help="local (ONNX Runtime here) or device:ID (a device-agent's reports; "
@@ -124,7 +128,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("data", "out", "generations", "epochs", "ancestor_epochs", "image_size", "env_factor", "budget", "latency_table", "allocation_exponent", "cost_exponent", "strength",
-             "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "recovery", "crop_scale", "val_fraction", "target_mb", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
+             "offspring", "candidates", "max_drop", "max_total_drop", "redraws", "top1_tolerance", "round_to", "min_filters", "distill_weight", "distill_from", "final_epochs", "recovery", "crop_scale", "val_fraction", "target_mb", "target_speedup", "target_fps", "latency_from", "env_floor", "top1_floor", "fps_weight", "fp16_onnx", "steer", "seed", "batch_size", "lr", "device",
              "pretrained", "ancestor_from")
 
 

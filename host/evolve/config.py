@@ -63,6 +63,7 @@ class EvolveConfig:
     dropout: float = 0.5
     target_mb: float = 0.0  # >0: R per generation lands the last generation on this size (MB = 1e6 bytes)
     target_fps: float = 0.0  # >0: steer R by measured speed and stop when a generation reaches this fps
+    target_speedup: float = 0.0  # >0 with budget "latency": R per generation lands the last on this predicted batch-1 speed-up over the ancestor
     latency_from: str = "local"  # where fps is measured: "local" (ONNX Runtime here) or "device:ID"
     env_floor: float = 0.5  # the harshest R the speed rule may choose
     steer: bool = True  # with target_fps: False keeps R fixed (measure and stop only; the baseline to compare)
@@ -234,6 +235,9 @@ def validate(config: EvolveConfig) -> None:
         problems.append(f"recovery = {config.recovery!r} must be one of {', '.join(RECOVERIES)}")
     if config.final_epochs < 0:
         problems.append(f"final_epochs = {config.final_epochs} must be >= 0 (0 = no recovery fine-tune)")
+    if config.target_speedup < 0 or (config.target_speedup > 0 and config.budget != "latency"):
+        problems.append(f"target_speedup = {config.target_speedup} needs budget = 'latency' (the speed-up is the "
+                        "latency table's prediction) and must be >= 0 (0 = off)")
     if config.target_mb < 0:
         problems.append(f"target_mb = {config.target_mb} must be >= 0 (0 = off)")
     if config.target_fps < 0 or not 0 < config.env_floor <= config.env_factor:

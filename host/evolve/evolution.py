@@ -561,7 +561,11 @@ class Evolution:
                                        "(--ancestor-epochs), or check that the class folders hold what their names say")
             self.warn_if_below_tolerance(row, ancestor)
             fps = self.fps_for_steering(row) if c.target_fps > 0 else None
-            env_factor, stop_reason = next_step(c, generation, row, fps, env_factor)
+            predicted = ancestor_ms = None
+            if c.target_speedup > 0:  # --budget latency: the table's prediction of this generation and gen 0
+                predicted = self.priced().of_genome(Genome.from_dict(json.loads(row["genome"])))
+                ancestor_ms = self.priced().of_genome(Genome.from_dict(json.loads(ancestor["genome"])))
+            env_factor, stop_reason = next_step(c, generation, row, fps, env_factor, predicted, ancestor_ms)
             if fps is not None:
                 self.recorder.say(f"  measured {fps:.0f} fps ({c.latency_from}), target {c.target_fps:.0f}: "
                                   + ("met" if fps >= c.target_fps else f"next R = {env_factor:.3f}"))

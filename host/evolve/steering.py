@@ -70,6 +70,21 @@ def steer_by_size(generation: int, size_bytes: float, target_mb: float, generati
     return Step(max(env_floor, min(env_factor, size_factor)), None)
 
 
+def steer_by_predicted_speed(generation: int, predicted_ms: float, ancestor_ms: float, target_speedup: float,
+                             generations_left: int, env_factor: float, env_floor: float) -> Step:
+    """Rule 3b, speed by the latency table (--budget latency --target-speedup S): the next R no milder than
+    ``(target / predicted) ** (1 / generations_left)`` asks, target = the ancestor's predicted batch-1 latency / S,
+    so that the last generation lands on it in expectation (rule 3's arithmetic on latency); a stop reason once
+    the prediction is there."""
+    target_ms = ancestor_ms / target_speedup
+    factor = size_env_factor(predicted_ms, target_ms, generations_left)
+    if factor is None:
+        return Step(env_factor, f"predicted speed-up {target_speedup:g}x met by generation {generation} "
+                                f"({ancestor_ms / predicted_ms:.2f}x: {predicted_ms:.3f} ms against the ancestor's "
+                                f"{ancestor_ms:.3f} ms)")
+    return Step(max(env_floor, min(env_factor, factor)), None)
+
+
 def top1_below_floor(generation: int, top1: float, top1_floor: float) -> str | None:
     """Rule 4: the stop reason when the generation's top-1 fell below the floor (a floor of 0 is off)."""
     if top1_floor > 0 and top1 < top1_floor:
@@ -78,18 +93,32 @@ def top1_below_floor(generation: int, top1: float, top1_floor: float) -> str | N
     return None
 
 
-def next_step(config, generation: int, row: dict, steering_fps: float | None, env_factor: float) -> Step:
+def next_step(config, generation: int, row: dict, steering_fps: float | None, env_factor: float,
+              predicted_ms: float | None = None, ancestor_ms: float | None = None) -> Step:
     """Rules 1-4 in order for the generation just recorded (``row``), given the R it was bred with.
     ``steering_fps`` is the generation's fps from ``--latency-from`` when ``config.target_fps`` is set (None
-    otherwise)."""
+    otherwise). ``predicted_ms``/``ancestor_ms``: the latency table's prediction of this generation and of the
+    ancestor (--target-speedup). With both a size and a predicted-speed target, R is the harsher of the two and
+    the run stops once both are met."""
     c, stop_reason = config, None
     if c.target_fps > 0:
         if c.steer:
             env_factor = next_env_factor(steering_fps, c.target_fps, c.env_floor, c.env_factor)
         stop_reason = speed_target_met(generation, steering_fps, c.target_fps)
-    if c.target_mb > 0 and stop_reason is None and generation < c.generations:
-        env_factor, stop_reason = steer_by_size(generation, row["size_bytes"], c.target_mb,
-                                                c.generations - generation, env_factor, c.env_floor)
+    targets = []
+    if stop_reason is None and generation < c.generations:
+        if c.target_mb > 0:
+            targets.append(steer_by_size(generation, row["size_bytes"], c.target_mb, c.generations - generation,
+                                         env_factor, c.env_floor))
+        if getattr(c, "target_speedup", 0) > 0 and predicted_ms is not None and ancestor_ms:
+            targets.append(steer_by_predicted_speed(generation, predicted_ms, ancestor_ms, c.target_speedup,
+                                                    c.generations - generation, env_factor, c.env_floor))
+    if targets:
+        open_targets = [step for step in targets if step.stop_reason is None]
+        if open_targets:
+            env_factor = min(step.env_factor for step in open_targets)
+        else:
+            stop_reason = "; ".join(step.stop_reason for step in targets)
     return Step(env_factor, top1_below_floor(generation, row["top1"], c.top1_floor) or stop_reason)
 
 

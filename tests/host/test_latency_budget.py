@@ -241,3 +241,22 @@ def test_host_serve_refuses_a_table_that_does_not_answer_the_request(tmp_path):
     finally:
         server.stop()
     assert Lineage.reader(run / "lineage.sqlite").latency_table_for(request_id)["device_id"] == "lab"
+
+
+def test_a_run_stops_at_its_predicted_speed_up(shapes, tmp_path):
+    """--target-speedup with --budget latency: R is chosen from the table's prediction and the run stops once
+    a generation's predicted batch-1 speed-up over the ancestor is met."""
+    parent = Genome.squeezenet1_1(4).to_dict()
+    table_path = tmp_path / "table.json"
+    table_path.write_text(json.dumps(linear_table(parent, 32, 4)))
+    run = tmp_path / "run"
+    result = host_evolve(*flags(**dict(MECHANICS, data=shapes, out=run, generations=6, budget="latency",
+                                       latency_table=table_path, target_speedup=1.3, env_floor=0.5)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    table = lt.load_table(str(table_path))
+    predicted = [lt.predict_ms(table, Genome.from_dict(json.loads(g["genome"]) if isinstance(g["genome"], str)
+                                                       else g["genome"]).layer_widths())
+                 for g in summary["generations"]]
+    assert predicted[0] / predicted[-1] >= 1.3 and len(predicted) < 7  # met, and the run stopped there
+    assert "predicted speed-up 1.3x met by generation" in result.stdout + result.stderr

@@ -77,3 +77,27 @@ def test_next_step_top1_floor_reason_wins():
     config = EvolveConfig(target_fps=400, top1_floor=0.7)
     assert next_step(config, 1, ROW, 500, 0.93).stop_reason.startswith("top-1 60.0 % of generation 1")
     assert next_step(EvolveConfig(top1_floor=0.5), 1, ROW, None, 0.93) == Step(0.93, None)
+
+
+def test_a_predicted_speed_target_steers_r_and_stops_with_the_size_target():
+    """--budget latency --target-speedup S: R from the latency table's prediction as the size rule does it from
+    the size; with both targets, the harsher R, and the run stops only when both are met."""
+    from host.evolve.steering import steer_by_predicted_speed
+    step = steer_by_predicted_speed(1, predicted_ms=0.5, ancestor_ms=0.6, target_speedup=3.0, generations_left=4,
+                                    env_factor=0.93, env_floor=0.3)
+    assert step.stop_reason is None and step.env_factor == pytest.approx((0.2 / 0.5) ** 0.25)
+    assert steer_by_predicted_speed(1, 0.19, 0.6, 3.0, 4, 0.93, 0.3).stop_reason.startswith(
+        "predicted speed-up 3x met by generation 1")
+    assert steer_by_predicted_speed(1, 0.59, 0.6, 30.0, 1, 0.93, 0.3).env_factor == 0.3  # clamped at the floor
+    config = EvolveConfig(env_factor=0.93, env_floor=0.3, generations=5, target_mb=ROW["size_bytes"] / 2e6,
+                          budget="latency", target_speedup=2.0)
+    both = next_step(config, 1, ROW, None, 0.93, predicted_ms=0.5, ancestor_ms=0.6)
+    size_r, speed_r = 0.5 ** 0.25, (0.3 / 0.5) ** 0.25
+    assert both.stop_reason is None and both.env_factor == pytest.approx(min(size_r, speed_r))
+    small = dict(ROW, size_bytes=ROW["size_bytes"] / 4)  # the size met, the speed not: go on, by the speed
+    assert next_step(config, 1, small, None, 0.93, 0.5, 0.6) == Step(pytest.approx(speed_r), None)
+    done = next_step(config, 1, small, None, 0.93, 0.25, 0.6)
+    assert "size target" in done.stop_reason and "predicted speed-up 2x met" in done.stop_reason
+    with pytest.raises(HostError, match="needs budget = 'latency'"):
+        from host.evolve.config import resolve
+        resolve({}, {"data": "x", "target_speedup": 2.0})
