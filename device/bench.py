@@ -44,9 +44,6 @@ def unstable_advice(jetson=None):
         from device.machine import is_jetson
         jetson = is_jetson()
     return JETSON_ADVICE if jetson else CPU_ADVICE
-
-
-UNSTABLE_ADVICE = JETSON_ADVICE  # kept for importers; the commands say unstable_advice()
 MAX_BATCH = 1024  # ONNX Runtime on a desktop copes; a Jetson runs out of memory far earlier
 
 

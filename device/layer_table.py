@@ -124,8 +124,8 @@ class Progress(object):
 
 
 def measure_layers(timer, parent, image_size, step, progress=None, runs=LAYER_RUNS):
-    """{layer: {"cin", "cout", "ms"}} for every layer of ``parent`` on ``step``'s grid (ms: entry minus nothing;
-    the caller subtracts the overhead)."""
+    """{layer: {"cin", "cout", "ms"}} for every layer of ``parent`` on ``step``'s grid (ms as timed; the caller
+    subtracts the per-call overhead)."""
     rows = {row.name: row for row in genome_rows(parent, image_size)}
     layers = {}
     for name, (cins, couts) in lt.layer_grids(parent, step).items():
@@ -186,7 +186,7 @@ def slow_widths(timer, parent, image_size, step, runs=LAYER_RUNS):
 
 
 def build_table(timer, parent, image_size, step, block, block_why, backend_name, precision, runtime_version,
-                machine, seed=0, fit_genomes=FIT_GENOMES, check_genomes=CHECK_GENOMES, log=None, progress=None,
+                machine, seed=0, fit_genomes=FIT_GENOMES, check_genomes=CHECK_GENOMES, progress=None,
                 layer_runs=LAYER_RUNS, network_runs=NETWORK_RUNS):
     """Measure a whole table with ``timer`` (a BackendTimer, or a stand-in with ``time_ms(model, shape, runs)``).
     ``parent``: the genome dict whose widths bound the grid. Returns the table dict (contract.latency_table)."""
@@ -306,7 +306,7 @@ def table_for(parent, image_size, engine, step=None, seed=0, log=print, threads=
                 total, " of " + what if what else "", backend_name, precision, image_size, step, why))
         progress = Progress(total)
         table = build_table(timer, parent, image_size, step, block, why, backend_name, precision,
-                            runtime_version, machine, seed, fit_genomes, check_genomes, log, progress, layer_runs,
+                            runtime_version, machine, seed, fit_genomes, check_genomes, progress, layer_runs,
                             network_runs)
         progress.close()
     finally:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from contract.errors import ContractError
 from contract.generation_files import CARD_JSON, LABELS_TXT, MODEL_ONNX
 from contract.preprocess import PreprocessSpec
 from host.evolve import config as config_module
@@ -186,7 +185,7 @@ class Evolution:
     def open_latency_cost(self):
         """--budget latency: the table (a file, or measured here and cached), checked against this run's input
         size, classes and widths; kept in the run folder. HostError when --round-to is off the table's block."""
-        from host.evolve.latency_cost import device_of, local_block, resolve_table, save_copy
+        from host.evolve.latency_cost import device_of, local_block, resolve_table
         c = self.config
         parent = Genome.squeezenet1_1(self.num_classes).to_dict()
         device_id = device_of(c.latency_table)
@@ -196,18 +195,16 @@ class Evolution:
             self.recorder.say(f"host-evolve: asked device {device_id} for its latency table (request "
                               f"{self._table_request[1]}); it is read before generation 1")
             return None
-        if c.latency_table == "local":
-            block, why = local_block()
-        else:
-            from contract.latency_table import load_table
-            try:
-                table = load_table(c.latency_table)
-            except ContractError as error:
-                raise HostError(f"--latency-table {c.latency_table}: {error}") from error
-            block, why = int(table["block"]), table.get("block_why", "the table's block")
-        check_block(c.round_to, block, why)
-        cost = resolve_table(c.latency_table, parent, c.image_size, c.round_to,
-                             log=self.recorder.say if self.world.is_main else (lambda message: None))
+        log = self.recorder.say if self.world.is_main else (lambda message: None)
+        if c.latency_table == "local":  # the block known before anything is measured
+            check_block(c.round_to, *local_block())
+        cost = resolve_table(c.latency_table, parent, c.image_size, c.round_to, log=log)  # a file: read once, here
+        check_block(c.round_to, int(cost.table["block"]), cost.table.get("block_why", "the table's block"))
+        return self.keep_table(cost)
+
+    def keep_table(self, cost):
+        """The table the run is priced by, kept as RUN/latency-table.json and said; ``cost`` back."""
+        from host.evolve.latency_cost import save_copy
         if self.world.is_main:
             save_copy(cost, self.layout.latency_table)
             self.recorder.say("host-evolve: " + cost.describe())
@@ -216,7 +213,7 @@ class Evolution:
     def priced(self):
         """The LatencyCost --budget latency prices by: a device's table is waited for here, the first time."""
         if self.latency_cost is None and getattr(self, "_table_request", None):
-            from host.evolve.latency_cost import LatencyCost, covers_or_refuse, save_copy, wait_for_device_table
+            from host.evolve.latency_cost import LatencyCost, covers_or_refuse, wait_for_device_table
             device_id, request_id = self._table_request
             table = wait_for_device_table(self.lineage, request_id, device_id, self.config.latency_timeout,
                                           log=self.recorder.say)
@@ -224,10 +221,7 @@ class Evolution:
             cost = LatencyCost(table, f"device:{device_id}")
             covers_or_refuse(cost, Genome.squeezenet1_1(self.num_classes).to_dict(), self.config.image_size,
                              self.recorder.say)
-            if self.world.is_main:
-                save_copy(cost, self.layout.latency_table)
-                self.recorder.say("host-evolve: " + cost.describe())
-            self.latency_cost = cost
+            self.latency_cost = self.keep_table(cost)
         return self.latency_cost
 
     def budget_cost(self, genome: Genome) -> float:

@@ -146,11 +146,12 @@ def measure_local(parent: dict, image_size: int, step: int, cache: Path | None =
         except ContractError:
             log(f"host-evolve: the cached latency table {path} is damaged; measuring it again")
     block, why = local_block()
-    log(f"host-evolve: measuring the latency table here (ONNX Runtime, one thread, {lt.entries(lt.layer_grids(parent, step))} "
-        f"layer entries at {image_size} px, grid {step}; once per machine, cached in {cache})")
+    total = lt.entries(lt.layer_grids(parent, step))
+    log(f"host-evolve: measuring the latency table here (ONNX Runtime, one thread, {total} layer entries at "
+        f"{image_size} px, grid {step}; once per machine, cached in {cache})")
     timer = BackendTimer(EngineOptions("onnxruntime"), threads=1)
     try:
-        progress = Progress(lt.entries(lt.layer_grids(parent, step)))
+        progress = Progress(total)
         table = build_table(timer, parent, image_size, step, block, why, "onnxruntime", "fp32", version, machine,
                             progress=progress)
         progress.close()
@@ -195,11 +196,9 @@ def covers_or_refuse(cost: LatencyCost, parent: dict, image_size: int, log: Call
     return cost
 
 
-DEVICE_PREFIX = "device:"
-
-
 def device_of(source: str) -> str | None:
-    """'device:ID' -> 'ID'; None for a file or 'local'."""
+    """'device:ID' -> 'ID'; None for a file or 'local' (the form --latency-from takes, host/evolve/latency.py)."""
+    from host.evolve.latency import DEVICE_PREFIX
     return source[len(DEVICE_PREFIX):] if source.startswith(DEVICE_PREFIX) and len(source) > len(DEVICE_PREFIX) \
         else None
 

@@ -178,7 +178,7 @@ def test_trtexec_spellings_mean_what_they_mean_there():
 
 
 def test_the_figures_name_median_p90_walltime_and_the_cv_and_advise_by_platform():
-    from device.bench import _summary_lines, unstable_advice
+    from device.bench import unstable_advice
     from tests.engines.tiny_onnx import tiny_onnx
     result = run_bench("--onnx", tiny_onnx(), "--duration", "0.2", "--remeasure", "0", "--backend", "onnxruntime",
                        "--batch", "1,2", "--check")
@@ -188,4 +188,3 @@ def test_the_figures_name_median_p90_walltime_and_the_cv_and_advise_by_platform(
         assert words in line, line
     assert (result.stdout + result.stderr).count("device-bench: check:") <= 1  # one ONNX Runtime session, one check
     assert "jetson_clocks" in unstable_advice(jetson=True) and "jetson_clocks" not in unstable_advice(jetson=False)
-    assert callable(_summary_lines)
